@@ -1,0 +1,1 @@
+"""dpo3d's command layer (installed as ``dpo3d_cli``): flags -> config -> one library call -> output."""

@@ -1,0 +1,49 @@
+"""The `dpo3d` command: one Typer app, one small module per subcommand."""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(
+    name="dpo3d",
+    help=(
+        "Preference optimisation of language models, with DPO's 3D-properties "
+        "(Drastic drop, Degradation, Dispersion) measured in every run.\n\n"
+        "Every subcommand reads and writes JSONL ('-' = stdin/stdout) or checkpoints, "
+        "so they chain in shell pipelines. Human output (progress, tables) goes to stderr."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+
+
+@app.callback()
+def root(
+    version: bool = typer.Option(False, "--version", help="Print the version and exit.", is_eager=True),
+) -> None:
+    """Preference optimisation with DPO's 3D-properties measured (see `dpo3d COMMAND --help`)."""
+    if version:
+        from dpo3d import __version__
+
+        typer.echo(f"dpo3d {__version__}")
+        raise typer.Exit()
+
+
+def _register() -> None:
+    # one import per subcommand; each module exposes `command`
+    from . import logprobs
+
+    app.command("logprobs")(logprobs.command)
+
+
+_register()
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

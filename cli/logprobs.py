@@ -1,0 +1,4 @@
+"""`dpo3d logprobs` (being written)."""
+
+def command() -> None:
+    """Score pairs (being written)."""

@@ -1,0 +1,294 @@
+"""JSONL records: read, validate and write them, from files or `-` (stdin/stdout).
+
+Records are plain dicts; fields a stage does not know pass through untouched.
+Bad input raises :class:`RecordError`, which names the file, the line and the
+problem in one line; the command layer turns it into exit code 2.
+Writers go to a temporary file beside the target and rename it at the end, so
+an interrupted or failed stage never leaves a half-written output file.
+No torch here: the records layer is imported by every stage.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+STDIO = "-"
+
+
+class RecordError(ValueError):
+    """A user's input is wrong. ``str()`` is the one line to show them."""
+
+    def __init__(self, source: str, line: int | None, problem: str):
+        self.source = source
+        self.line = line
+        self.problem = problem
+        where = f"{source}:{line}" if line is not None else source
+        super().__init__(f"{where}: {problem}")
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _display_name(path: str | os.PathLike) -> str:
+    return "<stdin>" if str(path) == STDIO else str(path)
+
+
+def iter_records(path: str | os.PathLike = STDIO, stream: TextIO | None = None) -> Iterator[tuple[int, dict]]:
+    """Yield ``(line_number, record)`` for each non-blank line of a JSONL file.
+
+    ``path`` may be ``-`` for stdin (or pass an already open binary/text ``stream``).
+    Raises RecordError on non-UTF-8 bytes, malformed JSON or a line that is not an object.
+    """
+    name = _display_name(path)
+    if stream is None and str(path) != STDIO and not Path(path).is_file():
+        raise RecordError(name, None, "no such file")
+    raw = stream if stream is not None else (sys.stdin.buffer if str(path) == STDIO else open(path, "rb"))
+    try:
+        for number, line in enumerate(raw, start=1):
+            if isinstance(line, bytes):
+                try:
+                    line = line.decode("utf-8")
+                except UnicodeDecodeError as err:
+                    raise RecordError(name, number, f"not valid UTF-8 (byte {err.start})") from None
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise RecordError(name, number, f"malformed JSON: {err.msg} (column {err.colno})") from None
+            if not isinstance(record, dict):
+                raise RecordError(name, number, f"expected a JSON object, got {type(record).__name__}")
+            yield number, record
+    finally:
+        if stream is None and raw is not sys.stdin.buffer:
+            raw.close()
+
+
+def read_records(
+    path: str | os.PathLike = STDIO,
+    schema: Schema | None = None,
+    allow_empty: bool = False,
+) -> list[dict]:
+    """Read every record, validating each against ``schema``; empty input is an error."""
+    records = []
+    for number, record in iter_records(path):
+        if schema is not None:
+            schema.check(record, _display_name(path), number)
+        records.append(record)
+    if not records and not allow_empty:
+        raise RecordError(_display_name(path), None, "empty input: no records")
+    return records
+
+
+# --------------------------------------------------------------------------- validation
+
+#: JSON types by name, as a stage declares them in a Schema
+_TYPES: dict[str, tuple[type, ...]] = {
+    "str": (str,),
+    "int": (int,),
+    "number": (int, float),
+    "bool": (bool,),
+    "list": (list,),
+    "dict": (dict,),
+    "text": (str,),  # a string, or a list of chat messages: see is_text()
+}
+
+
+def is_messages(value: Any) -> bool:
+    """True for a chat (TRL "conversational") value: a list of {role, content} dicts."""
+    return (
+        isinstance(value, list)
+        and len(value) > 0
+        and all(
+            isinstance(m, Mapping) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+            for m in value
+        )
+    )
+
+
+def is_text(value: Any) -> bool:
+    """A prompt or response: a plain string or a list of chat messages."""
+    return isinstance(value, str) or is_messages(value)
+
+
+def _type_ok(value: Any, kind: str) -> bool:
+    if kind == "text":
+        return is_text(value)
+    if kind in ("int", "number") and isinstance(value, bool):
+        return False
+    return isinstance(value, _TYPES[kind])
+
+
+@dataclass(frozen=True)
+class Schema:
+    """The fields one stage needs: ``required`` and ``optional`` map field -> type name.
+
+    ``one_of`` lists alternative required groups (e.g. pairs *or* completions);
+    the first group that is fully present is the record's shape.
+    """
+
+    required: Mapping[str, str]
+    optional: Mapping[str, str] | None = None
+    one_of: tuple[Mapping[str, str], ...] = ()
+
+    def shape(self, record: Mapping) -> int:
+        """Index of the ``one_of`` group the record matches (0 when there are none)."""
+        for index, group in enumerate(self.one_of):
+            if all(key in record for key in group):
+                return index
+        return 0
+
+    def check(self, record: Mapping, source: str = "<input>", line: int | None = None) -> None:
+        fields = dict(self.required)
+        if self.one_of:
+            index = self.shape(record)
+            if not all(key in record for key in self.one_of[index]):
+                wanted = " or ".join("{" + ", ".join(group) + "}" for group in self.one_of)
+                raise RecordError(source, line, f"record needs the fields {wanted}")
+            fields.update(self.one_of[index])
+        for key, kind in fields.items():
+            if key not in record:
+                raise RecordError(source, line, f"missing field '{key}'")
+            if not _type_ok(record[key], kind):
+                raise RecordError(source, line, f"field '{key}' should be {_describe(kind)}, got {_json_type(record[key])}")
+        for key, kind in (self.optional or {}).items():
+            if key in record and record[key] is not None and not _type_ok(record[key], kind):
+                raise RecordError(source, line, f"field '{key}' should be {_describe(kind)}, got {_json_type(record[key])}")
+
+
+def _describe(kind: str) -> str:
+    return {
+        "text": "a string or a list of chat messages",
+        "str": "a string",
+        "int": "an integer",
+        "number": "a number",
+        "bool": "true or false",
+        "list": "a list",
+        "dict": "an object",
+    }[kind]
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list" if value else "an empty list"
+    return "an object"
+
+
+#: the stage schemas the suite shares
+PAIRS = Schema(required={"prompt": "text", "chosen": "text", "rejected": "text"}, optional={"id": "str"})
+COMPLETIONS = Schema(required={"prompt": "text", "completion": "text"}, optional={"id": "str"})
+PAIRS_OR_COMPLETIONS = Schema(
+    required={},
+    optional={"id": "str"},
+    one_of=(
+        {"prompt": "text", "chosen": "text", "rejected": "text"},
+        {"prompt": "text", "completion": "text"},
+    ),
+)
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def dumps(record: Mapping) -> str:
+    return json.dumps(record, ensure_ascii=False, allow_nan=False)
+
+
+@contextmanager
+def open_output(path: str | os.PathLike = STDIO) -> Iterator[TextIO]:
+    """A text stream for JSONL output: stdout for ``-``, else a temp file renamed on success.
+
+    If the body raises, the temporary file is removed and the target is untouched.
+    """
+    if str(path) == STDIO:
+        out = sys.stdout
+        yield out
+        out.flush()
+        return
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with io.open(handle, "w", encoding="utf-8", newline="\n") as out:
+            yield out
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp_name, target)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+
+
+def write_records(records: Iterable[Mapping], path: str | os.PathLike = STDIO) -> int:
+    """Write records atomically (see open_output); returns how many were written."""
+    count = 0
+    with open_output(path) as out:
+        for record in records:
+            out.write(dumps(record) + "\n")
+            count += 1
+    return count
+
+
+def write_json(obj: Any, path: str | os.PathLike) -> None:
+    """Write one JSON document atomically (summaries, configs)."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with io.open(handle, "w", encoding="utf-8") as out:
+            json.dump(obj, out, ensure_ascii=False, indent=2, allow_nan=False)
+            out.write("\n")
+        os.replace(tmp_name, target)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+
+
+class AppendLog:
+    """An append-only JSONL log (metrics, resumable outputs): one flushed line per record."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._out = open(self.path, "a", encoding="utf-8")
+
+    def write(self, record: Mapping) -> None:
+        self._out.write(dumps(record) + "\n")
+        self._out.flush()
+
+    def close(self) -> None:
+        self._out.close()
+
+    def __enter__(self) -> AppendLog:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def json_safe(value: Any) -> Any:
+    """Replace non-finite floats (nan, ±inf) with None, recursively, so JSON stays valid."""
+    if isinstance(value, float):
+        return value if value == value and value not in (float("inf"), float("-inf")) else None
+    if isinstance(value, Mapping):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(item) for item in value]
+    return value
