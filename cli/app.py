@@ -52,6 +52,10 @@ def _register() -> None:
 
     app.command("logprobs")(logprobs.command)
 
+    from . import train_dpo
+
+    app.command("train-dpo")(train_dpo.command)
+
 
 _quiet_libraries()
 _register()

@@ -123,6 +123,21 @@ def _length_sorted_batches(lengths: Sequence[int], batch_size: int) -> Iterator[
 
 
 @torch.no_grad()
+def score_sequences(
+    model, sequences: Sequence[EncodedPair], pad_id: int, batch_size: int = 16, padding_side: str = "right"
+) -> SequenceLogps:
+    """Log-probs of many sequences without gradients, batched by length, returned in input order."""
+    device = next(model.parameters()).device
+    n = len(sequences)
+    total, mean, count = (torch.zeros(n, dtype=torch.float32) for _ in range(3))
+    for batch_indices in _length_sorted_batches([len(s) for s in sequences], batch_size):
+        logps = sequence_logps(model, collate([sequences[i] for i in batch_indices], pad_id, padding_side).to(device))
+        index = torch.tensor(batch_indices)
+        total[index], mean[index], count[index] = logps.sum.float().cpu(), logps.mean.float().cpu(), logps.count.float().cpu()
+    return SequenceLogps(total, mean, count)
+
+
+@torch.no_grad()
 def score_records(
     model,
     tokenizer,

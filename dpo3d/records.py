@@ -291,3 +291,27 @@ def json_safe(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [json_safe(item) for item in value]
     return value
+
+
+def read_log(path: str | os.PathLike) -> list[dict]:
+    """Read an append-only JSONL log written by a run that may have been killed.
+
+    A torn final line (the process died mid-write) is dropped; a bad line anywhere
+    else is real corruption and raises RecordError. A missing file is empty.
+    """
+    target = Path(path)
+    if not target.is_file():
+        return []
+    lines = target.read_bytes().split(b"\n")
+    records = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            if number == len(lines):  # the last line, with no newline after it: torn by a crash
+                break
+            raise RecordError(str(path), number, "corrupt line in a run log") from None
+        records.append(record)
+    return records

@@ -1,0 +1,171 @@
+"""Sampling N candidate completions per prompt, batched, with the KV cache.
+
+Prompts are processed in fixed chunks of ``max(1, batch_size // n)`` prompts;
+each chunk is sampled under its own seed, derived from the run's seed and the
+chunk's index. So the same command gives the same candidates, and a run resumed
+after a crash (which restarts at a chunk boundary) gives exactly the candidates
+the uninterrupted run would have.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from .sequences import encode_prompt
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    n: int = 8
+    temperature: float = 0.7
+    top_p: float = 1.0
+    max_new_tokens: int = 512
+    batch_size: int = 32  # sequences generated together
+    seed: int = 0
+
+    @property
+    def prompts_per_chunk(self) -> int:
+        return max(1, self.batch_size // self.n)
+
+    def validate(self) -> None:
+        if self.n < 1:
+            raise ValueError("-n must be at least 1")
+        if self.temperature < 0:
+            raise ValueError("--temperature must be >= 0 (0 = greedy)")
+        if not 0 < self.top_p <= 1:
+            raise ValueError("--top-p must be in (0, 1]")
+        if self.temperature == 0 and self.n > 1:
+            raise ValueError("greedy decoding (--temperature 0) gives one candidate; use -n 1")
+
+
+@dataclass
+class ChunkResult:
+    """The candidates of one chunk of prompts, and what it cost."""
+
+    records: list[dict]
+    prompts_done: int
+    new_tokens: int
+    seconds: float
+
+
+def chunk_seed(seed: int, chunk_index: int) -> int:
+    digest = hashlib.sha256(f"{seed}:{chunk_index}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & 0x7FFF_FFFF_FFFF_FFFF
+
+
+def chunks(prompts: Sequence[dict], config: SamplingConfig) -> list[tuple[int, list[dict]]]:
+    """The fixed chunks ``(index, prompts)`` of a run: resume skips whole chunks by index."""
+    size = config.prompts_per_chunk
+    return [(i // size, list(prompts[i : i + size])) for i in range(0, len(prompts), size)]
+
+
+def candidate_record(prompt_record: dict, completion: str, sample_index: int, source: str, tokens: int) -> dict:
+    return {
+        **prompt_record,
+        "completion": completion,
+        "sample_index": sample_index,
+        "source": source,
+        "completion_tokens": tokens,
+    }
+
+
+class HFSampler:
+    """Hugging Face ``generate`` with left padding and the KV cache."""
+
+    def __init__(self, model, tokenizer, config: SamplingConfig):
+        config.validate()
+        self.model, self.tokenizer, self.config = model, tokenizer, config
+        self.device = next(model.parameters()).device
+
+    @torch.no_grad()
+    def sample_chunk(self, chunk_index: int, prompts: list[dict], source: str) -> ChunkResult:
+        start = time.perf_counter()
+        cfg = self.config
+        encoded = [encode_prompt(self.tokenizer, record["prompt"]) for record in prompts]
+        width = max(len(ids) for ids in encoded)
+        pad = self.tokenizer.pad_token_id
+        input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for ids in encoded], device=self.device)
+        attention_mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in encoded], device=self.device)
+        torch.manual_seed(chunk_seed(cfg.seed, chunk_index))
+        sampling = {"do_sample": True, "temperature": cfg.temperature, "top_p": cfg.top_p, "top_k": 0} if cfg.temperature > 0 else {"do_sample": False}
+        output = self.model.generate(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            max_new_tokens=cfg.max_new_tokens,
+            num_return_sequences=cfg.n,
+            pad_token_id=pad,
+            eos_token_id=self.tokenizer.eos_token_id,
+            use_cache=True,
+            **sampling,
+        )
+        new = output[:, width:]
+        records, new_tokens = [], 0
+        for row in range(new.shape[0]):
+            tokens = new[row]
+            length = _generated_length(tokens, self.tokenizer.eos_token_id, pad)
+            new_tokens += length
+            text = self.tokenizer.decode(tokens[:length], skip_special_tokens=True)
+            prompt_record = prompts[row // cfg.n]
+            records.append(candidate_record(prompt_record, text, row % cfg.n, source, length))
+        return ChunkResult(records, len(prompts), new_tokens, time.perf_counter() - start)
+
+
+def _generated_length(tokens: torch.Tensor, eos_id: int | None, pad_id: int) -> int:
+    """Tokens up to and including the first EOS (padding after it is not generated)."""
+    if eos_id is not None:
+        hits = (tokens == eos_id).nonzero()
+        if len(hits):
+            return int(hits[0]) + 1
+    if pad_id != eos_id:
+        return int((tokens != pad_id).sum())
+    return int(tokens.shape[0])
+
+
+class VLLMSampler:
+    """vLLM's engine, for clusters where it is installed (``--backend vllm``)."""
+
+    def __init__(self, model_path: str, tokenizer, config: SamplingConfig, trust_remote_code: bool = False):
+        if importlib.util.find_spec("vllm") is None:
+            raise ValueError("--backend vllm needs vLLM installed (pip install vllm, on a GPU machine)")
+        from vllm import LLM  # noqa: PLC0415 - optional dependency
+
+        config.validate()
+        self.config, self.tokenizer = config, tokenizer
+        self.engine = LLM(model=model_path, seed=config.seed, trust_remote_code=trust_remote_code)
+
+    def sample_chunk(self, chunk_index: int, prompts: list[dict], source: str) -> ChunkResult:
+        from vllm import SamplingParams, TokensPrompt  # noqa: PLC0415
+
+        cfg = self.config
+        start = time.perf_counter()
+        params = SamplingParams(
+            n=cfg.n, temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_new_tokens,
+            seed=chunk_seed(cfg.seed, chunk_index),
+        )
+        inputs = [TokensPrompt(prompt_token_ids=encode_prompt(self.tokenizer, r["prompt"])) for r in prompts]
+        records, new_tokens = [], 0
+        for prompt_record, result in zip(prompts, self.engine.generate(inputs, params, use_tqdm=False), strict=True):
+            for index, out in enumerate(result.outputs):
+                new_tokens += len(out.token_ids)
+                records.append(candidate_record(prompt_record, out.text, index, source, len(out.token_ids)))
+        return ChunkResult(records, len(prompts), new_tokens, time.perf_counter() - start)
+
+
+def sample_all(
+    sampler, prompts: Sequence[dict], source: str, skip_chunks: set[int] = frozenset(),
+    on_chunk: Callable[[ChunkResult], None] | None = None,
+) -> Iterator[ChunkResult]:
+    """Sample every chunk not in ``skip_chunks``, yielding each chunk's candidates as it finishes."""
+    for index, chunk in chunks(prompts, sampler.config):
+        if index in skip_chunks:
+            continue
+        result = sampler.sample_chunk(index, chunk, source)
+        if on_chunk is not None:
+            on_chunk(result)
+        yield result

@@ -1,0 +1,79 @@
+"""Resumable checkpoints, written atomically.
+
+``OUT/checkpoint/`` holds the latest resumable state: the model as a Hugging
+Face folder (safetensors) plus ``trainer_state.pt`` (optimizer, scheduler, RNG,
+step), a tensors-only file loaded with ``weights_only=True`` (no pickled
+objects). A new checkpoint is staged in a temporary folder and swapped in with
+renames, so a run killed at any instant leaves the previous one intact.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+STATE_FILE = "trainer_state.pt"
+LATEST = "checkpoint"
+
+
+@dataclass
+class TrainerState:
+    step: int
+    optimizer: dict
+    scheduler: dict
+    torch_rng: torch.Tensor
+
+
+def latest(out: Path) -> Path | None:
+    folder = Path(out) / LATEST
+    return folder if (folder / STATE_FILE).is_file() else None
+
+
+def save(out: Path, model, tokenizer, state: TrainerState) -> Path:
+    """Write ``OUT/checkpoint`` atomically (stage, then swap)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".checkpoint.", dir=out))
+    try:
+        model.save_pretrained(staging, safe_serialization=True)
+        tokenizer.save_pretrained(staging)
+        torch.save(
+            {"step": state.step, "optimizer": state.optimizer, "scheduler": state.scheduler, "torch_rng": state.torch_rng},
+            staging / STATE_FILE,
+        )
+        target = out / LATEST
+        previous = out / f".{LATEST}.previous"
+        shutil.rmtree(previous, ignore_errors=True)
+        if target.exists():
+            os.replace(target, previous)
+        os.replace(staging, target)
+        shutil.rmtree(previous, ignore_errors=True)
+        return target
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def recover_interrupted_swap(out: Path) -> None:
+    """A kill between the two renames of save() leaves only the previous checkpoint: put it back."""
+    out = Path(out)
+    previous = out / f".{LATEST}.previous"
+    if previous.exists() and not (out / LATEST).exists():
+        os.replace(previous, out / LATEST)
+
+
+def load(folder: Path, model) -> TrainerState:
+    """Load weights into ``model`` (in place) and return the trainer state."""
+    weights = load_file(str(Path(folder) / "model.safetensors"))
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    # tied embeddings are saved once; anything else missing is a real mismatch
+    tied = {k for k in missing if "lm_head" in k} if getattr(model.config, "tie_word_embeddings", False) else set()
+    if set(missing) - tied or unexpected:
+        raise ValueError(f"{folder}: checkpoint does not fit the model (missing {sorted(missing)[:3]}, unexpected {unexpected[:3]})")
+    raw = torch.load(Path(folder) / STATE_FILE, weights_only=True)
+    return TrainerState(raw["step"], raw["optimizer"], raw["scheduler"], raw["torch_rng"])

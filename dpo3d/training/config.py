@@ -1,0 +1,43 @@
+"""Settings of the shared training loop."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class LoopConfig:
+    out: Path
+    lr: float = 1e-6
+    batch_size: int = 8  # examples per device per micro-batch
+    grad_accum: int = 2
+    epochs: float = 1.0
+    max_steps: int | None = None  # overrides epochs
+    warmup_ratio: float = 0.1
+    schedule: str = "cosine"  # cosine | linear | constant
+    weight_decay: float = 0.0
+    max_grad_norm: float | None = 1.0
+    seed: int = 0
+    log_every: int = 1
+    save_every: int = 0  # 0: only at the end
+    resume: bool = False
+    cpu: bool = False
+    extra: dict = field(default_factory=dict)  # the task's own settings, recorded in run_config.json
+
+    def validate(self) -> None:
+        if self.lr <= 0:
+            raise ValueError("--lr must be positive")
+        if self.batch_size < 1 or self.grad_accum < 1:
+            raise ValueError("--batch-size and --grad-accum must be at least 1")
+        if self.max_steps is None and self.epochs <= 0:
+            raise ValueError("--epochs must be positive (or give --max-steps)")
+        if self.schedule not in ("cosine", "linear", "constant"):
+            raise ValueError("--schedule must be cosine, linear or constant")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ValueError("--warmup-ratio must be in [0, 1)")
+
+    def to_json(self) -> dict:
+        data = asdict(self)
+        data["out"] = str(self.out)
+        return data

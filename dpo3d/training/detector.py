@@ -1,0 +1,76 @@
+"""The live 3D detector: warn, once per episode, when a run shows a 3D-property.
+
+It reads the probe measurements of each logged record (log-probs of a fixed set
+of pairs and of unseen candidates, as changes since step 0, in nats summed over
+the response) and raises:
+
+* **drastic drop** — the rejected log-prob has fallen ``drop_ratio`` times more
+  than the chosen one has risen (and by at least ``min_drop`` nats);
+* **degradation** — the chosen log-prob fell since the last log while the
+  margin (chosen change − rejected change) still grew: DPO is unlearning the
+  rejected response instead of learning the chosen one;
+* **dispersion** — the unseen candidates' log-prob rose while both chosen and
+  rejected are below where they started: mass moves to responses in neither.
+
+An *episode* is a run of consecutive logged steps where the condition holds:
+one warning when it starts, none again until it has stopped holding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+CHOSEN, REJECTED, UNSEEN = "probe_chosen_logp_delta", "probe_rejected_logp_delta", "probe_unseen_logp_delta"
+
+
+@dataclass
+class ThreeDDetector:
+    drop_ratio: float = 5.0
+    min_drop: float = 1.0
+    tolerance: float = 0.05
+    active: dict[str, bool] = field(default_factory=dict)
+    previous: dict | None = None
+    events: list[dict] = field(default_factory=list)
+
+    def _episode(self, name: str, holds: bool, step: int, message: str) -> list[str]:
+        starts = holds and not self.active.get(name, False)
+        self.active[name] = holds
+        if starts:
+            self.events.append({"property": name, "step": step, "message": message})
+            return [message]
+        return []
+
+    def update(self, record: dict) -> list[str]:
+        if CHOSEN not in record or REJECTED not in record:
+            return []
+        step, chosen, rejected = record["step"], record[CHOSEN], record[REJECTED]
+        warnings = []
+        fell = -rejected
+        rose = max(chosen, 0.0)
+        holds = fell > self.min_drop and fell > self.drop_ratio * max(rose, self.tolerance)
+        direction = f"rose {chosen:.2f}" if chosen > 0 else f"fell {-chosen:.2f}"
+        ratio = fell / max(rose, self.tolerance)
+        warnings += self._episode(
+            "drastic_drop", holds, step,
+            f"step {step}: drastic drop — rejected log-prob fell {fell:.2f} nats since step 0 while chosen "
+            f"{direction} ({ratio:.0f}× faster)",
+        )
+        if self.previous is not None:
+            chosen_change = chosen - self.previous[CHOSEN]
+            margin, previous_margin = chosen - rejected, self.previous[CHOSEN] - self.previous[REJECTED]
+            holds = chosen_change < -self.tolerance and margin > previous_margin + self.tolerance
+            warnings += self._episode(
+                "degradation", holds, step,
+                f"step {step}: degradation — chosen log-prob fell {-chosen_change:.2f} nats since the last log "
+                f"while the margin still grew ({previous_margin:.2f} → {margin:.2f})",
+            )
+        unseen = record.get(UNSEEN)
+        if unseen is not None:
+            holds = unseen > self.tolerance and chosen < -self.tolerance and rejected < -self.tolerance
+            warnings += self._episode(
+                "dispersion", holds, step,
+                f"step {step}: dispersion — unseen candidates' log-prob rose {unseen:.2f} nats while chosen "
+                f"({chosen:.2f}) and rejected ({rejected:.2f}) both fell",
+            )
+        self.previous = {CHOSEN: chosen, REJECTED: rejected}
+        return warnings

@@ -1,0 +1,152 @@
+"""The DPO-family task: any loss of the registry, with the 3D diagnostics measured live."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from ..logprobs import pair_logps, score_sequences
+from ..losses import LossSpec, PreferenceBatch, gradient_diagnostics
+from .detector import ThreeDDetector
+from .pairs_data import PairSet
+
+
+@dataclass
+class DPOSettings:
+    hyperparameters: dict
+    probe_size: int = 16
+    grad_split_every: int = 0
+    eval_every: int = 0
+    score_batch_size: int = 16
+    padding_side: str = "right"
+
+
+@dataclass
+class DPOTask:
+    """Loss of a micro-batch of pairs under ``loss``; probes, eval and grad split at logged steps.
+
+    ``reference`` holds summed reference log-probs: ``chosen``, ``rejected`` (train pairs),
+    ``eval_chosen``, ``eval_rejected`` (if eval pairs) and ``unseen`` (the unseen subset).
+    """
+
+    loss_spec: LossSpec
+    pairs: PairSet
+    reference: dict[str, torch.Tensor]
+    settings: DPOSettings
+    pad_id: int
+    probe_set: list[int]
+    eval_pairs: PairSet | None = None
+    baseline: dict[str, float] | None = None  # probe values at step 0 (read back on resume)
+    detector: ThreeDDetector = field(default_factory=ThreeDDetector)
+
+    def lengths(self) -> list[int]:
+        return self.pairs.lengths()
+
+    def _batch(self, model, pairs: PairSet, indices: list[int], prefix: str = "") -> tuple[PreferenceBatch, object, object]:
+        chosen, rejected = pair_logps(
+            model, [pairs.chosen[i] for i in indices], [pairs.rejected[i] for i in indices], self.pad_id,
+            self.settings.padding_side,
+        )
+        index = torch.tensor(indices)
+        device = chosen.sum.device
+        batch = PreferenceBatch(
+            policy_chosen_logps=chosen.sum,
+            policy_rejected_logps=rejected.sum,
+            reference_chosen_logps=self.reference[f"{prefix}chosen"][index].to(device),
+            reference_rejected_logps=self.reference[f"{prefix}rejected"][index].to(device),
+            chosen_lengths=chosen.count,
+            rejected_lengths=rejected.count,
+        )
+        return batch, chosen, rejected
+
+    def loss(self, model, indices: list[int]):
+        batch, chosen, rejected = self._batch(model, self.pairs, indices)
+        hyper = self.settings.hyperparameters
+        output = self.loss_spec(batch, **hyper)
+        diagnostics = gradient_diagnostics(self.loss_spec.name, batch, **hyper)
+        metrics = {
+            "loss": output.losses,
+            "chosen_logp": chosen.sum,
+            "rejected_logp": rejected.sum,
+            "chosen_logp_per_token": chosen.mean,
+            "rejected_logp_per_token": rejected.mean,
+            "chosen_logp_change": chosen.sum - batch.reference_chosen_logps,
+            "rejected_logp_change": rejected.sum - batch.reference_rejected_logps,
+            "chosen_reward": output.chosen_rewards,
+            "rejected_reward": output.rejected_rewards,
+            "margin": output.margins,
+            "accuracy": (output.margins > 0).float(),
+            "log_grad_chosen": diagnostics.log_abs_grad_chosen,
+            "log_grad_rejected": diagnostics.log_abs_grad_rejected,
+            "logp_grad_chosen": diagnostics.chosen_logp_grad,
+            "logp_grad_rejected": diagnostics.rejected_logp_grad,
+        }
+        return output.loss, metrics
+
+    # ------------------------------------------------------------------ measurements at logged steps
+
+    def _probe_values(self, model) -> dict[str, float]:
+        chosen = [self.pairs.chosen[i] for i in self.probe_set]
+        rejected = [self.pairs.rejected[i] for i in self.probe_set]
+        values = {}
+        groups = {"chosen": chosen, "rejected": rejected, "unseen": self.pairs.unseen}
+        for name, seqs in groups.items():
+            if not seqs:
+                continue
+            logps = score_sequences(model, seqs, self.pad_id, self.settings.score_batch_size, self.settings.padding_side)
+            values[f"probe_{name}_logp"] = float(logps.sum.mean())
+            values[f"probe_{name}_logp_per_token"] = float(logps.mean.mean())
+        return values
+
+    def _evaluate(self, model) -> dict[str, float]:
+        pairs = self.eval_pairs
+        totals = {"loss": 0.0, "accuracy": 0.0, "margin": 0.0}
+        size = self.settings.score_batch_size
+        with torch.no_grad():
+            for start in range(0, len(pairs), size):
+                indices = list(range(start, min(start + size, len(pairs))))
+                batch, _, _ = self._batch(model, pairs, indices, prefix="eval_")
+                output = self.loss_spec(batch, **self.settings.hyperparameters)
+                totals["loss"] += float(output.losses.sum())
+                totals["accuracy"] += float((output.margins > 0).float().sum())
+                totals["margin"] += float(output.margins.sum())
+        return {f"eval_{key}": value / len(pairs) for key, value in totals.items()}
+
+    def _grad_split(self, model, indices: list[int]) -> dict[str, float]:
+        """Parameter-gradient norm coming through the chosen side alone and the rejected side alone."""
+        params = [p for p in model.parameters() if p.requires_grad]
+        with torch.enable_grad():
+            batch, _, _ = self._batch(model, self.pairs, indices)
+            diagnostics = gradient_diagnostics(self.loss_spec.name, batch, **self.settings.hyperparameters)
+            n = len(indices)
+            norms = {}
+            for side, logps, grad in (
+                ("chosen", batch.policy_chosen_logps, diagnostics.chosen_logp_grad),
+                ("rejected", batch.policy_rejected_logps, diagnostics.rejected_logp_grad),
+            ):
+                grads = torch.autograd.grad(
+                    logps, params, grad_outputs=(grad / n).to(logps.dtype), retain_graph=side == "chosen", allow_unused=True
+                )
+                norms[f"grad_norm_{side}_side"] = float(
+                    torch.linalg.vector_norm(torch.stack([g.norm() for g in grads if g is not None]))
+                )
+        return norms
+
+    def probe(self, model, step: int, indices: list[int]) -> dict[str, float]:
+        values = self._probe_values(model)
+        if self.baseline is None:
+            self.baseline = dict(values)
+        for key, value in list(values.items()):
+            if key.endswith("_logp") or key.endswith("_logp_per_token"):
+                values[f"{key[: -len('_logp')]}_logp_delta" if key.endswith("_logp") else f"{key}_delta"] = value - self.baseline[key]
+        every = self.settings.eval_every
+        if self.eval_pairs is not None and (step == 0 or (every and step % every == 0)):
+            values.update(self._evaluate(model))
+        split = self.settings.grad_split_every
+        if split and step > 0 and step % split == 0 and indices:
+            values.update(self._grad_split(model, indices))
+        return values
+
+    def check(self, record: dict) -> list[str]:
+        return self.detector.update(record)

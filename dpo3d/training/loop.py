@@ -1,0 +1,227 @@
+"""The one training loop: accelerate, accumulation, checkpoints, resume, NaN guard, metrics.
+
+A *task* says what the loss of a set of examples is and what to measure; this
+loop does everything else, the same way for SFT, DPO (any registered loss) and
+reward models. Run it under ``accelerate launch`` for data parallelism: each
+process takes its share of every global batch (see batches.py), so N processes
+with batch size b train exactly like one process with batch size N·b.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+
+from ..records import AppendLog, json_safe, read_log, write_json, write_records
+from . import batches, checkpoint
+from .config import LoopConfig
+
+
+class Task(Protocol):
+    def lengths(self) -> list[int]:
+        """Token length of each example (for length-grouped batches)."""
+
+    def loss(self, model, indices: list[int]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Mean loss over ``indices`` and per-example metric tensors (shape ``(len(indices),)``)."""
+
+    def probe(self, model, step: int, indices: list[int]) -> dict[str, float]:
+        """Extra measurements at a logged step, on the main process (``indices``: its last micro-batch)."""
+
+    def check(self, record: dict) -> list[str]:
+        """Warnings raised by a logged record (the live 3D detector)."""
+
+
+class NonFiniteLoss(RuntimeError):
+    """The loss became NaN/inf: the run stopped before applying that step."""
+
+
+@dataclass
+class LoopCallbacks:
+    on_start: Callable[[int, int], None] = lambda start, total: None
+    on_step: Callable[[int], None] = lambda step: None
+    on_log: Callable[[dict], None] = lambda record: None
+    on_warning: Callable[[str], None] = lambda message: None
+    on_save: Callable[[int, Path], None] = lambda step, path: None
+
+
+@dataclass
+class RunResult:
+    steps: int
+    out: Path
+    last_record: dict = field(default_factory=dict)
+
+
+def _scheduler(config: LoopConfig, optimizer, total: int):
+    from transformers import get_scheduler
+
+    name = {"constant": "constant_with_warmup"}.get(config.schedule, config.schedule)
+    return get_scheduler(name, optimizer, num_warmup_steps=int(config.warmup_ratio * total), num_training_steps=total)
+
+
+def _save_final(model, tokenizer, out: Path) -> None:
+    """The trained model's files into OUT itself (each file replaced atomically)."""
+    staging = Path(tempfile.mkdtemp(prefix=".final.", dir=out))
+    try:
+        model.save_pretrained(staging, safe_serialization=True)
+        tokenizer.save_pretrained(staging)
+        for item in staging.iterdir():
+            os.replace(item, out / item.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop metrics logged after the checkpoint we resume from (the killed run got further)."""
+    kept = [record for record in read_log(path) if record.get("step", 0) <= step]
+    write_records(kept, path) if kept else path.unlink(missing_ok=True)
+
+
+def train(model, tokenizer, task: Task, config: LoopConfig, callbacks: LoopCallbacks | None = None) -> RunResult:
+    """Train ``model`` on ``task``; writes OUT/metrics.jsonl, OUT/checkpoint/, the final model into OUT."""
+    config.validate()
+    callbacks = callbacks or LoopCallbacks()
+    out = Path(config.out)
+    accelerator = Accelerator(cpu=config.cpu)
+    set_seed(config.seed)
+    processes, rank, main = accelerator.num_processes, accelerator.process_index, accelerator.is_main_process
+    lengths = task.lengths()
+    global_size = batches.global_batch_size(config.batch_size, processes, config.grad_accum)
+    per_epoch = batches.steps_per_epoch(len(lengths), global_size)
+    total = config.max_steps or max(1, round(config.epochs * per_epoch))
+    metrics_path = out / "metrics.jsonl"
+
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = _scheduler(config, optimizer, total)
+    start = 0
+    state = None
+    if config.resume:
+        if main:
+            checkpoint.recover_interrupted_swap(out)
+        accelerator.wait_for_everyone()
+        found = checkpoint.latest(out)
+        if found is None:
+            raise ValueError(f"--resume: {out} holds no checkpoint to resume from")
+        state = checkpoint.load(found, model)
+        start = state.step
+    elif metrics_path.exists() or checkpoint.latest(out) is not None:
+        raise ValueError(f"{out} already holds a run: pass --resume to continue it, or choose another --out")
+
+    model, optimizer = accelerator.prepare(model, optimizer)
+    if state is not None:
+        optimizer.load_state_dict(state.optimizer)
+        scheduler.load_state_dict(state.scheduler)
+        torch.set_rng_state(state.torch_rng)
+        if main:
+            _truncate_metrics(metrics_path, start)
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        write_json({"steps": total, "global_batch": global_size, "processes": processes, **config.to_json()}, out / "run_config.json")
+    accelerator.wait_for_everyone()
+    log = AppendLog(metrics_path) if main else None
+    unwrapped = accelerator.unwrap_model(model)
+
+    def measure(step: int, indices: list[int]) -> dict:
+        was_training = unwrapped.training
+        unwrapped.eval()
+        try:
+            return task.probe(unwrapped, step, indices)
+        finally:
+            unwrapped.train(was_training)
+
+    if start == 0 and main:
+        record = json_safe({"step": 0, **measure(0, [])})
+        log.write(record)
+        callbacks.on_log(record)
+    callbacks.on_start(start, total)
+
+    plans: dict[int, list[list[int]]] = {}
+    last_record: dict = {}
+    try:
+        for step in range(start, total):
+            began = time.perf_counter()
+            epoch = step // per_epoch
+            if epoch not in plans:
+                plans = {epoch: batches.epoch_plan(lengths, global_size, config.seed, epoch)}
+            global_batch = plans[epoch][step % per_epoch]
+            model.train()
+            collected: dict[str, list[torch.Tensor]] = defaultdict(list)
+            finite = True
+            indices: list[int] = []
+            for micro in range(config.grad_accum):
+                indices = batches.micro_batch(global_batch, lengths, micro, rank, processes, config.grad_accum)
+                sync = contextlib.nullcontext() if micro == config.grad_accum - 1 else accelerator.no_sync(model)
+                with sync:
+                    loss, metrics = task.loss(model, indices)
+                    finite = finite and bool(torch.isfinite(loss.detach()))
+                    accelerator.backward(loss / config.grad_accum)
+                for key, value in metrics.items():
+                    collected[key].append(value.detach().float().reshape(-1))
+            bad = accelerator.reduce(torch.tensor([0.0 if finite else 1.0], device=accelerator.device), "sum")
+            if float(bad) > 0:
+                saved = checkpoint.latest(out)
+                where = f"the last good checkpoint is {saved} (step {torch.load(saved / checkpoint.STATE_FILE, weights_only=True)['step']})" if saved else "no checkpoint was saved yet"
+                raise NonFiniteLoss(
+                    f"loss became non-finite at step {step + 1}; stopped before applying it; {where}. "
+                    "Lower --lr or check the data, then --resume."
+                )
+            if config.max_grad_norm:
+                grad_norm = accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+            else:
+                grad_norm = torch.linalg.vector_norm(
+                    torch.stack([p.grad.norm() for p in model.parameters() if p.grad is not None])
+                )
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            done = step + 1
+            callbacks.on_step(done)
+
+            if done % config.log_every == 0 or done == total:
+                means = {key: float(accelerator.gather(torch.cat(values)).mean()) for key, values in collected.items()}
+                seconds = time.perf_counter() - began
+                record = {
+                    "step": done,
+                    "epoch": round(step / per_epoch + 1 / per_epoch, 4),
+                    "lr": scheduler.get_last_lr()[0],
+                    "grad_norm": float(grad_norm),
+                    **means,
+                    "examples_per_s": global_size / seconds,
+                }
+                if main:
+                    record.update(measure(done, indices))
+                    for warning in task.check(record):
+                        callbacks.on_warning(warning)
+                    record = json_safe(record)
+                    log.write(record)
+                    callbacks.on_log(record)
+                last_record = record
+            if config.save_every and done % config.save_every == 0 and done < total:
+                if main:
+                    path = checkpoint.save(
+                        out, unwrapped, tokenizer,
+                        checkpoint.TrainerState(done, optimizer.state_dict(), scheduler.state_dict(), torch.get_rng_state()),
+                    )
+                    callbacks.on_save(done, path)
+                accelerator.wait_for_everyone()
+    finally:
+        if log is not None:
+            log.close()
+
+    if main:
+        _save_final(unwrapped, tokenizer, out)
+        shutil.rmtree(out / checkpoint.LATEST, ignore_errors=True)
+        callbacks.on_save(total, out)
+    accelerator.wait_for_everyone()
+    return RunResult(total, out, last_record)

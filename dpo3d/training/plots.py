@@ -1,0 +1,68 @@
+"""Draw a training run's curves (OUT/metrics.jsonl) to PNG: the 3D-properties at a glance."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..records import read_log
+
+
+def _series(records: list[dict], key: str) -> tuple[list[int], list[float]]:
+    points = [(r["step"], r[key]) for r in records if isinstance(r.get(key), (int, float))]
+    return [p[0] for p in points], [p[1] for p in points]
+
+
+def plot_run(run: str | Path, target: str | Path | None = None) -> Path:
+    """Four panels: probe log-prob changes (chosen/rejected/unseen), loss and accuracy,
+    log|∂L/∂x| per side, and the parameter-gradient norm per side (if measured)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    run = Path(run)
+    records = read_log(run / "metrics.jsonl")
+    if not records:
+        raise ValueError(f"{run}: no metrics.jsonl to plot")
+    fig, axes = plt.subplots(2, 2, figsize=(12, 8), constrained_layout=True)
+    ax = axes[0][0]
+    for key, label, color in (
+        ("probe_chosen_logp_delta", "chosen", "tab:green"),
+        ("probe_rejected_logp_delta", "rejected", "tab:red"),
+        ("probe_unseen_logp_delta", "unseen", "tab:gray"),
+    ):
+        ax.plot(*_series(records, key), label=label, color=color)
+    ax.axhline(0, color="black", lw=0.5)
+    ax.set(title="log-prob change since step 0 (probe set, nats)", xlabel="step")
+    ax.legend()
+    ax = axes[0][1]
+    ax.plot(*_series(records, "loss"), label="train loss", color="tab:blue")
+    if any("eval_loss" in r for r in records):
+        ax.plot(*_series(records, "eval_loss"), "o-", label="eval loss", color="tab:purple")
+    ax.set(title="loss", xlabel="step")
+    twin = ax.twinx()
+    twin.plot(*_series(records, "accuracy"), ":", label="train accuracy", color="tab:orange")
+    if any("eval_accuracy" in r for r in records):
+        twin.plot(*_series(records, "eval_accuracy"), "s--", label="eval accuracy", color="tab:brown")
+    twin.set(ylim=(-0.05, 1.05), ylabel="reward accuracy")
+    ax.legend(loc="upper left")
+    twin.legend(loc="lower right")
+    ax = axes[1][0]
+    ax.plot(*_series(records, "log_grad_chosen"), label="log|∂L/∂x1| (chosen)", color="tab:green")
+    ax.plot(*_series(records, "log_grad_rejected"), label="log|∂L/∂x2| (rejected)", color="tab:red")
+    ax.set(title="gradient w.r.t. the sequence probabilities (log scale)", xlabel="step")
+    ax.legend()
+    ax = axes[1][1]
+    if any("grad_norm_chosen_side" in r for r in records):
+        ax.plot(*_series(records, "grad_norm_chosen_side"), "o-", label="from chosen side", color="tab:green")
+        ax.plot(*_series(records, "grad_norm_rejected_side"), "o-", label="from rejected side", color="tab:red")
+        ax.set(title="parameter-gradient norm by side")
+    else:
+        ax.plot(*_series(records, "margin"), label="reward margin", color="tab:blue")
+        ax.set(title="implicit reward margin")
+    ax.set(xlabel="step")
+    ax.legend()
+    target = Path(target) if target else run / "curves.png"
+    fig.savefig(target, dpi=110)
+    plt.close(fig)
+    return target
