@@ -4,9 +4,9 @@ For each sequence: the sum of its response tokens' log-probs (``log π(y|x)``),
 their mean per token, and the token count. Chosen and rejected of a batch of
 pairs go through the model in *one* concatenated forward.
 
-The LM head runs only on the positions that predict response tokens: prompt
-and padding positions never reach the (vocabulary-sized) output layer, which
-saves memory and time on long prompts.
+The LM head runs only from the first position that predicts a response token
+(``logits_to_keep``): the batch's common prompt prefix never reaches the
+vocabulary-sized output layer, which saves memory and time on long prompts.
 """
 
 from __future__ import annotations
@@ -65,33 +65,29 @@ def collate(sequences: Sequence[EncodedPair], pad_id: int, padding_side: str = "
     return PaddedBatch(input_ids, attention_mask, position_ids, response_mask)
 
 
-def _supports_head_split(model) -> bool:
-    """Can we run the decoder and the LM head separately (no logit post-processing)?"""
-    config = model.config
-    return (
-        hasattr(model, "get_decoder")
-        and model.get_output_embeddings() is not None
-        and getattr(config, "final_logit_softcapping", None) is None
-        and getattr(config, "logit_scale", None) is None
-    )
+def _logits(model, batch: PaddedBatch, keep: int) -> torch.Tensor:
+    """Logits of the last ``keep`` positions only (the LM head skips the rest)."""
+    inputs = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask, "position_ids": batch.position_ids}
+    try:
+        return model(**inputs, logits_to_keep=keep).logits
+    except TypeError:  # a model whose forward has no logits_to_keep
+        return model(**inputs).logits[:, -keep:]
 
 
 def token_logps(model, batch: PaddedBatch) -> tuple[torch.Tensor, torch.Tensor]:
-    """Log-probs of the response tokens: (flat log-probs of all scored tokens, row index of each)."""
+    """Log-probs of the response tokens: (flat log-probs of all scored tokens, row index of each).
+
+    Works on a bare model and on one wrapped for data parallelism (DDP, FSDP): the
+    forward goes through the wrapper so gradients synchronise.
+    """
     # position t predicts token t+1: score positions whose *next* token is a response token
     predicts = torch.zeros_like(batch.response_mask)
     predicts[:, :-1] = batch.response_mask[:, 1:]
     targets = batch.input_ids[:, 1:][batch.response_mask[:, 1:]]
     rows = torch.nonzero(predicts, as_tuple=True)[0]
-    if _supports_head_split(model):
-        hidden = model.get_decoder()(
-            input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids
-        ).last_hidden_state
-        logits = model.get_output_embeddings()(hidden[predicts])
-    else:
-        logits = model(
-            input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids
-        ).logits[predicts]
+    first = int(predicts.float().argmax(-1).min())  # the earliest position any row scores
+    keep = batch.input_ids.shape[1] - first
+    logits = _logits(model, batch, keep)[predicts[:, first:]]
     return -F.cross_entropy(logits.float(), targets, reduction="none"), rows
 
 

@@ -71,15 +71,16 @@ def test_logps_are_differentiable(tiny_model, tokenizer, pairs):
     tiny_model.zero_grad(set_to_none=True)
 
 
-def test_head_split_equals_full_logits(tiny_model, tokenizer, pairs, monkeypatch):
+def test_logits_to_keep_path_equals_full_logits(tiny_model, tokenizer, pairs, monkeypatch):
     import dpo3d.logprobs as module
 
     batch = collate(pairs, tokenizer.pad_token_id)
     with torch.no_grad():
-        split = sequence_logps(tiny_model, batch)
-        monkeypatch.setattr(module, "_supports_head_split", lambda model: False)
+        trimmed = sequence_logps(tiny_model, batch)
+        monkeypatch.setattr(module, "_logits", lambda model, b, keep: model(
+            input_ids=b.input_ids, attention_mask=b.attention_mask, position_ids=b.position_ids).logits[:, -keep:])
         full = sequence_logps(tiny_model, batch)
-    torch.testing.assert_close(split.sum, full.sum, atol=1e-4, rtol=1e-5)
+    torch.testing.assert_close(trimmed.sum, full.sum, atol=1e-4, rtol=1e-5)
 
 
 def test_score_records_is_batch_size_invariant_and_ordered(tiny_model, tokenizer):

@@ -6,9 +6,9 @@ the response) and raises:
 
 * **drastic drop** — the rejected log-prob has fallen ``drop_ratio`` times more
   than the chosen one has risen (and by at least ``min_drop`` nats);
-* **degradation** — the chosen log-prob fell since the last log while the
-  margin (chosen change − rejected change) still grew: DPO is unlearning the
-  rejected response instead of learning the chosen one;
+* **degradation** — the chosen log-prob has fallen ``min_drop`` nats below its
+  peak while the margin (chosen change − rejected change) still grows since the
+  last log: DPO is unlearning the rejected response instead of learning the chosen;
 * **dispersion** — the unseen candidates' log-prob rose while both chosen and
   rejected are below where they started: mass moves to responses in neither.
 
@@ -30,6 +30,7 @@ class ThreeDDetector:
     tolerance: float = 0.05
     active: dict[str, bool] = field(default_factory=dict)
     previous: dict | None = None
+    chosen_peak: float = 0.0
     events: list[dict] = field(default_factory=list)
 
     def _episode(self, name: str, holds: bool, step: int, message: str) -> list[str]:
@@ -55,14 +56,15 @@ class ThreeDDetector:
             f"step {step}: drastic drop — rejected log-prob fell {fell:.2f} nats since step 0 while chosen "
             f"{direction} ({ratio:.0f}× faster)",
         )
+        self.chosen_peak = max(self.chosen_peak, chosen)
         if self.previous is not None:
-            chosen_change = chosen - self.previous[CHOSEN]
+            below_peak = self.chosen_peak - chosen
             margin, previous_margin = chosen - rejected, self.previous[CHOSEN] - self.previous[REJECTED]
-            holds = chosen_change < -self.tolerance and margin > previous_margin + self.tolerance
+            holds = below_peak > self.min_drop and margin > previous_margin + self.tolerance
             warnings += self._episode(
                 "degradation", holds, step,
-                f"step {step}: degradation — chosen log-prob fell {-chosen_change:.2f} nats since the last log "
-                f"while the margin still grew ({previous_margin:.2f} → {margin:.2f})",
+                f"step {step}: degradation — chosen log-prob is {below_peak:.2f} nats below its peak "
+                f"({self.chosen_peak:.2f}) while the margin still grows ({previous_margin:.2f} → {margin:.2f})",
             )
         unseen = record.get(UNSEEN)
         if unseen is not None:

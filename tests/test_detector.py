@@ -1,0 +1,42 @@
+"""The live 3D detector on hand-made metric sequences."""
+
+from __future__ import annotations
+
+from dpo3d.training.detector import ThreeDDetector
+
+
+def feed(rows):
+    detector = ThreeDDetector()
+    fired = []
+    for step, (chosen, rejected, unseen) in enumerate(rows):
+        record = {"step": step, "probe_chosen_logp_delta": chosen, "probe_rejected_logp_delta": rejected,
+                  "probe_unseen_logp_delta": unseen}
+        fired += [(step, message.split(" — ")[0].split(": ")[1]) for message in detector.update(record)]
+    return fired
+
+
+def test_balanced_learning_raises_nothing():
+    assert feed([(0, 0, 0), (1.0, -1.2, 0), (2.0, -2.5, -0.1), (3.0, -3.6, -0.2)]) == []
+
+
+def test_drastic_drop_fires_once_per_episode():
+    rows = [(0, 0, 0), (0.2, -2.0, 0), (0.3, -4.0, 0), (3.0, -4.0, 0), (3.0, -40.0, 0)]
+    assert feed(rows) == [(1, "drastic drop"), (4, "drastic drop")]
+
+
+def test_degradation_needs_a_falling_chosen_and_a_growing_margin():
+    rows = [(0, 0, 0), (2.0, -1.0, 0), (0.5, -5.0, 0), (-0.5, -9.0, 0)]
+    fired = feed(rows)
+    assert (2, "degradation") in fired
+    # margin shrinking while chosen falls is not degradation
+    assert ("degradation" not in {name for _, name in feed([(0, 0, 0), (2.0, -1.0, 0), (0.5, -1.0, 0)])})
+
+
+def test_dispersion_when_unseen_rises_and_both_fall():
+    fired = feed([(0, 0, 0), (-0.5, -3.0, 0.4)])
+    assert (1, "dispersion") in fired
+    assert all(name != "dispersion" for _, name in feed([(0, 0, 0), (0.5, -3.0, 0.4)]))
+
+
+def test_records_without_probes_are_ignored():
+    assert ThreeDDetector().update({"step": 3, "loss": 0.5}) == []
