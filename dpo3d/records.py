@@ -23,6 +23,23 @@ from typing import Any, TextIO
 STDIO = "-"
 
 
+class _NonFiniteNumber(ValueError):
+    pass
+
+
+def _refuse_constant(token: str):
+    # Python's json accepts NaN/Infinity, which are not JSON: another tool would choke on them later
+    raise _NonFiniteNumber(token)
+
+
+def _publish(tmp_name: str, target: Path) -> None:
+    """Give the temp file the mode a plain open() would (mkstemp makes it 0600), then rename it."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp_name, 0o666 & ~umask)
+    os.replace(tmp_name, target)
+
+
 class RecordError(ValueError):
     """A user's input is wrong. ``str()`` is the one line to show them."""
 
@@ -61,9 +78,11 @@ def iter_records(path: str | os.PathLike = STDIO, stream: TextIO | None = None) 
             if not line.strip():
                 continue
             try:
-                record = json.loads(line)
+                record = json.loads(line, parse_constant=_refuse_constant)
             except json.JSONDecodeError as err:
                 raise RecordError(name, number, f"malformed JSON: {err.msg} (column {err.colno})") from None
+            except _NonFiniteNumber as err:
+                raise RecordError(name, number, f"{err} is not valid JSON (write null for a missing number)") from None
             if not isinstance(record, dict):
                 raise RecordError(name, number, f"expected a JSON object, got {type(record).__name__}")
             yield number, record
@@ -229,7 +248,7 @@ def open_output(path: str | os.PathLike = STDIO) -> Iterator[TextIO]:
             yield out
             out.flush()
             os.fsync(out.fileno())
-        os.replace(tmp_name, target)
+        _publish(tmp_name, target)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise
@@ -254,7 +273,7 @@ def write_json(obj: Any, path: str | os.PathLike) -> None:
         with open(handle, "w", encoding="utf-8") as out:
             json.dump(obj, out, ensure_ascii=False, indent=2, allow_nan=False)
             out.write("\n")
-        os.replace(tmp_name, target)
+        _publish(tmp_name, target)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise
