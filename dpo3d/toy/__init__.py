@@ -1,0 +1,30 @@
+"""The toy model of §3.2 (4 prompts, 10 responses, a small MLP) where DPO's 3D-properties can be watched.
+
+    from dpo3d.toy import ToyConfig, run_toy, indicators
+    result = run_toy(ToyConfig(losses=("dpo", "flex")))   # every scenario × both losses
+    rows = indicators(result)                              # the 3D indicators per run
+
+Modules: scenarios (prompts, responses, pairs, step-1 distributions), model (the
+stacked MLP, step 1, Adam), train (both steps, the per-step record), indicators,
+outputs (metrics.jsonl, summary.json), figures and landscape (PNGs; matplotlib
+is imported only there).
+"""
+
+from .indicators import curves, indicators
+from .outputs import write_outputs
+from .scenarios import SCENARIOS, Scenario, draw_pairs, load_distribution
+from .train import ToyConfig, ToyDiverged, ToyResult, run_toy
+
+__all__ = [
+    "SCENARIOS",
+    "Scenario",
+    "ToyConfig",
+    "ToyDiverged",
+    "ToyResult",
+    "curves",
+    "draw_pairs",
+    "indicators",
+    "load_distribution",
+    "run_toy",
+    "write_outputs",
+]

@@ -1,0 +1,257 @@
+"""Both steps of the toy experiment, for every (scenario, loss) run at once.
+
+Step 1 trains the MLP towards each scenario's hand-set distribution; that model
+is frozen as the reference. Step 2 trains a copy of it on the preference pairs
+with a loss from the registry, full batch, Adam. Every step records every
+response's probability for every prompt, the loss, and, per pair, x1 = π(y_w|x),
+x2 = π(y_l|x) with the gradients of the pair's loss with respect to them, twice:
+the analytic ones of ``gradient_diagnostics`` and the ones autograd measures on
+the training graph itself (the loss is computed from log(x), x the softmax
+probability, and differentiated with respect to x).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+from ..losses import PreferenceBatch, compute_loss, get_loss, gradient_diagnostics
+from .model import DTYPE, Adam, ToyMLP, fit_distribution, one_thread
+from .scenarios import SCENARIOS, Pairs, Scenario, draw_pairs
+
+#: the default step-2 optimiser: Adam as in the paper (App. D.1); the paper's 5e-7 is for 13B/33B LLMs,
+#: a toy MLP needs the usual small-network rate, and 1000 steps reach the x2 ≈ 0 regime in every scenario
+DEFAULT_LR = 1e-3
+DEFAULT_STEPS = 1000
+
+
+@dataclass(frozen=True)
+class ToyConfig:
+    """Everything that defines a toy experiment; the same config gives the same numbers."""
+
+    scenarios: tuple[Scenario, ...] = tuple(SCENARIOS.values())
+    losses: tuple[str, ...] = ("dpo",)
+    hyperparameters: Mapping[str, float | None] = field(default_factory=dict)
+    steps: int = DEFAULT_STEPS
+    lr: float = DEFAULT_LR
+    hidden: int = 64
+    sft_steps: int = 300
+    sft_lr: float = 1e-2
+    pairs_per_prompt: int = 1
+    rejected_draw: str = "random"
+    seed: int = 0
+
+    def validate(self) -> None:
+        if not self.scenarios:
+            raise ValueError("no scenario to run")
+        if not self.losses:
+            raise ValueError("no loss to run")
+        for name in self.losses:
+            get_loss(name)  # unknown names raise a ValueError listing the registry
+        if len(set(self.losses)) != len(self.losses):
+            raise ValueError(f"a loss is listed twice: {', '.join(self.losses)}")
+        if len({s.name for s in self.scenarios}) != len(self.scenarios):
+            raise ValueError("two scenarios share a name")
+        for key, value in (("steps", self.steps), ("hidden", self.hidden), ("sft steps", self.sft_steps)):
+            if value < 1:
+                raise ValueError(f"{key} must be at least 1, not {value}")
+        if self.lr <= 0 or self.sft_lr <= 0:
+            raise ValueError("learning rates must be > 0")
+
+    def to_dict(self) -> dict:
+        record = asdict(self)
+        record["scenarios"] = [s.name for s in self.scenarios]
+        record["losses"] = list(self.losses)
+        record["hyperparameters"] = {k: v for k, v in self.hyperparameters.items() if v is not None}
+        return record
+
+
+@dataclass(frozen=True)
+class ToyRun:
+    """One (scenario, loss) run; ``hyperparameters`` are the ones this loss takes, defaults filled in."""
+
+    run_id: str
+    scenario_index: int
+    scenario: Scenario
+    loss: str
+    hyperparameters: Mapping[str, float]
+
+
+@dataclass
+class ToyHistory:
+    """Per run, per step (0 = the reference, before any update; ``steps`` = after the last).
+
+    Shapes: ``probs`` (runs, steps+1, prompts, responses); ``loss`` (runs, steps+1);
+    the rest (runs, steps+1, pairs). Gradients are of each pair's own loss.
+    """
+
+    probs: torch.Tensor
+    loss: torch.Tensor
+    chosen_logps: torch.Tensor  # log x1
+    rejected_logps: torch.Tensor  # log x2
+    margins: torch.Tensor  # (logp_w - ref_w) - (logp_l - ref_l), whatever the loss
+    log_abs_grad_chosen: torch.Tensor  # log|∂L/∂x1| from gradient_diagnostics (analytic)
+    log_abs_grad_rejected: torch.Tensor
+    autograd_grad_chosen: torch.Tensor  # ∂L/∂x1 measured by autograd on the training graph (signed)
+    autograd_grad_rejected: torch.Tensor
+
+    @classmethod
+    def empty(cls, n_runs: int, steps: int, n_pairs: int, n_prompts: int, n_responses: int) -> ToyHistory:
+        per_pair = (n_runs, steps + 1, n_pairs)
+        return cls(
+            probs=torch.zeros(n_runs, steps + 1, n_prompts, n_responses, dtype=DTYPE),
+            loss=torch.zeros(n_runs, steps + 1, dtype=DTYPE),
+            **{name: torch.zeros(per_pair, dtype=DTYPE) for name in cls._per_pair_fields()},
+        )
+
+    @staticmethod
+    def _per_pair_fields() -> tuple[str, ...]:
+        return (
+            "chosen_logps",
+            "rejected_logps",
+            "margins",
+            "log_abs_grad_chosen",
+            "log_abs_grad_rejected",
+            "autograd_grad_chosen",
+            "autograd_grad_rejected",
+        )
+
+
+@dataclass
+class ToyResult:
+    config: ToyConfig
+    runs: list[ToyRun]
+    pairs: Pairs
+    targets: torch.Tensor  # (scenarios, prompts, responses): the hand-set step-1 distributions
+    reference_probs: torch.Tensor  # (scenarios, prompts, responses): what step 1 reached
+    sft_kl: torch.Tensor  # (scenarios,): largest per-prompt KL(target ‖ reference)
+    history: ToyHistory
+
+
+class ToyDiverged(ValueError):
+    """A probability underflowed to 0 (or the loss went non-finite): the run left float64's range."""
+
+
+def plan_runs(config: ToyConfig) -> list[ToyRun]:
+    """Scenario-major: every loss of scenario 1, then of scenario 2, ..."""
+    runs = []
+    for s, scenario in enumerate(config.scenarios):
+        for name in config.losses:
+            spec = get_loss(name)
+            chosen = {**{k: v for k, v in spec.defaults.items() if v is not None}, **spec.select(config.hyperparameters)}
+            run_id = f"s{scenario.name}-{name}" if scenario.name.isdigit() else f"{scenario.name}-{name}"
+            runs.append(ToyRun(run_id, s, scenario, name, chosen))
+    return runs
+
+
+def pools_over_batch(name: str, hyperparameters: Mapping[str, float]) -> bool:
+    """Whether a pair's loss under ``name`` depends on the other pairs of its batch (bco's batch-mean shift).
+
+    Probed numerically on a fixed random batch: the loss of the whole against the loss of its halves.
+    """
+    generator = torch.Generator().manual_seed(0)
+    logps = -5 * torch.rand(4, 8, generator=generator, dtype=DTYPE)
+
+    def losses(part: slice) -> torch.Tensor:
+        return compute_loss(name, PreferenceBatch(*(t[part] for t in logps)), **hyperparameters).losses
+
+    return not torch.allclose(losses(slice(None)), torch.cat([losses(slice(0, 4)), losses(slice(4, 8))]), rtol=1e-12, atol=0)
+
+
+def batch_chunks(runs: list[ToyRun]) -> list[tuple[str, Mapping[str, float], list[int]]]:
+    """Runs that may share one registry call: all runs of a loss, unless it pools over its batch (then one per run).
+
+    Sharing a call only saves Python overhead; a separable loss gives every pair the same value either way.
+    """
+    chunks = []
+    for name in dict.fromkeys(run.loss for run in runs):
+        members = [r for r, run in enumerate(runs) if run.loss == name]
+        hyperparameters = runs[members[0]].hyperparameters
+        if pools_over_batch(name, hyperparameters):
+            chunks += [(name, hyperparameters, [r]) for r in members]
+        else:
+            chunks.append((name, hyperparameters, members))
+    return chunks
+
+
+def run_toy(config: ToyConfig, on_step: Callable[[int, int], None] | None = None) -> ToyResult:
+    """Run step 1 per scenario, then step 2 for every (scenario, loss); ``on_step(done, total)`` reports progress."""
+    config.validate()
+    with one_thread():
+        return _run(config, on_step)
+
+
+def _run(config: ToyConfig, on_step: Callable[[int, int], None] | None) -> ToyResult:
+    runs = plan_runs(config)
+    pairs = draw_pairs(config.pairs_per_prompt, config.rejected_draw, config.seed)
+    targets = torch.stack([s.tensor() for s in config.scenarios])
+
+    sft = ToyMLP.init(len(config.scenarios), config.hidden, config.seed)
+    sft_kl = fit_distribution(sft, targets, config.sft_steps, config.sft_lr)
+    with torch.no_grad():
+        reference_logps = sft.log_probs()
+
+    policy = sft.take([run.scenario_index for run in runs])
+    optimizer = Adam(policy.weights, lr=config.lr)
+    prompt = torch.tensor(pairs.prompt)
+    chosen = torch.tensor(pairs.chosen)
+    rejected = torch.tensor(pairs.rejected)
+    run_reference = reference_logps[[run.scenario_index for run in runs]]
+    reference_chosen = run_reference[:, prompt, chosen]
+    reference_rejected = run_reference[:, prompt, rejected]
+
+    chunks = batch_chunks(runs)
+    history = ToyHistory.empty(len(runs), config.steps, len(pairs), *targets.shape[1:])
+    for step in range(config.steps + 1):
+        probs = torch.softmax(policy.logits(), dim=-1)
+        # x1, x2 are nodes of the training graph; the loss sees them only through log(x)
+        x1 = probs[:, prompt, chosen]
+        x2 = probs[:, prompt, rejected]
+        chosen_logps, rejected_logps = x1.log(), x2.log()
+        run_losses: list[torch.Tensor] = [torch.zeros((), dtype=DTYPE)] * len(runs)
+        for name, hyperparameters, members in chunks:
+            index = torch.tensor(members)
+            batch = PreferenceBatch(
+                chosen_logps[index].reshape(-1),
+                rejected_logps[index].reshape(-1),
+                reference_chosen[index].reshape(-1),
+                reference_rejected[index].reshape(-1),
+            )
+            per_pair = compute_loss(name, batch, **hyperparameters).losses.reshape(len(members), len(pairs))
+            for r, mean in zip(members, per_pair.mean(-1).unbind(), strict=True):
+                run_losses[r] = mean
+            diagnostics = gradient_diagnostics(name, batch, **hyperparameters)
+            history.log_abs_grad_chosen[index, step] = diagnostics.log_abs_grad_chosen.reshape(len(members), -1)
+            history.log_abs_grad_rejected[index, step] = diagnostics.log_abs_grad_rejected.reshape(len(members), -1)
+        objective = torch.stack(run_losses).sum()
+        history.loss[:, step] = torch.stack(run_losses).detach()
+        if not torch.isfinite(objective) or (x2.detach() == 0).any() or (x1.detach() == 0).any():
+            raise ToyDiverged(
+                f"step {step}: a probability underflowed to 0 or the loss is not finite; "
+                "use fewer steps or a smaller learning rate"
+            )
+        wanted = [x1, x2] + (policy.weights if step < config.steps else [])
+        grads = torch.autograd.grad(objective, wanted)
+        # the objective holds each run's *mean* loss; per pair, ∂L_k/∂x = n_pairs · ∂mean/∂x
+        history.autograd_grad_chosen[:, step] = grads[0] * len(pairs)
+        history.autograd_grad_rejected[:, step] = grads[1] * len(pairs)
+        history.probs[:, step] = probs.detach()
+        history.chosen_logps[:, step] = chosen_logps.detach()
+        history.rejected_logps[:, step] = rejected_logps.detach()
+        history.margins[:, step] = (chosen_logps - reference_chosen - rejected_logps + reference_rejected).detach()
+        if step < config.steps:
+            optimizer.step(list(grads[2:]))
+        if on_step is not None:
+            on_step(step + 1, config.steps + 1)
+
+    return ToyResult(
+        config=config,
+        runs=runs,
+        pairs=pairs,
+        targets=targets,
+        reference_probs=reference_logps.exp(),
+        sft_kl=sft_kl,
+        history=history,
+    )
