@@ -40,6 +40,10 @@ class SamplingConfig:
             raise ValueError("--temperature must be >= 0 (0 = greedy)")
         if not 0 < self.top_p <= 1:
             raise ValueError("--top-p must be in (0, 1]")
+        if self.max_new_tokens < 1:
+            raise ValueError("--max-new-tokens must be at least 1")
+        if self.batch_size < 1:
+            raise ValueError("--batch-size must be at least 1")
         if self.temperature == 0 and self.n > 1:
             raise ValueError("greedy decoding (--temperature 0) gives one candidate; use -n 1")
 
@@ -65,14 +69,34 @@ def chunks(prompts: Sequence[dict], config: SamplingConfig) -> list[tuple[int, l
     return [(i // size, list(prompts[i : i + size])) for i in range(0, len(prompts), size)]
 
 
-def candidate_record(prompt_record: dict, completion: str, sample_index: int, source: str, tokens: int) -> dict:
+def candidate_record(
+    prompt_record: dict, completion: str, sample_index: int, source: str, tokens: int, finish_reason: str
+) -> dict:
+    """One candidate: the prompt record's fields, then the candidate's own.
+
+    ``finish_reason`` is ``stop`` (the model ended its turn) or ``length`` (cut at
+    ``max_new_tokens``): a cut math solution usually has no final answer yet.
+    """
     return {
         **prompt_record,
         "completion": completion,
         "sample_index": sample_index,
         "source": source,
         "completion_tokens": tokens,
+        "finish_reason": finish_reason,
     }
+
+
+BACKENDS = ("hf", "vllm")
+
+
+def check_backend(name: str) -> None:
+    """Raise ValueError for an unknown backend, or for vLLM where it is not installed."""
+    if name not in BACKENDS:
+        raise ValueError(f"--backend must be one of {', '.join(BACKENDS)}, got '{name}'")
+    if name == "vllm" and importlib.util.find_spec("vllm") is None:
+        raise ValueError("--backend vllm needs vLLM installed (pip install vllm, on a GPU machine); "
+                         "the default --backend hf needs nothing more")
 
 
 class HFSampler:
@@ -108,31 +132,31 @@ class HFSampler:
         records, new_tokens = [], 0
         for row in range(new.shape[0]):
             tokens = new[row]
-            length = _generated_length(tokens, self.tokenizer.eos_token_id, pad)
+            length, stopped = _generated_length(tokens, self.tokenizer.eos_token_id, pad)
             new_tokens += length
             text = self.tokenizer.decode(tokens[:length], skip_special_tokens=True)
             prompt_record = prompts[row // cfg.n]
-            records.append(candidate_record(prompt_record, text, row % cfg.n, source, length))
+            finish = "stop" if stopped or length < cfg.max_new_tokens else "length"
+            records.append(candidate_record(prompt_record, text, row % cfg.n, source, length, finish))
         return ChunkResult(records, len(prompts), new_tokens, time.perf_counter() - start)
 
 
-def _generated_length(tokens: torch.Tensor, eos_id: int | None, pad_id: int) -> int:
-    """Tokens up to and including the first EOS (padding after it is not generated)."""
+def _generated_length(tokens: torch.Tensor, eos_id: int | None, pad_id: int) -> tuple[int, bool]:
+    """(tokens up to and including the first EOS, whether there was one); padding after it is not generated."""
     if eos_id is not None:
         hits = (tokens == eos_id).nonzero()
         if len(hits):
-            return int(hits[0]) + 1
+            return int(hits[0]) + 1, True
     if pad_id != eos_id:
-        return int((tokens != pad_id).sum())
-    return int(tokens.shape[0])
+        return int((tokens != pad_id).sum()), False
+    return int(tokens.shape[0]), False
 
 
 class VLLMSampler:
     """vLLM's engine, for clusters where it is installed (``--backend vllm``)."""
 
     def __init__(self, model_path: str, tokenizer, config: SamplingConfig, trust_remote_code: bool = False):
-        if importlib.util.find_spec("vllm") is None:
-            raise ValueError("--backend vllm needs vLLM installed (pip install vllm, on a GPU machine)")
+        check_backend("vllm")
         from vllm import LLM  # noqa: PLC0415 - optional dependency
 
         config.validate()
@@ -153,7 +177,8 @@ class VLLMSampler:
         for prompt_record, result in zip(prompts, self.engine.generate(inputs, params, use_tqdm=False), strict=True):
             for index, out in enumerate(result.outputs):
                 new_tokens += len(out.token_ids)
-                records.append(candidate_record(prompt_record, out.text, index, source, len(out.token_ids)))
+                finish = "length" if out.finish_reason == "length" else "stop"
+                records.append(candidate_record(prompt_record, out.text, index, source, len(out.token_ids), finish))
         return ChunkResult(records, len(prompts), new_tokens, time.perf_counter() - start)
 
 

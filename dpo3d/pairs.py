@@ -33,7 +33,10 @@ REFERENCE = "reference"
 
 #: a candidate's own fields, never passed on to its pair
 CANDIDATE_FIELDS = frozenset(
-    {"completion", "score", "source", "sample_index", "judge", "verdict", "correct"}
+    {
+        "completion", "score", "source", "sample_index", "completion_tokens", "finish_reason",
+        "judge", "verdict", "judge_verdict", "judge_error", "correct",
+    }
 )
 
 CANDIDATE = rec.Schema(

@@ -1,0 +1,121 @@
+"""`dpo3d sample`: N candidate completions per prompt, batched, seeded, resumable."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+
+from dpo3d import records as rec
+from dpo3d.generation import BACKENDS, HFSampler, SamplingConfig, VLLMSampler, check_backend
+from dpo3d.models import display_name, load_model_and_tokenizer, load_tokenizer, pick_device, resolve
+from dpo3d.sampling_run import check_output, prepare_prompts, sample_to_file, sample_to_stream, settings_path
+
+from . import datasets as prompt_options
+from . import options
+from .common import UsageError, console, progress, user_errors
+
+
+@user_errors
+def command(
+    prompts: str = prompt_options.PROMPTS,
+    model: str = options.MODEL,
+    n: int = typer.Option(8, "-n", min=1, help="Candidates per prompt."),
+    temperature: float = typer.Option(0.7, "--temperature", min=0.0, help="Sampling temperature; 0 = greedy (with -n 1)."),
+    top_p: float = typer.Option(1.0, "--top-p", help="Nucleus sampling: keep the smallest token set with this much probability."),
+    max_new_tokens: int = typer.Option(512, "--max-new-tokens", min=1, help="Stop a candidate after this many tokens."),
+    batch_size: int = typer.Option(
+        32, "--batch-size", "-b", min=1,
+        help="Sequences generated together: chunks of max(1, batch-size // n) prompts, each seeded from --seed.",
+    ),
+    seed: int = typer.Option(0, "--seed", help="Seed of the sampling (and of --shuffle): same seed, same candidates."),
+    source: str = typer.Option(None, "--source", help="The candidates' `source` label (default: the model's name)."),
+    template: str = prompt_options.TEMPLATE,
+    where: list[str] = prompt_options.WHERE,
+    shuffle: bool = prompt_options.SHUFFLE,
+    limit: int = typer.Option(None, "--limit", min=0, help="Keep the first N prompts (after --where and --shuffle)."),
+    out: Path = typer.Option(
+        Path("-"), "--out", "-o",
+        help="Output JSONL ('-' = stdout). A file is appended chunk by chunk, with its settings in FILE.run.json.",
+    ),
+    resume: bool = typer.Option(
+        False, "--resume", help="Continue the interrupted run that wrote --out: skip its finished chunks."
+    ),
+    backend: str = typer.Option("hf", "--backend", help=f"Generation engine: {', '.join(BACKENDS)} (vllm: if installed)."),
+    dtype: str = options.DTYPE,
+    device: str = options.DEVICE,
+    trust_remote_code: bool = options.TRUST_REMOTE_CODE,
+) -> None:
+    """Sample [bold]-n[/] candidate completions for every prompt, with the KV cache, in batches.
+
+    Writes one record per candidate: the prompt record's fields plus [bold]completion, sample_index, source[/], completion_tokens and finish_reason (stop, or length when cut at --max-new-tokens). Built-ins and records with a `question` get the instruction template (step by step, final answer in \\boxed{}) as a chat message; a record's ready `prompt` is used as it is (chat messages through the model's chat template).
+
+    The same command with the same --seed gives the same candidates. With [bold]--out FILE --resume[/] an interrupted run continues where it stopped and writes exactly the file the uninterrupted run would have, with no candidate twice. Progress and tokens/s go to stderr.
+
+    Example: dpo3d sample --prompts math:train --limit 200 -n 8 | dpo3d judge math | dpo3d build-pairs > pairs.jsonl
+    """
+    config = SamplingConfig(
+        n=n, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed
+    )
+    config.validate()
+    check_backend(backend)
+    to_file = str(out) != rec.STDIO
+    if resume and not to_file:
+        raise UsageError("--resume needs --out FILE (a run written to stdout cannot be continued)")
+    if to_file:
+        check_output(out, resume)
+    records = prepare_prompts(prompt_options.load_prompts(prompts, template, where, shuffle, seed, limit))
+    if not records:
+        raise UsageError(f"{prompts}: no prompts left to sample (after --where and --limit)")
+    label = source or display_name(model)
+    sampler = _sampler(backend, model, config, dtype, device, trust_remote_code)
+
+    with progress() as bar:
+        task = bar.add_task("sample", total=len(records), rate="")
+        totals = {"tokens": 0, "seconds": 0.0}
+
+        def started(total: int, skipped: int) -> None:
+            bar.update(task, total=total, completed=skipped)
+
+        def chunk_done(result) -> None:
+            totals["tokens"] += result.new_tokens
+            totals["seconds"] += result.seconds
+            rate = totals["tokens"] / totals["seconds"] if totals["seconds"] else 0.0
+            bar.update(task, advance=result.prompts_done, rate=f"{rate:,.0f} tok/s")
+
+        if not to_file:
+            summary = sample_to_stream(sampler, records, label, sys.stdout, on_start=started, on_chunk=chunk_done)
+        else:
+            settings = {"model": model, "backend": backend, "dtype": dtype}
+            try:
+                summary = sample_to_file(
+                    sampler, records, label, out, resume=resume, settings=settings,
+                    on_start=started, on_chunk=chunk_done,
+                )
+            except KeyboardInterrupt:
+                bar.stop()
+                console.print(
+                    f"interrupted: the finished chunks are in {out}; run the same command with --resume to go on",
+                    highlight=False,
+                    soft_wrap=True,
+                )
+                raise typer.Exit(130) from None
+    skipped = f", {summary.skipped_prompts} already in {out}" if summary.skipped_prompts else ""
+    console.print(
+        f"sample: {summary.prompts} prompts × {n} ({label}){skipped}; wrote {summary.candidates} candidates, "
+        f"{summary.new_tokens} tokens in {summary.seconds:.1f} s ({summary.tokens_per_second:,.0f} tok/s)"
+        + (f"; settings in {settings_path(out)}" if to_file else ""),
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+def _sampler(backend: str, model: str, config: SamplingConfig, dtype: str, device: str, trust_remote_code: bool):
+    load = options.load_options(dtype, trust_remote_code, padding_side="left")
+    with console.status(f"loading {model}"):
+        if backend == "vllm":
+            return VLLMSampler(resolve(model), load_tokenizer(model, load), config, trust_remote_code=trust_remote_code)
+        lm, tokenizer = load_model_and_tokenizer(model, load)
+        lm.to(pick_device(device))
+        return HFSampler(lm, tokenizer, config)
