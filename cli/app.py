@@ -51,10 +51,27 @@ def _register() -> None:
     from . import logprobs
 
     app.command("logprobs")(logprobs.command)
+    from . import toy
+
+    app.command("toy")(toy.command)
+
+    from . import sample
+
+    app.command("sample")(sample.command)
+
+    from . import build_pairs, datasets, judge
+
+    app.command("datasets")(datasets.command)
+    app.add_typer(judge.app, name="judge")
+    app.command("build-pairs")(build_pairs.command)
 
     from . import train_dpo
 
     app.command("train-dpo")(train_dpo.command)
+
+    from . import sft
+
+    app.command("sft")(sft.command)
 
 
 _quiet_libraries()
