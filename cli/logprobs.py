@@ -33,13 +33,13 @@ def command(
 ) -> None:
     """Score each record's response(s): log π(y|x) summed over the response tokens.
 
-    Adds [bold]chosen_logp, rejected_logp[/] (sums), [bold]chosen_logp_mean, rejected_logp_mean[/]
-    (per token) and [bold]chosen_tokens, rejected_tokens[/] to each pair — or completion_logp,
+    Adds **chosen_logp, rejected_logp** (sums), **chosen_logp_mean, rejected_logp_mean**
+    (per token) and **chosen_tokens, rejected_tokens** to each pair — or completion_logp,
     completion_logp_mean, completion_tokens to a completion — and prints the paper's Table 1 view
     (mean per-token log-prob of chosen and rejected) on stderr. Run it before and after training
     to see DPO's drastic drop: the rejected log-prob falls far more than the chosen one rises.
 
-    Example: dpo3d logprobs data/examples/pairs.jsonl -o scored.jsonl
+    Example: `dpo3d logprobs data/examples/pairs.jsonl -o scored.jsonl`
     """
     if padding_side not in ("left", "right"):
         raise ValueError("--padding-side must be 'left' or 'right'")

@@ -47,13 +47,13 @@ def command(
     device: str = options.DEVICE,
     trust_remote_code: bool = options.TRUST_REMOTE_CODE,
 ) -> None:
-    """Sample [bold]-n[/] candidate completions for every prompt, with the KV cache, in batches.
+    """Sample **-n** candidate completions for every prompt, with the KV cache, in batches.
 
-    Writes one record per candidate: the prompt record's fields plus [bold]completion, sample_index, source[/], completion_tokens and finish_reason (stop, or length when cut at --max-new-tokens). Built-ins and records with a `question` get the instruction template (step by step, final answer in \\boxed{}) as a chat message; a record's ready `prompt` is used as it is (chat messages through the model's chat template).
+    Writes one record per candidate: the prompt record's fields plus **completion, sample_index, source**, completion_tokens and finish_reason (stop, or length when cut at --max-new-tokens). Built-ins and records with a `question` get the instruction template (step by step, final answer in \\boxed{}) as a chat message; a record's ready `prompt` is used as it is (chat messages through the model's chat template).
 
-    The same command with the same --seed gives the same candidates. With [bold]--out FILE --resume[/] an interrupted run continues where it stopped and writes exactly the file the uninterrupted run would have, with no candidate twice. Progress and tokens/s go to stderr.
+    The same command with the same --seed gives the same candidates. With **--out FILE --resume** an interrupted run continues where it stopped and writes exactly the file the uninterrupted run would have, with no candidate twice. Progress and tokens/s go to stderr.
 
-    Example: dpo3d sample --prompts math:train --limit 200 -n 8 | dpo3d judge math | dpo3d build-pairs > pairs.jsonl
+    Example: `dpo3d sample --prompts math:train --limit 200 -n 8 | dpo3d judge math | dpo3d build-pairs > pairs.jsonl`
     """
     config = SamplingConfig(
         n=n, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed

@@ -16,7 +16,7 @@ from .common import console, fail, user_errors
 
 @user_errors
 def command(
-    data: str = typer.Option(..., "--data", "-d", help="JSONL of prompt+completion, pairs (chosen is the target), records with a reference, or a built-in dataset (e.g. math:train: its worked solutions)."),
+    data: str = typer.Option(..., "--data", "-d", help="JSONL of prompt+completion, pairs (chosen is the target), records with a reference, or a built-in dataset such as math:train (its worked solutions)."),
     out: Path = t.OUT,
     model: str = options.MODEL,
     eval_data: str = typer.Option(None, "--eval-data", help="Held-out data in the same forms; its loss is logged."),
@@ -44,7 +44,7 @@ def command(
     Writes OUT as a Hugging Face model folder with the tokenizer, run_config.json and
     metrics.jsonl; `dpo3d train-dpo --model OUT` starts from it.
 
-    Example: dpo3d sft --data math:train --limit 500 --out runs/sft --max-steps 50
+    Example: `dpo3d sft --data math:train --limit 500 --out runs/sft --max-steps 50`
     """
     loop = t.loop_config(out, lr, batch_size, grad_accum, epochs, max_steps, warmup_ratio, schedule, seed,
                          log_every, save_every, resume, max_grad_norm, device)

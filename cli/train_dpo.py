@@ -80,7 +80,7 @@ def command(
     Defaults follow the paper (App. D.1) where they fit a small model: AdamW, β = 0.1, one
     epoch, 2 accumulation steps; the learning rate is 1e-6 (the paper's 5e-7 was for 13-33B models).
 
-    Example: dpo3d train-dpo --pairs pairs.jsonl --loss ipo --beta 0.1 --out runs/ipo --plot
+    Example: `dpo3d train-dpo --pairs pairs.jsonl --loss ipo --beta 0.1 --out runs/ipo --plot`
 
     Many GPUs: accelerate launch --num_processes 8 -m dpo3d train-dpo ...
     """
