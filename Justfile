@@ -55,8 +55,8 @@ demo out="runs/demo": setup
     "$dpo3d" toy --sweep --out "$out/toy"
     echo "== 2/5 Table 1: per-token log-probs of chosen and rejected on real GSM8K pairs" >&2
     "$dpo3d" logprobs data/examples/pairs.jsonl --out "$out/scored.jsonl"
-    echo "== 3/5 on-policy data: 4 samples for 24 GSM8K prompts, judged by math-verify" >&2
-    "$dpo3d" sample --prompts gsm8k:train --limit 24 -n 4 --max-new-tokens 256 --seed 0 \
+    echo "== 3/5 on-policy data: 4 samples for 20 GSM8K prompts, judged by math-verify" >&2
+    "$dpo3d" sample --prompts gsm8k:train --limit 20 -n 4 --max-new-tokens 224 --seed 0 \
         --out "$out/samples.jsonl" --resume
     "$dpo3d" judge math "$out/samples.jsonl" --out "$out/judged.jsonl"
     echo "== 4/5 pairs: the dataset's solution (chosen, off-policy) vs the policy's wrong answer (scenario 2)" >&2
@@ -64,6 +64,7 @@ demo out="runs/demo": setup
         --out "$out/pairs.jsonl"
     echo "== 5/5 DPO on them, 3D-properties measured live" >&2
     rm -rf "$out/dpo"
-    "$dpo3d" train-dpo --pairs "$out/pairs.jsonl" --loss dpo --max-steps 24 --batch-size 4 --lr 1e-5 \
-        --schedule constant --warmup-ratio 0 --log-every 2 --out "$out/dpo" --plot
+    "$dpo3d" train-dpo --pairs "$out/pairs.jsonl" --loss dpo --max-steps 12 --batch-size 4 --grad-accum 1 \
+        --lr 2e-5 --schedule constant --warmup-ratio 0 --max-length 384 --log-every 3 --probe-size 6 --unseen 12 \
+        --out "$out/dpo" --plot
     echo "demo done: $out/toy/sweep.png (toy), $out/dpo/curves.png and $out/dpo/metrics.jsonl (real model)" >&2
