@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from collections.abc import Callable
 from typing import TypeVar
@@ -21,7 +22,8 @@ from rich.progress import (
 from dpo3d.records import RecordError
 
 #: everything for humans goes to stderr; stdout carries only JSONL
-console = Console(stderr=True)
+# under `accelerate launch` every process runs the command: only the first one talks to the user
+console = Console(stderr=True, quiet=os.environ.get("RANK", "0") != "0")
 
 F = TypeVar("F", bound=Callable)
 
