@@ -73,6 +73,14 @@ def _register() -> None:
 
     app.command("sft")(sft.command)
 
+    from . import train_rm
+
+    app.command("train-rm")(train_rm.command)
+
+    from . import compare
+
+    app.command("compare")(compare.command)
+
 
 _quiet_libraries()
 _register()

@@ -69,4 +69,6 @@ def summary(stats: PairStats) -> Table:
     table.add_row("kept (pairs written)", str(stats.kept))
     for reason, count in stats.dropped.most_common():
         table.add_row(f"dropped: {reason}", str(count))
+    if stats.unscored:
+        table.add_row("candidates left out: the judge could not score them (judge_error)", str(stats.unscored))
     return table

@@ -60,6 +60,11 @@ class Candidate:
         return float(self.record["score"])
 
     @property
+    def scored(self) -> bool:
+        """False for a candidate its judge could not score (``score: null`` with a ``judge_error``)."""
+        return self.record.get("score") is not None
+
+    @property
     def source(self) -> str | None:
         return self.record.get("source")
 
@@ -89,6 +94,7 @@ class PairStats:
     kept: int = 0
     dropped: Counter = field(default_factory=Counter)  # reason -> groups
     sources: Counter = field(default_factory=Counter)  # source label -> candidates
+    unscored: int = 0  # candidates left out: the judge failed on them (score null, judge_error set)
 
 
 # --------------------------------------------------------------------------- reading
@@ -108,12 +114,16 @@ def read_candidates(paths: Sequence[str | os.PathLike]) -> list[Candidate]:
         name = "<stdin>" if str(path) == rec.STDIO else str(path)
         before = len(candidates)
         for line, record in rec.iter_records(path):
-            CANDIDATE.check(record, name, line)
+            if record.get("score", 0) is None and record.get("judge_error"):
+                # the judge could not score it (an LLM judge's failed call): checked, then left out
+                CANDIDATE.check({**record, "score": 0}, name, line)
+            else:
+                CANDIDATE.check(record, name, line)
             if "id" not in record:
                 raise rec.RecordError(name, line, "missing field 'id' (candidates are grouped by it)")
             if isinstance(record["id"], bool) or not isinstance(record["id"], (str, int)):
                 raise rec.RecordError(name, line, "field 'id' should be a string")
-            if not math.isfinite(record["score"]):
+            if record["score"] is not None and not math.isfinite(record["score"]):
                 raise rec.RecordError(name, line, "field 'score' is not a finite number")
             where = f"{name}:{line}"
             if isinstance(record.get("sample_index"), int):
@@ -248,11 +258,13 @@ def _check_sources(candidates: Sequence[Candidate], config: PairConfig) -> None:
 def build_pairs(candidates: Iterable[Candidate], config: PairConfig = PairConfig()) -> tuple[list[dict], PairStats]:
     """One pair per kept group, in order of each group's first candidate, and the tallies."""
     candidates = list(candidates)
+    unscored = sum(not c.scored for c in candidates)
+    candidates = [c for c in candidates if c.scored]
     _check_sources(candidates, config)
     groups: dict[str, list[Candidate]] = {}
     for candidate in candidates:
         groups.setdefault(candidate.id, []).append(candidate)
-    stats = PairStats(candidates=len(candidates), groups=len(groups))
+    stats = PairStats(candidates=len(candidates), groups=len(groups), unscored=unscored)
     stats.sources.update(str(c.source) if c.source is not None else "(none)" for c in candidates)
     pairs = []
     for group in groups.values():

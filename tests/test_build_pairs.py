@@ -175,3 +175,24 @@ def test_the_same_file_twice_is_caught(tmp_path):
         read_candidates([path, empty])
     with pytest.raises(ValueError, match="stdin"):
         read_candidates(["-", "-"])
+
+
+def test_candidates_the_judge_could_not_score_are_left_out(tmp_path):
+    from dpo3d.pairs import build_pairs, read_candidates
+
+    rows = [
+        {"id": "a", "prompt": "p", "completion": "good", "score": 5.0, "source": "m", "sample_index": 0},
+        {"id": "a", "prompt": "p", "completion": "??", "score": None, "judge_error": "no score 1-5 found",
+         "source": "m", "sample_index": 1},
+        {"id": "a", "prompt": "p", "completion": "bad", "score": 1.0, "source": "m", "sample_index": 2},
+    ]
+    path = tmp_path / "judged.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    pairs, stats = build_pairs(read_candidates([path]))
+    assert stats.unscored == 1 and stats.candidates == 2
+    assert [(p["chosen"], p["rejected"]) for p in pairs] == [("good", "bad")]
+    assert pairs[0]["unseen"] == []
+    # a null score without a judge error is still bad input
+    path.write_text(json.dumps({**rows[0], "score": None}) + "\n")
+    with pytest.raises(Exception, match="score"):
+        read_candidates([path])

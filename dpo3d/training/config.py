@@ -41,3 +41,10 @@ class LoopConfig:
         data = asdict(self)
         data["out"] = str(self.out)
         return data
+
+
+def is_main_process() -> bool:
+    """True on the first process of an ``accelerate launch`` (and when not launched at all)."""
+    import os
+
+    return int(os.environ.get("RANK", "0")) == 0

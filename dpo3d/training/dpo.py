@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gc
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -11,7 +10,7 @@ from ..losses import get_loss
 from ..models import LoadOptions, load_causal_lm, load_tokenizer
 from ..records import read_log, write_json
 from . import reference as ref_cache
-from .config import LoopConfig
+from .config import LoopConfig, is_main_process
 from .dpo_task import DPOSettings, DPOTask
 from .loop import LoopCallbacks, RunResult, train
 from .pairs_data import load_pairs, probe_indices
@@ -34,10 +33,6 @@ class DPORunConfig:
     load: LoadOptions = field(default_factory=LoadOptions)
 
 
-def _is_main_process() -> bool:
-    return int(os.environ.get("RANK", "0")) == 0
-
-
 def _reference_logps(config: DPORunConfig, policy, tokenizer, groups) -> dict:
     """Cached if the fingerprint matches; else computed (with --ref, or the starting policy) and stored."""
     reference_name = config.ref or config.model
@@ -52,7 +47,7 @@ def _reference_logps(config: DPORunConfig, policy, tokenizer, groups) -> dict:
         tensors = ref_cache.compute(reference, groups, tokenizer.pad_token_id, config.loop.batch_size * 2)
         del reference  # the reference model is not kept in memory during training
         gc.collect()
-    if _is_main_process():
+    if is_main_process():
         ref_cache.store(config.loop.out, key, tensors)
     return tensors
 
@@ -103,6 +98,6 @@ def train_dpo(config: DPORunConfig, callbacks: LoopCallbacks | None = None, on_s
     }
     on_status("training")
     result = train(policy, tokenizer, task, config.loop, callbacks)
-    if _is_main_process():
+    if is_main_process():
         write_json({"three_d_events": task.detector.events, "final": result.last_record}, Path(config.loop.out) / "summary.json")
     return result

@@ -1,0 +1,43 @@
+"""`dpo3d compare`: several training runs' curves in one figure and one table (the paper's Figure 4)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from dpo3d.training.compare import load_curve, plot_curves, steadiness
+
+from .common import console, user_errors
+
+
+@user_errors
+def command(
+    runs: list[Path] = typer.Argument(..., help="Run folders of train-dpo / train-rm / sft (each holds metrics.jsonl)."),
+    metric: str = typer.Option("eval_accuracy", "--metric", help="The metrics.jsonl field to compare."),
+    label: list[str] = typer.Option(None, "--label", help="A label per run, in order (default: the folder names)."),
+    out: Path = typer.Option(Path("compare.png"), "--out", "-o", help="The figure (PNG)."),
+) -> None:
+    """Overlay a metric of several runs over their share of training, and tabulate how steady each is.
+
+    The paper's Figure 4: train a reward model and a DPO policy on the same pairs with the
+    same `--eval-pairs`, then compare their held-out preference accuracy — the reward model's
+    (r_w > r_l) climbs steadily, DPO's implicit-reward accuracy (β log π/π_ref) wobbles.
+    The table gives each curve's start, final and best value, its net gain and the share of
+    its movement that went backwards (0 = never fell).
+
+    Example: `dpo3d compare runs/rm runs/dpo --label RM --label DPO -o fig4.png`
+    """
+    labels = list(label or [])
+    if labels and len(labels) != len(runs):
+        raise ValueError(f"--label given {len(labels)} times for {len(runs)} runs")
+    curves = [load_curve(run, metric, labels[i] if labels else None) for i, run in enumerate(runs)]
+    table = Table(title=f"{metric} over training", title_justify="left")
+    for column in ("run", "task", "points", "start", "final", "best", "gain", "backward share"):
+        table.add_column(column, justify="left" if column in ("run", "task") else "right")
+    for curve in curves:
+        s = steadiness(curve.values)
+        table.add_row(curve.label, curve.task, str(s["points"]), *(f"{s[k]:.3f}" for k in ("start", "final", "best", "gain", "backward_share")))
+    console.print(table)
+    console.print(f"figure → {plot_curves(curves, metric, out)}")

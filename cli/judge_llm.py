@@ -1,0 +1,114 @@
+"""`dpo3d judge llm`: grade candidates with a chat model behind an OpenAI-compatible endpoint.
+
+Registered in cli/judge.py as ``app.command("llm")(llm_command)``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from dpo3d import records as rec
+from dpo3d.judges.llm_judge import DEFAULT_RUBRIC, LLMJudge, LLMJudgeConfig, load_rubric, summary
+from dpo3d.models import cache_dir
+
+from . import options
+from .common import UsageError, console, progress, user_errors
+
+INPUT = typer.Argument(Path("-"), help="Candidates JSONL ('-' = stdin), e.g. the output of `dpo3d sample`.")
+
+
+def default_cache() -> Path:
+    """``$DPO3D_CACHE/llm_judge.sqlite`` (default ``~/.cache/dpo3d/llm_judge.sqlite``)."""
+    return cache_dir() / "llm_judge.sqlite"
+
+
+def check_record(record: dict, source: str = "<input>", line: int | None = None) -> None:
+    """Raise RecordError unless the record has a ``prompt`` and a ``completion`` the judge can read."""
+    rec.COMPLETIONS.check(record, source, line)
+
+
+@user_errors
+def llm_command(
+    data: Path = INPUT,
+    out: Path = options.OUT,
+    base_url: str = typer.Option(
+        ..., "--base-url", envvar="DPO3D_JUDGE_BASE_URL", help="The endpoint, e.g. http://localhost:8000/v1."
+    ),
+    judge_model: str = typer.Option(
+        ...,
+        "--judge-model",
+        envvar="DPO3D_JUDGE_MODEL",
+        help="The judge's model name, as the endpoint knows it.",
+    ),
+    api_key_env: str = typer.Option(
+        "OPENAI_API_KEY",
+        "--api-key-env",
+        help="Environment variable holding the API key (unset: a dummy key, fine for local servers).",
+    ),
+    rubric: Path = typer.Option(
+        None,
+        "--rubric",
+        help="Rubric prompt template with {question} and {response} (and optionally {reference}); "
+        "default: the paper's 1-5 rubric.",
+    ),
+    concurrency: int = typer.Option(8, "--concurrency", "-j", min=1, help="Requests in flight at once."),
+    max_retries: int = typer.Option(
+        4, "--max-retries", min=0, help="Tries after the first on transient errors (connection, 429, 5xx)."
+    ),
+    timeout: float = typer.Option(60.0, "--timeout", min=0.001, help="Seconds allowed for one request."),
+    max_tokens: int = typer.Option(256, "--max-tokens", min=1, help="Longest reply, in tokens."),
+    cache: Path = typer.Option(
+        None,
+        "--cache",
+        help="Reply cache (SQLite). Default: $DPO3D_CACHE/llm_judge.sqlite or ~/.cache/dpo3d/.",
+    ),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Neither read nor write the reply cache."),
+) -> None:
+    """Grade each completion 1-5 with a chat model behind any OpenAI-compatible endpoint.
+
+    Needs **prompt** and **completion** (strings or chat messages); a **reference** or
+    **answer** field, when present, is shown to the judge as the reference final answer.
+    The default rubric is the paper's: 5 right answer with a sound, complete process ... 1 all wrong.
+    Adds **score** (1.0-5.0, or null when the reply has no score), **judge** (`llm:MODEL`),
+    **judge_verdict** (the raw reply) and, on failure, **judge_error**.
+
+    Transient errors (connection, timeout, 429, 5xx) are retried with back-off; replies are
+    cached, so a rerun with the same inputs sends no request. The key is read from the
+    variable named by `--api-key-env` and is never written anywhere.
+
+    Example: `dpo3d sample --prompts math500 -n 4 | dpo3d judge llm --base-url http://localhost:8000/v1
+    --judge-model Qwen/Qwen2.5-7B-Instruct -o judged.jsonl`
+    """
+    if cache is not None and no_cache:
+        raise UsageError("--cache and --no-cache contradict each other: pick one")
+    rubric_text = load_rubric(rubric) if rubric is not None else DEFAULT_RUBRIC
+    config = LLMJudgeConfig(
+        base_url=base_url,
+        model=judge_model,
+        api_key_env=api_key_env,
+        rubric=rubric_text,
+        max_tokens=max_tokens,
+        concurrency=concurrency,
+        max_retries=max_retries,
+        timeout_s=timeout,
+        cache_path=None if no_cache else (cache if cache is not None else default_cache()),
+    )
+    # local import: read_checked lives in judge.py, which imports this module to register the command
+    from .judge import read_checked
+
+    records = read_checked(data, check_record)
+    with LLMJudge(config) as judge, progress() as bar:
+        task = bar.add_task("judge llm", total=len(records), rate="")
+        judged = judge.judge(records, on_progress=lambda n: bar.advance(task, n))
+    rec.write_records(judged, out)
+    stats = summary(judged)
+    mean = f"{stats['mean']:.2f}" if stats["mean"] is not None else "n/a"
+    histogram = " ".join(f"{score}:{count}" for score, count in stats["histogram"].items())
+    console.print(
+        f"judge llm: {stats['judged']} judged, mean score {mean}; scores {histogram}; "
+        f"{stats['failures']} failed; {judge.requests} requests, {judge.cache_hits} from cache",
+        highlight=False,
+        soft_wrap=True,
+    )

@@ -1,0 +1,464 @@
+"""The LLM judge: another model grades each completion on the paper's 1-5 rubric.
+
+Any OpenAI-compatible chat endpoint works (OpenAI, vLLM, `transformers serve`, ...),
+through the ``openai`` client. Each record's question (its prompt, or the last user
+turn of a chat prompt) and answer (its completion, or the assistant turns) are put
+into a rubric prompt; the judge's reply is parsed for a score 1-5 (:func:`parse_score`).
+
+Requests run on a thread pool (``concurrency`` at a time), transient failures
+(connection, timeout, 429, 5xx) are retried with exponential back-off and jitter,
+and replies are kept in a disk cache keyed by everything that decides them, so a
+rerun with the same inputs sends no request at all. The API key is read from an
+environment variable and is never written to records, the cache or error messages.
+
+Each record comes back with ``score`` (float 1.0-5.0, or None when the reply did
+not parse or the call failed), ``judge`` (``"llm:<model>"``), ``judge_verdict``
+(the raw reply) and, only when something went wrong, ``judge_error``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import re
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..records import is_messages
+from . import completion_text
+
+NAME = "llm"
+
+#: used when the key's environment variable is unset: local servers accept anything
+DUMMY_KEY = "EMPTY"
+
+#: the longest wait between two tries, whatever the back-off says
+MAX_BACKOFF_S = 60.0
+
+REQUIRED_PLACEHOLDERS = ("{question}", "{response}")
+OPTIONAL_PLACEHOLDERS = ("{reference}",)
+
+#: the paper's rubric (App. C), for questions with a final answer
+DEFAULT_RUBRIC = """\
+You are grading an answer to a question. Rate it on a scale of 1 to 5:
+
+5 - The final answer is correct and the working that leads to it is correct and complete.
+4 - The final answer is correct, but the working is missing (on a hard question) or much \
+longer than needed (on an easy one).
+3 - The final answer is wrong but the working is mostly right, or the final answer is \
+right but the working contains clear errors.
+2 - The final answer is wrong and most of the working is wrong too.
+1 - Everything is wrong, or there is no final answer at all.
+
+[Question]
+{question}
+
+[Reference final answer]
+{reference}
+
+[Answer to grade]
+{response}
+
+Give a brief justification, then end with a line of the form "Score: N", where N is 1, 2, 3, 4 or 5.
+"""
+
+NO_REFERENCE = "(none given: judge the answer on its own merits)"
+
+
+def check_rubric(text: str, source: str = "the rubric") -> str:
+    """Return ``text`` if it has the placeholders a rubric needs, else raise ValueError."""
+    if not text.strip():
+        raise ValueError(f"{source} is empty")
+    missing = [p for p in REQUIRED_PLACEHOLDERS if p not in text]
+    if missing:
+        raise ValueError(
+            f"{source} lacks the placeholder(s) {', '.join(missing)}: a rubric needs {{question}} and "
+            "{response} (and may use {reference}, the record's reference answer)"
+        )
+    return text
+
+
+def load_rubric(path: str | os.PathLike) -> str:
+    """Read a rubric template from a file (UTF-8) and check its placeholders."""
+    target = Path(path)
+    if not target.is_file():
+        raise FileNotFoundError(f"rubric file not found: {target}")
+    try:
+        text = target.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"rubric file {target} is not valid UTF-8") from None
+    return check_rubric(text, f"rubric file {target}")
+
+
+def render_rubric(rubric: str, question: str, response: str, reference: str | None) -> str:
+    """Fill the placeholders (plain replacement: other braces in the rubric stay as written)."""
+    values = {"{question}": question, "{response}": response, "{reference}": reference or NO_REFERENCE}
+    pattern = re.compile("|".join(re.escape(key) for key in values))
+    # one pass, so a placeholder inside the question or the response is not replaced again
+    return pattern.sub(lambda m: values[m.group(0)], rubric)
+
+
+# --------------------------------------------------------------------------- parsing the reply
+
+_NUMBER = r"(\d+(?:\.\d+)?)"
+_OUT_OF = r"(?:\s*(?:/|out\s+of)\s*(\d+))?"
+#: "Score: 4", "**Rating:** 5/5", '"score": 2', "score of 3", "Final grade is 4", "Score (1-5): 4"
+_EXPLICIT = re.compile(
+    r"\b(?:score|rating|grade)\b"
+    r"(?:\s*\(\s*1\s*(?:-|–|to)\s*5\s*\))?"
+    r"[\s*_\"'`:=\[\]-]*(?:(?:is|of|would\s+be|=)\s*)?[\s*_\"'`\[]*" + _NUMBER + _OUT_OF,
+    re.IGNORECASE,
+)
+#: "[[4]]"
+_BRACKETED = re.compile(r"\[\[\s*" + _NUMBER + r"\s*\]\]")
+#: "3 out of 5", "4/5", "10/10": only over 5 or 10, so a math answer's 1/2 is no score
+_FRACTION = re.compile(r"(?<![\d./])" + _NUMBER + r"\s*(?:/|out\s+of)\s*(5|10)(?!\d|\.\d)", re.IGNORECASE)
+_ANY_NUMBER = re.compile(r"(?<![\w.])\d+(?:\.\d+)?(?![\w])")
+
+
+def _as_score(value: str, scale: str | None) -> int | None:
+    if scale is not None and int(scale) != 5:
+        return None
+    number = float(value)
+    if not number.is_integer() or not 1 <= number <= 5:
+        return None
+    return int(number)
+
+
+def parse_score(text: str | None) -> int | None:
+    """The 1-5 score in a judge's reply, or None.
+
+    A named score wins ("Score: 4", "**Rating:** 5/5", ``{"score": 2}``, "[[4]]"), then a
+    score over 5 or 10 ("3 out of 5", "4/5"); with several, the last one counts (judges
+    often restate the rubric first). Without either, a reply holding a single number
+    uses it ("4", "I'd give it a 3").
+    Out of range (0, 6, "10/10", "4/10") or a fraction (4.5) gives None.
+    """
+    if not text:
+        return None
+    named = [(m.start(), m.group(1), m.group(2)) for m in _EXPLICIT.finditer(text)]
+    named += [(m.start(), m.group(1), None) for m in _BRACKETED.finditer(text)]
+    fractions = [(m.start(), m.group(1), m.group(2)) for m in _FRACTION.finditer(text)]
+    for mentions in (named, fractions):
+        if mentions:
+            _, value, scale = max(mentions, key=lambda m: m[0])  # the last one
+            return _as_score(value, scale)
+    numbers = _ANY_NUMBER.findall(text)
+    if len(numbers) == 1:
+        return _as_score(numbers[0], None)
+    return None
+
+
+# --------------------------------------------------------------------------- records -> messages
+
+
+def question_text(prompt: Any) -> str:
+    """A record's question: the prompt string, or the content of its last user message."""
+    if isinstance(prompt, str):
+        return prompt
+    if is_messages(prompt):
+        users = [m["content"] for m in prompt if m.get("role") == "user"]
+        return users[-1] if users else prompt[-1]["content"]
+    raise ValueError("field 'prompt' should be a string or a list of chat messages")
+
+
+def reference_text(record: Mapping) -> str | None:
+    """The record's reference answer (``reference``, else ``answer``), as text, or None."""
+    for key in ("reference", "answer"):
+        value = record.get(key)
+        if value is None or isinstance(value, bool):
+            continue
+        if isinstance(value, (int, float)):
+            return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
+        if isinstance(value, str) and value.strip():
+            return value.strip()
+    return None
+
+
+def judge_messages(record: Mapping, rubric: str) -> list[dict]:
+    """The chat messages that ask the judge about one record."""
+    content = render_rubric(
+        rubric,
+        question=question_text(record.get("prompt")),
+        response=completion_text(record.get("completion")),
+        reference=reference_text(record),
+    )
+    return [{"role": "user", "content": content}]
+
+
+# --------------------------------------------------------------------------- configuration and cache
+
+
+@dataclass(frozen=True)
+class LLMJudgeConfig:
+    base_url: str
+    model: str
+    api_key_env: str = "OPENAI_API_KEY"  # the *name* of the variable; the key itself is never stored
+    rubric: str = DEFAULT_RUBRIC
+    temperature: float = 0.0
+    max_tokens: int = 256
+    concurrency: int = 8
+    max_retries: int = 4  # tries after the first, for transient errors only
+    backoff_s: float = 1.0  # first wait; doubles each retry, with jitter
+    timeout_s: float = 60.0  # per request
+    cache_path: str | os.PathLike | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)  # more request fields (e.g. seed)
+
+    def __post_init__(self) -> None:
+        if not self.base_url.strip():
+            raise ValueError("the judge needs a base URL (e.g. http://localhost:8000/v1)")
+        if not self.model.strip():
+            raise ValueError("the judge needs a model name")
+        check_rubric(self.rubric)
+        if self.max_tokens < 1:
+            raise ValueError(f"--max-tokens must be at least 1, got {self.max_tokens}")
+        if self.concurrency < 1:
+            raise ValueError(f"--concurrency must be at least 1, got {self.concurrency}")
+        if self.max_retries < 0:
+            raise ValueError(f"--max-retries must be 0 or more, got {self.max_retries}")
+        if self.backoff_s < 0:
+            raise ValueError(f"the back-off must be 0 s or more, got {self.backoff_s}")
+        if self.timeout_s <= 0:
+            raise ValueError(f"--timeout must be positive, got {self.timeout_s}")
+
+    @property
+    def name(self) -> str:
+        return f"{NAME}:{self.model}"
+
+    def api_key(self) -> str:
+        return os.environ.get(self.api_key_env) or DUMMY_KEY
+
+    def request(self, messages: list[dict]) -> dict:
+        """The keyword arguments of one chat completion request (no key in it)."""
+        return {
+            "model": self.model,
+            "messages": messages,
+            "temperature": self.temperature,
+            "max_tokens": self.max_tokens,
+            **self.extra,
+        }
+
+    def cache_key(self, messages: list[dict]) -> str:
+        """sha256 of everything that decides the reply: endpoint, model, messages, sampling."""
+        fields = {
+            "base_url": self.base_url.rstrip("/"),
+            "model": self.model,
+            "messages": messages,
+            "temperature": self.temperature,
+            "max_tokens": self.max_tokens,
+            "extra": dict(self.extra),
+        }
+        blob = json.dumps(fields, sort_keys=True, ensure_ascii=False)
+        return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+class ReplyCache:
+    """Judge replies by request hash, in one SQLite file; safe to share between threads."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=30)
+        with self._lock, self._db:
+            self._db.execute("CREATE TABLE IF NOT EXISTS replies (key TEXT PRIMARY KEY, reply TEXT NOT NULL)")
+
+    def get(self, key: str) -> str | None:
+        with self._lock:
+            row = self._db.execute("SELECT reply FROM replies WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def put(self, key: str, reply: str) -> None:
+        with self._lock, self._db:
+            self._db.execute("INSERT OR REPLACE INTO replies (key, reply) VALUES (?, ?)", (key, reply))
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def is_transient(err: BaseException) -> bool:
+    """Worth another try: no connection, a timeout, rate limited (429), conflict/timeout (408/409), 5xx."""
+    import openai
+
+    if isinstance(err, (openai.APIConnectionError, openai.RateLimitError, openai.InternalServerError)):
+        return True  # APITimeoutError is an APIConnectionError
+    if isinstance(err, openai.APIStatusError):
+        return err.status_code in (408, 409) or err.status_code >= 500
+    return False
+
+
+def _retry_after(err: BaseException) -> float | None:
+    """The server's Retry-After, in seconds, when it sent a plain number."""
+    response = getattr(err, "response", None)
+    headers = getattr(response, "headers", None)
+    if headers is None:
+        return None
+    try:
+        value = float(headers.get("retry-after", ""))
+    except (TypeError, ValueError):
+        return None
+    return value if 0 <= value <= MAX_BACKOFF_S else None
+
+
+def short_error(err: BaseException, secret: str | None = None, limit: int = 300) -> str:
+    """One line naming the failure, with the API key (if it shows up at all) blanked out."""
+    status = getattr(err, "status_code", None)
+    head = type(err).__name__ + (f" ({status})" if status is not None else "")
+    message = " ".join(str(err).split())
+    if secret and len(secret) >= 4 and secret != DUMMY_KEY:
+        message = message.replace(secret, "***")
+    text = f"{head}: {message}" if message else head
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# --------------------------------------------------------------------------- the judge
+
+
+class LLMJudge:
+    """Grades records with a chat model. ``client``: an ``openai.OpenAI`` (or a fake) to use."""
+
+    def __init__(
+        self,
+        config: LLMJudgeConfig,
+        client: Any | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
+        self.config = config
+        self._client = client
+        self._client_lock = threading.Lock()
+        self._sleep = sleep
+        self.cache = ReplyCache(config.cache_path) if config.cache_path is not None else None
+        #: how many requests were sent (retries included) and answered from the cache, last judge() call
+        self.requests = 0
+        self.cache_hits = 0
+        self._count_lock = threading.Lock()
+
+    # the client is made on first use: a run answered wholly from the cache needs none
+    @property
+    def client(self) -> Any:
+        with self._client_lock:
+            if self._client is None:
+                import openai
+
+                self._client = openai.OpenAI(
+                    base_url=self.config.base_url,
+                    api_key=self.config.api_key(),
+                    timeout=self.config.timeout_s,
+                    max_retries=0,  # retries are ours (is_transient, back-off)
+                )
+            return self._client
+
+    def close(self) -> None:
+        if self.cache is not None:
+            self.cache.close()
+
+    def __enter__(self) -> LLMJudge:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _backoff(self, attempt: int, err: BaseException) -> float:
+        delay = self.config.backoff_s * (2**attempt) * random.uniform(0.5, 1.5)
+        server = _retry_after(err)
+        if server is not None:
+            delay = max(delay, server)
+        return min(delay, MAX_BACKOFF_S)
+
+    def _ask(self, messages: list[dict]) -> str:
+        """The reply text for one request, retrying transient errors; raises the last error."""
+        request = self.config.request(messages)
+        attempt = 0
+        while True:
+            with self._count_lock:
+                self.requests += 1
+            try:
+                response = self.client.chat.completions.create(**request)
+            except Exception as err:
+                if attempt >= self.config.max_retries or not is_transient(err):
+                    raise
+                self._sleep(self._backoff(attempt, err))
+                attempt += 1
+                continue
+            choices = getattr(response, "choices", None) or []
+            if not choices:
+                raise ValueError("the judge's response has no choices")
+            content = choices[0].message.content
+            return content if isinstance(content, str) else ""
+
+    def judge_one(self, record: Mapping) -> dict:
+        """One record with ``score``, ``judge``, ``judge_verdict`` and maybe ``judge_error`` added."""
+        out = {key: value for key, value in record.items() if key != "judge_error"}
+        out.update(score=None, judge=self.config.name, judge_verdict=None)
+        try:
+            messages = judge_messages(record, self.config.rubric)
+        except ValueError as err:
+            out["judge_error"] = str(err)
+            return out
+        key = self.config.cache_key(messages)
+        reply = self.cache.get(key) if self.cache is not None else None
+        if reply is not None:
+            with self._count_lock:
+                self.cache_hits += 1
+        else:
+            try:
+                reply = self._ask(messages)
+            except Exception as err:
+                out["judge_error"] = short_error(err, self.config.api_key())
+                return out
+            if self.cache is not None:
+                self.cache.put(key, reply)
+        out["judge_verdict"] = reply
+        score = parse_score(reply)
+        if score is None:
+            out["judge_error"] = "no score 1-5 found in the judge's reply"
+        else:
+            out["score"] = float(score)
+        return out
+
+    def judge(
+        self, records: Sequence[Mapping], on_progress: Callable[[int], None] | None = None
+    ) -> list[dict]:
+        """Every record judged, in input order; ``on_progress(1)`` after each one."""
+        self.requests = 0
+        self.cache_hits = 0
+        records = list(records)
+        results: list[dict | None] = [None] * len(records)
+        if not records:
+            return []
+
+        def work(index: int) -> None:
+            results[index] = self.judge_one(records[index])
+            if on_progress is not None:
+                on_progress(1)
+
+        workers = min(self.config.concurrency, len(records))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="llm-judge") as pool:
+            for future in [pool.submit(work, index) for index in range(len(records))]:
+                future.result()
+        return results  # type: ignore[return-value]
+
+
+def summary(records: Sequence[Mapping]) -> dict:
+    """Counts for a report: judged, failures, mean score and the histogram of scores 1-5."""
+    scores = [r["score"] for r in records if isinstance(r.get("score"), (int, float))]
+    histogram = {n: sum(1 for s in scores if s == n) for n in range(1, 6)}
+    return {
+        "judged": len(records),
+        "scored": len(scores),
+        "failures": sum(1 for r in records if "judge_error" in r),
+        "mean": sum(scores) / len(scores) if scores else None,
+        "histogram": histogram,
+    }

@@ -1,0 +1,103 @@
+"""`train-rm`: a Bradley-Terry reward model on the same pairs files as `train-dpo`, same loop.
+
+Logged like a DPO run so the two can be laid side by side (the paper's Fig. 4):
+``accuracy`` and ``margin`` of the batch, ``eval_accuracy`` on held-out pairs,
+the rewards of each side, and the gradient of the loss on each side's reward
+(``reward_grad_chosen`` = −``reward_grad_rejected``, always: the symmetry DPO
+lacks) with ``log_grad_chosen`` / ``log_grad_rejected`` their logs, under the
+same names DPO uses for log|∂L/∂x1| and log|∂L/∂x2|.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..losses.reward import bradley_terry_rm
+from ..models import LoadOptions
+from ..records import write_json
+from ..reward_model import load_reward_model, score_sequences, sequence_rewards
+from .config import LoopConfig, is_main_process
+from .loop import LoopCallbacks, RunResult, train
+from .pairs_data import PairSet, load_pairs
+
+
+@dataclass
+class RMTask:
+    pairs: PairSet
+    pad_id: int
+    margin: float = 0.0
+    eval_pairs: PairSet | None = None
+    eval_every: int = 0
+    score_batch_size: int = 16
+
+    def lengths(self) -> list[int]:
+        return self.pairs.lengths()
+
+    def loss(self, model, indices: list[int]):
+        sequences = [self.pairs.chosen[i] for i in indices] + [self.pairs.rejected[i] for i in indices]
+        rewards = sequence_rewards(model, sequences, self.pad_id)  # chosen and rejected in one forward
+        chosen, rejected = rewards[: len(indices)], rewards[len(indices) :]
+        out = bradley_terry_rm(chosen, rejected, self.margin)
+        metrics = {
+            "loss": out.losses,
+            "accuracy": (out.margins > 0).float(),
+            "margin": out.margins,
+            "chosen_reward": chosen,
+            "rejected_reward": rejected,
+            "reward_grad_chosen": out.grad_chosen,
+            "reward_grad_rejected": out.grad_rejected,
+            "log_grad_chosen": out.grad_chosen.abs().clamp_min(1e-30).log(),
+            "log_grad_rejected": out.grad_rejected.abs().clamp_min(1e-30).log(),
+        }
+        return out.loss, metrics
+
+    def evaluate(self, model) -> dict[str, float]:
+        pairs = self.eval_pairs
+        chosen = score_sequences(model, pairs.chosen, self.pad_id, self.score_batch_size)
+        rejected = score_sequences(model, pairs.rejected, self.pad_id, self.score_batch_size)
+        out = bradley_terry_rm(chosen, rejected, self.margin)
+        return {
+            "eval_loss": float(out.loss),
+            "eval_accuracy": float((out.margins > 0).float().mean()),
+            "eval_margin": float(out.margins.mean()),
+        }
+
+    def probe(self, model, step: int, indices: list[int]) -> dict[str, float]:
+        if self.eval_pairs is None or not (step == 0 or (self.eval_every and step % self.eval_every == 0)):
+            return {}
+        return self.evaluate(model)
+
+    def check(self, record: dict) -> list[str]:
+        return []
+
+
+@dataclass
+class RMRunConfig:
+    model: str
+    pairs: Path
+    loop: LoopConfig
+    eval_pairs: Path | None = None
+    eval_every: int = 10
+    margin: float = 0.0
+    max_length: int = 1024
+    load: LoadOptions = field(default_factory=LoadOptions)
+
+
+def train_rm(config: RMRunConfig, callbacks: LoopCallbacks | None = None, on_status=lambda message: None) -> RunResult:
+    on_status(f"loading {config.model} with a scalar reward head")
+    model, tokenizer = load_reward_model(config.model, config.load)
+    on_status("encoding pairs")
+    pairs = load_pairs(config.pairs, tokenizer, config.max_length, unseen_limit=0)
+    eval_pairs = load_pairs(config.eval_pairs, tokenizer, config.max_length, 0) if config.eval_pairs else None
+    config.loop.extra = {
+        "task": "rm", "model": config.model, "pairs": str(config.pairs),
+        "eval_pairs": str(config.eval_pairs) if config.eval_pairs else None, "margin": config.margin,
+        "max_length": config.max_length, "eval_every": config.eval_every,
+    }
+    task = RMTask(pairs, tokenizer.pad_token_id, config.margin, eval_pairs, config.eval_every, config.loop.batch_size * 2)
+    on_status("training")
+    result = train(model, tokenizer, task, config.loop, callbacks)
+    if is_main_process():
+        write_json({"final": result.last_record}, Path(config.loop.out) / "summary.json")
+    return result

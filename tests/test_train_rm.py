@@ -1,0 +1,128 @@
+"""train-rm on tiny models: it learns a separable preference, its gradients are symmetric,
+it resumes, its checkpoint is a sequence-classification folder that `judge rm` loads."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dpo3d.records import read_log, read_records
+from dpo3d.training.compare import load_curve, steadiness
+from dpo3d.training.config import LoopConfig
+from dpo3d.training.loop import LoopCallbacks
+from dpo3d.training.rm import RMRunConfig, train_rm
+
+from .test_train_dpo import write_pairs
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def dpo3d(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "dpo3d", *args], capture_output=True, text=True, cwd=ROOT, **kwargs)
+
+
+def rm_config(tmp_path, model_dir, steps=30, out="rm", **loop) -> RMRunConfig:
+    pairs = write_pairs(tmp_path / "pairs.jsonl")
+    settings = {"lr": 3e-3, "batch_size": 4, "grad_accum": 1, "max_steps": steps, "warmup_ratio": 0.0,
+                "schedule": "constant", "seed": 0, **loop}
+    return RMRunConfig(model=str(model_dir), pairs=pairs, eval_pairs=pairs, eval_every=10,
+                       loop=LoopConfig(out=tmp_path / out, **settings))
+
+
+@pytest.fixture(scope="module")
+def trained_rm(tmp_path_factory, tiny_model_dir):
+    tmp = tmp_path_factory.mktemp("rm")
+    train_rm(rm_config(tmp, tiny_model_dir))
+    return tmp / "rm"
+
+
+def test_learns_a_separable_preference(trained_rm):
+    records = read_log(trained_rm / "metrics.jsonl")
+    evals = [r["eval_accuracy"] for r in records if "eval_accuracy" in r]
+    assert [r["step"] for r in records if "eval_accuracy" in r] == [0, 10, 20, 30]
+    assert evals[-1] == 1.0
+    assert records[-1]["margin"] > records[1]["margin"]
+    assert records[-1]["loss"] < 0.5 * records[1]["loss"]
+
+
+def test_reward_gradients_are_equal_and_opposite(trained_rm):
+    for record in read_log(trained_rm / "metrics.jsonl")[1:]:
+        assert record["reward_grad_chosen"] == pytest.approx(-record["reward_grad_rejected"], rel=1e-6)
+        assert record["log_grad_chosen"] == pytest.approx(record["log_grad_rejected"], rel=1e-6)
+        assert record["reward_grad_chosen"] < 0  # the loss falls as the chosen reward rises
+
+
+def test_checkpoint_is_a_sequence_classification_folder_judge_rm_loads(trained_rm, tmp_path):
+    config = json.loads((trained_rm / "config.json").read_text())
+    assert config["architectures"] == ["LlamaForSequenceClassification"]
+    assert config["num_labels"] == 1 if "num_labels" in config else len(config["id2label"]) == 1
+    assert config["pad_token_id"] != config["eos_token_id"]  # pooling lands on the end-of-turn token
+    candidates = tmp_path / "candidates.jsonl"
+    rows = [{"id": "q", "prompt": [{"role": "user", "content": "Question 1: pick a colour."}], "completion": text,
+             "source": "test"} for text in ("Blue, number 1.", "I refuse to answer question 1 at all.")]
+    candidates.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    judged = dpo3d("judge", "rm", str(candidates), "--rm", str(trained_rm), "-o", str(tmp_path / "judged.jsonl"))
+    assert judged.returncode == 0, judged.stderr
+    out = read_records(tmp_path / "judged.jsonl")
+    assert [r["judge"] for r in out] == ["rm:rm", "rm:rm"]
+    assert out[0]["score"] > out[1]["score"]  # the trained preference
+    assert out[0]["verdict"] == {"reward": out[0]["score"]}
+    pairs = dpo3d("build-pairs", str(tmp_path / "judged.jsonl"), "-o", str(tmp_path / "pairs.jsonl"))
+    assert pairs.returncode == 0, pairs.stderr
+    assert read_records(tmp_path / "pairs.jsonl")[0]["chosen"] == "Blue, number 1."
+
+
+def test_judge_rm_refuses_a_causal_lm(tiny_model_dir, tmp_path):
+    candidates = tmp_path / "c.jsonl"
+    candidates.write_text(json.dumps({"prompt": "hi", "completion": "there"}) + "\n")
+    result = dpo3d("judge", "rm", str(candidates), "--rm", str(tiny_model_dir))
+    assert result.returncode == 2
+    assert "not a reward-model folder" in result.stderr
+
+
+class Stop(Exception):
+    pass
+
+
+def test_resume_after_a_crash_ends_like_an_uninterrupted_run(tmp_path, tiny_model_dir):
+    whole = train_rm(rm_config(tmp_path, tiny_model_dir, steps=6, out="whole"))
+
+    def crash(step):
+        if step == 4:
+            raise Stop
+
+    with pytest.raises(Stop):
+        train_rm(rm_config(tmp_path, tiny_model_dir, steps=6, out="cut", save_every=3), LoopCallbacks(on_step=crash))
+    resumed = train_rm(rm_config(tmp_path, tiny_model_dir, steps=6, out="cut", save_every=3, resume=True))
+    strip = lambda path: [{k: v for k, v in r.items() if k != "examples_per_s"} for r in read_log(path)]  # noqa: E731
+    assert resumed.steps == whole.steps == 6
+    assert strip(resumed.out / "metrics.jsonl") == strip(whole.out / "metrics.jsonl")
+
+
+def test_bad_pairs_stop_with_one_line(tmp_path, tiny_model_dir):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"prompt": "p", "chosen": "a"}) + "\n")
+    result = dpo3d("train-rm", "--pairs", str(bad), "--model", str(tiny_model_dir), "--out", str(tmp_path / "o"))
+    assert result.returncode == 2
+    assert "bad.jsonl:1: missing field 'rejected'" in result.stderr
+    assert not (tmp_path / "o" / "metrics.jsonl").exists()
+
+
+def test_compare_draws_fig4_and_measures_steadiness(trained_rm, tmp_path):
+    curve = load_curve(trained_rm, "eval_accuracy")
+    assert curve.task == "rm" and curve.total_steps == 30 and curve.progress == [0, 1 / 3, 2 / 3, 1]
+    result = dpo3d("compare", str(trained_rm), str(trained_rm), "--label", "RM", "--label", "again", "-o", str(tmp_path / "fig.png"))
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "fig.png").stat().st_size > 10_000
+    assert "backward share" in result.stderr
+
+
+def test_steadiness_by_hand():
+    s = steadiness([0.5, 0.7, 0.6, 0.9])
+    # moves +0.2, -0.1, +0.3: travelled 0.6, of which 0.1 went down
+    assert s["gain"] == pytest.approx(0.4) and s["best"] == 0.9 and s["backward_share"] == pytest.approx(1 / 6)
+    assert steadiness([0.5])["backward_share"] == 0.0
