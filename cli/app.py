@@ -77,6 +77,15 @@ def _register() -> None:
 
     app.command("train-rm")(train_rm.command)
 
+    from . import eval_math, eval_poem
+
+    app.command("eval-math")(eval_math.command)
+    app.command("eval-poem")(eval_poem.command)
+
+    from . import ppo
+
+    app.command("ppo")(ppo.command)
+
     from . import compare
 
     app.command("compare")(compare.command)

@@ -112,33 +112,46 @@ class HFSampler:
         start = time.perf_counter()
         cfg = self.config
         encoded = [encode_prompt(self.tokenizer, record["prompt"]) for record in prompts]
-        width = max(len(ids) for ids in encoded)
-        pad = self.tokenizer.pad_token_id
-        input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for ids in encoded], device=self.device)
-        attention_mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in encoded], device=self.device)
         torch.manual_seed(chunk_seed(cfg.seed, chunk_index))
-        sampling = {"do_sample": True, "temperature": cfg.temperature, "top_p": cfg.top_p, "top_k": 0} if cfg.temperature > 0 else {"do_sample": False}
-        output = self.model.generate(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            max_new_tokens=cfg.max_new_tokens,
-            num_return_sequences=cfg.n,
-            pad_token_id=pad,
-            eos_token_id=self.tokenizer.eos_token_id,
-            use_cache=True,
-            **sampling,
-        )
-        new = output[:, width:]
+        generated = generate_ids(self.model, self.tokenizer, encoded, cfg)
         records, new_tokens = [], 0
-        for row in range(new.shape[0]):
-            tokens = new[row]
-            length, stopped = _generated_length(tokens, self.tokenizer.eos_token_id, pad)
-            new_tokens += length
-            text = self.tokenizer.decode(tokens[:length], skip_special_tokens=True)
+        for row, (tokens, stopped) in enumerate(generated):
+            new_tokens += len(tokens)
+            text = self.tokenizer.decode(tokens, skip_special_tokens=True)
             prompt_record = prompts[row // cfg.n]
-            finish = "stop" if stopped or length < cfg.max_new_tokens else "length"
-            records.append(candidate_record(prompt_record, text, row % cfg.n, source, length, finish))
+            finish = "stop" if stopped or len(tokens) < cfg.max_new_tokens else "length"
+            records.append(candidate_record(prompt_record, text, row % cfg.n, source, len(tokens), finish))
         return ChunkResult(records, len(prompts), new_tokens, time.perf_counter() - start)
+
+
+@torch.no_grad()
+def generate_ids(model, tokenizer, encoded: Sequence[list[int]], cfg: SamplingConfig) -> list[tuple[list[int], bool]]:
+    """``cfg.n`` continuations of each prompt (token ids, left-padded, KV cache), under the current torch seed.
+
+    Returns, row by row (prompt 0's n samples first), the generated ids up to and
+    including the first end-of-turn token, and whether the model ended its turn.
+    """
+    device = next(model.parameters()).device
+    width = max(len(ids) for ids in encoded)
+    pad = tokenizer.pad_token_id
+    input_ids = torch.tensor([[pad] * (width - len(ids)) + list(ids) for ids in encoded], device=device)
+    attention_mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in encoded], device=device)
+    sampling = {"do_sample": True, "temperature": cfg.temperature, "top_p": cfg.top_p, "top_k": 0} if cfg.temperature > 0 else {"do_sample": False}
+    output = model.generate(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        max_new_tokens=cfg.max_new_tokens,
+        num_return_sequences=cfg.n,
+        pad_token_id=pad,
+        eos_token_id=tokenizer.eos_token_id,
+        use_cache=True,
+        **sampling,
+    )
+    results = []
+    for tokens in output[:, width:]:
+        length, stopped = _generated_length(tokens, tokenizer.eos_token_id, pad)
+        results.append((tokens[:length].tolist(), stopped))
+    return results
 
 
 def _generated_length(tokens: torch.Tensor, eos_id: int | None, pad_id: int) -> tuple[int, bool]:

@@ -65,7 +65,7 @@ def collate(sequences: Sequence[EncodedPair], pad_id: int, padding_side: str = "
     return PaddedBatch(input_ids, attention_mask, position_ids, response_mask)
 
 
-def _logits(model, batch: PaddedBatch, keep: int) -> torch.Tensor:
+def tail_logits(model, batch: PaddedBatch, keep: int) -> torch.Tensor:
     """Logits of the last ``keep`` positions only (the LM head skips the rest)."""
     inputs = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask, "position_ids": batch.position_ids}
     try:
@@ -87,7 +87,7 @@ def token_logps(model, batch: PaddedBatch) -> tuple[torch.Tensor, torch.Tensor]:
     rows = torch.nonzero(predicts, as_tuple=True)[0]
     first = int(predicts.float().argmax(-1).min())  # the earliest position any row scores
     keep = batch.input_ids.shape[1] - first
-    logits = _logits(model, batch, keep)[predicts[:, first:]]
+    logits = tail_logits(model, batch, keep)[predicts[:, first:]]
     return -F.cross_entropy(logits.float(), targets, reduction="none"), rows
 
 

@@ -77,7 +77,7 @@ def test_logits_to_keep_path_equals_full_logits(tiny_model, tokenizer, pairs, mo
     batch = collate(pairs, tokenizer.pad_token_id)
     with torch.no_grad():
         trimmed = sequence_logps(tiny_model, batch)
-        monkeypatch.setattr(module, "_logits", lambda model, b, keep: model(
+        monkeypatch.setattr(module, "tail_logits", lambda model, b, keep: model(
             input_ids=b.input_ids, attention_mask=b.attention_mask, position_ids=b.position_ids).logits[:, -keep:])
         full = sequence_logps(tiny_model, batch)
     torch.testing.assert_close(trimmed.sum, full.sum, atol=1e-4, rtol=1e-5)

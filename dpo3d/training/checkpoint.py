@@ -35,14 +35,17 @@ def latest(out: Path) -> Path | None:
     return folder if (folder / STATE_FILE).is_file() else None
 
 
-def save(out: Path, model, tokenizer, state: TrainerState) -> Path:
-    """Write ``OUT/checkpoint`` atomically (stage, then swap)."""
+def save(out: Path, model, tokenizer, state: TrainerState, extra_models: dict | None = None) -> Path:
+    """Write ``OUT/checkpoint`` atomically (stage, then swap); ``extra_models`` go into named sub-folders
+    (PPO's value model)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".checkpoint.", dir=out))
     try:
         model.save_pretrained(staging, safe_serialization=True)
         tokenizer.save_pretrained(staging)
+        for name, extra in (extra_models or {}).items():
+            extra.save_pretrained(staging / name, safe_serialization=True)
         torch.save(
             {"step": state.step, "optimizer": state.optimizer, "scheduler": state.scheduler, "torch_rng": state.torch_rng},
             staging / STATE_FILE,
@@ -67,13 +70,20 @@ def recover_interrupted_swap(out: Path) -> None:
         os.replace(previous, out / LATEST)
 
 
-def load(folder: Path, model) -> TrainerState:
-    """Load weights into ``model`` (in place) and return the trainer state."""
+def load(folder: Path, model, extra_models: dict | None = None) -> TrainerState:
+    """Load weights into ``model`` (and each of ``extra_models`` from its sub-folder), in place,
+    and return the trainer state."""
+    for name, extra in (extra_models or {}).items():
+        _load_weights(Path(folder) / name, extra)
+    _load_weights(Path(folder), model)
+    raw = torch.load(Path(folder) / STATE_FILE, weights_only=True)
+    return TrainerState(raw["step"], raw["optimizer"], raw["scheduler"], raw["torch_rng"])
+
+
+def _load_weights(folder: Path, model) -> None:
     weights = load_file(str(Path(folder) / "model.safetensors"))
     missing, unexpected = model.load_state_dict(weights, strict=False)
     # tied embeddings are saved once; anything else missing is a real mismatch
     tied = {k for k in missing if "lm_head" in k} if getattr(model.config, "tie_word_embeddings", False) else set()
     if set(missing) - tied or unexpected:
         raise ValueError(f"{folder}: checkpoint does not fit the model (missing {sorted(missing)[:3]}, unexpected {unexpected[:3]})")
-    raw = torch.load(Path(folder) / STATE_FILE, weights_only=True)
-    return TrainerState(raw["step"], raw["optimizer"], raw["scheduler"], raw["torch_rng"])

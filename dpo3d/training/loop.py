@@ -70,7 +70,7 @@ def _scheduler(config: LoopConfig, optimizer, total: int):
     return get_scheduler(name, optimizer, num_warmup_steps=int(config.warmup_ratio * total), num_training_steps=total)
 
 
-def _save_final(model, tokenizer, out: Path) -> None:
+def save_final(model, tokenizer, out: Path) -> None:
     """The trained model's files into OUT itself (each file replaced atomically)."""
     staging = Path(tempfile.mkdtemp(prefix=".final.", dir=out))
     try:
@@ -82,7 +82,7 @@ def _save_final(model, tokenizer, out: Path) -> None:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _truncate_metrics(path: Path, step: int) -> None:
+def truncate_metrics(path: Path, step: int) -> None:
     """Drop metrics logged after the checkpoint we resume from (the killed run got further)."""
     kept = [record for record in read_log(path) if record.get("step", 0) <= step]
     write_records(kept, path) if kept else path.unlink(missing_ok=True)
@@ -124,7 +124,7 @@ def train(model, tokenizer, task: Task, config: LoopConfig, callbacks: LoopCallb
         scheduler.load_state_dict(state.scheduler)
         torch.set_rng_state(state.torch_rng)
         if main:
-            _truncate_metrics(metrics_path, start)
+            truncate_metrics(metrics_path, start)
     if main:
         out.mkdir(parents=True, exist_ok=True)
         write_json({"steps": total, "global_batch": global_size, "processes": processes, **config.to_json()}, out / "run_config.json")
@@ -220,7 +220,7 @@ def train(model, tokenizer, task: Task, config: LoopConfig, callbacks: LoopCallb
             log.close()
 
     if main:
-        _save_final(unwrapped, tokenizer, out)
+        save_final(unwrapped, tokenizer, out)
         shutil.rmtree(out / checkpoint.LATEST, ignore_errors=True)
         callbacks.on_save(total, out)
     accelerator.wait_for_everyone()

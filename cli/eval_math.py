@@ -1,0 +1,269 @@
+"""`dpo3d eval-math`: the paper's math evaluation (accuracy by level and subject, Table 2).
+
+Generates greedy answers with one or more models (or reads existing completions),
+judges them with the math judge, optionally asks an LLM judge for a 1-5 score, and
+shows the models side by side. `eval-poem` shares the generation helpers here.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from dpo3d import datasets as ds
+from dpo3d import evaluation as ev
+from dpo3d import records as rec
+from dpo3d.judges.math_judge import MathJudge, MathJudgeConfig, check_candidate
+from dpo3d.models import BUNDLED, display_name
+
+from . import options
+from .common import UsageError, console, progress, user_errors
+from .sample import _sampler
+
+# --------------------------------------------------------------------------- options eval-poem shares
+
+MODELS = typer.Option(
+    None, "--model", "-m",
+    help=f"A model to evaluate (repeatable: models side by side): a Hugging Face folder, a hub id or "
+    f"'{BUNDLED}' (the default).",
+)
+N = typer.Option(1, "-n", min=1, help="Completions per prompt; 1 = greedy (accuracy is then over all of them).")
+TEMPERATURE = typer.Option(
+    None, "--temperature", min=0.0, help="Sampling temperature (default: 0 = greedy with -n 1, else 0.7)."
+)
+SEED = typer.Option(0, "--seed", help="Seed of the sampling (with -n > 1 or --temperature > 0).")
+BATCH_SIZE = typer.Option(16, "--batch-size", "-b", min=1, help="Sequences generated together.")
+LIMIT = typer.Option(None, "--limit", min=0, help="Evaluate the first N prompts.")
+OUT = typer.Option(None, "--out", "-o", help="Write every scored completion as JSONL here ('-' = stdout).")
+SUMMARY = typer.Option(None, "--summary", help="Write the summary (what the table shows, and more) as JSON here.")
+
+
+def model_labels(models: Sequence[str]) -> dict[str, str]:
+    """Each model spec's label (the `source` of its completions): its short name, or the spec
+    itself where two specs share a short name (two checkpoints called `final`)."""
+    short = [display_name(model) for model in models]
+    return {model: name if short.count(name) == 1 else model for model, name in zip(models, short, strict=True)}
+
+
+def check_models(models: list[str] | None, completions: Path | None) -> list[str]:
+    """The models to run (the bundled one by default); none with --completions."""
+    if completions is not None:
+        if models:
+            raise UsageError("give --model (generate) or --completions (score existing outputs), not both")
+        return []
+    models = list(models or [BUNDLED])
+    duplicates = sorted({model for model in models if models.count(model) > 1})
+    if duplicates:
+        raise UsageError(f"--model {duplicates[0]} is given twice")
+    return models
+
+
+def generate_all(
+    models: Sequence[str], prompts: list[dict], config, dtype: str, device: str, trust_remote_code: bool,
+    backend: str = "hf",
+) -> tuple[list[dict], dict[str, dict]]:
+    """Every model's completions of ``prompts`` (loaded one model at a time, progress on stderr),
+    and per model what it cost: ``{label: {seconds, new_tokens}}``."""
+    labels = model_labels(models)
+    completions: list[dict] = []
+    costs: dict[str, dict] = {}
+    for model in models:
+        label = labels[model]
+        sampler = _sampler(backend, model, config, dtype, device, trust_remote_code)
+        totals = {"tokens": 0, "seconds": 0.0}
+        start = time.perf_counter()
+        with progress() as bar:
+            task = bar.add_task(f"generate {label}", total=len(prompts), rate="")
+
+            def chunk_done(result, bar=bar, task=task, totals=totals) -> None:
+                totals["tokens"] += result.new_tokens
+                totals["seconds"] += result.seconds
+                rate = totals["tokens"] / totals["seconds"] if totals["seconds"] else 0.0
+                bar.update(task, advance=result.prompts_done, rate=f"{rate:,.0f} tok/s")
+
+            completions.extend(ev.generate(sampler, prompts, label, on_chunk=chunk_done))
+        costs[label] = {"seconds": round(time.perf_counter() - start, 2), "new_tokens": totals["tokens"]}
+        del sampler
+        gc.collect()
+    return completions, costs
+
+
+def read_completions(path: Path, check) -> tuple[list[dict], list[int], str]:
+    """The records of a completions file (each passed through ``check(record, name, line)``),
+    their line numbers, and the label of records that name no model (the file's stem)."""
+    name = "<stdin>" if str(path) == rec.STDIO else str(path)
+    records, lines = [], []
+    for line, record in rec.iter_records(path):
+        check(record, name, line)
+        records.append(record)
+        lines.append(line)
+    if not records:
+        raise rec.RecordError(name, None, "empty input: no records")
+    label = "stdin" if str(path) == rec.STDIO else Path(path).stem
+    return records, lines, label
+
+
+def percent(value: float | None) -> str:
+    return "—" if value is None else f"{value:.1%}"
+
+
+# --------------------------------------------------------------------------- the command
+
+
+@user_errors
+def command(
+    model: list[str] = MODELS,
+    completions: Path = typer.Option(
+        None, "--completions", "-c",
+        help="Score existing completions instead of generating: JSONL with **completion** and **answer** "
+        "(and id, prompt, source).",
+    ),
+    data: str = typer.Option(
+        "math500", "--data", "-d",
+        help=f"Problems: a built-in dataset ({', '.join(ds.BUILTINS)}) or a JSONL file of prompt records.",
+    ),
+    limit: int = LIMIT,
+    n: int = N,
+    temperature: float = TEMPERATURE,
+    seed: int = SEED,
+    max_new_tokens: int = typer.Option(512, "--max-new-tokens", min=1, help="Stop an answer after this many tokens."),
+    batch_size: int = BATCH_SIZE,
+    out: Path = OUT,
+    summary: Path = SUMMARY,
+    judge: str = typer.Option(
+        None, "--judge", help="`llm`: also ask an LLM judge for a 1-5 score (share of 5s and of 4-5s)."
+    ),
+    base_url: str = typer.Option(
+        None, "--base-url", help="The LLM judge's OpenAI-compatible endpoint (API key from `OPENAI_API_KEY`)."
+    ),
+    judge_model: str = typer.Option(None, "--judge-model", help="The LLM judge's model name."),
+    workers: int = typer.Option(
+        None, "--workers", "-j", min=0, help="Math judge worker processes (default: one per CPU; 0: none)."
+    ),
+    dtype: str = options.DTYPE,
+    device: str = options.DEVICE,
+    trust_remote_code: bool = options.TRUST_REMOTE_CODE,
+) -> None:
+    """Evaluate models on math problems: accuracy overall, by **level** and by **subject** (the paper's Table 2).
+
+    Each **--model** answers every problem of **--data** (greedy, one answer each, unless **-n**/**--temperature**
+    say otherwise); the math judge checks the final `\\boxed{}` answer against the gold one. With
+    **--completions FILE** existing outputs (records with `completion` and `answer`, models told apart by
+    `source`) are scored instead. **--judge llm** adds an LLM judge's 1-5 score (`llm_score`) and its share of
+    5s and of 4-or-5s.
+
+    The table (stderr) puts the models side by side; **--out** writes every judged answer, **--summary** the
+    numbers as JSON.
+
+    Example: `dpo3d eval-math --model smollm2-135m-instruct --model runs/dpo --data math500 --limit 100 --summary math.json`
+    """
+    if judge not in (None, "llm"):
+        raise UsageError(f"--judge takes 'llm' (the math judge always runs), got '{judge}'")
+    if judge is None and (base_url or judge_model):
+        raise UsageError("--base-url and --judge-model go with --judge llm")
+    if judge == "llm" and not (base_url and judge_model):
+        raise UsageError("--judge llm needs --base-url (an OpenAI-compatible endpoint) and --judge-model")
+    models = check_models(model, completions)
+    costs: dict[str, dict] = {}
+    if completions is not None:
+        records, _, label = read_completions(completions, check_candidate)
+        records = [{**record, "source": ev.model_of(record, label)} for record in records]
+        if limit is not None:
+            records = records[:limit]
+    else:
+        config = ev.eval_config(n, temperature, max_new_tokens, batch_size, seed)
+        prompts = ds.load_prompts(data, limit=limit)
+        if not prompts:
+            raise UsageError(f"{data}: no problems to evaluate (--limit 0?)")
+        for number, prompt in enumerate(prompts, start=1):
+            check_candidate({"completion": "", **prompt}, str(data), number)
+        records, costs = generate_all(models, prompts, config, dtype, device, trust_remote_code)
+    if judge == "llm" and any("prompt" not in record for record in records):
+        raise UsageError("--judge llm needs each record's 'prompt' (the question the LLM judge reads)")
+
+    # the judge's pool (if any) starts before the progress bar's thread does
+    with MathJudge(MathJudgeConfig(workers=workers), size_hint=len(records)) as math_judge, progress() as bar:
+        task = bar.add_task("judge math", total=len(records), rate="")
+        judged = list(math_judge.judge(records, on_progress=lambda k: bar.advance(task, k)))
+    if judge == "llm":
+        judged = llm_scores(judged, base_url, judge_model)
+
+    result = ev.math_summary(judged)
+    if out is not None:
+        rec.write_records(judged, out)
+    if summary is not None:
+        settings = {"data": str(completions) if completions is not None else data, "limit": limit}
+        if completions is None:
+            settings.update(n=n, temperature=config.temperature, seed=seed, max_new_tokens=max_new_tokens)
+        rec.write_json({"task": "math", **settings, **result, "generation": costs}, summary)
+    console.print(math_table(result))
+    for label, cost in costs.items():
+        console.print(f"{label}: generated {cost['new_tokens']} tokens in {cost['seconds']:.1f} s", highlight=False)
+
+
+def llm_scores(records: list[dict], base_url: str, judge_model: str) -> list[dict]:
+    """The records with the LLM judge's 1-5 score as ``llm_score`` (None where it gave none),
+    its reply as ``llm_verdict`` and any failure as ``llm_error``; the math judge's fields stay."""
+    try:  # written beside this module; imported only when asked for
+        from dpo3d.judges.llm_judge import LLMJudge, LLMJudgeConfig
+    except ImportError as err:
+        raise UsageError(f"--judge llm: the LLM judge is not available ({err})") from None
+    with progress() as bar:
+        task = bar.add_task(f"LLM judge {judge_model}", total=len(records), rate="")
+        judge = LLMJudge(LLMJudgeConfig(base_url=base_url, model=judge_model))
+        judged = list(judge.judge(records, on_progress=lambda k: bar.advance(task, k)))
+    if len(judged) != len(records):
+        raise RuntimeError(f"the LLM judge returned {len(judged)} records for {len(records)}")
+    out = []
+    for record, verdict in zip(records, judged, strict=True):
+        added = {"llm_score": verdict.get("score"), "llm_verdict": verdict.get("judge_verdict")}
+        if verdict.get("judge_error"):
+            added["llm_error"] = verdict["judge_error"]
+        out.append({**record, **added})
+    failed = sum("llm_error" in record for record in out)
+    if failed:
+        first = next(record["llm_error"] for record in out if "llm_error" in record)
+        console.print(f"LLM judge: no score for {failed} of {len(out)} answers (first: {first})",
+                      highlight=False, soft_wrap=True)
+    return out
+
+
+def math_table(result: Mapping) -> Table:
+    """The models side by side: accuracy, no-answer share, by level, by subject, LLM shares."""
+    models = result["models"]
+    table = Table(title="eval-math: accuracy", title_justify="left")
+    table.add_column("", style="bold")
+    for label in models:
+        table.add_column(label, justify="right")
+
+    def row(name: str, cell) -> None:
+        table.add_row(name, *(cell(summary) for summary in models.values()))
+
+    def grouped(key: str, prefix: str) -> None:
+        names: list[str] = []
+        for summary in models.values():
+            names += [name for name in summary[key] if name not in names]
+        for name in names:
+            row(f"{prefix}{name}", lambda s, name=name: _group_cell(s[key].get(name)))
+
+    row("problems", lambda s: str(s["problems"]) + (f" × {s['completions'] // s['problems']}"
+                                                     if s["completions"] != s["problems"] else ""))
+    row("accuracy", lambda s: f"{s['accuracy']:.1%} ({s['correct']}/{s['completions']})")
+    row("no answer", lambda s: percent(s["no_answer"]))
+    grouped("by_level", "level ")
+    grouped("by_subject", "")
+    if any("llm" in s for s in models.values()):
+        row("LLM judge: share 5", lambda s: percent(s.get("llm", {}).get("share_5")))
+        row("LLM judge: share 4–5", lambda s: percent(s.get("llm", {}).get("share_4_or_5")))
+    return table
+
+
+def _group_cell(group: Mapping | None) -> str:
+    if group is None:
+        return "—"
+    return f"{group['accuracy']:.1%} ({group['correct']}/{group['count']})"

@@ -1,0 +1,87 @@
+"""`dpo3d ppo`: RLHF-PPO against a reward model or a rule (the paper's Table 3 comparison with DPO)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from dpo3d.rewards import REWARD_HELP
+from dpo3d.training.loop import NonFiniteLoss
+from dpo3d.training.ppo import PPOConfig, train_ppo
+
+from . import options
+from . import training_options as t
+from .common import console, fail, user_errors
+
+SHOWN = ("reward", "kl", "entropy", "clip_fraction", "response_length")
+
+
+@user_errors
+def command(
+    prompts: str = typer.Option(..., "--prompts", help="Prompt records: JSONL, or a built-in name (gsm8k:train, math:train, ...)."),
+    reward: str = typer.Option(..., "--reward", "-r", help=f"The sequence reward: {REWARD_HELP}."),
+    out: Path = t.OUT,
+    model: str = options.MODEL,
+    ref: str = typer.Option(None, "--ref", help="Reference policy for the KL penalty (default: the starting --model)."),
+    value_model: str = typer.Option(None, "--value-model", help="Start of the value model (default: the reward model for rm:..., else --model)."),
+    limit: int = typer.Option(None, "--limit", help="Use only the first N prompts."),
+    steps: int = typer.Option(20, "--steps", min=1, help="PPO steps (each: one rollout batch, then --ppo-epochs of updates)."),
+    rollout_batch: int = typer.Option(8, "--rollout-batch", min=1, help="Prompts rolled out per process per step."),
+    minibatch: int = typer.Option(4, "--minibatch", min=1, help="Rollouts per optimizer step."),
+    ppo_epochs: int = typer.Option(4, "--ppo-epochs", min=1, help="Passes over each rollout batch."),
+    lr: float = typer.Option(1e-6, "--lr", help="Learning rate of policy and value (AdamW)."),
+    kl_coef: float = typer.Option(0.05, "--kl-coef", min=0.0, help="β of the per-token KL penalty -β·(log π - log π_ref)."),
+    gamma: float = typer.Option(1.0, "--gamma", help="GAE discount γ."),
+    lam: float = typer.Option(0.95, "--lam", help="GAE λ."),
+    clip_range: float = typer.Option(0.2, "--clip-range", help="ε of the clipped surrogate: the ratio π/π_old is kept in [1-ε, 1+ε]."),
+    clip_range_value: float = typer.Option(0.2, "--clip-range-value", help="How far a value prediction may move per rollout."),
+    vf_coef: float = typer.Option(0.1, "--vf-coef", help="Weight of the value loss."),
+    temperature: float = typer.Option(0.7, "--temperature", help="Sampling temperature (log-probs are taken at the same temperature)."),
+    max_new_tokens: int = typer.Option(128, "--max-new-tokens", min=1, help="Response length cap."),
+    missing_eos_penalty: float = typer.Option(None, "--missing-eos-penalty", help="Score given to a response cut at --max-new-tokens (e.g. -1)."),
+    seed: int = t.SEED,
+    log_every: int = t.LOG_EVERY,
+    save_every: int = t.SAVE_EVERY,
+    resume: bool = t.RESUME,
+    max_grad_norm: float = t.MAX_GRAD_NORM,
+    dtype: str = options.DTYPE,
+    device: str = options.DEVICE,
+    trust_remote_code: bool = options.TRUST_REMOTE_CODE,
+) -> None:
+    """Optimise a policy with RLHF-PPO: rollouts, a per-token KL penalty to a frozen reference, GAE, clipping.
+
+    Each step samples one response per prompt, scores it with `--reward`, subtracts
+    β·(log π - log π_ref) per token, computes GAE advantages (whitened) with a value model,
+    then runs `--ppo-epochs` passes of the clipped surrogate and the clipped value loss.
+    OUT/metrics.jsonl logs per step: **reward**, **kl** (summed per response), **entropy**,
+    **clip_fraction**, **approx_kl**, **value_loss**, **policy_loss**, **response_length**,
+    **eos_rate** and an example response. OUT is the final policy (a Hugging Face folder that
+    `sample`, `logprobs` and the evaluators load) with the value model in OUT/value.
+
+    Examples:
+
+    `dpo3d ppo --prompts gsm8k:train --limit 64 --reward math --out runs/ppo-math --steps 10`
+
+    `dpo3d ppo --prompts gsm8k:train --reward rm:runs/rm --out runs/ppo-rm --lr 1e-6 --kl-coef 0.05`
+
+    Many GPUs: `accelerate launch --num_processes 8 -m dpo3d ppo ...` (each process rolls out its own prompts).
+    """
+    config = PPOConfig(
+        model=model, prompts=prompts, out=out, reward=reward, ref=ref, value_model=value_model, limit=limit,
+        steps=steps, rollout_batch=rollout_batch, minibatch=minibatch, ppo_epochs=ppo_epochs, lr=lr,
+        kl_coef=kl_coef, gamma=gamma, lam=lam, clip_range=clip_range, clip_range_value=clip_range_value,
+        vf_coef=vf_coef, temperature=temperature, max_new_tokens=max_new_tokens,
+        missing_eos_penalty=missing_eos_penalty, max_grad_norm=max_grad_norm or None, seed=seed,
+        log_every=log_every, save_every=save_every, resume=resume, cpu=device == "cpu",
+        load=options.load_options(dtype, trust_remote_code),
+    )
+    display = t.LiveDisplay(SHOWN)
+    try:
+        with display.progress:
+            result = train_ppo(config, display.callbacks(), lambda m: display.progress.console.print(f"[dim]{m}[/]"))
+    except NonFiniteLoss as err:
+        fail(str(err), code=1)
+    last = result.last_record
+    console.print(f"[green]done[/]: {result.steps} steps → {out} (last reward {last.get('reward', float('nan')):.3f}, "
+                  f"KL {last.get('kl', float('nan')):.3f})")

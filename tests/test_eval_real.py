@@ -1,0 +1,35 @@
+"""`eval-math` on the real bundled SmolLM2 model (slow: a few minutes on a CPU)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from dpo3d_cli import eval_math
+
+app = typer.Typer(rich_markup_mode="markdown", pretty_exceptions_enable=False)
+app.command("eval-math")(eval_math.command)
+
+
+@pytest.mark.slow
+def test_real_model_eval_math_gsm8k(tmp_path):
+    summary, out = tmp_path / "summary.json", tmp_path / "judged.jsonl"
+    result = CliRunner().invoke(app, [
+        "--data", "gsm8k:test", "--limit", "4", "--max-new-tokens", "128",
+        "--summary", str(summary), "--out", str(out),
+    ])
+    assert result.exit_code == 0, result.output
+    saved = json.loads(summary.read_text())
+    model = saved["models"]["smollm2-135m-instruct"]
+    assert model["problems"] == model["completions"] == 4
+    assert 0.0 <= model["accuracy"] <= 1.0 and model["correct"] == round(4 * model["accuracy"])
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["id"] for r in records] == [f"gsm8k-test-{i}" for i in range(4)]
+    # the real instruct model writes words, and each answer was judged
+    for record in records:
+        assert len(record["completion"].split()) >= 8 and record["verdict"]["status"] in (
+            "correct", "wrong", "no_answer", "timeout")
+    assert "accuracy" in result.stderr
