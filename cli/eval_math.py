@@ -32,13 +32,13 @@ MODELS = typer.Option(
     help=f"A model to evaluate (repeatable: models side by side): a Hugging Face folder, a hub id or "
     f"'{BUNDLED}' (the default).",
 )
-N = typer.Option(1, "-n", min=1, help="Completions per prompt; 1 = greedy (accuracy is then over all of them).")
+N = typer.Option(1, "-n", min=1, help="Completions per prompt; 1 = greedy, more = sampled (the scores are then over all completions).")
 TEMPERATURE = typer.Option(
     None, "--temperature", min=0.0, help="Sampling temperature (default: 0 = greedy with -n 1, else 0.7)."
 )
 SEED = typer.Option(0, "--seed", help="Seed of the sampling (with -n > 1 or --temperature > 0).")
 BATCH_SIZE = typer.Option(16, "--batch-size", "-b", min=1, help="Sequences generated together.")
-LIMIT = typer.Option(None, "--limit", min=0, help="Evaluate the first N prompts.")
+LIMIT = typer.Option(None, "--limit", min=0, help="Evaluate the first N problems (with --completions: every answer to them).")
 OUT = typer.Option(None, "--out", "-o", help="Write every scored completion as JSONL here ('-' = stdout).")
 SUMMARY = typer.Option(None, "--summary", help="Write the summary (what the table shows, and more) as JSON here.")
 
@@ -139,9 +139,11 @@ def command(
         None, "--judge", help="`llm`: also ask an LLM judge for a 1-5 score (share of 5s and of 4-5s)."
     ),
     base_url: str = typer.Option(
-        None, "--base-url", help="The LLM judge's OpenAI-compatible endpoint (API key from `OPENAI_API_KEY`)."
+        None, "--base-url", help="The LLM judge's OpenAI-compatible endpoint (replies cached as for `dpo3d judge llm`)."
     ),
     judge_model: str = typer.Option(None, "--judge-model", help="The LLM judge's model name."),
+    api_key_env: str = typer.Option("OPENAI_API_KEY", "--api-key-env", help="Environment variable holding the LLM judge's API key."),
+    rubric: Path = typer.Option(None, "--rubric", help="The LLM judge's rubric template (default: the paper's 1-5 rubric); see `dpo3d judge llm --help`."),
     workers: int = typer.Option(
         None, "--workers", "-j", min=0, help="Math judge worker processes (default: one per CPU; 0: none)."
     ),
@@ -173,8 +175,7 @@ def command(
     if completions is not None:
         records, _, label = read_completions(completions, check_candidate)
         records = [{**record, "source": ev.model_of(record, label)} for record in records]
-        if limit is not None:
-            records = records[:limit]
+        records = [records[i] for i in ev.first_problems(records, limit)]
     else:
         config = ev.eval_config(n, temperature, max_new_tokens, batch_size, seed)
         prompts = ds.load_prompts(data, limit=limit)
@@ -191,7 +192,7 @@ def command(
         task = bar.add_task("judge math", total=len(records), rate="")
         judged = list(math_judge.judge(records, on_progress=lambda k: bar.advance(task, k)))
     if judge == "llm":
-        judged = llm_scores(judged, base_url, judge_model)
+        judged = llm_scores(judged, base_url, judge_model, api_key_env, rubric)
 
     result = ev.math_summary(judged)
     if out is not None:
@@ -206,16 +207,20 @@ def command(
         console.print(f"{label}: generated {cost['new_tokens']} tokens in {cost['seconds']:.1f} s", highlight=False)
 
 
-def llm_scores(records: list[dict], base_url: str, judge_model: str) -> list[dict]:
+def llm_scores(records: list[dict], base_url: str, judge_model: str, api_key_env: str = "OPENAI_API_KEY",
+               rubric: Path | None = None) -> list[dict]:
     """The records with the LLM judge's 1-5 score as ``llm_score`` (None where it gave none),
-    its reply as ``llm_verdict`` and any failure as ``llm_error``; the math judge's fields stay."""
-    try:  # written beside this module; imported only when asked for
-        from dpo3d.judges.llm_judge import LLMJudge, LLMJudgeConfig
-    except ImportError as err:
-        raise UsageError(f"--judge llm: the LLM judge is not available ({err})") from None
+    its reply as ``llm_verdict`` and any failure as ``llm_error``; the math judge's fields stay.
+    Replies are cached where `dpo3d judge llm` caches them, so a rerun asks nothing again."""
+    from dpo3d.judges.llm_judge import DEFAULT_RUBRIC, LLMJudge, LLMJudgeConfig, load_rubric
+
+    from .judge_llm import default_cache
+
     with progress() as bar:
         task = bar.add_task(f"LLM judge {judge_model}", total=len(records), rate="")
-        judge = LLMJudge(LLMJudgeConfig(base_url=base_url, model=judge_model))
+        config = LLMJudgeConfig(base_url=base_url, model=judge_model, api_key_env=api_key_env,
+                                rubric=load_rubric(rubric) if rubric else DEFAULT_RUBRIC, cache_path=default_cache())
+        judge = LLMJudge(config)
         judged = list(judge.judge(records, on_progress=lambda k: bar.advance(task, k)))
     if len(judged) != len(records):
         raise RuntimeError(f"the LLM judge returned {len(judged)} records for {len(records)}")

@@ -85,8 +85,8 @@ def command(
     costs: dict[str, dict] = {}
     if completions is not None:
         records, lines, label = read_completions(completions, _check_completion)
-        if limit is not None:
-            records, lines = records[:limit], lines[:limit]
+        keep = ev.first_problems(records, limit)
+        records, lines = [records[i] for i in keep], [lines[i] for i in keep]
         name = "<stdin>" if str(completions) == rec.STDIO else str(completions)
         scored = ev.score_poem_records(records, name, lines)
         scored = [{**record, "source": ev.model_of(record, label)} for record in scored]

@@ -20,7 +20,7 @@ from . import options
 from .common import console, progress, user_errors
 
 app = typer.Typer(
-    help="Score candidate completions (adds score, judge, verdict). `dpo3d judge JUDGE --help` for each.",
+    help="Score candidate completions (adds score, judge and the judge's verdict: `verdict`, or `judge_verdict` for llm). `dpo3d judge JUDGE --help` for each.",
     no_args_is_help=True,
 )
 

@@ -30,7 +30,8 @@ def command(
     rollout_batch: int = typer.Option(8, "--rollout-batch", min=1, help="Prompts rolled out per process per step."),
     minibatch: int = typer.Option(4, "--minibatch", min=1, help="Rollouts per optimizer step."),
     ppo_epochs: int = typer.Option(4, "--ppo-epochs", min=1, help="Passes over each rollout batch."),
-    lr: float = typer.Option(1e-6, "--lr", help="Learning rate of policy and value (AdamW)."),
+    lr: float = typer.Option(1e-6, "--lr", help="Policy learning rate (AdamW)."),
+    value_lr: float = typer.Option(None, "--value-lr", help="Value-model learning rate (default 10 × --lr: its head starts fresh)."),
     kl_coef: float = typer.Option(0.05, "--kl-coef", min=0.0, help="β of the per-token KL penalty -β·(log π - log π_ref)."),
     gamma: float = typer.Option(1.0, "--gamma", help="GAE discount γ."),
     lam: float = typer.Option(0.95, "--lam", help="GAE λ."),
@@ -46,7 +47,7 @@ def command(
     resume: bool = t.RESUME,
     max_grad_norm: float = t.MAX_GRAD_NORM,
     dtype: str = options.DTYPE,
-    device: str = options.DEVICE,
+    device: str = t.DEVICE,
     trust_remote_code: bool = options.TRUST_REMOTE_CODE,
 ) -> None:
     """Optimise a policy with RLHF-PPO: rollouts, a per-token KL penalty to a frozen reference, GAE, clipping.
@@ -65,15 +66,16 @@ def command(
 
     `dpo3d ppo --prompts gsm8k:train --reward rm:runs/rm --out runs/ppo-rm --lr 1e-6 --kl-coef 0.05`
 
-    Many GPUs: `accelerate launch --num_processes 8 -m dpo3d ppo ...` (each process rolls out its own prompts).
+    Many GPUs: `accelerate launch --num_processes 8 -m dpo3d ppo ...` (each process rolls out its own prompts;
+    advantages are whitened per process).
     """
     config = PPOConfig(
         model=model, prompts=prompts, out=out, reward=reward, ref=ref, value_model=value_model, limit=limit,
-        steps=steps, rollout_batch=rollout_batch, minibatch=minibatch, ppo_epochs=ppo_epochs, lr=lr,
+        steps=steps, rollout_batch=rollout_batch, minibatch=minibatch, ppo_epochs=ppo_epochs, lr=lr, value_lr=value_lr,
         kl_coef=kl_coef, gamma=gamma, lam=lam, clip_range=clip_range, clip_range_value=clip_range_value,
         vf_coef=vf_coef, temperature=temperature, max_new_tokens=max_new_tokens,
         missing_eos_penalty=missing_eos_penalty, max_grad_norm=max_grad_norm or None, seed=seed,
-        log_every=log_every, save_every=save_every, resume=resume, cpu=device == "cpu",
+        log_every=log_every, save_every=save_every, resume=resume, cpu=t.on_cpu(device),
         load=options.load_options(dtype, trust_remote_code),
     )
     display = t.LiveDisplay(SHOWN)

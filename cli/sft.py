@@ -36,7 +36,7 @@ def command(
     resume: bool = t.RESUME,
     max_grad_norm: float = t.MAX_GRAD_NORM,
     dtype: str = options.DTYPE,
-    device: str = options.DEVICE,
+    device: str = t.DEVICE,
     trust_remote_code: bool = options.TRUST_REMOTE_CODE,
 ) -> None:
     """Fine-tune a model on (prompt, response) examples; the loss covers response tokens only.

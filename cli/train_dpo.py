@@ -65,7 +65,7 @@ def command(
     max_grad_norm: float = t.MAX_GRAD_NORM,
     plot: bool = t.PLOT,
     dtype: str = options.DTYPE,
-    device: str = options.DEVICE,
+    device: str = t.DEVICE,
     trust_remote_code: bool = options.TRUST_REMOTE_CODE,
     list_losses: bool = typer.Option(False, "--list-losses", help="Print the loss registry and exit."),
 ) -> None:

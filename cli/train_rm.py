@@ -37,7 +37,7 @@ def command(
     max_grad_norm: float = t.MAX_GRAD_NORM,
     plot: bool = t.PLOT,
     dtype: str = options.DTYPE,
-    device: str = options.DEVICE,
+    device: str = t.DEVICE,
     trust_remote_code: bool = options.TRUST_REMOTE_CODE,
 ) -> None:
     """Train a reward model r(x, y) with the Bradley-Terry loss -log σ(r_w - r_l).

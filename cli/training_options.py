@@ -28,10 +28,11 @@ MAX_STEPS = typer.Option(None, "--max-steps", help="Optimizer steps; overrides -
 WARMUP = typer.Option(0.1, "--warmup-ratio", help="Share of the steps spent warming the learning rate up.")
 SCHEDULE = typer.Option("cosine", "--schedule", help="cosine, linear or constant (after warm-up).")
 SEED = typer.Option(0, "--seed", help="Seed for data order and initialisation.")
-LOG_EVERY = typer.Option(1, "--log-every", min=1, help="Log metrics (and run the 3D probes) every N steps.")
+LOG_EVERY = typer.Option(1, "--log-every", min=1, help="Log metrics every N steps (train-dpo runs its 3D probes, and every trainer its held-out evaluation, only at logged steps).")
 SAVE_EVERY = typer.Option(0, "--save-every", min=0, help="Write a resumable checkpoint every N steps (0: only the final model).")
 RESUME = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint.")
 MAX_GRAD_NORM = typer.Option(1.0, "--max-grad-norm", help="Clip the gradient norm (0: no clipping).")
+DEVICE = typer.Option("auto", "--device", help="auto (accelerate's choice: each process's GPU, else the CPU) or cpu.")
 PLOT = typer.Option(False, "--plot", help="Draw the run's curves to OUT/curves.png at the end.")
 
 
@@ -41,8 +42,15 @@ def loop_config(out: Path, lr: float, batch_size: int, grad_accum: int, epochs: 
     return LoopConfig(
         out=out, lr=lr, batch_size=batch_size, grad_accum=grad_accum, epochs=epochs, max_steps=max_steps,
         warmup_ratio=warmup_ratio, schedule=schedule, seed=seed, log_every=log_every, save_every=save_every,
-        resume=resume, max_grad_norm=max_grad_norm or None, cpu=device == "cpu",
+        resume=resume, max_grad_norm=max_grad_norm or None, cpu=on_cpu(device),
     )
+
+
+def on_cpu(device: str) -> bool:
+    """``--device`` of a trainer: ``auto`` lets accelerate place each process, ``cpu`` forces the CPU."""
+    if device not in ("auto", "cpu"):
+        raise ValueError(f"--device {device}: a trainer takes auto or cpu (pick GPUs with CUDA_VISIBLE_DEVICES or accelerate launch)")
+    return device == "cpu"
 
 
 class LiveDisplay:

@@ -71,6 +71,22 @@ def eval_config(
     return config
 
 
+def first_problems(records: Sequence[Mapping], limit: int | None) -> list[int]:
+    """Indices of the records that belong to the first ``limit`` distinct problems (by ``id``, else
+    one problem per record), so ``--limit`` means problems whether a file holds 1 or n answers each."""
+    if limit is None:
+        return list(range(len(records)))
+    kept: set = set()
+    indices = []
+    for index, record in enumerate(records):
+        key = record.get("id", f"#{index}")
+        if key not in kept and len(kept) >= limit:
+            continue
+        kept.add(key)
+        indices.append(index)
+    return indices
+
+
 def as_chat(record: Mapping) -> dict:
     """The record with a plain-text ``prompt`` turned into one user message, so an instruct
     model answers it through its chat template (poem and slogan prompts are plain text)."""

@@ -80,12 +80,18 @@ def _ci_prompt(tune: str) -> str:
     )
 
 
+def _user(text: str) -> list[dict]:
+    """A prompt as one user chat message (TRL's conversational format), so instruct models get
+    their chat template in `sample`, `ppo` and `eval-poem` alike."""
+    return [{"role": "user", "content": text}]
+
+
 def _record(poem: Poem, form: str, prompt: str) -> dict:
     from dpo3d.poetry import score_poem
 
     record = {
         "id": poem.id if poem.id.startswith("songci-") else f"tang-{poem.id}",
-        "prompt": prompt,
+        "prompt": _user(prompt),
         "reference": poem.title + "\n" + "\n".join(poem.paragraphs),
         "form": form,
         "title": poem.title,
@@ -170,8 +176,8 @@ def build_english(rng: random.Random, test_share: float = 0.2) -> dict[str, list
                 slug = "-".join(title.lower().replace("'", "").split())
                 split[name].append({
                     "id": f"en-{form}-{slug}",
-                    "prompt": (f"Write a {form} about {subject}: {rules}. "
-                               f'Put the title "{title}" on the first line, then the poem, one line per row.'),
+                    "prompt": _user(f"Write a {form} about {subject}: {rules}. "
+                                    f'Put the title "{title}" on the first line, then the poem, one line per row.'),
                     "form": form,
                     "title": title,
                     "subject": subject,
@@ -215,7 +221,7 @@ def build_slogans(rng: random.Random, per_subject: int = 24, test_subjects: int 
                 banned = sorted(rng.sample(allowed, k=rng.randint(2, 3)))
                 split[name].append({
                     "id": f"slogan-{language}-{index:02d}-{number:02d}",
-                    "prompt": _slogan_prompt(language, what, subject, low, high, banned),
+                    "prompt": _user(_slogan_prompt(language, what, subject, low, high, banned)),
                     "language": language,
                     "subject": subject,
                     "keywords": keywords,

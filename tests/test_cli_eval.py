@@ -4,8 +4,6 @@ generating with tiny random models. The commands are registered on an app of our
 from __future__ import annotations
 
 import json
-import sys
-import types
 
 import pytest
 import typer
@@ -106,16 +104,14 @@ def test_eval_math_records_without_source_take_the_file_name(tmp_path):
 
 
 def test_eval_math_llm_judge_shares(tmp_path, monkeypatch):
-    # a stand-in for dpo3d.judges.llm_judge with the interface eval-math relies on
-    seen = {}
+    # the real config, a stand-in judge (no server): what eval-math hands over, and what it does with replies
+    import dpo3d.judges.llm_judge as llm_judge
 
-    class LLMJudgeConfig:
-        def __init__(self, **settings):
-            seen["settings"] = settings
+    seen = {}
 
     class LLMJudge:
         def __init__(self, config, client=None):
-            self.config = config
+            seen["config"] = config
 
         def judge(self, records, on_progress=None):
             scores = {"So $\\boxed{2}$.": 5.0, "It is $\\boxed{0.5}$": 4.0, "The answer is $\\boxed{6}$.": 2.0}
@@ -130,15 +126,16 @@ def test_eval_math_llm_judge_shares(tmp_path, monkeypatch):
                     on_progress(1)
             return out
 
-    module = types.ModuleType("dpo3d.judges.llm_judge")
-    module.LLMJudge, module.LLMJudgeConfig = LLMJudge, LLMJudgeConfig
-    monkeypatch.setitem(sys.modules, "dpo3d.judges.llm_judge", module)
+    monkeypatch.setattr(llm_judge, "LLMJudge", LLMJudge)
+    monkeypatch.setenv("DPO3D_CACHE", str(tmp_path / "cache"))
     data = write_jsonl(tmp_path / "answers.jsonl", MATH)
     out, summary = tmp_path / "judged.jsonl", tmp_path / "s.json"
     result = run("eval-math", "-c", data, "--judge", "llm", "--base-url", "http://localhost:9/v1",
                  "--judge-model", "judge-7b", "--out", str(out), "--summary", str(summary))
     assert result.exit_code == 0, result.output
-    assert seen["settings"] == {"base_url": "http://localhost:9/v1", "model": "judge-7b"}
+    config = seen["config"]
+    assert (config.base_url, config.model, config.rubric) == ("http://localhost:9/v1", "judge-7b", llm_judge.DEFAULT_RUBRIC)
+    assert config.cache_path == tmp_path / "cache" / "llm_judge.sqlite"  # a rerun costs nothing
     judged = read_jsonl(out)
     # the math judge's score stays; the LLM's goes to llm_score
     assert [r["llm_score"] for r in judged] == [5, 4, 2, None, None, None]

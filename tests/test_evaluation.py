@@ -169,3 +169,12 @@ def test_as_chat_wraps_plain_prompts_only():
     assert ev.as_chat({"prompt": "Write."}) == {"prompt": [{"role": "user", "content": "Write."}]}
     messages = [{"role": "user", "content": "Hi"}]
     assert ev.as_chat({"prompt": messages})["prompt"] == messages
+
+
+def test_limit_counts_problems_not_answers():
+    from dpo3d.evaluation import first_problems
+
+    rows = [{"id": "a"}, {"id": "a"}, {"id": "b"}, {"id": "a"}, {"id": "c"}, {"id": "b"}]
+    assert first_problems(rows, 2) == [0, 1, 2, 3, 5]  # every answer to a and b, in file order
+    assert first_problems(rows, None) == list(range(6))
+    assert first_problems([{}, {}, {}], 2) == [0, 1]  # no ids: one problem per record

@@ -87,6 +87,9 @@ RECORDS = [
     [
         ("Score: 4", 4),
         ("score:3", 3),
+        ("Score 1-5: 4", 4),  # the scale restated is not the score
+        ("On a score of 1 to 5, I give it a 4.", 4),
+        ("Rate from 1 to 5. Score: 2", 2),
         ("**Rating:** 5/5", 5),
         ("Rating: **3**", 3),
         ("4", 4),

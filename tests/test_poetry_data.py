@@ -17,6 +17,13 @@ DATA = Path(__file__).resolve().parent.parent / "data"
 POEM_FILES = ["train.jsonl", "test.jsonl", "english_train.jsonl", "english_test.jsonl"]
 
 
+def text(record: dict) -> str:
+    """The prompt's text: the shipped prompts are one user message (so instruct models get their chat template)."""
+    [message] = record["prompt"]
+    assert message["role"] == "user"
+    return message["content"]
+
+
 def load(*parts: str) -> list[dict]:
     return read_records(DATA.joinpath(*parts))
 
@@ -34,10 +41,10 @@ def test_chinese_poem_prompts_schema_and_splits():
     for record in train + test:
         assert {"id", "prompt", "reference", "form", "title", "language", "meta"} <= record.keys()
         assert record["language"] == "zh" and record["form"] in POEM_FORMS
-        assert record["title"] in record["prompt"]
+        assert record["title"] in text(record)
         assert {"author", "dynasty", "source"} <= record["meta"].keys()
         if record["form"] == "ci":
-            assert record["tune"] in known_tunes() and record["tune"] in record["prompt"]
+            assert record["tune"] in known_tunes() and record["tune"] in text(record)
     assert not {r["id"] for r in train} & {r["id"] for r in test}
     assert not {r["reference"] for r in train} & {r["reference"] for r in test}
     assert {r["form"] for r in test} == {"wujue", "qijue", "wulv", "qilv", "ci"}
@@ -57,8 +64,8 @@ def test_english_poem_prompts():
     assert len(train) >= 100 and len(test) >= 20
     for record in train + test:
         assert record["language"] == "en" and record["form"] in ("haiku", "limerick", "quatrain")
-        assert record["form"] in record["prompt"] and record["title"] in record["prompt"]
-        assert record["subject"] in record["prompt"]
+        assert record["form"] in text(record) and record["title"] in text(record)
+        assert record["subject"] in text(record)
     assert not {r["subject"] for r in train} & {r["subject"] for r in test}  # unseen subjects in test
 
 
@@ -68,10 +75,10 @@ def test_slogan_prompts():
     for record in train + test:
         assert record["language"] in ("zh", "en")
         assert 1 <= record["min_length"] <= record["length"]
-        assert record["subject"] in record["prompt"] and all(word in record["prompt"] for word in record["banned"])
+        assert record["subject"] in text(record) and all(word in text(record) for word in record["banned"])
         assert not any(word in record["subject"] for word in record["banned"])
         # the prompt itself is never a passing answer: it is a copy and too long
-        assert score_slogan(record, record["prompt"])["score"] < 1.0
+        assert score_slogan(record, text(record))["score"] < 1.0
     assert {r["language"] for r in test} == {"zh", "en"}
     assert not {r["subject"] for r in train} & {r["subject"] for r in test}
 

@@ -56,6 +56,22 @@ def test_reward_gradients_are_equal_and_opposite(trained_rm):
         assert record["reward_grad_chosen"] < 0  # the loss falls as the chosen reward rises
 
 
+def test_measured_reward_gradients_match_the_closed_form(tmp_path, tiny_model_dir):
+    import torch
+
+    from dpo3d.reward_model import load_reward_model
+    from dpo3d.training.pairs_data import load_pairs
+    from dpo3d.training.rm import RMTask
+
+    model, tokenizer = load_reward_model(str(tiny_model_dir))
+    pairs = load_pairs(write_pairs(tmp_path / "pairs.jsonl"), tokenizer, 128, unseen_limit=0)
+    loss, metrics = RMTask(pairs, tokenizer.pad_token_id, margin=0.3).loss(model, [0, 3, 5])
+    closed = -(1 - torch.sigmoid(metrics["margin"] - 0.3))  # ∂/∂r_w of -log σ(r_w - r_l - m)
+    assert torch.allclose(metrics["reward_grad_chosen"], closed, atol=1e-6)
+    assert torch.allclose(metrics["reward_grad_rejected"], -closed, atol=1e-6)
+    assert loss.requires_grad  # the measurement left the graph for the optimizer step
+
+
 def test_checkpoint_is_a_sequence_classification_folder_judge_rm_loads(trained_rm, tmp_path):
     config = json.loads((trained_rm / "config.json").read_text())
     assert config["architectures"] == ["LlamaForSequenceClassification"]
@@ -126,3 +142,10 @@ def test_steadiness_by_hand():
     # moves +0.2, -0.1, +0.3: travelled 0.6, of which 0.1 went down
     assert s["gain"] == pytest.approx(0.4) and s["best"] == 0.9 and s["backward_share"] == pytest.approx(1 / 6)
     assert steadiness([0.5])["backward_share"] == 0.0
+
+
+def test_the_last_step_is_always_evaluated(tmp_path, tiny_model_dir):
+    config = rm_config(tmp_path, tiny_model_dir, steps=7)
+    config.eval_every = 3
+    result = train_rm(config)
+    assert [r["step"] for r in read_log(result.out / "metrics.jsonl") if "eval_accuracy" in r] == [0, 3, 6, 7]

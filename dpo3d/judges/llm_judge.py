@@ -61,7 +61,7 @@ right but the working contains clear errors.
 [Question]
 {question}
 
-[Reference final answer]
+[Reference solution (or final answer)]
 {reference}
 
 [Answer to grade]
@@ -122,6 +122,8 @@ _BRACKETED = re.compile(r"\[\[\s*" + _NUMBER + r"\s*\]\]")
 #: "3 out of 5", "4/5", "10/10": only over 5 or 10, so a math answer's 1/2 is no score
 _FRACTION = re.compile(r"(?<![\d./])" + _NUMBER + r"\s*(?:/|out\s+of)\s*(5|10)(?!\d|\.\d)", re.IGNORECASE)
 _ANY_NUMBER = re.compile(r"(?<![\w.])\d+(?:\.\d+)?(?![\w])")
+#: the scale restated ("Score 1-5: 4", "on a scale of 1 to 5", "(1–5)"): never a score itself
+_SCALE = re.compile(r"\(?\s*\b(?:from\s+)?1\s*(?:-|–|to)\s*5\b\s*\)?", re.IGNORECASE)
 
 
 def _as_score(value: str, scale: str | None) -> int | None:
@@ -144,6 +146,7 @@ def parse_score(text: str | None) -> int | None:
     """
     if not text:
         return None
+    text = _SCALE.sub(" ", text)
     named = [(m.start(), m.group(1), m.group(2)) for m in _EXPLICIT.finditer(text)]
     named += [(m.start(), m.group(1), None) for m in _BRACKETED.finditer(text)]
     fractions = [(m.start(), m.group(1), m.group(2)) for m in _FRACTION.finditer(text)]

@@ -39,6 +39,7 @@ class DPOTask:
     eval_pairs: PairSet | None = None
     baseline: dict[str, float] | None = None  # probe values at step 0 (read back on resume)
     detector: ThreeDDetector = field(default_factory=ThreeDDetector)
+    total_steps: int = 0  # set by the loop: the last step is always evaluated
 
     def lengths(self) -> list[int]:
         return self.pairs.lengths()
@@ -141,7 +142,7 @@ class DPOTask:
             if key.endswith("_logp") or key.endswith("_logp_per_token"):
                 values[f"{key[: -len('_logp')]}_logp_delta" if key.endswith("_logp") else f"{key}_delta"] = value - self.baseline[key]
         every = self.settings.eval_every
-        if self.eval_pairs is not None and (step == 0 or (every and step % every == 0)):
+        if self.eval_pairs is not None and (step in (0, self.total_steps) or (every and step % every == 0)):
             values.update(self._evaluate(model))
         split = self.settings.grad_split_every
         if split and step > 0 and step % split == 0 and indices:

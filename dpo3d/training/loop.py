@@ -101,6 +101,8 @@ def train(model, tokenizer, task: Task, config: LoopConfig, callbacks: LoopCallb
     per_epoch = batches.steps_per_epoch(len(lengths), global_size)
     total = config.max_steps or max(1, round(config.epochs * per_epoch))
     metrics_path = out / "metrics.jsonl"
+    if hasattr(task, "total_steps"):  # tasks that evaluate every N steps also evaluate the last one
+        task.total_steps = total
 
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = _scheduler(config, optimizer, total)

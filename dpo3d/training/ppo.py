@@ -63,6 +63,7 @@ class PPOConfig:
     minibatch: int = 4
     ppo_epochs: int = 4
     lr: float = 1e-6
+    value_lr: float | None = None  # default: 10 × lr (a fresh value head must move faster than the policy)
     kl_coef: float = 0.05
     gamma: float = 1.0
     lam: float = 0.95
@@ -114,6 +115,15 @@ def load_value_model(spec: str, options: LoadOptions):
     config.classifier_dropout = 0.0  # values must be deterministic functions of the state
     return _from_pretrained(AutoModelForTokenClassification, source, spec, config=config, dtype=options.dtype,
                             trust_remote_code=options.trust_remote_code)
+
+
+def without_dropout(model):
+    """Set every dropout to 0: the ratio π/π_old and the old values must be measured the way the
+    update sees them (the paper's PPO settings disable dropout too)."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    return model
 
 
 @dataclass
@@ -184,22 +194,30 @@ class PPOTrainer:
         self.out = Path(config.out)
         on_status(f"loading {config.model} (policy), its reference and a value model")
         self.tokenizer = load_tokenizer(config.model, config.load)
-        self.policy = load_causal_lm(config.model, config.load)
+        self.policy = without_dropout(load_causal_lm(config.model, config.load))
         self.ref = load_causal_lm(config.ref or config.model, config.load).to(self.accelerator.device)
         self.ref.requires_grad_(False)
         value_spec = config.value_model or (config.reward[3:] if config.reward.startswith("rm:") else config.model)
-        self.value = load_value_model(value_spec, config.load)
+        self.value = without_dropout(load_value_model(value_spec, config.load))
         self.reward_fn = make_reward(config.reward, self.accelerator.device, config.load, config.max_prompt_length + config.max_new_tokens)
         self.prompts = load_prompts(config.prompts, limit=config.limit)
         self._check_prompts()
         self.encoded = [encode_prompt(self.tokenizer, r["prompt"])[-config.max_prompt_length :] for r in self.prompts]
 
     def _check_prompts(self) -> None:
+        """Every prompt carries what the reward needs; a rule reward is tried on each (empty answer) now,
+        so a bad record stops the run before any training, naming its line."""
         need = needed_fields(self.config.reward)
+        rule = self.config.reward in ("poem", "slogan")
         for number, record in enumerate(self.prompts, start=1):
             missing = [key for key in ("prompt", *need) if record.get(key) is None]
             if missing:
                 raise RecordError(str(self.config.prompts), number, f"--reward {self.config.reward} needs field(s) {', '.join(missing)}")
+            if rule:
+                try:
+                    self.reward_fn([{**record, "completion": ""}])
+                except ValueError as err:
+                    raise RecordError(str(self.config.prompts), number, str(err)) from None
 
     # ---------------------------------------------------------------- data order
 
@@ -225,6 +243,7 @@ class PPOTrainer:
                                   batch_size=len(indices), seed=cfg.seed)
         torch.manual_seed(chunk_seed(cfg.seed, step * 1000 + self.accelerator.process_index))
         policy.eval()
+        value.eval()
         generated = generate_ids(policy, self.tokenizer, [self.encoded[i] for i in indices], sampling)
         sequences = [EncodedPair(list(self.encoded[i]), ids) for i, (ids, _) in zip(indices, generated, strict=True)]
         stopped = [done for _, done in generated]
@@ -257,7 +276,7 @@ class PPOTrainer:
         generator = torch.Generator().manual_seed(chunk_seed(cfg.seed, 7919 * step + 1))
         policy.train()
         value.train()
-        params = [p for group in optimizer.param_groups for p in group["params"]]
+        policy_params, value_params = (group["params"] for group in optimizer.param_groups)
         device = self.accelerator.device
         for _ in range(cfg.ppo_epochs):
             order = torch.randperm(n, generator=generator).tolist()
@@ -287,8 +306,9 @@ class PPOTrainer:
                         + ". Lower --lr or raise --kl-coef, then --resume."
                     )
                 self.accelerator.backward(loss)
-                if cfg.max_grad_norm:
-                    self.accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
+                if cfg.max_grad_norm:  # each model clipped on its own: value gradients cannot shrink the policy's step
+                    self.accelerator.clip_grad_norm_(policy_params, cfg.max_grad_norm)
+                    self.accelerator.clip_grad_norm_(value_params, cfg.max_grad_norm)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
                 stats["policy_loss"].append(float(pg.loss.detach()))
@@ -324,7 +344,11 @@ class PPOTrainer:
         cfg, acc, out = self.config, self.accelerator, self.out
         main = acc.is_main_process
         metrics_path = out / "metrics.jsonl"
-        optimizer = torch.optim.AdamW(list(self.policy.parameters()) + list(self.value.parameters()), lr=cfg.lr, eps=1e-5)
+        optimizer = torch.optim.AdamW(
+            [{"params": list(self.policy.parameters()), "lr": cfg.lr},
+             {"params": list(self.value.parameters()), "lr": cfg.value_lr or 10 * cfg.lr}],
+            eps=1e-5,
+        )
         start = 0
         if cfg.resume:
             if main:

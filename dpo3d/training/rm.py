@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
+
 from ..losses.reward import bradley_terry_rm
 from ..models import LoadOptions
 from ..records import write_json
@@ -30,6 +32,7 @@ class RMTask:
     eval_pairs: PairSet | None = None
     eval_every: int = 0
     score_batch_size: int = 16
+    total_steps: int = 0  # set by the loop: the last step is always evaluated
 
     def lengths(self) -> list[int]:
         return self.pairs.lengths()
@@ -39,16 +42,18 @@ class RMTask:
         rewards = sequence_rewards(model, sequences, self.pad_id)  # chosen and rejected in one forward
         chosen, rejected = rewards[: len(indices)], rewards[len(indices) :]
         out = bradley_terry_rm(chosen, rejected, self.margin)
+        # measured, not assumed: autograd's ∂L/∂r on each side (per pair), through the loss alone
+        grad_chosen, grad_rejected = torch.autograd.grad(out.losses.sum(), (chosen, rejected), retain_graph=True)
         metrics = {
             "loss": out.losses,
             "accuracy": (out.margins > 0).float(),
             "margin": out.margins,
             "chosen_reward": chosen,
             "rejected_reward": rejected,
-            "reward_grad_chosen": out.grad_chosen,
-            "reward_grad_rejected": out.grad_rejected,
-            "log_grad_chosen": out.grad_chosen.abs().clamp_min(1e-30).log(),
-            "log_grad_rejected": out.grad_rejected.abs().clamp_min(1e-30).log(),
+            "reward_grad_chosen": grad_chosen,
+            "reward_grad_rejected": grad_rejected,
+            "log_grad_chosen": grad_chosen.abs().clamp_min(1e-30).log(),
+            "log_grad_rejected": grad_rejected.abs().clamp_min(1e-30).log(),
         }
         return out.loss, metrics
 
@@ -64,7 +69,8 @@ class RMTask:
         }
 
     def probe(self, model, step: int, indices: list[int]) -> dict[str, float]:
-        if self.eval_pairs is None or not (step == 0 or (self.eval_every and step % self.eval_every == 0)):
+        due = step in (0, self.total_steps) or (self.eval_every and step % self.eval_every == 0)
+        if self.eval_pairs is None or not due:
             return {}
         return self.evaluate(model)
 

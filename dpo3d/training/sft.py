@@ -47,6 +47,7 @@ class SFTTask:
     eval_examples: list[EncodedPair] | None = None
     eval_every: int = 0
     padding_side: str = "right"
+    total_steps: int = 0  # set by the loop: the last step is always evaluated
 
     def lengths(self) -> list[int]:
         return [len(example) for example in self.examples]
@@ -58,7 +59,7 @@ class SFTTask:
         return nll.mean(), {"loss": nll, "response_logp": logps.sum, "response_tokens": logps.count}
 
     def probe(self, model, step: int, indices: list[int]) -> dict[str, float]:
-        if not self.eval_examples or not (step == 0 or (self.eval_every and step % self.eval_every == 0)):
+        if not self.eval_examples or not (step in (0, self.total_steps) or (self.eval_every and step % self.eval_every == 0)):
             return {}
         with torch.no_grad():
             logps = score_sequences(model, self.eval_examples, self.pad_id, 16, self.padding_side)
