@@ -24,8 +24,8 @@ def command(
     The paper's Figure 4: train a reward model and a DPO policy on the same pairs with the
     same `--eval-pairs`, then compare their held-out preference accuracy — the reward model's
     (r_w > r_l) climbs steadily, DPO's implicit-reward accuracy (β log π/π_ref) wobbles.
-    The table gives each curve's start, final and best value, its net gain and the share of
-    its movement that went backwards (0 = never fell).
+    The table gives each curve's start, final, min and max, its net change and the share of
+    its movement against that change (0 = monotone; an accuracy that wobbles scores above 0).
 
     Example: `dpo3d compare runs/rm runs/dpo --label RM --label DPO -o fig4.png`
     """
@@ -34,10 +34,10 @@ def command(
         raise ValueError(f"--label given {len(labels)} times for {len(runs)} runs")
     curves = [load_curve(run, metric, labels[i] if labels else None) for i, run in enumerate(runs)]
     table = Table(title=f"{metric} over training", title_justify="left")
-    for column in ("run", "task", "points", "start", "final", "best", "gain", "backward share"):
+    for column in ("run", "task", "points", "start", "final", "min", "max", "change", "against-trend share"):
         table.add_column(column, justify="left" if column in ("run", "task") else "right")
     for curve in curves:
         s = steadiness(curve.values)
-        table.add_row(curve.label, curve.task, str(s["points"]), *(f"{s[k]:.3f}" for k in ("start", "final", "best", "gain", "backward_share")))
+        table.add_row(curve.label, curve.task, str(s["points"]), *(f"{s[k]:.3f}" for k in ("start", "final", "min", "max", "change", "against_share")))
     console.print(table)
     console.print(f"figure → {plot_curves(curves, metric, out)}")

@@ -46,6 +46,7 @@ def command(
     save_every: int = t.SAVE_EVERY,
     resume: bool = t.RESUME,
     max_grad_norm: float = t.MAX_GRAD_NORM,
+    plot: bool = typer.Option(False, "--plot", help="Draw reward, KL, entropy and clipping over steps to OUT/curves.png."),
     dtype: str = options.DTYPE,
     device: str = t.DEVICE,
     trust_remote_code: bool = options.TRUST_REMOTE_CODE,
@@ -85,5 +86,9 @@ def command(
     except NonFiniteLoss as err:
         fail(str(err), code=1)
     last = result.last_record
+    if plot:
+        from dpo3d.training.plots import plot_panels
+
+        console.print(f"curves → {plot_panels(out, 'ppo')}")
     console.print(f"[green]done[/]: {result.steps} steps → {out} (last reward {last.get('reward', float('nan')):.3f}, "
                   f"KL {last.get('kl', float('nan')):.3f})")

@@ -68,6 +68,6 @@ def command(
     shown = ", ".join(f"{k} {last[k]:.3f}" for k in ("accuracy", "eval_accuracy") if isinstance(last.get(k), float))
     console.print(f"[green]done[/]: {result.steps} steps → {out}" + (f" ({shown})" if shown else ""))
     if plot:
-        from dpo3d.training.plots import plot_run
+        from dpo3d.training.plots import plot_panels
 
-        console.print(f"curves → {plot_run(out)}")
+        console.print(f"curves → {plot_panels(out, 'rm')}")

@@ -62,6 +62,9 @@ def test_ppo_raises_a_rule_reward_with_the_kl_bounded(yes_no, tmp_path):
 
     load_causal_lm(str(result.out))
     load_value_model(str(result.out / "value"), load_causal_lm.__defaults__[0])
+    from dpo3d.training.plots import plot_panels
+
+    assert plot_panels(result.out, "ppo").stat().st_size > 20_000  # OUT/curves.png
 
 
 class Stop(Exception):

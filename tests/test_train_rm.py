@@ -134,14 +134,16 @@ def test_compare_draws_fig4_and_measures_steadiness(trained_rm, tmp_path):
     result = dpo3d("compare", str(trained_rm), str(trained_rm), "--label", "RM", "--label", "again", "-o", str(tmp_path / "fig.png"))
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "fig.png").stat().st_size > 10_000
-    assert "backward share" in result.stderr
+    assert "against" in result.stderr and "RM" in result.stderr
 
 
 def test_steadiness_by_hand():
     s = steadiness([0.5, 0.7, 0.6, 0.9])
     # moves +0.2, -0.1, +0.3: travelled 0.6, of which 0.1 went down
-    assert s["gain"] == pytest.approx(0.4) and s["best"] == 0.9 and s["backward_share"] == pytest.approx(1 / 6)
-    assert steadiness([0.5])["backward_share"] == 0.0
+    assert s["change"] == pytest.approx(0.4) and s["max"] == 0.9 and s["against_share"] == pytest.approx(1 / 6)
+    # a falling loss: the rise is what goes against the trend
+    assert steadiness([0.7, 0.3, 0.4, 0.1])["against_share"] == pytest.approx(0.1 / 0.8)
+    assert steadiness([0.5])["against_share"] == 0.0
 
 
 def test_the_last_step_is_always_evaluated(tmp_path, tiny_model_dir):
@@ -149,3 +151,10 @@ def test_the_last_step_is_always_evaluated(tmp_path, tiny_model_dir):
     config.eval_every = 3
     result = train_rm(config)
     assert [r["step"] for r in read_log(result.out / "metrics.jsonl") if "eval_accuracy" in r] == [0, 3, 6, 7]
+
+
+def test_rm_curves_figure(trained_rm, tmp_path):
+    from dpo3d.training.plots import plot_panels
+
+    target = plot_panels(trained_rm, "rm", tmp_path / "rm.png")
+    assert target.stat().st_size > 20_000

@@ -2,7 +2,9 @@
 
 Runs of different lengths are put on one axis by their share of training done
 (step / total steps, from each run's run_config.json). ``steadiness`` summarises
-how a curve moves: its net gain, and how much of its movement went backwards.
+how a curve moves: its net change, and how much of its movement went against
+that net direction (0 = monotone: an accuracy that never dipped, a loss that
+never rose).
 """
 
 from __future__ import annotations
@@ -35,8 +37,8 @@ def load_curve(run: str | Path, metric: str, label: str | None = None) -> Curve:
     config = json.loads(config_path.read_text())
     extra = config.get("extra") or {}
     task = str(extra.get("task", "?"))
-    if task == "dpo":
-        task = f"dpo ({extra.get('loss', 'dpo')})"
+    if task == "dpo" and extra.get("loss", "dpo") != "dpo":
+        task = f"dpo ({extra['loss']})"
     points = [(r["step"], r[metric]) for r in read_log(run / "metrics.jsonl") if isinstance(r.get(metric), (int, float))]
     if not points:
         raise ValueError(f"{run}: metrics.jsonl has no '{metric}' (for eval_accuracy, train with --eval-pairs)")
@@ -44,16 +46,18 @@ def load_curve(run: str | Path, metric: str, label: str | None = None) -> Curve:
 
 
 def steadiness(values: list[float]) -> dict[str, float]:
-    """start, final, best, net gain, and the share of the curve's total movement that went down."""
+    """start, final, min, max, the net change, and the share of the total movement against it."""
     moves = [b - a for a, b in zip(values, values[1:], strict=False)]
     travelled = sum(abs(m) for m in moves)
-    down = sum(-m for m in moves if m < 0)
+    net = values[-1] - values[0]
+    against = sum(abs(m) for m in moves if m * net < 0)
     return {
         "start": values[0],
         "final": values[-1],
-        "best": max(values),
-        "gain": values[-1] - values[0],
-        "backward_share": down / travelled if travelled else 0.0,
+        "min": min(values),
+        "max": max(values),
+        "change": net,
+        "against_share": against / travelled if travelled else 0.0,
         "points": len(values),
     }
 
@@ -68,7 +72,7 @@ def plot_curves(curves: list[Curve], metric: str, target: str | Path) -> Path:
     for curve in curves:
         ax.plot(curve.progress, curve.values, "o-", ms=3, label=f"{curve.label} [{curve.task}]")
     ax.set(xlabel="share of training done (step / total steps)", ylabel=metric.replace("_", " "),
-           title=f"{metric} over training" + (" (paper's Fig. 4: RM rises steadily, DPO wobbles)" if "accuracy" in metric else ""))
+           title=f"{metric} over training" + (" (as in the paper's Fig. 4)" if metric == "eval_accuracy" else ""))
     if "accuracy" in metric:
         ax.set_ylim(-0.02, 1.02)
     ax.grid(alpha=0.3)

@@ -66,3 +66,51 @@ def plot_run(run: str | Path, target: str | Path | None = None) -> Path:
     fig.savefig(target, dpi=110)
     plt.close(fig)
     return target
+
+
+#: per task, the panels of its curves figure: (title, [(metrics key, label), ...])
+PANELS = {
+    "rm": [
+        ("Bradley-Terry loss", [("loss", "train"), ("eval_loss", "held-out")]),
+        ("preference accuracy (r_w > r_l)", [("accuracy", "train batch"), ("eval_accuracy", "held-out")]),
+        ("rewards", [("chosen_reward", "chosen r_w"), ("rejected_reward", "rejected r_l"), ("margin", "margin")]),
+        ("∂L/∂r per side: equal and opposite", [("reward_grad_chosen", "chosen"), ("reward_grad_rejected", "rejected")]),
+    ],
+    "ppo": [
+        ("mean reward of the rollouts", [("reward", "reward")]),
+        ("KL to the reference (nats per response)", [("kl", "KL")]),
+        ("policy entropy (nats per token)", [("entropy", "entropy")]),
+        ("clipping", [("clip_fraction", "policy clip fraction"), ("value_clip_fraction", "value clip fraction"),
+                      ("approx_kl", "approx KL old→new")]),
+    ],
+    "sft": [
+        ("response NLL per token", [("loss", "train"), ("eval_loss", "held-out")]),
+    ],
+}
+
+
+def plot_panels(run: str | Path, task: str, target: str | Path | None = None) -> Path:
+    """The curves of a train-rm, ppo or sft run, one panel per group of :data:`PANELS`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    run = Path(run)
+    records = read_log(run / "metrics.jsonl")
+    if not records:
+        raise ValueError(f"{run}: no metrics.jsonl to plot")
+    panels = PANELS[task]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), constrained_layout=True, squeeze=False)
+    for ax, (title, series) in zip(axes[0], panels, strict=True):
+        for key, label in series:
+            steps, values = _series(records, key)
+            if steps:
+                ax.plot(steps, values, "o-" if len(steps) < 30 else "-", ms=3, label=label)
+        ax.set(title=title, xlabel="step")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    target = Path(target) if target else run / "curves.png"
+    fig.savefig(target, dpi=110)
+    plt.close(fig)
+    return target
