@@ -158,3 +158,12 @@ def test_rm_curves_figure(trained_rm, tmp_path):
 
     target = plot_panels(trained_rm, "rm", tmp_path / "rm.png")
     assert target.stat().st_size > 20_000
+
+
+def test_the_new_head_is_seeded_whatever_ran_before(tmp_path, tiny_model_dir):
+    import torch
+
+    first = train_rm(rm_config(tmp_path, tiny_model_dir, steps=1, out="a"))
+    torch.rand(100)  # other work in the same process moves the global generator
+    second = train_rm(rm_config(tmp_path, tiny_model_dir, steps=1, out="b"))
+    assert read_log(first.out / "metrics.jsonl")[0] == read_log(second.out / "metrics.jsonl")[0]

@@ -92,6 +92,7 @@ class RMRunConfig:
 
 def train_rm(config: RMRunConfig, callbacks: LoopCallbacks | None = None, on_status=lambda message: None) -> RunResult:
     on_status(f"loading {config.model} with a scalar reward head")
+    torch.manual_seed(config.loop.seed)  # the new head's initialisation is part of the run's seed
     model, tokenizer = load_reward_model(config.model, config.load)
     on_status("encoding pairs")
     pairs = load_pairs(config.pairs, tokenizer, config.max_length, unseen_limit=0)
