@@ -27,6 +27,8 @@ def command(
     max_length: int = options.MAX_LENGTH,
     padding_side: str = typer.Option("right", "--padding-side", help="Pad on the 'left' or 'right'; results agree."),
     group_by: str = typer.Option(None, "--group-by", help="Summarise per value of this field (e.g. chosen_source)."),
+    ref: str = typer.Option(None, "--ref", help="Reference model: also add DPO's implicit rewards β·(log π - log π_ref) and report their accuracy on the pairs (the base a DPO checkpoint was trained from)."),
+    beta: float = typer.Option(0.1, "--beta", help="β of the implicit rewards (with --ref)."),
     dtype: str = options.DTYPE,
     device: str = options.DEVICE,
     trust_remote_code: bool = options.TRUST_REMOTE_CODE,
@@ -39,7 +41,13 @@ def command(
     (mean per-token log-prob of chosen and rejected) on stderr. Run it before and after training
     to see DPO's drastic drop: the rejected log-prob falls far more than the chosen one rises.
 
+    With `--ref BASE`, pairs also get **chosen_reward**, **rejected_reward** (β·(log π - log π_ref))
+    and **implicit_margin**, and stderr gives the implicit-reward accuracy: a trained DPO
+    checkpoint scored on the held-out pairs a reward model was evaluated on (the paper's Fig. 4).
+
     Example: `dpo3d logprobs data/examples/pairs.jsonl -o scored.jsonl`
+
+    Example: `dpo3d logprobs heldout.jsonl --model runs/dpo --ref smollm2-135m-instruct -o scored.jsonl`
     """
     if padding_side not in ("left", "right"):
         raise ValueError("--padding-side must be 'left' or 'right'")
@@ -54,8 +62,34 @@ def command(
             lm, tokenizer, records, batch_size=batch_size, max_length=max_length,
             on_batch=lambda n: bar.advance(task, n),
         )
+    if ref is not None:
+        scores = with_implicit_rewards(records, scores, ref, load, device, batch_size, max_length, beta)
     rec.write_records(({**record, **score} for record, score in zip(records, scores, strict=True)), out)
     console.print(table1(records, scores, display_name(model), group_by))
+    margins = [score["implicit_margin"] for score in scores if "implicit_margin" in score]
+    if margins:
+        right = sum(margin > 0 for margin in margins)
+        console.print(f"implicit-reward accuracy vs {display_name(ref)} (β = {beta}): {right}/{len(margins)} = "
+                      f"{right / len(margins):.1%}; mean margin {sum(margins) / len(margins):.3f}", highlight=False)
+
+
+def with_implicit_rewards(records, scores, ref, load, device, batch_size, max_length, beta) -> list[dict]:
+    """Each pair's score plus β·(log π - log π_ref) per side and their difference."""
+    with console.status(f"loading {ref} (reference)"):
+        lm, tokenizer = load_model_and_tokenizer(ref, load)
+        lm.to(pick_device(device))
+    with progress() as bar:
+        task = bar.add_task("reference log-probs", total=len(records), rate="")
+        reference = score_records(lm, tokenizer, records, batch_size=batch_size, max_length=max_length,
+                                  on_batch=lambda n: bar.advance(task, n))
+    out = []
+    for score, base in zip(scores, reference, strict=True):
+        if "chosen_logp" in score:
+            chosen = beta * (score["chosen_logp"] - base["chosen_logp"])
+            rejected = beta * (score["rejected_logp"] - base["rejected_logp"])
+            score = {**score, "chosen_reward": chosen, "rejected_reward": rejected, "implicit_margin": chosen - rejected}
+        out.append(score)
+    return out
 
 
 def table1(records: list[dict], scores: list[dict], model_name: str, group_by: str | None) -> Table:

@@ -87,3 +87,23 @@ def test_real_model_gives_finite_logprobs_on_examples(tmp_path):
     chosen = sum(r["chosen_logp_mean"] for r in rows) / len(rows)
     rejected = sum(r["rejected_logp_mean"] for r in rows) / len(rows)
     assert -5 < rejected < chosen < 0
+
+
+def test_ref_gives_implicit_rewards_and_their_accuracy(tmp_path, tiny_model_dir, tokenizer):
+    from dpo3d.models import save_pretrained
+    from dpo3d.tiny import tiny_causal_lm
+
+    other = tmp_path / "other"
+    save_pretrained(tiny_causal_lm(tokenizer, seed=1), tokenizer, other)
+    out = tmp_path / "scored.jsonl"
+    result = run("logprobs", str(EXAMPLES), "--model", str(tiny_model_dir), "--ref", str(other), "--beta", "0.5",
+                 "-o", str(out))
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    base = tmp_path / "base.jsonl"
+    assert run("logprobs", str(EXAMPLES), "--model", str(other), "-o", str(base)).exit_code == 0
+    for row, ref in zip(rows, (json.loads(line) for line in base.read_text().splitlines()), strict=True):
+        assert row["chosen_reward"] == pytest.approx(0.5 * (row["chosen_logp"] - ref["chosen_logp"]), rel=1e-5, abs=1e-6)
+        assert row["implicit_margin"] == pytest.approx(row["chosen_reward"] - row["rejected_reward"], abs=1e-6)
+    right = sum(row["implicit_margin"] > 0 for row in rows)
+    assert f"implicit-reward accuracy vs other (β = 0.5): {right}/{len(rows)}" in result.output
