@@ -93,3 +93,24 @@ def test_bad_reward_and_prompts_without_answers_stop_with_one_line(yes_no, tmp_p
     math = dpo3d("ppo", "--prompts", str(prompts), "--reward", "math", "--model", str(policy), "--out", str(tmp_path / "b"))
     assert math.returncode == 2 and "prompts.jsonl:1: --reward math needs field(s) answer" in math.stderr
     assert not (tmp_path / "b" / "metrics.jsonl").exists()
+
+
+@pytest.mark.skipif(not (Path(sys.executable).parent / "accelerate").exists(), reason="accelerate CLI")
+def test_two_process_accelerate_run(yes_no, tmp_path):
+    import os
+
+    policy, prompts = yes_no
+    launcher = str(Path(sys.executable).parent / "accelerate")
+    result = subprocess.run(
+        [launcher, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+         "--dynamo_backend", "no", "-m", "dpo3d", "ppo", "--prompts", str(prompts), "--reward", "contains:yes",
+         "--model", str(policy), "--out", str(tmp_path / "two"), "--steps", "2", "--rollout-batch", "4",
+         "--minibatch", "2", "--ppo-epochs", "1", "--max-new-tokens", "4", "--temperature", "1.0", "--lr", "1e-3",
+         "--device", "cpu"],
+        capture_output=True, text=True, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads((tmp_path / "two" / "run_config.json").read_text())["processes"] == 2
+    records = read_log(tmp_path / "two" / "metrics.jsonl")
+    assert [r["step"] for r in records] == [1, 2]  # one line per step, from the main process only
+    assert 0.0 <= records[-1]["reward"] <= 1.0
