@@ -46,25 +46,31 @@ bench: setup
     "{{bin}}/python" benchmarks/bench_sample.py
     "{{bin}}/python" benchmarks/bench_judge.py
 
-# the suite's main job, no network: the toy study, then DPO's 3D-properties on the real SmolLM2
+# the suite's main job, no network: the toy study, then DPO's 3D-properties on the real SmolLM2, and a reward model beside it
 demo out="runs/demo": setup
     #!/usr/bin/env bash
     set -euo pipefail
     dpo3d="{{bin}}/dpo3d"; out="{{out}}"; mkdir -p "$out"
-    echo "== 1/5 the paper's toy model: every scenario x dpo, flex, dpo-sft, ipo" >&2
+    echo "== 1/6 the paper's toy model: every scenario x dpo, flex, dpo-sft, ipo" >&2
     "$dpo3d" toy --sweep --out "$out/toy"
-    echo "== 2/5 Table 1: per-token log-probs of chosen and rejected on real GSM8K pairs" >&2
+    echo "== 2/6 Table 1: per-token log-probs of chosen and rejected on real GSM8K pairs" >&2
     "$dpo3d" logprobs data/examples/pairs.jsonl --out "$out/scored.jsonl"
-    echo "== 3/5 on-policy data: 4 samples for 20 GSM8K prompts, judged by math-verify" >&2
-    "$dpo3d" sample --prompts gsm8k:train --limit 20 -n 4 --max-new-tokens 224 --seed 0 \
+    echo "== 3/6 on-policy data: 4 samples for 28 GSM8K prompts, judged by math-verify" >&2
+    "$dpo3d" sample --prompts gsm8k:train --limit 28 -n 4 --max-new-tokens 224 --seed 0 \
         --out "$out/samples.jsonl" --resume
     "$dpo3d" judge math "$out/samples.jsonl" --out "$out/judged.jsonl"
-    echo "== 4/5 pairs: the dataset's solution (chosen, off-policy) vs the policy's wrong answer (scenario 2)" >&2
+    echo "== 4/6 pairs: the dataset's solution (chosen, off-policy) vs the policy's wrong answer (scenario 2)" >&2
     "$dpo3d" build-pairs "$out/judged.jsonl" --chosen-from reference --rejected-from smollm2-135m-instruct \
-        --out "$out/pairs.jsonl"
-    echo "== 5/5 DPO on them, 3D-properties measured live" >&2
+        --out "$out/all_pairs.jsonl"
+    head -n 20 "$out/all_pairs.jsonl" > "$out/pairs.jsonl"
+    tail -n +21 "$out/all_pairs.jsonl" > "$out/heldout.jsonl"
+    echo "== 5/6 DPO on 20 of them, 3D-properties measured live, implicit-reward accuracy on the rest" >&2
     rm -rf "$out/dpo"
-    "$dpo3d" train-dpo --pairs "$out/pairs.jsonl" --loss dpo --max-steps 12 --batch-size 4 --grad-accum 1 \
-        --lr 2e-5 --schedule constant --warmup-ratio 0 --max-length 384 --log-every 3 --probe-size 6 --unseen 12 \
-        --out "$out/dpo" --plot
-    echo "demo done: $out/toy/sweep.png (toy), $out/dpo/curves.png and $out/dpo/metrics.jsonl (real model)" >&2
+    train="--pairs $out/pairs.jsonl --eval-pairs $out/heldout.jsonl --eval-every 3 --max-steps 12 --batch-size 4 \
+        --grad-accum 1 --schedule constant --warmup-ratio 0 --max-length 384 --log-every 3 --plot"
+    "$dpo3d" train-dpo $train --loss dpo --lr 2e-5 --probe-size 6 --unseen 12 --out "$out/dpo"
+    echo "== 6/6 a reward model on the same pairs, and the paper's Figure 4: held-out accuracy, RM vs DPO" >&2
+    rm -rf "$out/rm"
+    "$dpo3d" train-rm $train --lr 1e-5 --out "$out/rm"
+    "$dpo3d" compare "$out/rm" "$out/dpo" --label "reward model" --label DPO -o "$out/fig4.png"
+    echo "demo done: $out/toy/sweep.png (toy), $out/dpo/curves.png (DPO on the real model), $out/fig4.png (RM vs DPO)" >&2

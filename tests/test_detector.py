@@ -40,3 +40,13 @@ def test_dispersion_when_unseen_rises_and_both_fall():
 
 def test_records_without_probes_are_ignored():
     assert ThreeDDetector().update({"step": 3, "loss": 0.5}) == []
+
+
+def test_drastic_drop_by_rate_once_the_chosen_stalls():
+    # the demo's real run: 4.4x overall, under the threshold, but from step 2 the chosen stalls
+    rows = [(0, 0, 0), (13.5, -18.7, 0), (22.6, -51.5, 0), (23.8, -80.5, 0), (23.0, -100.6, 0)]
+    assert feed(rows)[0] == (3, "drastic drop")
+    detector = ThreeDDetector()
+    messages = [m for step, (c, r, u) in enumerate(rows) for m in detector.update(
+        {"step": step, "probe_chosen_logp_delta": c, "probe_rejected_logp_delta": r, "probe_unseen_logp_delta": u})]
+    assert "fell 29.00 nats since step 2 while chosen rose 1.20 (24× faster)" in messages[0]

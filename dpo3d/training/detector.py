@@ -5,7 +5,9 @@ of pairs and of unseen candidates, as changes since step 0, in nats summed over
 the response) and raises:
 
 * **drastic drop** — the rejected log-prob has fallen ``drop_ratio`` times more
-  than the chosen one has risen (and by at least ``min_drop`` nats);
+  than the chosen one has risen (and by at least ``min_drop`` nats), since step 0
+  or over the last logged interval (the paper's claim is about rates: once the
+  chosen has stopped rising, the rejected still plunges);
 * **degradation** — the chosen log-prob has fallen ``min_drop`` nats below its
   peak while the margin (chosen change − rejected change) still grows since the
   last log: DPO is unlearning the rejected response instead of learning the chosen;
@@ -48,12 +50,18 @@ class ThreeDDetector:
         warnings = []
         fell = -rejected
         rose = max(chosen, 0.0)
+        since, chosen_change = "since step 0", chosen
         holds = fell > self.min_drop and fell > self.drop_ratio * max(rose, self.tolerance)
-        direction = f"rose {chosen:.2f}" if chosen > 0 else f"fell {-chosen:.2f}"
+        if not holds and self.previous is not None:  # the same test on the last interval's rates
+            chosen_change = chosen - self.previous[CHOSEN]
+            fell, rose = self.previous[REJECTED] - rejected, max(chosen_change, 0.0)
+            since = f"since step {self.previous['step']}"
+            holds = fell > self.min_drop and fell > self.drop_ratio * max(rose, self.tolerance)
+        direction = f"rose {chosen_change:.2f}" if chosen_change > 0 else f"fell {-chosen_change:.2f}"
         ratio = fell / max(rose, self.tolerance)
         warnings += self._episode(
             "drastic_drop", holds, step,
-            f"step {step}: drastic drop — rejected log-prob fell {fell:.2f} nats since step 0 while chosen "
+            f"step {step}: drastic drop — rejected log-prob fell {fell:.2f} nats {since} while chosen "
             f"{direction} ({ratio:.0f}× faster)",
         )
         self.chosen_peak = max(self.chosen_peak, chosen)
@@ -74,5 +82,5 @@ class ThreeDDetector:
                 f"step {step}: dispersion — unseen candidates' log-prob rose {unseen:.2f} nats while chosen "
                 f"({chosen:.2f}) and rejected ({rejected:.2f}) both fell",
             )
-        self.previous = {CHOSEN: chosen, REJECTED: rejected}
+        self.previous = {"step": step, CHOSEN: chosen, REJECTED: rejected}
         return warnings
