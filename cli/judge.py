@@ -118,17 +118,17 @@ def rm_command(
 
 def _rule_judge(data: Path, out: Path, name: str, score_fn) -> None:
     """Score every record with a rule function ``score_fn(record, completion) -> {metric: value, score}``."""
-    source = "<stdin>" if str(data) == rec.STDIO else str(data)
     judged = []
-    for line, record in rec.iter_records(data):
+
+    def check_and_score(record: dict, source: str, line: int) -> None:
         check_completion(record, source, line)
-        try:
+        try:  # a record the rules cannot read (unknown form, ci without tune) is bad input on its line
             metrics = score_fn(record, record["completion"])
         except ValueError as err:
             raise rec.RecordError(source, line, str(err)) from None
         judged.append(scored(record, name, metrics["score"], metrics))
-    if not judged:
-        raise rec.RecordError(source, None, "empty input: no records")
+
+    read_checked(data, check_and_score)
     rec.write_records(judged, out)
     mean = sum(r["score"] for r in judged) / len(judged)
     full = sum(1 for r in judged if r["score"] >= 1.0)

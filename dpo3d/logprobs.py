@@ -111,7 +111,7 @@ def pair_logps(
     return sequence_logps(model, batch).split(len(chosen))
 
 
-def _length_sorted_batches(lengths: Sequence[int], batch_size: int) -> Iterator[list[int]]:
+def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> Iterator[list[int]]:
     """Indices in batches of similar length (longest first), so little compute goes to padding."""
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
     for start in range(0, len(order), batch_size):
@@ -126,7 +126,7 @@ def score_sequences(
     device = next(model.parameters()).device
     n = len(sequences)
     total, mean, count = (torch.zeros(n, dtype=torch.float32) for _ in range(3))
-    for batch_indices in _length_sorted_batches([len(s) for s in sequences], batch_size):
+    for batch_indices in length_sorted_batches([len(s) for s in sequences], batch_size):
         logps = sequence_logps(model, collate([sequences[i] for i in batch_indices], pad_id, padding_side).to(device))
         index = torch.tensor(batch_indices)
         total[index], mean[index], count[index] = logps.sum.float().cpu(), logps.mean.float().cpu(), logps.count.float().cpu()
@@ -159,7 +159,7 @@ def score_records(
     device = next(model.parameters()).device
     padding_side = getattr(tokenizer, "padding_side", "right")
     sizes = [max(len(seq) for seq in sides.values()) for sides in encoded]
-    for batch_indices in _length_sorted_batches(sizes, batch_size):
+    for batch_indices in length_sorted_batches(sizes, batch_size):
         slots = [(index, name) for index in batch_indices for name in encoded[index]]
         batch = collate([encoded[i][name] for i, name in slots], tokenizer.pad_token_id, padding_side).to(device)
         logps = sequence_logps(model, batch)

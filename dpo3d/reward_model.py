@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from .logprobs import collate
+from .logprobs import collate, length_sorted_batches
 from .models import LoadOptions, _from_pretrained, load_tokenizer, resolve
 from .sequences import EncodedPair, encode_pair
 
@@ -75,9 +75,7 @@ def score_sequences(model, sequences: Sequence[EncodedPair], pad_id: int, batch_
                     on_batch: Callable[[int], None] | None = None) -> torch.Tensor:
     """Rewards of many sequences without gradients, batched by length, in input order."""
     rewards = torch.zeros(len(sequences))
-    order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))
-    for start in range(0, len(order), batch_size):
-        indices = order[start : start + batch_size]
+    for indices in length_sorted_batches([len(s) for s in sequences], batch_size):
         rewards[torch.tensor(indices)] = sequence_rewards(model, [sequences[i] for i in indices], pad_id).cpu()
         if on_batch is not None:
             on_batch(len(indices))

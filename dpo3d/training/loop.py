@@ -88,6 +88,37 @@ def truncate_metrics(path: Path, step: int) -> None:
     write_records(kept, path) if kept else path.unlink(missing_ok=True)
 
 
+def open_run(out: Path, resume: bool, accelerator, model, extra_models: dict | None = None) -> checkpoint.TrainerState | None:
+    """The state to resume from (weights loaded into ``model`` and ``extra_models``), or None for a new run.
+
+    A new run refuses a folder that already holds one; ``--resume`` first repairs a checkpoint swap
+    a kill interrupted, then needs a checkpoint to be there.
+    """
+    metrics_path = out / "metrics.jsonl"
+    if not resume:
+        if metrics_path.exists() or checkpoint.latest(out) is not None:
+            raise ValueError(f"{out} already holds a run: pass --resume to continue it, or choose another --out")
+        return None
+    if accelerator.is_main_process:
+        checkpoint.recover_interrupted_swap(out)
+    accelerator.wait_for_everyone()
+    found = checkpoint.latest(out)
+    if found is None:
+        raise ValueError(f"--resume: {out} holds no checkpoint to resume from")
+    return checkpoint.load(found, model, extra_models)
+
+
+def stop_unless_finite(accelerator, finite: bool, out: Path, step: int, what: str, advice: str) -> None:
+    """Raise NonFiniteLoss on every process when any process saw a non-finite loss at ``step``."""
+    bad = accelerator.reduce(torch.tensor([0.0 if finite else 1.0], device=accelerator.device), "sum")
+    if float(bad) == 0:
+        return
+    saved = checkpoint.latest(out)
+    where = (f"the last good checkpoint is {saved} (step {torch.load(saved / checkpoint.STATE_FILE, weights_only=True)['step']})"
+             if saved else "no checkpoint was saved yet")
+    raise NonFiniteLoss(f"{what} became non-finite at step {step}; stopped before applying it; {where}. {advice}")
+
+
 def train(model, tokenizer, task: Task, config: LoopConfig, callbacks: LoopCallbacks | None = None) -> RunResult:
     """Train ``model`` on ``task``; writes OUT/metrics.jsonl, OUT/checkpoint/, the final model into OUT."""
     config.validate()
@@ -106,19 +137,8 @@ def train(model, tokenizer, task: Task, config: LoopConfig, callbacks: LoopCallb
 
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = _scheduler(config, optimizer, total)
-    start = 0
-    state = None
-    if config.resume:
-        if main:
-            checkpoint.recover_interrupted_swap(out)
-        accelerator.wait_for_everyone()
-        found = checkpoint.latest(out)
-        if found is None:
-            raise ValueError(f"--resume: {out} holds no checkpoint to resume from")
-        state = checkpoint.load(found, model)
-        start = state.step
-    elif metrics_path.exists() or checkpoint.latest(out) is not None:
-        raise ValueError(f"{out} already holds a run: pass --resume to continue it, or choose another --out")
+    state = open_run(out, config.resume, accelerator, model)
+    start = state.step if state is not None else 0
 
     model, optimizer = accelerator.prepare(model, optimizer)
     if state is not None:
@@ -170,14 +190,7 @@ def train(model, tokenizer, task: Task, config: LoopConfig, callbacks: LoopCallb
                     accelerator.backward(loss / config.grad_accum)
                 for key, value in metrics.items():
                     collected[key].append(value.detach().float().reshape(-1))
-            bad = accelerator.reduce(torch.tensor([0.0 if finite else 1.0], device=accelerator.device), "sum")
-            if float(bad) > 0:
-                saved = checkpoint.latest(out)
-                where = f"the last good checkpoint is {saved} (step {torch.load(saved / checkpoint.STATE_FILE, weights_only=True)['step']})" if saved else "no checkpoint was saved yet"
-                raise NonFiniteLoss(
-                    f"loss became non-finite at step {step + 1}; stopped before applying it; {where}. "
-                    "Lower --lr or check the data, then --resume."
-                )
+            stop_unless_finite(accelerator, finite, out, step + 1, "loss", "Lower --lr or check the data, then --resume.")
             if config.max_grad_norm:
                 grad_norm = accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
             else:
