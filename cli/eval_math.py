@@ -212,7 +212,8 @@ def llm_scores(records: list[dict], base_url: str, judge_model: str, api_key_env
     """The records with the LLM judge's 1-5 score as ``llm_score`` (None where it gave none),
     its reply as ``llm_verdict`` and any failure as ``llm_error``; the math judge's fields stay.
     Replies are cached where `dpo3d judge llm` caches them, so a rerun asks nothing again."""
-    from dpo3d.judges.llm_judge import DEFAULT_RUBRIC, LLMJudge, LLMJudgeConfig, load_rubric
+    from dpo3d.judges.llm_judge import LLMJudge, LLMJudgeConfig
+    from dpo3d.judges.rubric import DEFAULT_RUBRIC, load_rubric
 
     from .judge_llm import default_cache
 

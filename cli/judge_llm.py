@@ -10,7 +10,8 @@ from pathlib import Path
 import typer
 
 from dpo3d import records as rec
-from dpo3d.judges.llm_judge import DEFAULT_RUBRIC, LLMJudge, LLMJudgeConfig, load_rubric, summary
+from dpo3d.judges.llm_judge import LLMJudge, LLMJudgeConfig, summary
+from dpo3d.judges.rubric import DEFAULT_RUBRIC, load_rubric
 from dpo3d.models import cache_dir
 
 from . import options

@@ -9,6 +9,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from dpo3d.judges.rubric import DEFAULT_RUBRIC
 from dpo3d_cli import eval_math, eval_poem
 
 app = typer.Typer(rich_markup_mode="markdown", pretty_exceptions_enable=False)
@@ -134,7 +135,7 @@ def test_eval_math_llm_judge_shares(tmp_path, monkeypatch):
                  "--judge-model", "judge-7b", "--out", str(out), "--summary", str(summary))
     assert result.exit_code == 0, result.output
     config = seen["config"]
-    assert (config.base_url, config.model, config.rubric) == ("http://localhost:9/v1", "judge-7b", llm_judge.DEFAULT_RUBRIC)
+    assert (config.base_url, config.model, config.rubric) == ("http://localhost:9/v1", "judge-7b", DEFAULT_RUBRIC)
     assert config.cache_path == tmp_path / "cache" / "llm_judge.sqlite"  # a rerun costs nothing
     judged = read_jsonl(out)
     # the math judge's score stays; the LLM's goes to llm_score

@@ -12,17 +12,9 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from dpo3d.judges import llm_judge
-from dpo3d.judges.llm_judge import (
-    DEFAULT_RUBRIC,
-    LLMJudge,
-    LLMJudgeConfig,
-    judge_messages,
-    load_rubric,
-    parse_score,
-    render_rubric,
-    summary,
-)
+from dpo3d.judges import llm_judge, rubric
+from dpo3d.judges.llm_judge import LLMJudge, LLMJudgeConfig, summary
+from dpo3d.judges.rubric import DEFAULT_RUBRIC, judge_messages, load_rubric, parse_score, render_rubric
 
 try:  # the openai client's HTTP library: httpx2 in recent releases, httpx before
     import httpx2 as httpx
@@ -192,7 +184,7 @@ def test_default_rubric_has_the_papers_five_levels():
 
 def test_placeholders_inside_the_record_are_not_expanded():
     rendered = render_rubric("Q={question} R={response} G={reference}", "{response}", "x", None)
-    assert rendered == "Q={response} R=x G=" + llm_judge.NO_REFERENCE
+    assert rendered == "Q={response} R=x G=" + rubric.NO_REFERENCE
 
 
 # --------------------------------------------------------------------------- messages

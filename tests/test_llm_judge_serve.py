@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from dpo3d.judges.llm_judge import parse_score
+from dpo3d.judges.rubric import parse_score
 
 STARTUP_TIMEOUT_S = 120
 

@@ -30,7 +30,7 @@ from accelerate.utils import set_seed
 
 from ..datasets import load_prompts
 from ..generation import SamplingConfig, chunk_seed, generate_ids
-from ..logprobs import PaddedBatch, collate, tail_logits
+from ..logprobs import collate
 from ..losses.ppo import (
     clipped_policy_loss,
     clipped_value_loss,
@@ -39,12 +39,13 @@ from ..losses.ppo import (
     masked_mean,
     masked_whiten,
 )
-from ..models import LoadOptions, load_causal_lm, load_tokenizer, resolve
+from ..models import LoadOptions, load_causal_lm, load_tokenizer
 from ..records import AppendLog, RecordError, json_safe, write_json
 from ..rewards import make_reward, needed_fields
 from ..sequences import EncodedPair, encode_prompt
 from . import checkpoint
-from .loop import LoopCallbacks, NonFiniteLoss, RunResult, save_final, truncate_metrics
+from .loop import LoopCallbacks, RunResult, open_run, save_final, stop_unless_finite, truncate_metrics
+from .ppo_tokens import load_value_model, policy_token_stats, response_grid, token_values, without_dropout
 
 VALUE_FOLDER = "value"
 
@@ -101,31 +102,6 @@ class PPOConfig:
         return data
 
 
-# --------------------------------------------------------------------------- models
-
-
-def load_value_model(spec: str, options: LoadOptions):
-    """A per-token value head on a backbone; from a reward model its head starts as the RM's."""
-    from transformers import AutoConfig, AutoModelForTokenClassification
-
-    from ..models import _from_pretrained
-
-    source = resolve(spec)
-    config = _from_pretrained(AutoConfig, source, spec, num_labels=1, trust_remote_code=options.trust_remote_code)
-    config.classifier_dropout = 0.0  # values must be deterministic functions of the state
-    return _from_pretrained(AutoModelForTokenClassification, source, spec, config=config, dtype=options.dtype,
-                            trust_remote_code=options.trust_remote_code)
-
-
-def without_dropout(model):
-    """Set every dropout to 0: the ratio π/π_old and the old values must be measured the way the
-    update sees them (the paper's PPO settings disable dropout too)."""
-    for module in model.modules():
-        if isinstance(module, torch.nn.Dropout):
-            module.p = 0.0
-    return model
-
-
 @dataclass
 class Rollout:
     sequences: list[EncodedPair]
@@ -139,47 +115,6 @@ class Rollout:
     kl: torch.Tensor
     stopped: list[bool]
     completions: list[str]
-
-
-def _response_grid(batch: PaddedBatch, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(positions predicting a response token (B, T), the (B, R) mask of the response grid)."""
-    predicts = torch.zeros_like(batch.response_mask)
-    predicts[:, :-1] = batch.response_mask[:, 1:]
-    width = int(lengths.max())
-    grid = torch.arange(width, device=lengths.device)[None, :] < lengths[:, None]
-    return predicts, grid
-
-
-def _to_grid(flat: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
-    out = torch.zeros(grid.shape, dtype=flat.dtype, device=flat.device)
-    out[grid] = flat  # both row-major: a row's tokens stay in order
-    return out
-
-
-def policy_token_stats(model, batch: PaddedBatch, lengths: torch.Tensor, temperature: float, entropy: bool = False):
-    """Per-token log-probs of the response under ``model`` at ``temperature`` (B, R), and the entropy.
-
-    The LM head runs only from the earliest response position on (as in :mod:`dpo3d.logprobs`);
-    the entropy is a measurement, computed without gradients.
-    """
-    predicts, grid = _response_grid(batch, lengths)
-    first = int(predicts.float().argmax(-1).min())
-    logits = tail_logits(model, batch, batch.input_ids.shape[1] - first)[predicts[:, first:]].float() / temperature
-    targets = batch.input_ids[:, 1:][batch.response_mask[:, 1:]]
-    logps = -torch.nn.functional.cross_entropy(logits, targets, reduction="none")
-    ent = None
-    if entropy:
-        with torch.no_grad():
-            logp_all = torch.log_softmax(logits.detach(), dim=-1)
-            ent = _to_grid(-(logp_all.exp() * logp_all).sum(-1), grid)
-    return _to_grid(logps, grid), ent
-
-
-def token_values(model, batch: PaddedBatch, lengths: torch.Tensor) -> torch.Tensor:
-    """V(state before each response token), (B, R)."""
-    predicts, grid = _response_grid(batch, lengths)
-    values = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids).logits
-    return _to_grid(values[..., 0][predicts].float(), grid)
 
 
 # --------------------------------------------------------------------------- the trainer
@@ -258,7 +193,7 @@ class PPOTrainer:
         old_logprobs, _ = policy_token_stats(policy, batch, lengths, cfg.temperature)
         ref_logprobs, _ = policy_token_stats(self.ref, batch, lengths, cfg.temperature)
         old_values = token_values(value, batch, lengths)
-        _, mask = _response_grid(batch, lengths)
+        _, mask = response_grid(batch, lengths)
         mask = mask.float()
         scores = scores.to(device)
         rewards, kl = kl_penalised_rewards(old_logprobs, ref_logprobs, scores, mask, cfg.kl_coef)
@@ -297,14 +232,8 @@ class PPOTrainer:
                 pg = clipped_policy_loss(logprobs, pick(rollout.old_logprobs), pick(rollout.advantages), mask, cfg.clip_range)
                 vf = clipped_value_loss(values, pick(rollout.old_values), pick(rollout.returns), mask, cfg.clip_range_value)
                 loss = pg.loss + cfg.vf_coef * vf.loss
-                finite = self.accelerator.reduce(torch.tensor([0.0 if torch.isfinite(loss) else 1.0], device=device), "sum")
-                if float(finite) > 0:
-                    saved = checkpoint.latest(self.out)
-                    raise NonFiniteLoss(
-                        f"PPO loss became non-finite at step {step + 1}; stopped before applying it; "
-                        + (f"the last good checkpoint is {saved}" if saved else "no checkpoint was saved yet")
-                        + ". Lower --lr or raise --kl-coef, then --resume."
-                    )
+                stop_unless_finite(self.accelerator, bool(torch.isfinite(loss.detach())), self.out, step + 1,
+                                   "PPO loss", "Lower --lr or raise --kl-coef, then --resume.")
                 self.accelerator.backward(loss)
                 if cfg.max_grad_norm:  # each model clipped on its own: value gradients cannot shrink the policy's step
                     self.accelerator.clip_grad_norm_(policy_params, cfg.max_grad_norm)
@@ -349,20 +278,10 @@ class PPOTrainer:
              {"params": list(self.value.parameters()), "lr": cfg.value_lr or 10 * cfg.lr}],
             eps=1e-5,
         )
-        start = 0
-        if cfg.resume:
-            if main:
-                checkpoint.recover_interrupted_swap(out)
-            acc.wait_for_everyone()
-            found = checkpoint.latest(out)
-            if found is None:
-                raise ValueError(f"--resume: {out} holds no checkpoint to resume from")
-            state = checkpoint.load(found, self.policy, {VALUE_FOLDER: self.value})
-            start = state.step
-        elif metrics_path.exists() or checkpoint.latest(out) is not None:
-            raise ValueError(f"{out} already holds a run: pass --resume to continue it, or choose another --out")
+        state = open_run(out, cfg.resume, acc, self.policy, {VALUE_FOLDER: self.value})
+        start = state.step if state is not None else 0
         policy, value, optimizer = acc.prepare(self.policy, self.value, optimizer)
-        if cfg.resume:
+        if state is not None:
             optimizer.load_state_dict(state.optimizer)
             torch.set_rng_state(state.torch_rng)
             if main:

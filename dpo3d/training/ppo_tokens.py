@@ -1,0 +1,75 @@
+"""PPO's models, token by token: the value model, and per-token log-probs, entropy and values.
+
+Everything is laid out on a ``(batch, response_tokens)`` grid, right-padded, row
+by row in the order the tokens were generated, so the pure functions of
+:mod:`dpo3d.losses.ppo` can take it as it is. The LM head runs only on the
+positions that predict a response token (as in :mod:`dpo3d.logprobs`).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..logprobs import PaddedBatch, tail_logits
+from ..models import LoadOptions, _from_pretrained, resolve
+
+
+def load_value_model(spec: str, options: LoadOptions):
+    """A per-token value head on a backbone; from a reward model its head starts as the RM's."""
+    from transformers import AutoConfig, AutoModelForTokenClassification
+
+    source = resolve(spec)
+    config = _from_pretrained(AutoConfig, source, spec, num_labels=1, trust_remote_code=options.trust_remote_code)
+    config.classifier_dropout = 0.0  # values must be deterministic functions of the state
+    return _from_pretrained(AutoModelForTokenClassification, source, spec, config=config, dtype=options.dtype,
+                            trust_remote_code=options.trust_remote_code)
+
+
+def without_dropout(model):
+    """Set every dropout to 0: the ratio π/π_old and the old values must be measured the way the
+    update sees them (the paper's PPO settings disable dropout too)."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    return model
+
+
+def response_grid(batch: PaddedBatch, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(positions predicting a response token (B, T), the (B, R) mask of the response grid)."""
+    predicts = torch.zeros_like(batch.response_mask)
+    predicts[:, :-1] = batch.response_mask[:, 1:]
+    width = int(lengths.max())
+    grid = torch.arange(width, device=lengths.device)[None, :] < lengths[:, None]
+    return predicts, grid
+
+
+def to_grid(flat: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    out = torch.zeros(grid.shape, dtype=flat.dtype, device=flat.device)
+    out[grid] = flat  # both row-major: a row's tokens stay in order
+    return out
+
+
+def policy_token_stats(model, batch: PaddedBatch, lengths: torch.Tensor, temperature: float, entropy: bool = False):
+    """Per-token log-probs of the response under ``model`` at ``temperature`` (B, R), and the entropy.
+
+    The LM head runs only from the earliest response position on (as in :mod:`dpo3d.logprobs`);
+    the entropy is a measurement, computed without gradients.
+    """
+    predicts, grid = response_grid(batch, lengths)
+    first = int(predicts.float().argmax(-1).min())
+    logits = tail_logits(model, batch, batch.input_ids.shape[1] - first)[predicts[:, first:]].float() / temperature
+    targets = batch.input_ids[:, 1:][batch.response_mask[:, 1:]]
+    logps = -torch.nn.functional.cross_entropy(logits, targets, reduction="none")
+    ent = None
+    if entropy:
+        with torch.no_grad():
+            logp_all = torch.log_softmax(logits.detach(), dim=-1)
+            ent = to_grid(-(logp_all.exp() * logp_all).sum(-1), grid)
+    return to_grid(logps, grid), ent
+
+
+def token_values(model, batch: PaddedBatch, lengths: torch.Tensor) -> torch.Tensor:
+    """V(state before each response token), (B, R)."""
+    predicts, grid = response_grid(batch, lengths)
+    values = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids).logits
+    return to_grid(values[..., 0][predicts].float(), grid)
