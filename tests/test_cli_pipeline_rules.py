@@ -158,3 +158,31 @@ def test_help_lists_the_judges():
     assert result.exit_code == 0 and "math-verify" in result.output
     result = run("build-pairs", "--help")
     assert result.exit_code == 0 and "--chosen-from" in result.output and "reference" in result.output
+
+
+def test_judge_poem_and_slogan_score_with_the_rules_and_name_bad_lines(tmp_path):
+    from dpo3d.poetry import score_poem, score_slogan
+
+    poem = {"id": "p1", "prompt": "写一首五言绝句《静夜思》", "form": "wujue", "title": "静夜思", "language": "zh",
+            "completion": "静夜思\n床前明月光，疑是地上霜。\n举头望明月，低头思故乡。"}
+    result = run("judge", "poem", "-", stdin=(json.dumps(poem, ensure_ascii=False) + "\n").encode())
+    assert result.exit_code == 0, result.output
+    [judged] = jsonl(result.stdout)
+    expected = score_poem(poem, poem["completion"])
+    assert judged["judge"] == "poem" and judged["verdict"] == expected and judged["score"] == expected["score"]
+    assert judged["verdict"]["row_number"] == judged["verdict"]["title"] == 1.0
+
+    slogan = {"id": "s1", "prompt": "Write a slogan for a bakery, 3-6 words.", "language": "en", "subject": "bakery",
+              "keywords": [], "length": 6, "min_length": 3, "banned": ["best"], "completion": "Fresh bread at our bakery"}
+    result = run("judge", "slogan", "-", stdin=(json.dumps(slogan) + "\n").encode())
+    assert result.exit_code == 0, result.output
+    [judged] = jsonl(result.stdout)
+    assert judged["judge"] == "slogan" and judged["score"] == score_slogan(slogan, slogan["completion"])["score"] == 1.0
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({**poem, "form": "sonnet"}, ensure_ascii=False) + "\n")
+    out = tmp_path / "out.jsonl"
+    result = run("judge", "poem", str(bad), "-o", str(out))
+    assert result.exit_code == 2 and f"{bad}:1: poem record: unknown form 'sonnet'" in result.output
+    assert not out.exists()
+    assert run("judge", "slogan", "-", stdin=b"").exit_code == 2
