@@ -16,8 +16,8 @@ from .common import console, user_errors
 
 @user_errors
 def command(
-    inputs: list[Path] = typer.Argument(
-        None, help="Judged candidate JSONL files ('-' or none = stdin); several are grouped together by id."
+    inputs: list[str] = typer.Argument(
+        None, help=f"Judged candidates ('-' or none = stdin); several are grouped together by id. Each: {options.SOURCE_HELP}."
     ),
     out: Path = options.OUT,
     chosen_from: str = typer.Option(
@@ -32,6 +32,8 @@ def command(
     reference_score: float = typer.Option(
         1.0, "--reference-score", help="The score a reference solution counts as (1 for `judge math`; 5 on a 1–5 rubric)."
     ),
+    columns: str = options.COLUMNS,
+    subset: str = options.SUBSET,
 ) -> None:
     """Pair each prompt's best candidate (chosen) with its worst (rejected).
 
@@ -53,7 +55,7 @@ def command(
     config = PairConfig(
         chosen_from=chosen_from, rejected_from=rejected_from, min_gap=min_gap, reference_score=reference_score
     )
-    candidates = read_candidates(inputs or [Path(rec.STDIO)])
+    candidates = read_candidates(inputs or [rec.STDIO], subset=subset, columns=columns)
     pairs, stats = build_pairs(candidates, config)
     rec.write_records(pairs, out)
     console.print(summary(stats))
@@ -70,5 +72,5 @@ def summary(stats: PairStats) -> Table:
     for reason, count in stats.dropped.most_common():
         table.add_row(f"dropped: {reason}", str(count))
     if stats.unscored:
-        table.add_row("candidates left out: the judge could not score them (judge_error)", str(stats.unscored))
+        table.add_row("candidates left out: the judge could not score them (verdict.error)", str(stats.unscored))
     return table

@@ -24,7 +24,7 @@ _NAMES = ", ".join(ds.BUILTINS)
 
 PROMPTS = typer.Option(
     ..., "--prompts", "-p",
-    help=f"Prompt records: a JSONL file, '-' (stdin), or a built-in dataset ({_NAMES}; see `dpo3d datasets`).",
+    help=f"Prompt records (a `prompt`, or a `question` to template): a built-in dataset ({_NAMES}; see `dpo3d datasets`), or {options.SOURCE_HELP}.",
 )
 TEMPLATE = typer.Option(
     None, "--template",
@@ -43,11 +43,12 @@ LIMIT = typer.Option(None, "--limit", min=0, help="Keep the first N prompts (aft
 
 
 def load_prompts(
-    prompts: str, template: str | None, where: list[str] | None, shuffle: bool, seed: int, limit: int | None
+    prompts: str, template: str | None, where: list[str] | None, shuffle: bool, seed: int, limit: int | None,
+    subset: str | None = None, columns: str | None = None,
 ) -> list[dict]:
     """The prompt records the shared options describe (raises the library's errors)."""
     return ds.load_prompts(
-        prompts,
+        prompts if prompts in ds.BUILTINS else options.data_spec(prompts, subset, columns),
         template=template,
         where=ds.parse_where(where or []),
         seed=seed if shuffle else None,

@@ -17,6 +17,7 @@ from rich.table import Table
 
 from dpo3d import datasets as ds
 from dpo3d import evaluation as ev
+from dpo3d import inputs
 from dpo3d import records as rec
 from dpo3d.judges.math_judge import MathJudge, MathJudgeConfig, check_candidate
 from dpo3d.models import BUNDLED, display_name
@@ -50,7 +51,7 @@ def model_labels(models: Sequence[str]) -> dict[str, str]:
     return {model: name if short.count(name) == 1 else model for model, name in zip(models, short, strict=True)}
 
 
-def check_models(models: list[str] | None, completions: Path | None) -> list[str]:
+def check_models(models: list[str] | None, completions: str | None) -> list[str]:
     """The models to run (the bundled one by default); none with --completions."""
     if completions is not None:
         if models:
@@ -93,19 +94,18 @@ def generate_all(
     return completions, costs
 
 
-def read_completions(path: Path, check) -> tuple[list[dict], list[int], str]:
-    """The records of a completions file (each passed through ``check(record, name, line)``),
-    their line numbers, and the label of records that name no model (the file's stem)."""
-    name = "<stdin>" if str(path) == rec.STDIO else str(path)
-    records, lines = [], []
-    for line, record in rec.iter_records(path):
-        check(record, name, line)
-        records.append(record)
-        lines.append(line)
-    if not records:
-        raise rec.RecordError(name, None, "empty input: no records")
-    label = "stdin" if str(path) == rec.STDIO else Path(path).stem
-    return records, lines, label
+def read_completions(spec: str, check) -> tuple[list[dict], list[int], inputs.Source]:
+    """The records of a ``--completions`` source (any the input layer reads), each given an id
+    (``<stem>-<position>`` where it has none) and passed through ``check(record, name, position)``;
+    their positions (for later errors); and the source, whose ``stem`` labels records that name no model."""
+    source = inputs.open_source(spec)
+    positions: list[int] = []
+
+    def checked(record: dict, name: str, position: int):
+        positions.append(position)
+        return check(record, name, position)
+
+    return inputs.read(source, checked, ids=True), positions, source
 
 
 def percent(value: float | None) -> str:
@@ -118,10 +118,10 @@ def percent(value: float | None) -> str:
 @user_errors
 def command(
     model: list[str] = MODELS,
-    completions: Path = typer.Option(
+    completions: str = typer.Option(
         None, "--completions", "-c",
-        help="Score existing completions instead of generating: JSONL with **completion** and **answer** "
-        "(and id, prompt, source).",
+        help="Score existing completions instead of generating: records with **completion** and **answer** "
+        f"(and id, prompt, source); {options.SOURCE_HELP}.",
     ),
     data: str = typer.Option(
         "math500", "--data", "-d",
@@ -173,8 +173,8 @@ def command(
     models = check_models(model, completions)
     costs: dict[str, dict] = {}
     if completions is not None:
-        records, _, label = read_completions(completions, check_candidate)
-        records = [{**record, "source": ev.model_of(record, label)} for record in records]
+        records, _, source = read_completions(completions, check_candidate)
+        records = [{**record, "source": ev.model_of(record, source.stem)} for record in records]
         records = [records[i] for i in ev.first_problems(records, limit)]
     else:
         config = ev.eval_config(n, temperature, max_new_tokens, batch_size, seed)
@@ -210,8 +210,9 @@ def command(
 def llm_scores(records: list[dict], base_url: str, judge_model: str, api_key_env: str = "OPENAI_API_KEY",
                rubric: Path | None = None) -> list[dict]:
     """The records with the LLM judge's 1-5 score as ``llm_score`` (None where it gave none),
-    its reply as ``llm_verdict`` and any failure as ``llm_error``; the math judge's fields stay.
-    Replies are cached where `dpo3d judge llm` caches them, so a rerun asks nothing again."""
+    its reply (``verdict.reply``) as ``llm_verdict`` and any failure (``verdict.error``) as
+    ``llm_error``; the math judge's fields stay. Replies are cached where `dpo3d judge llm`
+    caches them, so a rerun asks nothing again."""
     from dpo3d.judges.llm_judge import LLMJudge, LLMJudgeConfig
     from dpo3d.judges.rubric import DEFAULT_RUBRIC, load_rubric
 
@@ -221,15 +222,16 @@ def llm_scores(records: list[dict], base_url: str, judge_model: str, api_key_env
         task = bar.add_task(f"LLM judge {judge_model}", total=len(records), rate="")
         config = LLMJudgeConfig(base_url=base_url, model=judge_model, api_key_env=api_key_env,
                                 rubric=load_rubric(rubric) if rubric else DEFAULT_RUBRIC, cache_path=default_cache())
-        judge = LLMJudge(config)
-        judged = list(judge.judge(records, on_progress=lambda k: bar.advance(task, k)))
+        with LLMJudge(config) as judge:
+            judged = list(judge.judge(records, on_progress=lambda k: bar.advance(task, k)))
     if len(judged) != len(records):
         raise RuntimeError(f"the LLM judge returned {len(judged)} records for {len(records)}")
     out = []
     for record, verdict in zip(records, judged, strict=True):
-        added = {"llm_score": verdict.get("score"), "llm_verdict": verdict.get("judge_verdict")}
-        if verdict.get("judge_error"):
-            added["llm_error"] = verdict["judge_error"]
+        details = verdict.get("verdict") or {}
+        added = {"llm_score": verdict.get("score"), "llm_verdict": details.get("reply")}
+        if details.get("error"):
+            added["llm_error"] = details["error"]
         out.append({**record, **added})
     failed = sum("llm_error" in record for record in out)
     if failed:

@@ -48,10 +48,10 @@ def _check_completion(record: Mapping, source: str, line: int) -> None:
 @user_errors
 def command(
     model: list[str] = MODELS,
-    completions: Path = typer.Option(
+    completions: str = typer.Option(
         None, "--completions", "-c",
         help="Score existing completions instead of generating: poem or slogan prompt records with a "
-        "**completion** (models told apart by `source`).",
+        f"**completion** (models told apart by `source`); {options.SOURCE_HELP}.",
     ),
     data: str = typer.Option(
         ev.DEFAULT_POEM_DATA, "--data", "-d",
@@ -84,12 +84,11 @@ def command(
     models = check_models(model, completions)
     costs: dict[str, dict] = {}
     if completions is not None:
-        records, lines, label = read_completions(completions, _check_completion)
+        records, positions, source = read_completions(completions, _check_completion)
         keep = ev.first_problems(records, limit)
-        records, lines = [records[i] for i in keep], [lines[i] for i in keep]
-        name = "<stdin>" if str(completions) == rec.STDIO else str(completions)
-        scored = ev.score_poem_records(records, name, lines)
-        scored = [{**record, "source": ev.model_of(record, label)} for record in scored]
+        records, positions = [records[i] for i in keep], [positions[i] for i in keep]
+        scored = ev.score_poem_records(records, source.name, positions)
+        scored = [{**record, "source": ev.model_of(record, source.stem)} for record in scored]
     else:
         config = ev.eval_config(n, temperature, max_new_tokens, batch_size, seed)
         path = ev.resolve_poem_data(data)

@@ -1,54 +1,66 @@
-"""`dpo3d judge ...`: score candidates. One sub-command per judge; `math` lives here.
+"""`dpo3d judge ...`: score candidates. One sub-command per judge (`llm` in judge_llm.py).
 
-Each judge reads candidate JSONL (a file or stdin) and writes it back with
-`score`, `judge` and `verdict` added, ready for `dpo3d build-pairs`.
+Every judge runs through :func:`run_judge`: its input (any source :mod:`dpo3d.inputs` reads)
+is checked and judged as it streams, and written back with `score`, `judge` and `verdict`
+added, ready for `dpo3d build-pairs`.
 """
 
 from __future__ import annotations
 
-from collections import Counter
+from contextlib import closing
 from pathlib import Path
 
 import typer
 
+from dpo3d import inputs
 from dpo3d import records as rec
-from dpo3d.judges import scored
-from dpo3d.judges.math_judge import MathJudge, MathJudgeConfig, check_candidate
-from dpo3d.records import is_text
+from dpo3d.judges.base import Judge, size_hint
+from dpo3d.judges.math_judge import MathJudge, MathJudgeConfig
 
 from . import options
 from .common import console, progress, user_errors
 
 app = typer.Typer(
-    help="Score candidate completions (adds score, judge and the judge's verdict: `verdict`, or `judge_verdict` for llm). `dpo3d judge JUDGE --help` for each.",
+    help="Score candidate completions (adds score, judge and the judge's details as verdict). `dpo3d judge JUDGE --help` for each.",
     no_args_is_help=True,
 )
 
-INPUT = typer.Argument(Path("-"), help="Candidates JSONL ('-' = stdin), e.g. the output of `dpo3d sample`.")
+INPUT = typer.Argument("-", help=f"Candidates, e.g. the output of `dpo3d sample`: {options.SOURCE_HELP}.")
 
 
-def read_checked(path: Path, check) -> list[dict]:
-    """Every record of ``path``, each passed through ``check(record, source, line)``."""
-    name = "<stdin>" if str(path) == rec.STDIO else str(path)
-    records = []
-    for line, record in rec.iter_records(path):
-        check(record, name, line)
-        records.append(record)
-    if not records:
-        raise rec.RecordError(name, None, "empty input: no records")
-    return records
+def run_judge(judge: Judge, data: str, out: Path, subset: str | None = None, columns: str | None = None) -> None:
+    """Judge every record of ``data`` and write them to ``out``: the one loop of every judge.
+
+    Records are checked (``judge.check``) and judged as they are read; a bad one stops the run
+    with its file and line (or row), exit 2, and an ``out`` file (written atomically) is left
+    untouched. On stdout the records judged before it have gone down the pipe already (a short
+    input is read ahead whole, so there nothing has): the exit status says the run failed.
+    """
+    source = inputs.open_source(options.data_spec(data, subset, columns))
+    records, size = size_hint(inputs.stream(source, judge.check), source.size, judge.size_probe)
+    # opened before the progress bar: a judge's worker processes fork before the bar's thread starts
+    with closing(judge.open(size)), progress() as bar:
+        task = bar.add_task(f"judge {judge.name}", total=size, rate="")
+        try:
+            rec.write_records(judge.judge(records, on_progress=lambda n: bar.advance(task, n)), out)
+        except BaseException:
+            bar.update(task, visible=False)  # a bad record's one line alone says what happened
+            raise
+    console.print(judge.summary(), highlight=False, soft_wrap=True)
 
 
 @app.command("math")
 @user_errors
 def math_command(
-    data: Path = INPUT,
+    data: str = INPUT,
     out: Path = options.OUT,
     lenient: bool = typer.Option(
         False, "--lenient", help="Without a \\boxed{} or 'the answer is', take the text's last expression."
     ),
     workers: int = typer.Option(None, "--workers", "-j", min=0, help="Worker processes (default: one per CPU; 0: none)."),
     timeout: int = typer.Option(5, "--timeout", min=1, help="Seconds allowed to parse or compare one answer."),
+    columns: str = options.COLUMNS,
+    subset: str = options.SUBSET,
 ) -> None:
     """Check each completion's final answer against the record's **answer** with math-verify.
 
@@ -60,29 +72,13 @@ def math_command(
 
     Example: `dpo3d sample --prompts math500 -n 8 | dpo3d judge math | dpo3d build-pairs -o pairs.jsonl`
     """
-    config = MathJudgeConfig(lenient=lenient, timeout_s=timeout, workers=workers)
-    records = read_checked(data, check_candidate)
-    # the pool starts (forks) before the progress bar's thread does
-    with MathJudge(config, size_hint=len(records)) as judge, progress() as bar:
-        task = bar.add_task("judge math", total=len(records), rate="")
-        judged = list(judge.judge(records, on_progress=lambda n: bar.advance(task, n)))
-    rec.write_records(judged, out)
-    statuses = Counter(record["verdict"]["status"] for record in judged)
-    right = statuses.get("correct", 0)
-    details = ", ".join(f"{status} {count}" for status, count in statuses.most_common())
-    console.print(f"judge math: {right}/{len(judged)} right ({right / len(judged):.1%}); {details}", highlight=False)
-
-
-def check_completion(record: dict, source: str, line: int) -> None:
-    for key in ("prompt", "completion"):
-        if not is_text(record.get(key)):
-            raise rec.RecordError(source, line, f"field '{key}' should be a string or a list of chat messages")
+    run_judge(MathJudge(MathJudgeConfig(lenient=lenient, timeout_s=timeout, workers=workers)), data, out, subset, columns)
 
 
 @app.command("rm")
 @user_errors
 def rm_command(
-    data: Path = INPUT,
+    data: str = INPUT,
     out: Path = options.OUT,
     rm: str = typer.Option(..., "--rm", help="A reward model folder written by `dpo3d train-rm`."),
     batch_size: int = options.BATCH_SIZE,
@@ -90,6 +86,8 @@ def rm_command(
     dtype: str = options.DTYPE,
     device: str = options.DEVICE,
     trust_remote_code: bool = options.TRUST_REMOTE_CODE,
+    columns: str = options.COLUMNS,
+    subset: str = options.SUBSET,
 ) -> None:
     """Score each (prompt, completion) with a trained reward model: **score** is its reward r(x, y).
 
@@ -98,46 +96,19 @@ def rm_command(
 
     Example: `dpo3d sample --prompts gsm8k:train --limit 50 -n 8 | dpo3d judge rm --rm runs/rm | dpo3d build-pairs -o pairs.jsonl`
     """
-    from dpo3d.models import display_name, pick_device
-    from dpo3d.reward_model import is_reward_model, load_reward_model, reward_of_records
+    from dpo3d.judges.reward import RewardModelJudge
 
-    if not is_reward_model(rm):
-        raise ValueError(f"--rm {rm}: not a reward-model folder (a sequence-classification model); train one with `dpo3d train-rm`")
-    records = read_checked(data, check_completion)
     with console.status(f"loading {rm}"):
-        model, tokenizer = load_reward_model(rm, options.load_options(dtype, trust_remote_code))
-        model.to(pick_device(device))
-    with progress() as bar:
-        task = bar.add_task("judge rm", total=len(records), rate="")
-        rewards = reward_of_records(model, tokenizer, records, max_length, batch_size, lambda n: bar.advance(task, n))
-    name = f"rm:{display_name(rm)}"
-    rec.write_records((scored(r, name, reward, {"reward": reward}) for r, reward in zip(records, rewards, strict=True)), out)
-    mean = sum(rewards) / len(rewards)
-    console.print(f"judge rm: {len(rewards)} scored, reward mean {mean:.3f}, min {min(rewards):.3f}, max {max(rewards):.3f}")
-
-
-def _rule_judge(data: Path, out: Path, name: str, score_fn) -> None:
-    """Score every record with a rule function ``score_fn(record, completion) -> {metric: value, score}``."""
-    judged = []
-
-    def check_and_score(record: dict, source: str, line: int) -> None:
-        check_completion(record, source, line)
-        try:  # a record the rules cannot read (unknown form, ci without tune) is bad input on its line
-            metrics = score_fn(record, record["completion"])
-        except ValueError as err:
-            raise rec.RecordError(source, line, str(err)) from None
-        judged.append(scored(record, name, metrics["score"], metrics))
-
-    read_checked(data, check_and_score)
-    rec.write_records(judged, out)
-    mean = sum(r["score"] for r in judged) / len(judged)
-    full = sum(1 for r in judged if r["score"] >= 1.0)
-    console.print(f"judge {name}: {len(judged)} scored, mean {mean:.3f}, full marks {full}", highlight=False)
+        judge = RewardModelJudge.load(rm, options.load_options(dtype, trust_remote_code), device,
+                                      max_length=max_length, batch_size=batch_size)
+    run_judge(judge, data, out, subset, columns)
 
 
 @app.command("poem")
 @user_errors
-def poem_command(data: Path = INPUT, out: Path = options.OUT) -> None:
+def poem_command(
+    data: str = INPUT, out: Path = options.OUT, columns: str = options.COLUMNS, subset: str = options.SUBSET
+) -> None:
     """Score poems by the paper's rules: the mean of Row Number, Words per Row, Rhythm, Tone Pattern, Title.
 
     Each record needs **completion** and the prompt's constraints: **form** (wujue, qijue,
@@ -148,14 +119,16 @@ def poem_command(data: Path = INPUT, out: Path = options.OUT) -> None:
 
     Example: `dpo3d sample --prompts data/poems/english_test.jsonl -n 4 | dpo3d judge poem | dpo3d build-pairs -o pairs.jsonl`
     """
-    from dpo3d.poetry import score_poem
+    from dpo3d.judges.rules import poem_judge
 
-    _rule_judge(data, out, "poem", score_poem)
+    run_judge(poem_judge(), data, out, subset, columns)
 
 
 @app.command("slogan")
 @user_errors
-def slogan_command(data: Path = INPUT, out: Path = options.OUT) -> None:
+def slogan_command(
+    data: str = INPUT, out: Path = options.OUT, columns: str = options.COLUMNS, subset: str = options.SUBSET
+) -> None:
     """Score slogans by the paper's rules: the mean of Word Count and Content.
 
     Each record needs **completion**, **language** (zh counts characters, en words), the
@@ -165,11 +138,11 @@ def slogan_command(data: Path = INPUT, out: Path = options.OUT) -> None:
 
     Example: `dpo3d sample --prompts data/slogans/test.jsonl -n 4 | dpo3d judge slogan | dpo3d build-pairs -o pairs.jsonl`
     """
-    from dpo3d.poetry import score_slogan
+    from dpo3d.judges.rules import slogan_judge
 
-    _rule_judge(data, out, "slogan", score_slogan)
+    run_judge(slogan_judge(), data, out, subset, columns)
 
 
-from .judge_llm import llm_command  # noqa: E402  (its module reads read_checked from here)
+from .judge_llm import llm_command  # noqa: E402  (its module reads run_judge from here)
 
 app.command("llm")(llm_command)

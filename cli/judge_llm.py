@@ -9,15 +9,14 @@ from pathlib import Path
 
 import typer
 
-from dpo3d import records as rec
-from dpo3d.judges.llm_judge import LLMJudge, LLMJudgeConfig, summary
+from dpo3d.judges.llm_judge import LLMJudge, LLMJudgeConfig
 from dpo3d.judges.rubric import DEFAULT_RUBRIC, load_rubric
 from dpo3d.models import cache_dir
 
 from . import options
-from .common import UsageError, console, progress, user_errors
+from .common import UsageError, user_errors
 
-INPUT = typer.Argument(Path("-"), help="Candidates JSONL ('-' = stdin), e.g. the output of `dpo3d sample`.")
+INPUT = typer.Argument("-", help=f"Candidates, e.g. the output of `dpo3d sample`: {options.SOURCE_HELP}.")
 
 
 def default_cache() -> Path:
@@ -25,14 +24,9 @@ def default_cache() -> Path:
     return cache_dir() / "llm_judge.sqlite"
 
 
-def check_record(record: dict, source: str = "<input>", line: int | None = None) -> None:
-    """Raise RecordError unless the record has a ``prompt`` and a ``completion`` the judge can read."""
-    rec.COMPLETIONS.check(record, source, line)
-
-
 @user_errors
 def llm_command(
-    data: Path = INPUT,
+    data: str = INPUT,
     out: Path = options.OUT,
     base_url: str = typer.Option(
         ..., "--base-url", envvar="DPO3D_JUDGE_BASE_URL", help="The endpoint, e.g. http://localhost:8000/v1."
@@ -66,14 +60,18 @@ def llm_command(
         help="Reply cache (SQLite). Default: $DPO3D_CACHE/llm_judge.sqlite or ~/.cache/dpo3d/.",
     ),
     no_cache: bool = typer.Option(False, "--no-cache", help="Neither read nor write the reply cache."),
+    columns: str = options.COLUMNS,
+    subset: str = options.SUBSET,
 ) -> None:
     """Grade each completion 1-5 with a chat model behind any OpenAI-compatible endpoint.
 
-    Needs **prompt** and **completion** (strings or chat messages); a **reference** or
-    **answer** field, when present, is shown to the judge as the reference final answer.
+    Needs **prompt** and **completion** (strings or chat messages; or a TRL **messages**
+    conversation, whose last assistant turn is graded); a **reference** or **answer** field,
+    when present, is shown to the judge as the reference final answer.
     The default rubric is the paper's: 5 right answer with a sound, complete process ... 1 all wrong.
-    Adds **score** (1.0-5.0, or null when the reply has no score), **judge** (`llm:MODEL`),
-    **judge_verdict** (the raw reply) and, on failure, **judge_error**.
+    Adds **score** (1.0-5.0, or null when the reply has no score), **judge** (`llm:MODEL`) and
+    **verdict** {reply, error}: the raw reply, and only on failure what went wrong
+    (`build-pairs` leaves such candidates out).
 
     Transient errors (connection, timeout, 429, 5xx) are retried with back-off; replies are
     cached, so a rerun with the same inputs sends no request. The key is read from the
@@ -96,20 +94,7 @@ def llm_command(
         timeout_s=timeout,
         cache_path=None if no_cache else (cache if cache is not None else default_cache()),
     )
-    # local import: read_checked lives in judge.py, which imports this module to register the command
-    from .judge import read_checked
+    # local import: run_judge lives in judge.py, which imports this module to register the command
+    from .judge import run_judge
 
-    records = read_checked(data, check_record)
-    with LLMJudge(config) as judge, progress() as bar:
-        task = bar.add_task("judge llm", total=len(records), rate="")
-        judged = judge.judge(records, on_progress=lambda n: bar.advance(task, n))
-    rec.write_records(judged, out)
-    stats = summary(judged)
-    mean = f"{stats['mean']:.2f}" if stats["mean"] is not None else "n/a"
-    histogram = " ".join(f"{score}:{count}" for score, count in stats["histogram"].items())
-    console.print(
-        f"judge llm: {stats['judged']} judged, mean score {mean}; scores {histogram}; "
-        f"{stats['failures']} failed; {judge.requests} requests, {judge.cache_hits} from cache",
-        highlight=False,
-        soft_wrap=True,
-    )
+    run_judge(LLMJudge(config), data, out, subset, columns)

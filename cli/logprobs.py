@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
+from dpo3d import formats, inputs
 from dpo3d import records as rec
 from dpo3d.logprobs import score_records
 from dpo3d.models import display_name, load_model_and_tokenizer, pick_device
@@ -15,12 +16,17 @@ from dpo3d.models import display_name, load_model_and_tokenizer, pick_device
 from . import options
 from .common import console, progress, user_errors
 
+#: records scored per model pass: the input streams through in chunks this size
+CHUNK = 1024
+
 
 @user_errors
 def command(
-    data: Path = typer.Argument(
-        Path("-"), help="Pairs JSONL (prompt, chosen, rejected) or completions (prompt, completion); '-' = stdin."
+    data: str = typer.Argument(
+        "-", help=f"Pairs (any TRL preference format) or completions (prompt, completion, or messages): {options.SOURCE_HELP}."
     ),
+    columns: str = options.COLUMNS,
+    subset: str = options.SUBSET,
     model: str = options.MODEL,
     out: Path = options.OUT,
     batch_size: int = options.BATCH_SIZE,
@@ -51,52 +57,54 @@ def command(
     """
     if padding_side not in ("left", "right"):
         raise ValueError("--padding-side must be 'left' or 'right'")
-    records = rec.read_records(data, rec.PAIRS_OR_COMPLETIONS)
+    source = inputs.open_source(options.data_spec(data, subset, columns))
     load = options.load_options(dtype, trust_remote_code, padding_side)
     with console.status(f"loading {model}"):
         lm, tokenizer = load_model_and_tokenizer(model, load)
         lm.to(pick_device(device))
-    with progress() as bar:
-        task = bar.add_task("log-probs", total=len(records), rate="")
-        scores = score_records(
-            lm, tokenizer, records, batch_size=batch_size, max_length=max_length,
-            on_batch=lambda n: bar.advance(task, n),
-        )
+    reference = None
     if ref is not None:
-        scores = with_implicit_rewards(records, scores, ref, load, device, batch_size, max_length, beta)
-    rec.write_records(({**record, **score} for record, score in zip(records, scores, strict=True)), out)
-    console.print(table1(records, scores, display_name(model), group_by))
-    margins = [score["implicit_margin"] for score in scores if "implicit_margin" in score]
+        with console.status(f"loading {ref} (reference)"):
+            reference = load_model_and_tokenizer(ref, load)
+            reference[0].to(pick_device(device))
+    shown: list[tuple[str, dict]] = []  # (group, score) of every record, for the tables on stderr
+
+    def scored(advance):
+        records = inputs.stream(source, formats.as_pair_or_completion, ids=True)
+        for chunk in inputs.chunks(records, CHUNK):
+            scores = score_records(lm, tokenizer, chunk, batch_size=batch_size, max_length=max_length)
+            if reference is not None:
+                base = score_records(*reference, chunk, batch_size=batch_size, max_length=max_length)
+                scores = [with_implicit_reward(score, base_score, beta) for score, base_score in zip(scores, base, strict=True)]
+            for record, score in zip(chunk, scores, strict=True):
+                shown.append((str(record.get(group_by, "—")) if group_by else "all", score))
+                yield {**record, **score}
+            advance(len(chunk))
+
+    with progress() as bar:
+        task = bar.add_task("log-probs", total=source.size, rate="")
+        rec.write_records(scored(lambda n: bar.advance(task, n)), out)
+    console.print(table1(shown, display_name(model), group_by))
+    margins = [score["implicit_margin"] for _, score in shown if "implicit_margin" in score]
     if margins:
         right = sum(margin > 0 for margin in margins)
         console.print(f"implicit-reward accuracy vs {display_name(ref)} (β = {beta}): {right}/{len(margins)} = "
                       f"{right / len(margins):.1%}; mean margin {sum(margins) / len(margins):.3f}", highlight=False)
 
 
-def with_implicit_rewards(records, scores, ref, load, device, batch_size, max_length, beta) -> list[dict]:
-    """Each pair's score plus β·(log π - log π_ref) per side and their difference."""
-    with console.status(f"loading {ref} (reference)"):
-        lm, tokenizer = load_model_and_tokenizer(ref, load)
-        lm.to(pick_device(device))
-    with progress() as bar:
-        task = bar.add_task("reference log-probs", total=len(records), rate="")
-        reference = score_records(lm, tokenizer, records, batch_size=batch_size, max_length=max_length,
-                                  on_batch=lambda n: bar.advance(task, n))
-    out = []
-    for score, base in zip(scores, reference, strict=True):
-        if "chosen_logp" in score:
-            chosen = beta * (score["chosen_logp"] - base["chosen_logp"])
-            rejected = beta * (score["rejected_logp"] - base["rejected_logp"])
-            score = {**score, "chosen_reward": chosen, "rejected_reward": rejected, "implicit_margin": chosen - rejected}
-        out.append(score)
-    return out
+def with_implicit_reward(score: dict, base: dict, beta: float) -> dict:
+    """A pair's score plus β·(log π - log π_ref) per side and their difference (completions unchanged)."""
+    if "chosen_logp" not in score:
+        return score
+    chosen = beta * (score["chosen_logp"] - base["chosen_logp"])
+    rejected = beta * (score["rejected_logp"] - base["rejected_logp"])
+    return {**score, "chosen_reward": chosen, "rejected_reward": rejected, "implicit_margin": chosen - rejected}
 
 
-def table1(records: list[dict], scores: list[dict], model_name: str, group_by: str | None) -> Table:
+def table1(shown: list[tuple[str, dict]], model_name: str, group_by: str | None) -> Table:
     """Mean per-token log-probs of chosen and rejected (the paper's Table 1), per group."""
     groups: dict[str, list[dict]] = {}
-    for record, score in zip(records, scores, strict=True):
-        key = str(record.get(group_by, "—")) if group_by else "all"
+    for key, score in shown:
         groups.setdefault(key, []).append(score)
     table = Table(title=f"mean per-token log-prob under {model_name}", title_justify="left")
     table.add_column(group_by or "records")

@@ -27,3 +27,23 @@ def load_options(dtype: str, trust_remote_code: bool, padding_side: str = "right
     if dtype not in DTYPES:
         raise ValueError(f"--dtype must be one of {', '.join(DTYPES)}, got '{dtype}'")
     return LoadOptions(dtype=DTYPES[dtype], trust_remote_code=trust_remote_code, padding_side=padding_side)
+
+# --------------------------------------------------------------------------- data sources (dpo3d.inputs)
+
+SOURCE_HELP = (
+    "JSONL ('-' = stdin), .json, .parquet, .arrow, .csv, a save_to_disk or Parquet-shard folder "
+    "(DIR:split), or a hub dataset id org/name[:split]"
+)
+COLUMNS = typer.Option(
+    None, "--columns",
+    help="Map the data's columns onto the fields the command reads, FIELD=COLUMN,..., "
+    "e.g. prompt=question,chosen=good,rejected=bad.",
+)
+SUBSET = typer.Option(None, "--subset", help="The hub dataset's config (subset) name, for an org/name source.")
+
+
+def data_spec(source, subset: str | None, columns: str | None):
+    """The command's data options as one library DataSpec."""
+    from dpo3d.inputs import DataSpec
+
+    return DataSpec.of(source, subset, columns)

@@ -9,7 +9,13 @@ import typer
 
 from dpo3d import records as rec
 from dpo3d.generation import BACKENDS, HFSampler, SamplingConfig, VLLMSampler, check_backend
-from dpo3d.models import display_name, load_model_and_tokenizer, load_tokenizer, pick_device, resolve
+from dpo3d.models import (
+    display_name,
+    full_model_folder,
+    load_model_and_tokenizer,
+    load_tokenizer,
+    pick_device,
+)
 from dpo3d.sampling_run import check_output, prepare_prompts, sample_to_file, sample_to_stream, settings_path
 
 from . import datasets as prompt_options
@@ -20,6 +26,8 @@ from .common import UsageError, console, progress, user_errors
 @user_errors
 def command(
     prompts: str = prompt_options.PROMPTS,
+    columns: str = options.COLUMNS,
+    subset: str = options.SUBSET,
     model: str = options.MODEL,
     n: int = typer.Option(8, "-n", min=1, help="Candidates per prompt."),
     temperature: float = typer.Option(0.7, "--temperature", min=0.0, help="Sampling temperature; 0 = greedy (with -n 1)."),
@@ -65,7 +73,7 @@ def command(
         raise UsageError("--resume needs --out FILE (a run written to stdout cannot be continued)")
     if to_file:
         check_output(out, resume)
-    records = prepare_prompts(prompt_options.load_prompts(prompts, template, where, shuffle, seed, limit))
+    records = prepare_prompts(prompt_options.load_prompts(prompts, template, where, shuffle, seed, limit, subset, columns))
     if not records:
         raise UsageError(f"{prompts}: no prompts left to sample (after --where and --limit)")
     label = source or display_name(model)
@@ -115,7 +123,7 @@ def _sampler(backend: str, model: str, config: SamplingConfig, dtype: str, devic
     load = options.load_options(dtype, trust_remote_code, padding_side="left")
     with console.status(f"loading {model}"):
         if backend == "vllm":
-            return VLLMSampler(resolve(model), load_tokenizer(model, load), config, trust_remote_code=trust_remote_code)
+            return VLLMSampler(full_model_folder(model, load), load_tokenizer(model, load), config, trust_remote_code=trust_remote_code)
         lm, tokenizer = load_model_and_tokenizer(model, load)
         lm.to(pick_device(device))
         return HFSampler(lm, tokenizer, config)

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import prompting
+from . import inputs, prompting
 from . import records as rec
 
 
@@ -194,42 +194,37 @@ def load_builtin(name: str, template: str | None = None) -> list[dict]:
 _QUESTION_KEYS = ("question", "problem")
 
 
-def _prompt_record(record: dict, source: str, line: int, template: str | None, default_id: str) -> dict:
+def _prompt_record(record: dict, source: str, position: int, template: str | None) -> dict:
     if "prompt" in record:
         if not rec.is_text(record["prompt"]):
-            raise rec.RecordError(source, line, "field 'prompt' should be a string or a list of chat messages")
+            raise rec.RecordError(source, position, "field 'prompt' should be a string or a list of chat messages")
         out = dict(record)
     else:
         key = next((key for key in _QUESTION_KEYS if key in record), None)
         if key is None:
-            raise rec.RecordError(source, line, "record needs a 'prompt' (or a 'question' to put in the template)")
+            raise rec.RecordError(source, position, "record needs a 'prompt' (or a 'question' to put in the template)")
         if not isinstance(record[key], str) or not record[key].strip():
-            raise rec.RecordError(source, line, f"field '{key}' should be a non-empty string")
+            raise rec.RecordError(source, position, f"field '{key}' should be a non-empty string")
         out = {"prompt": prompting.chat_prompt(record[key], template), **record}
-    if "id" not in out:
-        out = {"id": default_id, **out}
-    elif not isinstance(out["id"], (str, int)) or isinstance(out["id"], bool):
-        raise rec.RecordError(source, line, "field 'id' should be a string")
-    out["id"] = str(out["id"])
-    if "meta" in out and not isinstance(out["meta"], dict):
-        raise rec.RecordError(source, line, "field 'meta' should be an object")
+    if "meta" in out and out["meta"] is not None and not isinstance(out["meta"], dict):
+        raise rec.RecordError(source, position, "field 'meta' should be an object")
     return out
 
 
-def read_prompt_file(path: str | Path, template: str | None = None) -> list[dict]:
-    """Prompt records from JSONL (``-`` = stdin); records without an ``id`` get ``<file stem>-<line>``."""
-    source = "<stdin>" if str(path) == rec.STDIO else str(path)
-    stem = "stdin" if str(path) == rec.STDIO else Path(path).stem
-    out, seen = [], {}
-    for line, record in rec.iter_records(path):
-        prompt_record = _prompt_record(record, source, line, template, f"{stem}-{line}")
-        if prompt_record["id"] in seen:
-            raise rec.RecordError(source, line, f"duplicate id '{prompt_record['id']}' (first on line {seen[prompt_record['id']]})")
-        seen[prompt_record["id"]] = line
-        out.append(prompt_record)
-    if not out:
-        raise rec.RecordError(source, None, "empty input: no records")
-    return out
+def read_prompt_file(spec: str | Path | inputs.DataSpec, template: str | None = None) -> list[dict]:
+    """Prompt records from any source of :mod:`dpo3d.inputs` (``-`` = stdin); records without an
+    ``id`` get ``<stem>-<line>`` (``<stem>-<row>`` for tables); ids must be unique."""
+    source = inputs.open_source(spec)
+    seen: dict[str, int] = {}
+
+    def check(record: dict, name: str, position: int) -> dict:
+        out = _prompt_record(record, name, position, template)
+        if out["id"] in seen:
+            raise rec.RecordError(name, position, f"duplicate id '{out['id']}' (first on {rec.position_text(seen[out['id']])})")
+        seen[out["id"]] = position
+        return out
+
+    return inputs.read(source, check, ids=True)
 
 
 # --------------------------------------------------------------------------- selecting
@@ -281,14 +276,14 @@ def select(
 
 
 def load_prompts(
-    source: str | Path,
+    source: str | Path | inputs.DataSpec,
     *,
     template: str | None = None,
     where: Mapping[str, Sequence[str]] | None = None,
     seed: int | None = None,
     limit: int | None = None,
 ) -> list[dict]:
-    """Prompt records from a built-in name (see BUILTINS), a JSONL file, or ``-`` (stdin).
+    """Prompt records from a built-in name (see BUILTINS) or any source of :mod:`dpo3d.inputs`.
 
     ``template`` is a template's name, text or file (see :func:`dpo3d.prompting.resolve_template`);
     it is used for built-ins and for file records that carry a ``question`` instead of a ``prompt``.
@@ -297,12 +292,10 @@ def load_prompts(
     text = str(source)
     if text in BUILTINS:
         records = load_builtin(text, template)
-    elif text == rec.STDIO or Path(text).is_file():
-        records = read_prompt_file(text, template)
-    elif "/" not in text and "." not in text:
-        raise ValueError(f"unknown dataset '{text}': built-ins are {', '.join(BUILTINS)} (or give a JSONL file)")
+    elif text != rec.STDIO and not Path(text).exists() and "/" not in text and "." not in text:
+        raise ValueError(f"unknown dataset '{text}': built-ins are {', '.join(BUILTINS)} (or give a file, folder or hub id)")
     else:
-        raise rec.RecordError(text, None, "no such file")
+        records = read_prompt_file(source, template)
     return select(records, where=where, seed=seed, limit=limit)
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from . import records as rec
 from .generation import ChunkResult, SamplingConfig, sample_all
 from .poetry import POEM_METRICS, SLOGAN_METRICS, poem_form, score_poem, score_slogan
-from .poetry.slogan import message_text
+from .records import message_text
 from .sampling_run import prepare_prompts
 
 #: the label of records that name no model
@@ -239,7 +239,9 @@ def score_poem_records(
     records: Iterable[Mapping], source: str = "<input>", lines: Sequence[int] | None = None
 ) -> list[dict]:
     """:func:`score_poem_record` on each record; a record that cannot be scored raises
-    RecordError naming ``source`` and its line (``lines[i]``, else its 1-based position)."""
+    RecordError naming ``source`` and where the record is in it (``lines[i]``: a line number,
+    or a table's :class:`~dpo3d.records.Row`, as :mod:`dpo3d.inputs` gives them; else its
+    1-based position)."""
     out = []
     for index, record in enumerate(records):
         try:

@@ -24,10 +24,12 @@ from __future__ import annotations
 import math
 import os
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from . import inputs
 from . import records as rec
+from .judges import judge_failed
 
 REFERENCE = "reference"
 
@@ -35,7 +37,7 @@ REFERENCE = "reference"
 CANDIDATE_FIELDS = frozenset(
     {
         "completion", "score", "source", "sample_index", "completion_tokens", "finish_reason",
-        "judge", "verdict", "judge_verdict", "judge_error", "correct",
+        "judge", "verdict", "correct",
     }
 )
 
@@ -48,7 +50,7 @@ CANDIDATE = rec.Schema(
 @dataclass(frozen=True)
 class Candidate:
     record: dict
-    where: str  # "file:line", for messages
+    where: str  # "file:line" or "file: row N", for messages
     order: int  # position over all inputs: the last tie-break
 
     @property
@@ -61,7 +63,7 @@ class Candidate:
 
     @property
     def scored(self) -> bool:
-        """False for a candidate its judge could not score (``score: null`` with a ``judge_error``)."""
+        """False for a candidate its judge could not score (``score: null``, an ``error`` in its ``verdict``)."""
         return self.record.get("score") is not None
 
     @property
@@ -94,49 +96,58 @@ class PairStats:
     kept: int = 0
     dropped: Counter = field(default_factory=Counter)  # reason -> groups
     sources: Counter = field(default_factory=Counter)  # source label -> candidates
-    unscored: int = 0  # candidates left out: the judge failed on them (score null, judge_error set)
+    unscored: int = 0  # candidates left out: the judge failed on them (score null, verdict.error set)
 
 
 # --------------------------------------------------------------------------- reading
 
 
-def read_candidates(paths: Sequence[str | os.PathLike]) -> list[Candidate]:
-    """Validated candidates from JSONL files (``-`` = stdin), in input order.
+def _where(name: str, position: int) -> str:
+    return f"{name}: row {int(position)}" if isinstance(position, rec.Row) else f"{name}:{position}"
 
-    Raises RecordError naming the file and line of a bad record, or of a candidate
+
+def read_candidates(
+    specs: Sequence[str | os.PathLike | inputs.DataSpec],
+    subset: str | None = None,
+    columns: str | Mapping[str, str] | None = None,
+) -> list[Candidate]:
+    """Validated candidates from any sources :mod:`dpo3d.inputs` reads (``-`` = stdin), in input order.
+
+    Raises RecordError naming the file and line (or row) of a bad record, or of a candidate
     that repeats another's (id, source, sample_index) — e.g. one file given twice.
     """
-    if sum(str(path) == rec.STDIO for path in paths) > 1:
+    if sum(str(spec) == rec.STDIO for spec in specs) > 1:
         raise ValueError("stdin ('-') can be read only once")
     candidates: list[Candidate] = []
     seen: dict[tuple, str] = {}
-    for path in paths:
-        name = "<stdin>" if str(path) == rec.STDIO else str(path)
-        before = len(candidates)
-        for line, record in rec.iter_records(path):
-            if record.get("score", 0) is None and record.get("judge_error"):
+    for spec in specs:
+        source = inputs.open_source(spec, subset=subset, columns=columns)
+
+        def check(record: dict, name: str, position: int, source=source) -> dict:
+            if judge_failed(record):
                 # the judge could not score it (an LLM judge's failed call): checked, then left out
-                CANDIDATE.check({**record, "score": 0}, name, line)
+                CANDIDATE.check({**record, "score": 0}, name, position)
             else:
-                CANDIDATE.check(record, name, line)
-            if "id" not in record:
-                raise rec.RecordError(name, line, "missing field 'id' (candidates are grouped by it)")
-            if isinstance(record["id"], bool) or not isinstance(record["id"], (str, int)):
-                raise rec.RecordError(name, line, "field 'id' should be a string")
+                CANDIDATE.check(record, name, position)
+            if record.get("id") is None:
+                raise rec.RecordError(name, position, "missing field 'id' (candidates are grouped by it)")
+            record = inputs.with_id(record, source, position)
             if record["score"] is not None and not math.isfinite(record["score"]):
-                raise rec.RecordError(name, line, "field 'score' is not a finite number")
-            where = f"{name}:{line}"
+                raise rec.RecordError(name, position, "field 'score' is not a finite number")
+            where = _where(name, position)
             if isinstance(record.get("sample_index"), int):
-                key = (str(record["id"]), record.get("source"), record["sample_index"])
+                key = (record["id"], record.get("source"), record["sample_index"])
                 if key in seen:
                     raise rec.RecordError(
-                        name, line,
+                        name, position,
                         f"duplicate candidate (id '{key[0]}', source {key[1]!r}, sample_index {key[2]}) first seen at {seen[key]}",
                     )
                 seen[key] = where
             candidates.append(Candidate(record, where, len(candidates)))
-        if len(candidates) == before:
-            raise rec.RecordError(name, None, "empty input: no records")
+            return record
+
+        for _ in inputs.stream(source, check):
+            pass
     return candidates
 
 

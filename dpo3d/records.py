@@ -18,7 +18,9 @@ from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, BinaryIO, TextIO
+
+import jsonlines
 
 STDIO = "-"
 
@@ -32,12 +34,29 @@ def _refuse_constant(token: str):
     raise _NonFiniteNumber(token)
 
 
+def _strict_loads(text: str):
+    return json.loads(text, parse_constant=_refuse_constant)
+
+
 def _publish(tmp_name: str, target: Path) -> None:
     """Give the temp file the mode a plain open() would (mkstemp makes it 0600), then rename it."""
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp_name, 0o666 & ~umask)
     os.replace(tmp_name, target)
+
+
+class Row(int):
+    """A row of a table (Parquet, Arrow, CSV, a dataset folder), 0-based like ``dataset[12]``.
+
+    A plain ``int`` position is a 1-based line of a text file; errors print the two differently
+    (``pairs.jsonl:12: ...`` and ``pairs.parquet: row 12: ...``).
+    """
+
+
+def position_text(position: int) -> str:
+    """``line 3`` for a text file's line, ``row 3`` for a table's :class:`Row`."""
+    return f"row {int(position)}" if isinstance(position, Row) else f"line {position}"
 
 
 class RecordError(ValueError):
@@ -47,45 +66,66 @@ class RecordError(ValueError):
         self.source = source
         self.line = line
         self.problem = problem
-        where = f"{source}:{line}" if line is not None else source
+        if line is None:
+            where = source
+        elif isinstance(line, Row):
+            where = f"{source}: row {int(line)}"
+        else:
+            where = f"{source}:{line}"
         super().__init__(f"{where}: {problem}")
 
 
-# --------------------------------------------------------------------------- reading
+# --------------------------------------------------------------------------- reading JSONL
 
 
-def _display_name(path: str | os.PathLike) -> str:
+def display_name(path: str | os.PathLike) -> str:
+    """How a source is named in messages: ``<stdin>`` for ``-``, else the path as given."""
     return "<stdin>" if str(path) == STDIO else str(path)
 
 
-def iter_records(path: str | os.PathLike = STDIO, stream: TextIO | None = None) -> Iterator[tuple[int, dict]]:
-    """Yield ``(line_number, record)`` for each non-blank line of a JSONL file.
+def _line_problem(err: jsonlines.InvalidLineError) -> str:
+    cause = err.__cause__
+    if isinstance(cause, UnicodeDecodeError):
+        return f"not valid UTF-8 (byte {cause.start})"
+    if isinstance(cause, _NonFiniteNumber):
+        return f"{cause} is not valid JSON (write null for a missing number)"
+    if isinstance(cause, json.JSONDecodeError):
+        return f"malformed JSON: {cause.msg} (column {cause.colno})"
+    if "null" in str(err):
+        return "expected a JSON object, got null"
+    return str(err)
 
-    ``path`` may be ``-`` for stdin (or pass an already open binary/text ``stream``).
-    Raises RecordError on non-UTF-8 bytes, malformed JSON or a line that is not an object.
+
+def iter_records(path: str | os.PathLike = STDIO, stream: BinaryIO | None = None) -> Iterator[tuple[int, dict]]:
+    """Yield ``(line_number, record)`` for each non-blank line of a JSONL file, as it is read.
+
+    ``path`` may be ``-`` for stdin (or pass an already open binary ``stream``). Parsing is
+    jsonlines' with a JSON decoder that refuses NaN/Infinity. Raises RecordError on non-UTF-8
+    bytes, malformed JSON or a line that is not an object, naming the file and the line.
     """
-    name = _display_name(path)
+    name = display_name(path)
     if stream is None and str(path) != STDIO and not Path(path).is_file():
         raise RecordError(name, None, "no such file")
     raw = stream if stream is not None else (sys.stdin.buffer if str(path) == STDIO else open(path, "rb"))
-    try:
+    current = [0]
+
+    def numbered_lines():
         for number, line in enumerate(raw, start=1):
-            if isinstance(line, bytes):
-                try:
-                    line = line.decode("utf-8")
-                except UnicodeDecodeError as err:
-                    raise RecordError(name, number, f"not valid UTF-8 (byte {err.start})") from None
-            if not line.strip():
-                continue
+            current[0] = number
+            yield line
+
+    reader = jsonlines.Reader(numbered_lines(), loads=_strict_loads)
+    try:
+        while True:
             try:
-                record = json.loads(line, parse_constant=_refuse_constant)
-            except json.JSONDecodeError as err:
-                raise RecordError(name, number, f"malformed JSON: {err.msg} (column {err.colno})") from None
-            except _NonFiniteNumber as err:
-                raise RecordError(name, number, f"{err} is not valid JSON (write null for a missing number)") from None
+                record = reader.read(skip_empty=True)
+            except EOFError:
+                return
+            except jsonlines.InvalidLineError as err:
+                raise RecordError(name, err.lineno, _line_problem(err)) from None
             if not isinstance(record, dict):
-                raise RecordError(name, number, f"expected a JSON object, got {type(record).__name__}")
-            yield number, record
+                raise RecordError(name, current[0], f"expected a JSON object, got {type(record).__name__}")
+            yield current[0], record
     finally:
         if stream is None and raw is not sys.stdin.buffer:
             raw.close()
@@ -96,14 +136,17 @@ def read_records(
     schema: Schema | None = None,
     allow_empty: bool = False,
 ) -> list[dict]:
-    """Read every record, validating each against ``schema``; empty input is an error."""
+    """Every record of a JSONL file, validated against ``schema``; empty input is an error.
+
+    Subcommands read through :mod:`dpo3d.inputs` (any format); this is the JSONL-only core.
+    """
     records = []
     for number, record in iter_records(path):
         if schema is not None:
-            schema.check(record, _display_name(path), number)
+            schema.check(record, display_name(path), number)
         records.append(record)
     if not records and not allow_empty:
-        raise RecordError(_display_name(path), None, "empty input: no records")
+        raise RecordError(display_name(path), None, "empty input: no records")
     return records
 
 
@@ -136,6 +179,19 @@ def is_messages(value: Any) -> bool:
 def is_text(value: Any) -> bool:
     """A prompt or response: a plain string or a list of chat messages."""
     return isinstance(value, str) or is_messages(value)
+
+
+def message_text(value: Any, role: str | None = None, last: bool = False) -> str:
+    """A prompt or response as plain text: a string as it is; of chat messages, the contents of
+    those with ``role`` (all messages when no role is given or none has it), joined by newlines,
+    or only the last one. Raises ValueError for anything else."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list) and all(isinstance(m, Mapping) for m in value):
+        picked = [m for m in value if role is None or m.get("role") == role] or value
+        contents = [str(m.get("content") or "") for m in picked]
+        return (contents[-1] if contents else "") if last else "\n".join(contents)
+    raise ValueError(f"expected a string or a list of chat messages, got {type(value).__name__}")
 
 
 def _type_ok(value: Any, kind: str) -> bool:
@@ -255,13 +311,46 @@ def open_output(path: str | os.PathLike = STDIO) -> Iterator[TextIO]:
 
 
 def write_records(records: Iterable[Mapping], path: str | os.PathLike = STDIO) -> int:
-    """Write records atomically (see open_output); returns how many were written."""
+    """Write records atomically (see open_output); returns how many were written.
+
+    JSONL is the pipeline format; a path ending in ``.parquet`` writes one Parquet file instead.
+    """
+    if str(path) != STDIO and Path(path).suffix.lower() == ".parquet":
+        return _write_parquet(records, Path(path))
     count = 0
     with open_output(path) as out:
         for record in records:
             out.write(dumps(record) + "\n")
             count += 1
     return count
+
+
+def _write_parquet(records: Iterable[Mapping], target: Path) -> int:
+    """All records as one Parquet table, its schema inferred over every record (not only the
+    first), written to a temp file and renamed like JSONL output."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [dict(record) for record in records]
+    if not rows:
+        raise ValueError(f"{target}: nothing to write (Parquet needs at least one record)")
+    try:
+        table = pa.Table.from_struct_array(pa.array(rows))
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as err:
+        raise ValueError(
+            f"{target}: these records cannot be one Parquet table ({err}); a field holds different "
+            "types in different records: write JSONL instead"
+        ) from None
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(handle)
+    try:
+        pq.write_table(table, tmp_name)
+        _publish(tmp_name, target)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    return len(rows)
 
 
 def write_json(obj: Any, path: str | os.PathLike) -> None:

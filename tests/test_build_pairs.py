@@ -182,8 +182,8 @@ def test_candidates_the_judge_could_not_score_are_left_out(tmp_path):
 
     rows = [
         {"id": "a", "prompt": "p", "completion": "good", "score": 5.0, "source": "m", "sample_index": 0},
-        {"id": "a", "prompt": "p", "completion": "??", "score": None, "judge_error": "no score 1-5 found",
-         "source": "m", "sample_index": 1},
+        {"id": "a", "prompt": "p", "completion": "??", "score": None, "judge": "llm:j",
+         "verdict": {"reply": "hmm", "error": "no score 1-5 found"}, "source": "m", "sample_index": 1},
         {"id": "a", "prompt": "p", "completion": "bad", "score": 1.0, "source": "m", "sample_index": 2},
     ]
     path = tmp_path / "judged.jsonl"
@@ -192,7 +192,8 @@ def test_candidates_the_judge_could_not_score_are_left_out(tmp_path):
     assert stats.unscored == 1 and stats.candidates == 2
     assert [(p["chosen"], p["rejected"]) for p in pairs] == [("good", "bad")]
     assert pairs[0]["unseen"] == []
-    # a null score without a judge error is still bad input
-    path.write_text(json.dumps({**rows[0], "score": None}) + "\n")
-    with pytest.raises(Exception, match="score"):
-        read_candidates([path])
+    # a null score without a judge error is still bad input, and so is the old field for it
+    for record in ({**rows[0], "score": None}, {**rows[0], "score": None, "judge_error": "no score"}):
+        path.write_text(json.dumps(record) + "\n")
+        with pytest.raises(RecordError, match=r"judged.jsonl:1: field 'score' should be a number, got null"):
+            read_candidates([path])

@@ -114,14 +114,20 @@ def test_eval_math_llm_judge_shares(tmp_path, monkeypatch):
         def __init__(self, config, client=None):
             seen["config"] = config
 
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            seen["closed"] = True
+
         def judge(self, records, on_progress=None):
             scores = {"So $\\boxed{2}$.": 5.0, "It is $\\boxed{0.5}$": 4.0, "The answer is $\\boxed{6}$.": 2.0}
             out = []
             for r in records:
                 score = scores.get(r["completion"])
-                verdict = {**r, "score": score, "judge": "llm:judge-7b", "judge_verdict": f"Score: {score}"}
+                verdict = {**r, "score": score, "judge": "llm:judge-7b", "verdict": {"reply": f"Score: {score}"}}
                 if score is None:
-                    verdict["judge_error"] = "no score 1-5 found in the judge's reply"
+                    verdict["verdict"]["error"] = "no score 1-5 found in the judge's reply"
                 out.append(verdict)
                 if on_progress:
                     on_progress(1)
@@ -142,7 +148,8 @@ def test_eval_math_llm_judge_shares(tmp_path, monkeypatch):
     assert [r["llm_score"] for r in judged] == [5, 4, 2, None, None, None]
     assert [r["score"] for r in judged] == [1.0, 1.0, 0.0, 0.0, 0.0, 1.0]
     assert {r["judge"] for r in judged} == {"math"} and judged[0]["llm_verdict"] == "Score: 5.0"
-    assert "llm_error" in judged[3] and "llm_error" not in judged[0]
+    assert judged[3]["llm_error"] == "no score 1-5 found in the judge's reply" and "llm_error" not in judged[0]
+    assert seen["closed"]  # the reply cache is closed
     models = json.loads(summary.read_text())["models"]
     assert models["base"]["llm"]["share_5"] == pytest.approx(1 / 3)
     assert models["base"]["llm"]["share_4_or_5"] == pytest.approx(2 / 3)

@@ -53,7 +53,7 @@ def test_reads_stdin_and_writes_stdout(tiny_model_dir):
     "content, problem",
     [
         (b'{"prompt": "x", "chosen": "a", "rejected": "b"}\n{"prompt": "x", "chosen": \n', ":2: malformed JSON"),
-        (b'{"prompt": "x", "chosen": "a"}\n', ":1: record needs the fields"),
+        (b'{"prompt": "x", "chosen": "a"}\n', ":1: missing field 'rejected' (a pair needs chosen and rejected)"),
         (b'{"prompt": "x", "chosen": 3, "rejected": "b"}\n', ":1: field 'chosen' should be a string"),
         (b"", "empty input"),
         (b'{"prompt": "caf\xe9", "completion": "b"}\n', ":1: not valid UTF-8"),

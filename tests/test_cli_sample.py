@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 
 import pytest
 from typer.testing import CliRunner
@@ -45,8 +46,9 @@ def test_help_teaches():
     result = run("--help")
     assert result.exit_code == 0
     for flag in ("--prompts", "-n", "--temperature", "--top-p", "--max-new-tokens", "--batch-size", "--seed",
-                 "--resume", "--backend", "--template", "--limit", "--source"):
-        assert flag in result.output
+                 "--resume", "--backend", "--template", "--limit", "--source", "--columns", "--subset"):
+        # the whole flag, not a piece of a longer one ("-n" is inside "--max-new-tokens")
+        assert re.search(rf"(?<![\w-]){re.escape(flag)}(?![\w-])", result.output), flag
 
 
 def test_writes_one_candidate_record_per_sample_to_stdout(prompts_file, tiny_model_dir):

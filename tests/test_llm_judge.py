@@ -234,13 +234,13 @@ def test_judge_adds_the_fields_and_sends_the_request():
             "Correct and complete.\nScore: 5" if "2+2" in kwargs["messages"][0]["content"] else "Score: 2"
         )
     )
-    out = LLMJudge(config(max_tokens=99), client=client).judge(RECORDS)
+    out = list(LLMJudge(config(max_tokens=99), client=client).judge(RECORDS))
     assert [r["id"] for r in out] == ["a", "b"]
     assert out[0]["score"] == 5.0 and out[1]["score"] == 2.0
     assert isinstance(out[0]["score"], float)
     assert out[0]["judge"] == "llm:judge-7b"
-    assert out[0]["judge_verdict"] == "Correct and complete.\nScore: 5"
-    assert "judge_error" not in out[0] and "judge_error" not in out[1]
+    assert out[0]["verdict"] == {"reply": "Correct and complete.\nScore: 5"}
+    assert out[1]["verdict"] == {"reply": "Score: 2"}  # no error: both replies gave a score
     call = client.calls[0]
     assert call["model"] == "judge-7b" and call["temperature"] == 0.0 and call["max_tokens"] == 99
     assert summary(out) == {
@@ -256,14 +256,14 @@ def test_unparseable_reply_keeps_the_text_and_reports():
     client = FakeClient(lambda kwargs: "I cannot decide.")
     (out,) = LLMJudge(config(), client=client).judge(RECORDS[:1])
     assert out["score"] is None
-    assert out["judge_verdict"] == "I cannot decide."
-    assert "no score" in out["judge_error"]
+    assert out["verdict"] == {"reply": "I cannot decide.", "error": "no score 1-5 found in the judge's reply"}
 
 
-def test_an_old_judge_error_is_dropped_when_the_new_call_succeeds():
+def test_an_earlier_verdict_is_replaced_when_the_new_call_succeeds():
     client = FakeClient(lambda kwargs: "Score: 3")
-    (out,) = LLMJudge(config(), client=client).judge([{**RECORDS[0], "judge_error": "old failure"}])
-    assert out["score"] == 3.0 and "judge_error" not in out
+    earlier = {**RECORDS[0], "score": None, "judge": "llm:old", "verdict": {"reply": None, "error": "old failure"}}
+    (out,) = LLMJudge(config(), client=client).judge([earlier])
+    assert out["score"] == 3.0 and out["judge"] == "llm:judge-7b" and out["verdict"] == {"reply": "Score: 3"}
 
 
 def test_order_is_preserved_under_concurrency():
@@ -279,7 +279,7 @@ def test_order_is_preserved_under_concurrency():
     records = [{"id": i, "prompt": f"item-{i} ?", "completion": "x"} for i in range(count)]
     client = FakeClient(answer)
     seen = []
-    out = LLMJudge(config(concurrency=8), client=client).judge(records, on_progress=seen.append)
+    out = list(LLMJudge(config(concurrency=8), client=client).judge(records, on_progress=seen.append))
     assert [r["id"] for r in out] == list(range(count))
     assert [r["score"] for r in out] == [float(i % 5 + 1) for i in range(count)]
     assert seen == [1] * count
@@ -301,7 +301,7 @@ def test_concurrency_is_bounded():
         return "Score: 4"
 
     records = [{"prompt": f"q{i}", "completion": "a"} for i in range(12)]
-    LLMJudge(config(concurrency=3), client=FakeClient(answer)).judge(records)
+    list(LLMJudge(config(concurrency=3), client=FakeClient(answer)).judge(records))
     assert 1 < peak <= 3
 
 
@@ -320,7 +320,7 @@ def test_transient_errors_are_retried_with_exponential_backoff(monkeypatch):
     monkeypatch.setattr(llm_judge.random, "uniform", lambda a, b: 1.0)  # no jitter: exact waits
     judge = LLMJudge(config(backoff_s=0.5, max_retries=4), client=client, sleep=waits.append)
     (out,) = judge.judge(RECORDS[:1])
-    assert out["score"] == 4.0 and "judge_error" not in out
+    assert out["score"] == 4.0 and out["verdict"] == {"reply": "Score: 4"}
     assert len(client.calls) == 4
     assert waits == [0.5, 1.0, 2.0]
     assert judge.requests == 4
@@ -330,7 +330,7 @@ def test_backoff_has_jitter_within_bounds():
     errors = [connection_error() for _ in range(3)]
     client = FakeClient(lambda kwargs: errors.pop(0) if errors else "Score: 1")
     waits: list[float] = []
-    LLMJudge(config(backoff_s=1.0), client=client, sleep=waits.append).judge(RECORDS[:1])
+    list(LLMJudge(config(backoff_s=1.0), client=client, sleep=waits.append).judge(RECORDS[:1]))
     assert len(waits) == 3
     for attempt, wait in enumerate(waits):
         assert 0.5 * 2**attempt <= wait <= 1.5 * 2**attempt
@@ -341,8 +341,8 @@ def test_gives_up_after_max_retries_and_reports():
     waits: list[float] = []
     (out,) = LLMJudge(config(max_retries=2), client=client, sleep=waits.append).judge(RECORDS[:1])
     assert len(client.calls) == 3 and len(waits) == 2
-    assert out["score"] is None and out["judge_verdict"] is None
-    assert out["judge_error"].startswith("InternalServerError (500)")
+    assert out["score"] is None and out["verdict"]["reply"] is None
+    assert out["verdict"]["error"].startswith("InternalServerError (500)")
     assert out["judge"] == "llm:judge-7b"
 
 
@@ -355,8 +355,8 @@ def test_auth_error_is_not_retried_and_is_reported(monkeypatch):
     (out,) = LLMJudge(config(), client=client, sleep=waits.append).judge(RECORDS[:1])
     assert len(client.calls) == 1 and waits == []
     assert out["score"] is None
-    assert out["judge_error"].startswith("AuthenticationError (401)")
-    assert SECRET not in out["judge_error"] and "***" in out["judge_error"]
+    assert out["verdict"]["error"].startswith("AuthenticationError (401)")
+    assert SECRET not in out["verdict"]["error"] and "***" in out["verdict"]["error"]
 
 
 def test_bad_request_is_not_retried():
@@ -364,7 +364,7 @@ def test_bad_request_is_not_retried():
     waits: list[float] = []
     (out,) = LLMJudge(config(), client=client, sleep=waits.append).judge(RECORDS[:1])
     assert len(client.calls) == 1 and waits == []
-    assert "BadRequestError (400)" in out["judge_error"]
+    assert "BadRequestError (400)" in out["verdict"]["error"]
 
 
 def test_one_failure_does_not_sink_the_others():
@@ -375,9 +375,9 @@ def test_one_failure_does_not_sink_the_others():
             else "Score: 5"
         )
     )
-    out = LLMJudge(config(), client=client).judge(RECORDS)
-    assert out[0]["score"] == 5.0 and "judge_error" not in out[0]
-    assert out[1]["score"] is None and "BadRequestError" in out[1]["judge_error"]
+    out = list(LLMJudge(config(), client=client).judge(RECORDS))
+    assert out[0]["score"] == 5.0 and out[0]["verdict"] == {"reply": "Score: 5"}
+    assert out[1]["score"] is None and "BadRequestError" in out[1]["verdict"]["error"]
     assert summary(out)["failures"] == 1
 
 
@@ -388,12 +388,12 @@ def test_second_run_is_served_from_the_cache(tmp_path):
     path = tmp_path / "cache" / "judge.sqlite"
     first = FakeClient(lambda kwargs: "Score: 4")
     with LLMJudge(config(cache_path=path), client=first) as judge:
-        out1 = judge.judge(RECORDS)
+        out1 = list(judge.judge(RECORDS))
     assert len(first.calls) == 2 and path.is_file()
 
     second = FakeClient(lambda kwargs: "Score: 1")  # would disagree, were it asked
     with LLMJudge(config(cache_path=path), client=second) as judge:
-        out2 = judge.judge(RECORDS)
+        out2 = list(judge.judge(RECORDS))
         assert judge.requests == 0 and judge.cache_hits == 2
     assert second.calls == []
     assert out2 == out1
@@ -411,11 +411,11 @@ def test_cache_key_changes_with_what_decides_the_reply(tmp_path):
         config(cache_path=path, rubric="Rate {question} -> {response}"),
     ):
         with LLMJudge(cfg, client=client) as judge:
-            judge.judge(RECORDS[:1])
+            list(judge.judge(RECORDS[:1]))
     assert len(client.calls) == 6
     # and a trailing slash on the URL is the same endpoint
     with LLMJudge(config(cache_path=path, base_url="http://judge.test/v1/"), client=client) as judge:
-        judge.judge(RECORDS[:1])
+        list(judge.judge(RECORDS[:1]))
     assert len(client.calls) == 6
 
 
@@ -423,7 +423,7 @@ def test_failures_are_not_cached(tmp_path):
     path = tmp_path / "judge.sqlite"
     failing = FakeClient(lambda kwargs: status_error(openai.BadRequestError, 400, "no"))
     with LLMJudge(config(cache_path=path), client=failing) as judge:
-        judge.judge(RECORDS[:1])
+        list(judge.judge(RECORDS[:1]))
     working = FakeClient(lambda kwargs: "Score: 2")
     with LLMJudge(config(cache_path=path), client=working) as judge:
         (out,) = judge.judge(RECORDS[:1])
@@ -438,7 +438,7 @@ def test_api_key_never_reaches_records_or_cache(tmp_path, monkeypatch):
     assert SECRET not in repr(cfg)
     client = FakeClient(lambda kwargs: "Score: 3")
     with LLMJudge(cfg, client=client) as judge:
-        out = judge.judge(RECORDS)
+        out = list(judge.judge(RECORDS))
     assert SECRET not in json.dumps(out)
     assert SECRET not in json.dumps(client.calls)  # requests carry no key in their body
     assert SECRET.encode() not in path.read_bytes()
@@ -464,7 +464,7 @@ def test_connection_refused_is_reported_not_raised():
         config(base_url="http://127.0.0.1:9/v1", max_retries=1, timeout_s=5), sleep=lambda s: None
     )
     (out,) = judge.judge(RECORDS[:1])
-    assert out["score"] is None and out["judge_error"].startswith("APIConnectionError")
+    assert out["score"] is None and out["verdict"]["error"].startswith("APIConnectionError")
 
 
 # --------------------------------------------------------------------------- the command
@@ -509,12 +509,37 @@ def test_command_judges_a_file_with_the_cache(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     judged = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["score"] for r in judged] == [4.0, None]
+    assert [r["verdict"] for r in judged] == [
+        {"reply": "Score: 4"}, {"reply": "hmm", "error": "no score 1-5 found in the judge's reply"}]
     assert "2 judged, mean score 4.00; scores 1:0 2:0 3:0 4:1 5:0; 1 failed" in " ".join(
         result.output.split()
     )
     rerun = CliRunner().invoke(command_app(), args)
     assert rerun.exit_code == 0 and clients[-1].calls == []
     assert "0 requests, 2 from cache" in " ".join(rerun.output.split())
+
+
+def test_command_reads_a_parquet_file_with_mapped_columns_and_writes_parquet(tmp_path, monkeypatch):
+    import pyarrow.parquet as pq
+    from datasets import Dataset
+
+    from dpo3d_cli import judge_llm
+
+    real = judge_llm.LLMJudge
+    client = FakeClient(lambda kwargs: "Score: 4" if "2+2" in kwargs["messages"][0]["content"] else "hmm")
+    monkeypatch.setattr(judge_llm, "LLMJudge", lambda cfg: real(cfg, client=client))
+    data = tmp_path / "cands.parquet"
+    Dataset.from_list([{"id": r["id"], "prompt": r["prompt"], "response": r["completion"]} for r in RECORDS]).to_parquet(str(data))
+    out = tmp_path / "judged.parquet"
+    args = [str(data), "--columns", "completion=response", "-o", str(out),
+            "--base-url", "http://judge.test/v1", "--judge-model", "m", "--no-cache"]
+    result = CliRunner().invoke(command_app(), args)
+    assert result.exit_code == 0, result.output
+    table = pq.read_table(out).to_pylist()
+    assert [r["score"] for r in table] == [4.0, None] and [r["judge"] for r in table] == ["llm:m", "llm:m"]
+    assert [r["verdict"] for r in table] == [
+        {"reply": "Score: 4", "error": None}, {"reply": "hmm", "error": "no score 1-5 found in the judge's reply"}]
+    assert [r["completion"] for r in table] == [r["completion"] for r in RECORDS]
 
 
 def test_command_reports_a_bad_rubric_and_missing_fields(tmp_path):

@@ -155,12 +155,12 @@ def test_judge_llm_round_trip_against_transformers_serve(served_model, tmp_path)
     for record, original in zip(judged, RECORDS, strict=True):
         assert record["prompt"] == original["prompt"] and record["completion"] == original["completion"]
         assert record["judge"] == f"llm:{model}"
-        assert isinstance(record["judge_verdict"], str)  # the call went through: a reply, maybe noise
+        assert isinstance(record["verdict"]["reply"], str)  # the call went through: a reply, maybe noise
         assert record["score"] is None or record["score"] in (1.0, 2.0, 3.0, 4.0, 5.0)
         # the score is what the reply says; an error is set exactly when it says nothing usable
-        expected = parse_score(record["judge_verdict"])
+        expected = parse_score(record["verdict"]["reply"])
         assert record["score"] == (None if expected is None else float(expected))
-        assert ("judge_error" in record) == (expected is None)
+        assert ("error" in record["verdict"]) == (expected is None)
     summary_line = " ".join(first.stderr.split())
     assert "judge llm: 2 judged" in summary_line and "2 requests, 0 from cache" in summary_line
     assert "sk-serve-test-secret-1234" not in first.stdout + first.stderr + out.read_text()

@@ -56,8 +56,24 @@ def test_saved_folder_round_trips(tiny_model_dir, tiny_model, tokenizer):
     assert loaded_tokenizer.pad_token is not None
 
 
-def test_remote_code_is_off_by_default():
-    assert models.LoadOptions().trust_remote_code is False
+def test_remote_code_is_off_by_default(tmp_path, tiny_model_dir):
+    """A folder whose config points at its own Python code loads with the library's own class: its code never runs."""
+    import json
+    import shutil
+
+    folder = tmp_path / "remote"
+    shutil.copytree(tiny_model_dir, folder)
+    marker = tmp_path / "code-ran"
+    (folder / "evil.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\n")
+    config = json.loads((folder / "config.json").read_text())
+    config["auto_map"] = {"AutoConfig": "evil.EvilConfig", "AutoModelForCausalLM": "evil.EvilModel"}
+    (folder / "config.json").write_text(json.dumps(config))
+    loaded = models.load_causal_lm(str(folder))  # the built-in class for its model_type, not the folder's code
+    assert type(loaded).__name__ == "LlamaForCausalLM" and not marker.exists()
+    # the trap is real: asked to trust the folder, transformers runs its file
+    with pytest.raises(Exception):  # noqa: B017 (evil.py defines no classes; any failure after it ran will do)
+        models.load_causal_lm(str(folder), models.LoadOptions(trust_remote_code=True))
+    assert marker.read_text() == "ran"
 
 
 def test_save_pretrained_replaces_atomically(tmp_path, tiny_model, tokenizer):

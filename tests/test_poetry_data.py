@@ -37,7 +37,7 @@ def test_files_exist_with_readmes_and_stay_small():
 
 def test_chinese_poem_prompts_schema_and_splits():
     train, test = load("poems", "train.jsonl"), load("poems", "test.jsonl")
-    assert 3000 <= len(train) <= 5000 and 200 <= len(test) <= 600
+    assert (len(train), len(test)) == (3600, 360)  # data/poems/README.md
     for record in train + test:
         assert {"id", "prompt", "reference", "form", "title", "language", "meta"} <= record.keys()
         assert record["language"] == "zh" and record["form"] in POEM_FORMS

@@ -66,7 +66,7 @@ def stdin_of(monkeypatch, data: bytes) -> None:
         (lines("[1, 2, 3]"), 1, "expected a JSON object, got list"),
         (lines(PAIR, '"just a string"'), 2, "expected a JSON object, got str"),
         (lines("42"), 1, "expected a JSON object, got int"),
-        (lines("null"), 1, "expected a JSON object, got NoneType"),
+        (lines("null"), 1, "expected a JSON object, got null"),
         (lines(PAIR) + b'{"prompt": "caf\xe9"}\n', 2, "not valid UTF-8"),
         (b"\xff\xfe" + lines(PAIR), 1, "not valid UTF-8"),
         (lines({"prompt": "p", "chosen": "c"}), 1, "missing field 'rejected'"),

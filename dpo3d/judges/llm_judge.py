@@ -12,8 +12,9 @@ rerun with the same inputs sends no request at all. The API key is read from an
 environment variable and is never written to records, the cache or error messages.
 
 Each record comes back with ``score`` (float 1.0-5.0, or None when the reply did
-not parse or the call failed), ``judge`` (``"llm:<model>"``), ``judge_verdict``
-(the raw reply) and, only when something went wrong, ``judge_error``.
+not parse or the call failed), ``judge`` (``"llm:<model>"``) and ``verdict``
+``{"reply": the raw reply or None, "error": what went wrong}``, ``error`` only when
+something did. Records stream through a window of ``2 * concurrency`` requests.
 """
 
 from __future__ import annotations
@@ -25,12 +26,16 @@ import random
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..formats import as_completion
+from . import judge_failed
+from .base import Judge, ScoreTally
 from .rubric import DEFAULT_RUBRIC, check_rubric, judge_messages, parse_score
 
 NAME = "llm"
@@ -173,7 +178,7 @@ def short_error(err: BaseException, secret: str | None = None, limit: int = 300)
 # --------------------------------------------------------------------------- the judge
 
 
-class LLMJudge:
+class LLMJudge(Judge):
     """Grades records with a chat model. ``client``: an ``openai.OpenAI`` (or a fake) to use."""
 
     def __init__(
@@ -191,6 +196,15 @@ class LLMJudge:
         self.requests = 0
         self.cache_hits = 0
         self._count_lock = threading.Lock()
+        self._tally = Tally()
+
+    @property
+    def name(self) -> str:  # type: ignore[override]
+        return self.config.name
+
+    def check(self, record: dict, source: str = "<input>", position: int | None = None) -> dict:
+        """A ``prompt`` and ``completion`` the judge can read (or a TRL ``messages`` conversation)."""
+        return as_completion(record, source, position)
 
     # the client is made on first use: a run answered wholly from the cache needs none
     @property
@@ -210,12 +224,6 @@ class LLMJudge:
     def close(self) -> None:
         if self.cache is not None:
             self.cache.close()
-
-    def __enter__(self) -> LLMJudge:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
     def _backoff(self, attempt: int, err: BaseException) -> float:
         delay = self.config.backoff_s * (2**attempt) * random.uniform(0.5, 1.5)
@@ -246,13 +254,13 @@ class LLMJudge:
             return content if isinstance(content, str) else ""
 
     def judge_one(self, record: Mapping) -> dict:
-        """One record with ``score``, ``judge``, ``judge_verdict`` and maybe ``judge_error`` added."""
-        out = {key: value for key, value in record.items() if key != "judge_error"}
-        out.update(score=None, judge=self.config.name, judge_verdict=None)
+        """One record with ``score``, ``judge`` and ``verdict`` ``{reply, error?}`` (replacing an earlier judge's)."""
+        verdict: dict[str, Any] = {"reply": None}
+        out = {**record, "score": None, "judge": self.config.name, "verdict": verdict}
         try:
             messages = judge_messages(record, self.config.rubric)
         except ValueError as err:
-            out["judge_error"] = str(err)
+            verdict["error"] = str(err)
             return out
         key = self.config.cache_key(messages)
         reply = self.cache.get(key) if self.cache is not None else None
@@ -263,49 +271,90 @@ class LLMJudge:
             try:
                 reply = self._ask(messages)
             except Exception as err:
-                out["judge_error"] = short_error(err, self.config.api_key())
+                verdict["error"] = short_error(err, self.config.api_key())
                 return out
             if self.cache is not None:
                 self.cache.put(key, reply)
-        out["judge_verdict"] = reply
+        verdict["reply"] = reply
         score = parse_score(reply)
         if score is None:
-            out["judge_error"] = "no score 1-5 found in the judge's reply"
+            verdict["error"] = "no score 1-5 found in the judge's reply"
         else:
             out["score"] = float(score)
         return out
 
-    def judge(
-        self, records: Sequence[Mapping], on_progress: Callable[[int], None] | None = None
-    ) -> list[dict]:
-        """Every record judged, in input order; ``on_progress(1)`` after each one."""
+    def judge(self, records: Iterable[Mapping], on_progress: Callable[[int], None] | None = None) -> Iterator[dict]:
+        """Every record judged, in input order; ``on_progress(1)`` after each one.
+
+        Records are read as requests go out: ``concurrency`` run at once and as many wait behind
+        them, so a slow reply holds back the output, never the other requests.
+        """
         self.requests = 0
         self.cache_hits = 0
-        records = list(records)
-        results: list[dict | None] = [None] * len(records)
-        if not records:
-            return []
+        self._tally = Tally()
 
-        def work(index: int) -> None:
-            results[index] = self.judge_one(records[index])
+        def work(record: Mapping) -> dict:
+            judged = self.judge_one(record)
             if on_progress is not None:
                 on_progress(1)
+            return judged
 
-        workers = min(self.config.concurrency, len(records))
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="llm-judge") as pool:
-            for future in [pool.submit(work, index) for index in range(len(records))]:
-                future.result()
-        return results  # type: ignore[return-value]
+        window = 2 * self.config.concurrency
+        pending: deque = deque()
+        with ThreadPoolExecutor(max_workers=self.config.concurrency, thread_name_prefix="llm-judge") as pool:
+            try:
+                for record in records:
+                    pending.append(pool.submit(work, record))
+                    if len(pending) >= window:
+                        yield self._tally.add(pending.popleft().result())
+                while pending:
+                    yield self._tally.add(pending.popleft().result())
+            finally:
+                for future in pending:  # the input failed or the caller stopped: send nothing more
+                    future.cancel()
+
+    def summary(self) -> str:
+        """``judge llm: 2 judged, mean score 4.00; scores 1:0 ... 5:0; 1 failed; 1 requests, 1 from cache``."""
+        stats = self._tally.as_dict()
+        mean = f"{stats['mean']:.2f}" if stats["mean"] is not None else "n/a"
+        histogram = " ".join(f"{score}:{count}" for score, count in stats["histogram"].items())
+        return (
+            f"judge llm: {stats['judged']} judged, mean score {mean}; scores {histogram}; "
+            f"{stats['failures']} failed; {self.requests} requests, {self.cache_hits} from cache"
+        )
 
 
-def summary(records: Sequence[Mapping]) -> dict:
+class Tally:
+    """Running counts of judged records: judged, scored, failures, and how many got each score 1-5."""
+
+    def __init__(self) -> None:
+        self.judged = 0
+        self.failures = 0
+        self.scores = ScoreTally()
+        self.histogram = Counter()
+
+    def add(self, record: dict) -> dict:
+        self.judged += 1
+        self.failures += judge_failed(record)
+        score = record.get("score")
+        if isinstance(score, (int, float)) and not isinstance(score, bool):
+            self.scores.add(score)
+            self.histogram[score] += 1
+        return record
+
+    def as_dict(self) -> dict:
+        return {
+            "judged": self.judged,
+            "scored": self.scores.count,
+            "failures": self.failures,
+            "mean": self.scores.mean,
+            "histogram": {n: self.histogram[n] for n in range(1, 6)},
+        }
+
+
+def summary(records: Iterable[Mapping]) -> dict:
     """Counts for a report: judged, failures, mean score and the histogram of scores 1-5."""
-    scores = [r["score"] for r in records if isinstance(r.get("score"), (int, float))]
-    histogram = {n: sum(1 for s in scores if s == n) for n in range(1, 6)}
-    return {
-        "judged": len(records),
-        "scored": len(scores),
-        "failures": sum(1 for r in records if "judge_error" in r),
-        "mean": sum(scores) / len(scores) if scores else None,
-        "histogram": histogram,
-    }
+    tally = Tally()
+    for record in records:
+        tally.add(record)  # type: ignore[arg-type]
+    return tally.as_dict()

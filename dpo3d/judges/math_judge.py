@@ -17,14 +17,18 @@ import multiprocessing
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
+from ..inputs import chunks
 from ..prompting import boxed_answer
 from ..records import RecordError, is_text
 from . import completion_text, scored
+from .base import Judge
 
 NAME = "math"
 
@@ -165,16 +169,25 @@ def _start_method() -> str:
     return "forkserver" if "forkserver" in methods else "spawn"
 
 
-class MathJudge:
-    """Judges many answers in worker processes; a context manager owning the pool.
+class MathJudge(Judge):
+    """Judges many answers in worker processes; a :class:`~dpo3d.judges.base.Judge` owning the pool.
 
-    Enter it before starting threads of your own (a progress bar): the workers are
-    started on entry. ``size_hint`` (how many answers will come) lets a small batch
-    skip the pool and run in this process.
+    Open it (or enter it) before starting threads of your own (a progress bar): the workers
+    are started then. ``size_hint`` (how many answers will come, given here or to :meth:`open`)
+    lets a small batch skip the pool and run in this process.
     """
+
+    name = NAME
+    size_probe = INLINE_BELOW  # below this many answers no pool starts: worth reading ahead to know
 
     def __init__(self, config: MathJudgeConfig = MathJudgeConfig(), size_hint: int | None = None):
         self.config = config
+        self.workers = self._workers_for(size_hint)
+        self._pool: ProcessPoolExecutor | None = None
+        self._statuses: Counter = Counter()
+
+    def _workers_for(self, size_hint: int | None) -> int:
+        config = self.config
         workers = (os.cpu_count() or 1) if config.workers is None else config.workers
         if size_hint is not None:
             workers = min(workers, -(-size_hint // config.chunk_size))
@@ -182,10 +195,16 @@ class MathJudge:
                 workers = 0
         if threading.current_thread() is not threading.main_thread():
             workers = max(workers, 1)  # SIGALRM needs a main thread: a worker process's is one
-        self.workers = workers
-        self._pool: ProcessPoolExecutor | None = None
+        return workers
 
-    def __enter__(self) -> MathJudge:
+    def check(self, record: dict, source: str = "<input>", position: int | None = None) -> None:
+        check_candidate(record, source, position)
+
+    def open(self, size_hint: int | None = None) -> MathJudge:
+        if self._pool is not None:
+            return self
+        if size_hint is not None:
+            self.workers = self._workers_for(size_hint)
         if self.workers > 0:
             import math_verify  # noqa: F401  - imported once here, inherited by forked workers
 
@@ -197,41 +216,72 @@ class MathJudge:
             self._pool.submit(_warm_up).result()  # forks every worker now, before the caller's threads
         return self
 
-    def __exit__(self, *exc) -> None:
+    def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(cancel_futures=True)
             self._pool = None
+
+    def _verify_chunks(self, chunks: Iterable[tuple[Any, Sequence[tuple[str, str]]]]) -> Iterator[tuple[Any, list[dict]]]:
+        """``(tag, verdicts)`` for each ``(tag, jobs)`` chunk, in order, reading chunks as it goes:
+        with a pool, two chunks per worker are in flight (one running, one queued behind it)."""
+        lenient, timeout_s = self.config.lenient, self.config.timeout_s
+        if self._pool is None:
+            if threading.current_thread() is not threading.main_thread():
+                raise RuntimeError("use MathJudge as a context manager off the main thread (SIGALRM)")
+            for tag, jobs in chunks:
+                yield tag, _verify_chunk(jobs, lenient, timeout_s)
+            return
+        pending: deque = deque()
+        try:
+            for tag, jobs in chunks:
+                pending.append((tag, self._pool.submit(_verify_chunk, jobs, lenient, timeout_s)))
+                if len(pending) >= 2 * self.workers:
+                    tag, future = pending.popleft()
+                    yield tag, future.result()
+            while pending:
+                tag, future = pending.popleft()
+                yield tag, future.result()
+        finally:
+            for _, future in pending:  # the input failed or the caller stopped: drop what is queued
+                future.cancel()
 
     def verify_many(
         self, jobs: Sequence[tuple[str, str]], on_progress: Callable[[int], None] | None = None
     ) -> Iterator[dict]:
         """Verdicts for ``(completion_text, gold_text)`` jobs, in order."""
-        size = self.config.chunk_size
-        chunks = [jobs[start : start + size] for start in range(0, len(jobs), size)]
-        lenient, timeout_s = self.config.lenient, self.config.timeout_s
-        if self._pool is None:
-            if threading.current_thread() is not threading.main_thread():
-                raise RuntimeError("use MathJudge as a context manager off the main thread (SIGALRM)")
-            results: Iterator[list[dict]] = (_verify_chunk(chunk, lenient, timeout_s) for chunk in chunks)
-        else:
-            count = len(chunks)
-            results = self._pool.map(_verify_chunk, chunks, [lenient] * count, [timeout_s] * count)
-        for verdicts in results:
+        for _, verdicts in self._verify_chunks((None, chunk) for chunk in chunks(jobs, self.config.chunk_size)):
             yield from verdicts
             if on_progress:
                 on_progress(len(verdicts))
 
-    def judge(self, records: Sequence[Mapping], on_progress: Callable[[int], None] | None = None) -> Iterator[dict]:
-        """Each record with ``score`` (1.0 right, 0.0 not), ``correct``, ``judge`` and ``verdict``.
+    def judge(self, records: Iterable[Mapping], on_progress: Callable[[int], None] | None = None) -> Iterator[dict]:
+        """Each record with ``score`` (1.0 right, 0.0 not), ``correct``, ``judge`` and ``verdict``,
+        read and judged ``chunk_size`` records at a time.
 
         Records must pass :func:`check_candidate`; fields the judge does not know pass through.
         """
-        jobs = [(completion_text(record["completion"]), gold_text(record["answer"])) for record in records]
-        for record, verdict in zip(records, self.verify_many(jobs, on_progress), strict=True):
-            correct = verdict["correct"]
-            out = scored(record, NAME, 1.0 if correct else 0.0, verdict)
-            out["correct"] = correct
-            yield out
+        self._statuses = Counter()
+        jobs = (
+            (chunk, [(completion_text(record["completion"]), gold_text(record["answer"])) for record in chunk])
+            for chunk in chunks(records, self.config.chunk_size)
+        )
+        for chunk, verdicts in self._verify_chunks(jobs):
+            for record, verdict in zip(chunk, verdicts, strict=True):
+                correct = verdict["correct"]
+                out = scored(record, NAME, 1.0 if correct else 0.0, verdict)
+                out["correct"] = correct
+                self._statuses[verdict["status"]] += 1
+                yield out
+            if on_progress:
+                on_progress(len(verdicts))
+
+    def summary(self) -> str:
+        """``judge math: 12/24 right (50.0%); correct 12, wrong 8, no_answer 4``."""
+        total = sum(self._statuses.values())
+        right = self._statuses.get("correct", 0)
+        share = f" ({right / total:.1%})" if total else ""
+        details = ", ".join(f"{status} {count}" for status, count in self._statuses.most_common())
+        return f"judge math: {right}/{total} right{share}; {details}"
 
 
 def judge_math(

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ..records import is_messages
+from ..records import message_text
 from . import completion_text
 
 REQUIRED_PLACEHOLDERS = ("{question}", "{response}")
@@ -137,12 +137,10 @@ def parse_score(text: str | None) -> int | None:
 
 def question_text(prompt: Any) -> str:
     """A record's question: the prompt string, or the content of its last user message."""
-    if isinstance(prompt, str):
-        return prompt
-    if is_messages(prompt):
-        users = [m["content"] for m in prompt if m.get("role") == "user"]
-        return users[-1] if users else prompt[-1]["content"]
-    raise ValueError("field 'prompt' should be a string or a list of chat messages")
+    try:
+        return message_text(prompt, role="user", last=True)
+    except ValueError:
+        raise ValueError("field 'prompt' should be a string or a list of chat messages") from None
 
 
 def reference_text(record: Mapping) -> str | None:

@@ -36,21 +36,13 @@ from typing import Any
 
 from dpo3d.poetry.text import FENCE, NOTES, PREAMBLE, clean_line
 from dpo3d.poetry.tones import is_han
+from dpo3d.records import message_text
 
 _SLOGAN_LABEL = re.compile(r"^\s*(?:slogan|tagline|标语|口号|广告语|宣传语)\s*[:：]\s*", re.IGNORECASE)
 _QUOTES = "\"'“”‘’「」『』《》"
 _EN_WORD = re.compile(r"[A-Za-z0-9]+(?:['’\-][A-Za-z0-9]+)*")
 _LATIN_RUN = re.compile(r"[A-Za-z0-9]+")
 COPY_SHARE = 0.6
-
-
-def message_text(value: Any) -> str:
-    """A prompt or completion as text: a string, or the contents of chat messages joined by newlines."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, list):
-        return "\n".join(str(m.get("content", "")) for m in value if isinstance(m, Mapping))
-    raise ValueError(f"expected a string or a list of chat messages, got {type(value).__name__}")
 
 
 def extract_slogan(completion: str) -> str:

@@ -6,8 +6,10 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..records import PAIRS, RecordError, read_records
-from ..sequences import EncodedPair, encode_pair
+from .. import formats, inputs
+from ..encoding_cache import default_cache, encode_cached
+from ..records import RecordError
+from ..sequences import EncodedPair
 
 
 @dataclass
@@ -25,35 +27,43 @@ class PairSet:
         return [max(len(c), len(r)) for c, r in zip(self.chosen, self.rejected, strict=True)]
 
 
-def _unseen_texts(record: dict, source: str, line: int) -> list:
+def _unseen_texts(record: dict, source: str) -> list:
     """A pair's `unseen` field: other candidates of its group (strings or candidate records)."""
     items = record.get("unseen") or []
     if not isinstance(items, list):
-        raise RecordError(source, line, "field 'unseen' should be a list of candidates")
+        raise RecordError(source, None, f"pair '{record['id']}': field 'unseen' should be a list of candidates")
     texts = []
     for item in items:
         text = item.get("completion") if isinstance(item, dict) else item
         if not isinstance(text, str):
-            raise RecordError(source, line, "each 'unseen' candidate should be a string or have a 'completion' string")
+            raise RecordError(source, None, f"pair '{record['id']}': each 'unseen' candidate should be a string or have a 'completion' string")
         texts.append(text)
     return texts
 
 
-def load_pairs(path: str | Path, tokenizer, max_length: int, unseen_limit: int = 64, seed: int = 0) -> PairSet:
-    records = read_records(path, PAIRS)
-    chosen = [encode_pair(tokenizer, r["prompt"], r["chosen"], max_length) for r in records]
-    rejected = [encode_pair(tokenizer, r["prompt"], r["rejected"], max_length) for r in records]
-    for index, (c, r) in enumerate(zip(chosen, rejected, strict=True)):
-        if not c.response_ids or not r.response_ids:
-            raise RecordError(str(path), index + 1, "a response is empty after tokenisation/truncation (raise --max-length)")
-    candidates = [
-        (index, text)
-        for index, record in enumerate(records)
-        for text in _unseen_texts(record, str(path), index + 1)
-    ]
+def load_pairs(
+    spec: str | Path | inputs.DataSpec,
+    tokenizer,
+    max_length: int,
+    unseen_limit: int = 64,
+    seed: int = 0,
+    cache: Path | None | str = "default",
+) -> PairSet:
+    """Pairs in any TRL preference format from any source of :mod:`dpo3d.inputs`, tokenised
+    (through the encoding cache: ``"default"`` is ``$DPO3D_CACHE/encoded``, None disables it)."""
+    source = inputs.open_source(spec)
+    records = inputs.read(source, formats.as_pair, ids=True)
+    candidates = [(index, text) for index, record in enumerate(records) for text in _unseen_texts(record, source.name)]
     random.Random(seed).shuffle(candidates)
     candidates = sorted(candidates[:unseen_limit])
-    unseen = [encode_pair(tokenizer, records[i]["prompt"], text, max_length) for i, text in candidates]
+    items = [(r["prompt"], r["chosen"]) for r in records] + [(r["prompt"], r["rejected"]) for r in records]
+    items += [(records[i]["prompt"], text) for i, text in candidates]
+    encoded, _ = encode_cached(tokenizer, items, max_length, default_cache() if cache == "default" else cache)
+    n = len(records)
+    chosen, rejected, unseen = encoded[:n], encoded[n : 2 * n], encoded[2 * n :]
+    for record, c, r in zip(records, chosen, rejected, strict=True):
+        if not c.response_ids or not r.response_ids:
+            raise RecordError(source.name, None, f"pair '{record['id']}': a response is empty after tokenisation/truncation (raise --max-length)")
     return PairSet(records, chosen, rejected, unseen, [i for i, _ in candidates])
 
 
