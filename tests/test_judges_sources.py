@@ -17,7 +17,7 @@ from dpo3d.judges.rules import poem_judge, slogan_judge
 from dpo3d.records import RecordError, Row
 from dpo3d_cli import build_pairs, eval_math, eval_poem, judge
 
-from .test_cli_eval import MATH
+from .test_cli_eval import MATH as ANSWERS  # base: 2 of 3 right; dpo: 1 of 3 right
 
 app = typer.Typer(pretty_exceptions_enable=False)
 app.add_typer(judge.app, name="judge")
@@ -274,7 +274,6 @@ def test_build_pairs_names_the_parquet_row_and_writes_nothing(tmp_path):
 
 # --------------------------------------------------------------------------- eval-math / eval-poem --completions
 
-ANSWERS = MATH  # base: 2 of 3 right; dpo: 1 of 3 right
 
 
 @pytest.mark.parametrize("shape", SHAPES)
