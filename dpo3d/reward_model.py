@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from .logprobs import collate, length_sorted_batches
-from .models import LoadOptions, _from_pretrained, load_tokenizer, resolve
+from .models import ADAPTER_CONFIG, LoadOptions, load_pretrained, load_tokenizer
 from .sequences import EncodedPair, encode_pair
 
 
@@ -36,11 +36,15 @@ def reward_pad_id(tokenizer) -> int:
 
 
 def is_reward_model(spec: str) -> bool:
-    """Whether a model folder already holds a sequence-classification (reward) model."""
+    """Whether a model folder already holds a sequence-classification (reward) model, or a LoRA
+    adapter of one (``dpo3d train-rm --lora-r``)."""
+    import json
+
     path = Path(spec).expanduser()
+    if (path / ADAPTER_CONFIG).is_file():
+        return json.loads((path / ADAPTER_CONFIG).read_text()).get("task_type") == "SEQ_CLS"
     if not (path / "config.json").is_file():
         return False
-    import json
 
     architectures = json.loads((path / "config.json").read_text()).get("architectures") or []
     return any(name.endswith("ForSequenceClassification") for name in architectures)
@@ -53,10 +57,7 @@ def load_reward_model(spec: str, options: LoadOptions = LoadOptions()):
     tokenizer = load_tokenizer(spec, options)
     pad_id = reward_pad_id(tokenizer)
     tokenizer.pad_token = tokenizer.convert_ids_to_tokens(pad_id)
-    model = _from_pretrained(
-        AutoModelForSequenceClassification, resolve(spec), spec, num_labels=1, dtype=options.dtype,
-        trust_remote_code=options.trust_remote_code,
-    )
+    model = load_pretrained(AutoModelForSequenceClassification, spec, options, num_labels=1)
     model.config.pad_token_id = pad_id
     model.eval()
     return model, tokenizer

@@ -74,15 +74,15 @@ class Stop(Exception):
 
 def test_resume_after_a_crash_ends_like_an_uninterrupted_run(yes_no, tmp_path):
     policy, prompts = yes_no
-    whole = train_ppo(config(policy, prompts, tmp_path / "whole", steps=4))
+    whole = train_ppo(config(policy, prompts, tmp_path / "whole", max_steps=4))
 
     def crash(step):
         if step == 3:
             raise Stop
 
     with pytest.raises(Stop):
-        train_ppo(config(policy, prompts, tmp_path / "cut", steps=4, save_every=2), LoopCallbacks(on_step=crash))
-    resumed = train_ppo(config(policy, prompts, tmp_path / "cut", steps=4, save_every=2, resume=True))
+        train_ppo(config(policy, prompts, tmp_path / "cut", max_steps=4, save_every=2), LoopCallbacks(on_step=crash))
+    resumed = train_ppo(config(policy, prompts, tmp_path / "cut", max_steps=4, save_every=2, resume=True))
     strip = lambda path: [{k: v for k, v in r.items() if k != "seconds"} for r in read_log(path)]  # noqa: E731
     assert strip(resumed.out / "metrics.jsonl") == strip(whole.out / "metrics.jsonl")
 
@@ -105,7 +105,7 @@ def test_two_process_accelerate_run(yes_no, tmp_path):
     result = subprocess.run(
         [launcher, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
          "--dynamo_backend", "no", "-m", "dpo3d", "ppo", "--prompts", str(prompts), "--reward", "contains:yes",
-         "--model", str(policy), "--out", str(tmp_path / "two"), "--steps", "2", "--rollout-batch", "4",
+         "--model", str(policy), "--out", str(tmp_path / "two"), "--max-steps", "2", "--rollout-batch", "4",
          "--minibatch", "2", "--ppo-epochs", "1", "--max-new-tokens", "4", "--temperature", "1.0", "--lr", "1e-3",
          "--device", "cpu"],
         capture_output=True, text=True, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"},

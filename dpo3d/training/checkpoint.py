@@ -1,10 +1,11 @@
 """Resumable checkpoints, written atomically.
 
 ``OUT/checkpoint/`` holds the latest resumable state: the model as a Hugging
-Face folder (safetensors) plus ``trainer_state.pt`` (optimizer, scheduler, RNG,
-step), a tensors-only file loaded with ``weights_only=True`` (no pickled
-objects). A new checkpoint is staged in a temporary folder and swapped in with
-renames, so a run killed at any instant leaves the previous one intact.
+Face folder (safetensors; a LoRA run's adapter folder) plus ``trainer_state.pt``
+(optimizer, scheduler, RNG, step), a tensors-only file loaded with
+``weights_only=True`` (no pickled objects). A new checkpoint is staged in a
+temporary folder and swapped in with renames, so a run killed at any instant
+leaves the previous one intact.
 """
 
 from __future__ import annotations
@@ -18,8 +19,11 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
+from ..lora import is_adapted, load_adapter_weights
+
 STATE_FILE = "trainer_state.pt"
 LATEST = "checkpoint"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"  # peft's file: a LoRA run's checkpoint holds only its adapter
 
 
 @dataclass
@@ -81,6 +85,12 @@ def load(folder: Path, model, extra_models: dict | None = None) -> TrainerState:
 
 
 def _load_weights(folder: Path, model) -> None:
+    adapter = Path(folder) / ADAPTER_WEIGHTS
+    if adapter.is_file():  # a LoRA run checkpoints its adapter alone
+        load_adapter_weights(model, adapter)
+        return
+    if is_adapted(model):
+        raise ValueError(f"{folder}: holds a full model, but this run trains a LoRA adapter (resume without --lora-r)")
     weights = load_file(str(Path(folder) / "model.safetensors"))
     missing, unexpected = model.load_state_dict(weights, strict=False)
     # tied embeddings are saved once; anything else missing is a real mismatch

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from . import precision, tracking
+
 
 @dataclass
 class LoopConfig:
@@ -23,7 +25,11 @@ class LoopConfig:
     save_every: int = 0  # 0: only at the end
     resume: bool = False
     cpu: bool = False
+    mixed_precision: str | None = None  # no | bf16 | fp16 (float32 master weights, autocast); None: accelerate launch's, else no
+    gradient_checkpointing: bool = False  # recompute activations in the backward pass: less memory, ~30% more compute
+    report_to: str = "none"  # comma list of experiment trackers (tensorboard, wandb, mlflow, trackio, ...), or none
     extra: dict = field(default_factory=dict)  # the task's own settings, recorded in run_config.json
+    invocation: dict | None = None  # the command line that started the run (run_config.json; --config replays it)
 
     def validate(self) -> None:
         if self.lr <= 0:
@@ -36,6 +42,8 @@ class LoopConfig:
             raise ValueError("--schedule must be cosine, linear or constant")
         if not 0 <= self.warmup_ratio < 1:
             raise ValueError("--warmup-ratio must be in [0, 1)")
+        precision.resolve(self.mixed_precision)
+        tracking.parse(self.report_to)
 
     def to_json(self) -> dict:
         data = asdict(self)

@@ -6,9 +6,13 @@ import gc
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .. import inputs, lora
+from ..lora import LoRAConfig
 from ..losses import get_loss
 from ..models import LoadOptions, load_causal_lm, load_tokenizer
+from ..pair_extras import truncate_to_shared
 from ..records import read_log, write_json
+from . import precision
 from . import reference as ref_cache
 from .config import LoopConfig, is_main_process
 from .dpo_task import DPOSettings, DPOTask
@@ -19,34 +23,41 @@ from .pairs_data import load_pairs, probe_indices
 @dataclass
 class DPORunConfig:
     model: str
-    pairs: Path
+    pairs: str | Path | inputs.DataSpec
     loop: LoopConfig
     loss: str = "dpo"
     hyperparameters: dict = field(default_factory=dict)
     ref: str | None = None  # None: the starting policy
-    eval_pairs: Path | None = None
+    eval_pairs: str | Path | inputs.DataSpec | None = None
     max_length: int = 1024
     probe_size: int = 16
     unseen_limit: int = 64
     grad_split_every: int = 0
-    eval_every: int = 0
+    eval_every: int = 10  # with eval_pairs: evaluate every N steps (and the first and last)
     load: LoadOptions = field(default_factory=LoadOptions)
+    lora: LoRAConfig = field(default_factory=LoRAConfig)  # r = 0: full fine-tuning
 
 
 def _reference_logps(config: DPORunConfig, policy, tokenizer, groups) -> dict:
     """Cached if the fingerprint matches; else computed (with --ref, or the starting policy) and stored."""
     reference_name = config.ref or config.model
-    key = ref_cache.fingerprint(reference_name, groups)
+    # the reference is scored under the autocast training uses, so policy and reference agree at step 0
+    mixed = precision.resolve(config.loop.mixed_precision)
+    key = ref_cache.fingerprint(reference_name if mixed == "no" else f"{reference_name} ({mixed} autocast)", groups)
     found = ref_cache.cached(config.loop.out, key)
     if found is not None:
         return found
-    if config.ref is None or config.ref == config.model:
-        tensors = ref_cache.compute(policy, groups, tokenizer.pad_token_id, config.loop.batch_size * 2)
-    else:
-        reference = load_causal_lm(config.ref, config.load).to(next(policy.parameters()).device)
-        tensors = ref_cache.compute(reference, groups, tokenizer.pad_token_id, config.loop.batch_size * 2)
-        del reference  # the reference model is not kept in memory during training
-        gc.collect()
+    device = precision.run_device(config.loop.cpu)
+    precision.check_device(mixed, device)
+    policy.to(device)  # accelerate would place it there anyway; a GPU scores far faster than the host
+    with precision.autocast(mixed, device):
+        if config.ref is None or config.ref == config.model:
+            tensors = ref_cache.compute(policy, groups, tokenizer.pad_token_id, config.loop.batch_size * 2)
+        else:
+            reference = load_causal_lm(config.ref, config.load).to(device)
+            tensors = ref_cache.compute(reference, groups, tokenizer.pad_token_id, config.loop.batch_size * 2)
+            del reference  # the reference model is not kept in memory during training
+            gc.collect()
     if is_main_process():
         ref_cache.store(config.loop.out, key, tensors)
     return tensors
@@ -55,6 +66,7 @@ def _reference_logps(config: DPORunConfig, policy, tokenizer, groups) -> dict:
 def train_dpo(config: DPORunConfig, callbacks: LoopCallbacks | None = None, on_status=lambda message: None) -> RunResult:
     spec = get_loss(config.loss)
     hyper = spec.select(config.hyperparameters)
+    config.lora.validate()  # before the reference pass, not after it
     on_status(f"loading {config.model}")
     tokenizer = load_tokenizer(config.model, config.load)
     policy = load_causal_lm(config.model, config.load)
@@ -64,9 +76,16 @@ def train_dpo(config: DPORunConfig, callbacks: LoopCallbacks | None = None, on_s
     groups = {"chosen": pairs.chosen, "rejected": pairs.rejected, "unseen": pairs.unseen}
     if eval_pairs is not None:
         groups.update({"eval_chosen": eval_pairs.chosen, "eval_rejected": eval_pairs.rejected})
+    if "shared" in spec.inputs:  # LD-DPO: the reference's log-probs over each pair's shared length too
+        groups.update(zip(("chosen_shared", "rejected_shared"), truncate_to_shared(pairs.chosen, pairs.rejected), strict=True))
+        if eval_pairs is not None:
+            groups.update(zip(("eval_chosen_shared", "eval_rejected_shared"), truncate_to_shared(eval_pairs.chosen, eval_pairs.rejected), strict=True))
     on_status("reference log-probs (once, cached beside the run)")
     # reference-free losses (simpo, slic) ignore it, but the diagnostics still measure change from it
     reference = _reference_logps(config, policy, tokenizer, groups)
+    # the adapter comes after the reference pass: the reference is the plain starting policy
+    policy = lora.for_training(policy, config.lora, config.model, seed=config.loop.seed)
+    on_status(lora.trainable_summary(policy).message())
     baseline = None
     if config.loop.resume:
         first = next((r for r in read_log(Path(config.loop.out) / "metrics.jsonl") if r.get("step") == 0), None)
@@ -91,13 +110,16 @@ def train_dpo(config: DPORunConfig, callbacks: LoopCallbacks | None = None, on_s
     )
     config.loop.extra = {
         "task": "dpo", "model": config.model, "ref": config.ref or config.model, "pairs": str(config.pairs),
+        **inputs.DataSpec.of(config.pairs).options(),
         "eval_pairs": str(config.eval_pairs) if config.eval_pairs else None, "loss": spec.name,
         "loss_source": spec.source, "log_probs": spec.log_probs, "hyperparameters": hyper,
         "max_length": config.max_length, "probe_size": config.probe_size, "unseen_candidates": len(pairs.unseen),
-        "grad_split_every": config.grad_split_every, "eval_every": config.eval_every,
+        "grad_split_every": config.grad_split_every, "eval_every": config.eval_every, "lora": config.lora.to_json(),
     }
     on_status("training")
     result = train(policy, tokenizer, task, config.loop, callbacks)
     if is_main_process():
         write_json({"three_d_events": task.detector.events, "final": result.last_record}, Path(config.loop.out) / "summary.json")
+        if config.lora.merge:
+            on_status(f"merged model → {lora.save_merged(policy, tokenizer, Path(config.loop.out) / lora.MERGED_FOLDER)}")
     return result

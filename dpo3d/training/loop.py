@@ -14,6 +14,7 @@ import os
 import shutil
 import tempfile
 import time
+import warnings
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,10 +23,11 @@ from typing import Protocol
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.state import AcceleratorState
+from accelerate.utils import DistributedType, set_seed
 
 from ..records import AppendLog, json_safe, read_log, write_json, write_records
-from . import batches, checkpoint
+from . import batches, checkpoint, precision, tracking
 from .config import LoopConfig
 
 
@@ -108,6 +110,22 @@ def open_run(out: Path, resume: bool, accelerator, model, extra_models: dict | N
     return checkpoint.load(found, model, extra_models)
 
 
+def make_accelerator(cpu: bool, mixed_precision: str | None, report_to: str, out: Path) -> tuple[Accelerator, list[str]]:
+    """The run's Accelerator (its device, mixed precision and trackers) and the tracker names asked for."""
+    names = tracking.parse(report_to)
+    tracking.check_available(names)
+    wanted = precision.resolve(mixed_precision)
+    shared = AcceleratorState._shared_state
+    if shared and shared.get("_mixed_precision") != wanted and shared.get("distributed_type") != DistributedType.DEEPSPEED:
+        # another run in this process (a notebook, the tests) with another precision: accelerate keeps its state
+        # in a process-wide singleton that refuses changes, and no run is in flight between two calls of train()
+        AcceleratorState._reset_state()
+    accelerator = Accelerator(cpu=cpu, mixed_precision=wanted, log_with=names or None,
+                              project_dir=str(tracking.logging_dir(out)) if names else None)
+    precision.check_device(accelerator.mixed_precision, accelerator.device)
+    return accelerator, names
+
+
 def stop_unless_finite(accelerator, finite: bool, out: Path, step: int, what: str, advice: str) -> None:
     """Raise NonFiniteLoss on every process when any process saw a non-finite loss at ``step``."""
     bad = accelerator.reduce(torch.tensor([0.0 if finite else 1.0], device=accelerator.device), "sum")
@@ -124,7 +142,7 @@ def train(model, tokenizer, task: Task, config: LoopConfig, callbacks: LoopCallb
     config.validate()
     callbacks = callbacks or LoopCallbacks()
     out = Path(config.out)
-    accelerator = Accelerator(cpu=config.cpu)
+    accelerator, trackers_wanted = make_accelerator(config.cpu, config.mixed_precision, config.report_to, out)
     set_seed(config.seed)
     processes, rank, main = accelerator.num_processes, accelerator.process_index, accelerator.is_main_process
     lengths = task.lengths()
@@ -135,7 +153,13 @@ def train(model, tokenizer, task: Task, config: LoopConfig, callbacks: LoopCallb
     if hasattr(task, "total_steps"):  # tasks that evaluate every N steps also evaluate the last one
         task.total_steps = total
 
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    if (low := precision.low_precision_warning(model)) is not None:
+        warnings.warn(low, stacklevel=2)
+    if config.gradient_checkpointing:
+        precision.enable_gradient_checkpointing(model)
+    # only what trains: a LoRA run's frozen base gets no optimizer slot
+    trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
     scheduler = _scheduler(config, optimizer, total)
     state = open_run(out, config.resume, accelerator, model)
     start = state.step if state is not None else 0
@@ -147,10 +171,13 @@ def train(model, tokenizer, task: Task, config: LoopConfig, callbacks: LoopCallb
         torch.set_rng_state(state.torch_rng)
         if main:
             truncate_metrics(metrics_path, start)
+    run_config = {"steps": total, "global_batch": global_size, "processes": processes, **config.to_json(),
+                  "mixed_precision": accelerator.mixed_precision}
     if main:
         out.mkdir(parents=True, exist_ok=True)
-        write_json({"steps": total, "global_batch": global_size, "processes": processes, **config.to_json()}, out / "run_config.json")
+        write_json(run_config, out / "run_config.json")
     accelerator.wait_for_everyone()
+    trackers = tracking.Trackers(accelerator, trackers_wanted, out, run_config)
     log = AppendLog(metrics_path) if main else None
     unwrapped = accelerator.unwrap_model(model)
 
@@ -158,13 +185,15 @@ def train(model, tokenizer, task: Task, config: LoopConfig, callbacks: LoopCallb
         was_training = unwrapped.training
         unwrapped.eval()
         try:
-            return task.probe(unwrapped, step, indices)
+            with accelerator.autocast():  # the probes and evaluations see the model as training does
+                return task.probe(unwrapped, step, indices)
         finally:
             unwrapped.train(was_training)
 
     if start == 0 and main:
         record = json_safe({"step": 0, **measure(0, [])})
         log.write(record)
+        trackers.log(record)
         callbacks.on_log(record)
     callbacks.on_start(start, total)
 
@@ -185,7 +214,8 @@ def train(model, tokenizer, task: Task, config: LoopConfig, callbacks: LoopCallb
                 indices = batches.micro_batch(global_batch, lengths, micro, rank, processes, config.grad_accum)
                 sync = contextlib.nullcontext() if micro == config.grad_accum - 1 else accelerator.no_sync(model)
                 with sync:
-                    loss, metrics = task.loss(model, indices)
+                    with accelerator.autocast():
+                        loss, metrics = task.loss(model, indices)
                     finite = finite and bool(torch.isfinite(loss.detach()))
                     accelerator.backward(loss / config.grad_accum)
                 for key, value in metrics.items():
@@ -194,11 +224,13 @@ def train(model, tokenizer, task: Task, config: LoopConfig, callbacks: LoopCallb
             if config.max_grad_norm:
                 grad_norm = accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
             else:
+                accelerator.unscale_gradients()  # fp16's loss scaling: measure the true gradient
                 grad_norm = torch.linalg.vector_norm(
                     torch.stack([p.grad.norm() for p in model.parameters() if p.grad is not None])
                 )
             optimizer.step()
-            scheduler.step()
+            if not accelerator.optimizer_step_was_skipped:  # fp16: an overflowing step is skipped, not scheduled
+                scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             done = step + 1
             callbacks.on_step(done)
@@ -216,10 +248,13 @@ def train(model, tokenizer, task: Task, config: LoopConfig, callbacks: LoopCallb
                 }
                 if main:
                     record.update(measure(done, indices))
-                    for warning in task.check(record):
+                    raised = task.check(record)
+                    for warning in raised:
                         callbacks.on_warning(warning)
                     record = json_safe(record)
                     log.write(record)
+                    trackers.log(record)
+                    trackers.warnings(done, raised)
                     callbacks.on_log(record)
                 last_record = record
             if config.save_every and done % config.save_every == 0 and done < total:
@@ -233,6 +268,7 @@ def train(model, tokenizer, task: Task, config: LoopConfig, callbacks: LoopCallb
     finally:
         if log is not None:
             log.close()
+        trackers.end()
 
     if main:
         save_final(unwrapped, tokenizer, out)

@@ -15,22 +15,25 @@ prompts and the gradients are averaged, as in the other trainers.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import random
 import shutil
 import statistics
 import time
+import warnings
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from accelerate import Accelerator
 from accelerate.utils import set_seed
 
+from .. import lora
 from ..datasets import load_prompts
 from ..generation import SamplingConfig, chunk_seed, generate_ids
 from ..logprobs import collate
+from ..lora import LoRAConfig
 from ..losses.ppo import (
     clipped_policy_loss,
     clipped_value_loss,
@@ -43,8 +46,17 @@ from ..models import LoadOptions, load_causal_lm, load_tokenizer
 from ..records import AppendLog, RecordError, json_safe, write_json
 from ..rewards import make_reward, needed_fields
 from ..sequences import EncodedPair, encode_prompt
-from . import checkpoint
-from .loop import LoopCallbacks, RunResult, open_run, save_final, stop_unless_finite, truncate_metrics
+from . import checkpoint, precision, tracking
+from .config import LoopConfig
+from .loop import (
+    LoopCallbacks,
+    RunResult,
+    make_accelerator,
+    open_run,
+    save_final,
+    stop_unless_finite,
+    truncate_metrics,
+)
 from .ppo_tokens import load_value_model, policy_token_stats, response_grid, token_values, without_dropout
 
 VALUE_FOLDER = "value"
@@ -59,14 +71,14 @@ class PPOConfig:
     ref: str | None = None  # the KL anchor; default: the starting policy
     value_model: str | None = None  # default: the reward model for rm:..., else the starting policy
     limit: int | None = None
-    steps: int = 20
+    max_steps: int = 20
     rollout_batch: int = 8  # prompts per process per step
     minibatch: int = 4
     ppo_epochs: int = 4
     lr: float = 1e-6
     value_lr: float | None = None  # default: 10 × lr (a fresh value head must move faster than the policy)
     kl_coef: float = 0.05
-    gamma: float = 1.0
+    gae_gamma: float = 1.0  # the GAE discount (train-dpo's gamma is SimPO's margin)
     lam: float = 0.95
     clip_range: float = 0.2
     clip_range_value: float = 0.2
@@ -81,19 +93,28 @@ class PPOConfig:
     save_every: int = 0
     resume: bool = False
     cpu: bool = False
+    mixed_precision: str | None = LoopConfig.mixed_precision
+    gradient_checkpointing: bool = LoopConfig.gradient_checkpointing
+    report_to: str = LoopConfig.report_to
     load: LoadOptions = field(default_factory=LoadOptions)
+    # r > 0: LoRA on the policy and the value model; the KL reference is then the policy with its adapter off
+    lora: LoRAConfig = field(default_factory=LoRAConfig)
+    invocation: dict | None = None  # the command line that started the run (run_config.json; --config replays it)
 
     def validate(self) -> None:
-        if self.steps < 1 or self.rollout_batch < 1 or self.minibatch < 1 or self.ppo_epochs < 1:
-            raise ValueError("--steps, --rollout-batch, --minibatch and --ppo-epochs must be at least 1")
+        if self.max_steps < 1 or self.rollout_batch < 1 or self.minibatch < 1 or self.ppo_epochs < 1:
+            raise ValueError("--max-steps, --rollout-batch, --minibatch and --ppo-epochs must be at least 1")
         if self.minibatch > self.rollout_batch:
             raise ValueError("--minibatch cannot exceed --rollout-batch")
         if self.lr <= 0 or self.kl_coef < 0 or self.temperature <= 0:
             raise ValueError("--lr and --temperature must be positive, --kl-coef >= 0")
-        if not (0 <= self.gamma <= 1 and 0 <= self.lam <= 1):
-            raise ValueError("--gamma and --lam must lie in [0, 1]")
+        if not (0 <= self.gae_gamma <= 1 and 0 <= self.lam <= 1):
+            raise ValueError("--gae-gamma and --lam must lie in [0, 1]")
         if self.clip_range <= 0 or self.clip_range_value <= 0:
             raise ValueError("--clip-range and --clip-range-value must be positive")
+        precision.resolve(self.mixed_precision)
+        tracking.parse(self.report_to)
+        self.lora.validate()
 
     def to_json(self) -> dict:
         data = asdict(self)
@@ -124,16 +145,23 @@ class PPOTrainer:
     def __init__(self, config: PPOConfig, callbacks: LoopCallbacks | None = None, on_status=lambda message: None):
         config.validate()
         self.config, self.callbacks, self.status = config, callbacks or LoopCallbacks(), on_status
-        self.accelerator = Accelerator(cpu=config.cpu)
+        self.accelerator, self.trackers_wanted = make_accelerator(config.cpu, config.mixed_precision, config.report_to,
+                                                                  Path(config.out))
         set_seed(config.seed)
         self.out = Path(config.out)
         on_status(f"loading {config.model} (policy), its reference and a value model")
         self.tokenizer = load_tokenizer(config.model, config.load)
-        self.policy = without_dropout(load_causal_lm(config.model, config.load))
-        self.ref = load_causal_lm(config.ref or config.model, config.load).to(self.accelerator.device)
-        self.ref.requires_grad_(False)
+        policy = load_causal_lm(config.model, config.load)
+        # dropout off after the adapter is added: the LoRA path's dropout too
+        self.policy = without_dropout(lora.for_training(policy, config.lora, config.model, seed=config.seed))
+        self.ref = None  # a LoRA policy is its own reference: the base, with the adapter switched off
+        if not (config.lora.enabled and config.ref in (None, config.model)):
+            self.ref = load_causal_lm(config.ref or config.model, config.load).to(self.accelerator.device)
+            self.ref.requires_grad_(False)
         value_spec = config.value_model or (config.reward[3:] if config.reward.startswith("rm:") else config.model)
-        self.value = without_dropout(load_value_model(value_spec, config.load))
+        value = lora.for_training(load_value_model(value_spec, config.load), config.lora, value_spec, "value", config.seed)
+        self.value = without_dropout(value)
+        on_status(lora.trainable_summary(self.policy, self.value).message() + " (policy and value model)")
         self.reward_fn = make_reward(config.reward, self.accelerator.device, config.load, config.max_prompt_length + config.max_new_tokens)
         self.prompts = load_prompts(config.prompts, limit=config.limit)
         self._check_prompts()
@@ -191,14 +219,15 @@ class PPOTrainer:
         batch = collate(sequences, self.tokenizer.pad_token_id, "right").to(device)
         lengths = torch.tensor([len(s.response_ids) for s in sequences], device=device)
         old_logprobs, _ = policy_token_stats(policy, batch, lengths, cfg.temperature)
-        ref_logprobs, _ = policy_token_stats(self.ref, batch, lengths, cfg.temperature)
+        with lora.adapter_disabled(policy) if self.ref is None else contextlib.nullcontext(self.ref) as reference:
+            ref_logprobs, _ = policy_token_stats(reference, batch, lengths, cfg.temperature)
         old_values = token_values(value, batch, lengths)
         _, mask = response_grid(batch, lengths)
         mask = mask.float()
         scores = scores.to(device)
         rewards, kl = kl_penalised_rewards(old_logprobs, ref_logprobs, scores, mask, cfg.kl_coef)
-        advantages, returns = gae(rewards, old_values, mask, cfg.gamma, cfg.lam)
-        advantages = masked_whiten(advantages, mask)
+        advantages, returns = gae(rewards, old_values, mask, cfg.gae_gamma, cfg.lam)
+        advantages = whiten_advantages(self.accelerator, advantages, mask)
         return Rollout(sequences, mask, old_logprobs, ref_logprobs, old_values, advantages, returns, scores, kl,
                        stopped, completions)
 
@@ -227,17 +256,17 @@ class PPOTrainer:
                     return tensor[index][:, :width]
 
                 mask = pick(rollout.mask)
-                logprobs, entropy = policy_token_stats(policy, batch, lengths, cfg.temperature, entropy=True)
-                values = token_values(value, batch, lengths)
-                pg = clipped_policy_loss(logprobs, pick(rollout.old_logprobs), pick(rollout.advantages), mask, cfg.clip_range)
-                vf = clipped_value_loss(values, pick(rollout.old_values), pick(rollout.returns), mask, cfg.clip_range_value)
-                loss = pg.loss + cfg.vf_coef * vf.loss
+                with self.accelerator.autocast():
+                    logprobs, entropy = policy_token_stats(policy, batch, lengths, cfg.temperature, entropy=True)
+                    values = token_values(value, batch, lengths)
+                    pg = clipped_policy_loss(logprobs, pick(rollout.old_logprobs), pick(rollout.advantages), mask, cfg.clip_range)
+                    vf = clipped_value_loss(values, pick(rollout.old_values), pick(rollout.returns), mask, cfg.clip_range_value)
+                    loss = pg.loss + cfg.vf_coef * vf.loss
                 stop_unless_finite(self.accelerator, bool(torch.isfinite(loss.detach())), self.out, step + 1,
                                    "PPO loss", "Lower --lr or raise --kl-coef, then --resume.")
                 self.accelerator.backward(loss)
                 if cfg.max_grad_norm:  # each model clipped on its own: value gradients cannot shrink the policy's step
-                    self.accelerator.clip_grad_norm_(policy_params, cfg.max_grad_norm)
-                    self.accelerator.clip_grad_norm_(value_params, cfg.max_grad_norm)
+                    clip_each(self.accelerator, (policy_params, value_params), cfg.max_grad_norm)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
                 stats["policy_loss"].append(float(pg.loss.detach()))
@@ -273,9 +302,14 @@ class PPOTrainer:
         cfg, acc, out = self.config, self.accelerator, self.out
         main = acc.is_main_process
         metrics_path = out / "metrics.jsonl"
+        for model in (self.policy, self.value):
+            if (low := precision.low_precision_warning(model)) is not None:
+                warnings.warn(low, stacklevel=2)
+            if cfg.gradient_checkpointing:
+                precision.enable_gradient_checkpointing(model)
         optimizer = torch.optim.AdamW(
-            [{"params": list(self.policy.parameters()), "lr": cfg.lr},
-             {"params": list(self.value.parameters()), "lr": cfg.value_lr or 10 * cfg.lr}],
+            [{"params": [p for p in self.policy.parameters() if p.requires_grad], "lr": cfg.lr},
+             {"params": [p for p in self.value.parameters() if p.requires_grad], "lr": cfg.value_lr or 10 * cfg.lr}],
             eps=1e-5,
         )
         state = open_run(out, cfg.resume, acc, self.policy, {VALUE_FOLDER: self.value})
@@ -286,29 +320,33 @@ class PPOTrainer:
             torch.set_rng_state(state.torch_rng)
             if main:
                 truncate_metrics(metrics_path, start)
+        run_config = {"steps": cfg.max_steps, "processes": acc.num_processes, "extra": {"task": "ppo"}, **cfg.to_json(),
+                      "mixed_precision": acc.mixed_precision}
         if main:
             out.mkdir(parents=True, exist_ok=True)
-            write_json({"steps": cfg.steps, "processes": acc.num_processes, "extra": {"task": "ppo"}, **cfg.to_json()},
-                       out / "run_config.json")
+            write_json(run_config, out / "run_config.json")
         acc.wait_for_everyone()
+        trackers = tracking.Trackers(acc, self.trackers_wanted, out, run_config)
         log = AppendLog(metrics_path) if main else None
         unwrapped_policy, unwrapped_value = acc.unwrap_model(policy), acc.unwrap_model(value)
-        self.callbacks.on_start(start, cfg.steps)
+        self.callbacks.on_start(start, cfg.max_steps)
         last: dict = {}
         try:
-            for step in range(start, cfg.steps):
+            for step in range(start, cfg.max_steps):
                 began = time.perf_counter()
-                rollout = self.rollout(step, unwrapped_policy, unwrapped_value)
+                with acc.autocast():  # generation, the old policy's, the reference's and the values' numbers
+                    rollout = self.rollout(step, unwrapped_policy, unwrapped_value)
                 update = self.update(step, rollout, policy, value, optimizer)
                 done = step + 1
                 self.callbacks.on_step(done)
-                if done % cfg.log_every == 0 or done == cfg.steps:
+                if done % cfg.log_every == 0 or done == cfg.max_steps:
                     record = json_safe(self._record(done, rollout, update, time.perf_counter() - began))
                     if main:
                         log.write(record)
+                        trackers.log(record)
                         self.callbacks.on_log(record)
                     last = record
-                if cfg.save_every and done % cfg.save_every == 0 and done < cfg.steps:
+                if cfg.save_every and done % cfg.save_every == 0 and done < cfg.max_steps:
                     if main:
                         path = checkpoint.save(
                             out, unwrapped_policy, self.tokenizer,
@@ -320,16 +358,36 @@ class PPOTrainer:
         finally:
             if log is not None:
                 log.close()
+            trackers.end()
         if main:
             save_final(unwrapped_policy, self.tokenizer, out)
             shutil.rmtree(out / VALUE_FOLDER, ignore_errors=True)
             unwrapped_value.save_pretrained(out / VALUE_FOLDER, safe_serialization=True)
             shutil.rmtree(out / checkpoint.LATEST, ignore_errors=True)
-            self.callbacks.on_save(cfg.steps, out)
+            self.callbacks.on_save(cfg.max_steps, out)
             write_json({"final": last}, out / "summary.json")
+            if cfg.lora.merge:
+                self.status(f"merged policy → {lora.save_merged(unwrapped_policy, self.tokenizer, out / lora.MERGED_FOLDER)}")
         acc.wait_for_everyone()
         gc.collect()
-        return RunResult(cfg.steps, out, last)
+        return RunResult(cfg.max_steps, out, last)
+
+
+def whiten_advantages(accelerator, advantages: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Advantages whitened over every process's rollouts: N processes train like one with the global batch."""
+    return masked_whiten(advantages, mask, total=lambda tensor: accelerator.reduce(tensor.float(), "sum"))
+
+
+def clip_each(accelerator, groups, max_norm: float) -> None:
+    """Clip each parameter group's gradient norm on its own. fp16's loss scaling is undone once, first
+    (accelerate's clip_grad_norm_ would unscale again per group, which the scaler refuses)."""
+    if accelerator.scaler is None:
+        for params in groups:
+            accelerator.clip_grad_norm_(params, max_norm)
+        return
+    accelerator.unscale_gradients()
+    for params in groups:
+        torch.nn.utils.clip_grad_norm_(params, max_norm)
 
 
 def train_ppo(config: PPOConfig, callbacks: LoopCallbacks | None = None, on_status=lambda message: None) -> RunResult:

@@ -11,18 +11,16 @@ from __future__ import annotations
 import torch
 
 from ..logprobs import PaddedBatch, tail_logits
-from ..models import LoadOptions, _from_pretrained, resolve
+from ..models import LoadOptions, load_config, load_pretrained
 
 
 def load_value_model(spec: str, options: LoadOptions):
     """A per-token value head on a backbone; from a reward model its head starts as the RM's."""
-    from transformers import AutoConfig, AutoModelForTokenClassification
+    from transformers import AutoModelForTokenClassification
 
-    source = resolve(spec)
-    config = _from_pretrained(AutoConfig, source, spec, num_labels=1, trust_remote_code=options.trust_remote_code)
+    config = load_config(spec, options, num_labels=1)
     config.classifier_dropout = 0.0  # values must be deterministic functions of the state
-    return _from_pretrained(AutoModelForTokenClassification, source, spec, config=config, dtype=options.dtype,
-                            trust_remote_code=options.trust_remote_code)
+    return load_pretrained(AutoModelForTokenClassification, spec, options, config=config)
 
 
 def without_dropout(model):

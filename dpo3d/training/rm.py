@@ -15,6 +15,8 @@ from pathlib import Path
 
 import torch
 
+from .. import inputs, lora
+from ..lora import LoRAConfig
 from ..losses.reward import bradley_terry_rm
 from ..models import LoadOptions
 from ..records import write_json
@@ -22,6 +24,9 @@ from ..reward_model import load_reward_model, score_sequences, sequence_rewards
 from .config import LoopConfig, is_main_process
 from .loop import LoopCallbacks, RunResult, train
 from .pairs_data import PairSet, load_pairs
+
+#: the reward model's learning rate by default (its head starts fresh)
+RM_LR = 1e-5
 
 
 @dataclass
@@ -81,30 +86,36 @@ class RMTask:
 @dataclass
 class RMRunConfig:
     model: str
-    pairs: Path
+    pairs: str | Path | inputs.DataSpec
     loop: LoopConfig
-    eval_pairs: Path | None = None
+    eval_pairs: str | Path | inputs.DataSpec | None = None
     eval_every: int = 10
     margin: float = 0.0
     max_length: int = 1024
     load: LoadOptions = field(default_factory=LoadOptions)
+    lora: LoRAConfig = field(default_factory=LoRAConfig)  # r = 0: full fine-tuning; the head always trains in full
 
 
 def train_rm(config: RMRunConfig, callbacks: LoopCallbacks | None = None, on_status=lambda message: None) -> RunResult:
     on_status(f"loading {config.model} with a scalar reward head")
     torch.manual_seed(config.loop.seed)  # the new head's initialisation is part of the run's seed
     model, tokenizer = load_reward_model(config.model, config.load)
+    model = lora.for_training(model, config.lora, config.model, kind="reward", seed=config.loop.seed)
+    on_status(lora.trainable_summary(model).message())
     on_status("encoding pairs")
     pairs = load_pairs(config.pairs, tokenizer, config.max_length, unseen_limit=0)
     eval_pairs = load_pairs(config.eval_pairs, tokenizer, config.max_length, 0) if config.eval_pairs else None
     config.loop.extra = {
         "task": "rm", "model": config.model, "pairs": str(config.pairs),
+        **inputs.DataSpec.of(config.pairs).options(),
         "eval_pairs": str(config.eval_pairs) if config.eval_pairs else None, "margin": config.margin,
-        "max_length": config.max_length, "eval_every": config.eval_every,
+        "max_length": config.max_length, "eval_every": config.eval_every, "lora": config.lora.to_json(),
     }
     task = RMTask(pairs, tokenizer.pad_token_id, config.margin, eval_pairs, config.eval_every, config.loop.batch_size * 2)
     on_status("training")
     result = train(model, tokenizer, task, config.loop, callbacks)
     if is_main_process():
         write_json({"final": result.last_record}, Path(config.loop.out) / "summary.json")
+        if config.lora.merge:
+            on_status(f"merged model → {lora.save_merged(model, tokenizer, Path(config.loop.out) / lora.MERGED_FOLDER)}")
     return result

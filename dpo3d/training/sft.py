@@ -14,29 +14,55 @@ from pathlib import Path
 
 import torch
 
-from ..datasets import load_prompts
+from .. import formats, inputs, lora
+from ..datasets import BUILTINS, load_prompts
+from ..encoding_cache import default_cache, encode_cached
 from ..logprobs import collate, score_sequences, sequence_logps
+from ..lora import LoRAConfig
 from ..models import LoadOptions, load_causal_lm, load_tokenizer
 from ..records import RecordError, is_text
-from ..sequences import EncodedPair, encode_pair
-from .config import LoopConfig
+from ..sequences import EncodedPair
+from .config import LoopConfig, is_main_process
 from .loop import LoopCallbacks, RunResult, train
 
+#: SFT's learning rate by default: the loop's 1e-6 suits preference training, too small for SFT
+SFT_LR = 1e-5
 TARGET_FIELDS = ("completion", "chosen", "reference")
 
 
-def sft_examples(source: str | Path, tokenizer, max_length: int, limit: int | None = None) -> list[EncodedPair]:
-    """Encode (prompt, target) examples; the target is the first of completion/chosen/reference present."""
-    records = load_prompts(source, limit=limit)
-    examples = []
-    for number, record in enumerate(records, start=1):
-        target = next((record[key] for key in TARGET_FIELDS if key in record), None)
-        if not is_text(record.get("prompt")) or not is_text(target):
-            raise RecordError(str(source), number, f"an SFT record needs 'prompt' and one of {', '.join(TARGET_FIELDS)} as text")
-        pair = encode_pair(tokenizer, record["prompt"], target, max_length)
+def sft_record(record: dict, source: str, position: int) -> dict:
+    """An SFT example in any of the accepted shapes, as a record with ``prompt`` and a target:
+    a ``messages`` conversation (its final assistant turn; earlier turns are the prompt), a pair
+    in any TRL preference format (its chosen response), or ``prompt`` with ``completion`` or
+    ``reference`` (a built-in's worked solution, a poem set's real poem)."""
+    if "messages" in record and "completion" not in record:
+        return formats.as_completion(record, source, position)
+    if formats.is_pair(record):
+        return formats.as_pair(record, source, position)
+    if not is_text(record.get("prompt")) or not is_text(formats.target_text(record, TARGET_FIELDS)):
+        raise RecordError(source, position, f"an SFT record needs 'prompt' and one of {', '.join(TARGET_FIELDS)} as text, or 'messages'")
+    return record
+
+
+def sft_examples(
+    source: str | Path | inputs.DataSpec,
+    tokenizer,
+    max_length: int,
+    limit: int | None = None,
+    cache: Path | None | str = "default",
+) -> list[EncodedPair]:
+    """Encode (prompt, target) examples from a built-in dataset or any source of :mod:`dpo3d.inputs`
+    (see :func:`sft_record`), through the encoding cache (None disables it)."""
+    if str(source) in BUILTINS:
+        records, name = load_prompts(str(source), limit=limit), str(source)
+    else:
+        opened = inputs.open_source(source)
+        records, name = inputs.read(opened, sft_record, ids=True)[:limit], opened.name
+    items = [(record["prompt"], formats.target_text(record, TARGET_FIELDS)) for record in records]
+    examples, _ = encode_cached(tokenizer, items, max_length, default_cache() if cache == "default" else cache)
+    for record, pair in zip(records, examples, strict=True):
         if not pair.response_ids:
-            raise RecordError(str(source), number, "the response is empty after truncation (raise --max-length)")
-        examples.append(pair)
+            raise RecordError(name, None, f"record '{record['id']}': the response is empty after truncation (raise --max-length)")
     return examples
 
 
@@ -72,24 +98,30 @@ class SFTTask:
 @dataclass
 class SFTRunConfig:
     model: str
-    data: str
+    data: str | inputs.DataSpec
     loop: LoopConfig
-    eval_data: str | None = None
+    eval_data: str | inputs.DataSpec | None = None
     eval_every: int = 10
     max_length: int = 1024
     limit: int | None = None
     load: LoadOptions = field(default_factory=LoadOptions)
+    lora: LoRAConfig = field(default_factory=LoRAConfig)  # r = 0: full fine-tuning
 
 
 def train_sft(config: SFTRunConfig, callbacks: LoopCallbacks | None = None, on_status=lambda message: None) -> RunResult:
     on_status(f"loading {config.model}")
     tokenizer = load_tokenizer(config.model, config.load)
-    model = load_causal_lm(config.model, config.load)
+    model = lora.for_training(load_causal_lm(config.model, config.load), config.lora, config.model, seed=config.loop.seed)
+    on_status(lora.trainable_summary(model).message())
     on_status("encoding data")
     examples = sft_examples(config.data, tokenizer, config.max_length, config.limit)
     eval_examples = sft_examples(config.eval_data, tokenizer, config.max_length) if config.eval_data else None
     config.loop.extra = {"task": "sft", "model": config.model, "data": str(config.data), "examples": len(examples),
-                         "eval_data": config.eval_data, "max_length": config.max_length}
+                         **inputs.DataSpec.of(config.data).options(),
+                         "eval_data": str(config.eval_data) if config.eval_data else None, "max_length": config.max_length, "lora": config.lora.to_json()}
     task = SFTTask(examples, tokenizer.pad_token_id, eval_examples, config.eval_every, config.load.padding_side)
     on_status("training")
-    return train(model, tokenizer, task, config.loop, callbacks)
+    result = train(model, tokenizer, task, config.loop, callbacks)
+    if config.lora.merge and is_main_process():
+        on_status(f"merged model → {lora.save_merged(model, tokenizer, Path(config.loop.out) / lora.MERGED_FOLDER)}")
+    return result
