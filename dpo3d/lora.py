@@ -113,6 +113,12 @@ def is_adapted(model) -> bool:
     return isinstance(model, PeftModel)
 
 
+def save_options(model) -> dict:
+    """``save_pretrained`` keywords: safetensors, and for an adapter no embedding check (peft would
+    look the base model's config up on the hub to see whether the vocabulary grew; ours never does)."""
+    return {"safe_serialization": True, **({"save_embedding_layers": False} if is_adapted(model) else {})}
+
+
 @contextlib.contextmanager
 def adapter_disabled(model):
     """Inside the block ``model`` computes as its base (the adapter switched off): the frozen

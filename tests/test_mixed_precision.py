@@ -34,7 +34,7 @@ def write_pairs(path: Path, n: int = 8) -> Path:
 
 
 def dpo_run(tmp_path, model_dir, name, lr=PAPER_LR, max_steps=4, mixed_precision=None, dtype=torch.float32, **loop):
-    settings = {"lr": lr, "batch_size": 2, "grad_accum": 1, "max_steps": steps, "warmup_ratio": 0.0,
+    settings = {"lr": lr, "batch_size": 2, "grad_accum": 1, "max_steps": max_steps, "warmup_ratio": 0.0,
                 "schedule": "constant", "mixed_precision": mixed_precision, **loop}
     config = DPORunConfig(model=str(model_dir), pairs=write_pairs(tmp_path / "pairs.jsonl"),
                           loop=LoopConfig(out=tmp_path / name, **settings), probe_size=2, unseen_limit=0,

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from ..lora import is_adapted, load_adapter_weights
+from ..lora import is_adapted, load_adapter_weights, save_options
 
 STATE_FILE = "trainer_state.pt"
 LATEST = "checkpoint"
@@ -46,10 +46,10 @@ def save(out: Path, model, tokenizer, state: TrainerState, extra_models: dict | 
     out.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".checkpoint.", dir=out))
     try:
-        model.save_pretrained(staging, safe_serialization=True)
+        model.save_pretrained(staging, **save_options(model))
         tokenizer.save_pretrained(staging)
         for name, extra in (extra_models or {}).items():
-            extra.save_pretrained(staging / name, safe_serialization=True)
+            extra.save_pretrained(staging / name, **save_options(extra))
         torch.save(
             {"step": state.step, "optimizer": state.optimizer, "scheduler": state.scheduler, "torch_rng": state.torch_rng},
             staging / STATE_FILE,

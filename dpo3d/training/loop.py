@@ -26,6 +26,7 @@ from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 from accelerate.utils import DistributedType, set_seed
 
+from ..lora import save_options
 from ..records import AppendLog, json_safe, read_log, write_json, write_records
 from . import batches, checkpoint, precision, tracking
 from .config import LoopConfig
@@ -76,7 +77,7 @@ def save_final(model, tokenizer, out: Path) -> None:
     """The trained model's files into OUT itself (each file replaced atomically)."""
     staging = Path(tempfile.mkdtemp(prefix=".final.", dir=out))
     try:
-        model.save_pretrained(staging, safe_serialization=True)
+        model.save_pretrained(staging, **save_options(model))
         tokenizer.save_pretrained(staging)
         for item in staging.iterdir():
             os.replace(item, out / item.name)

@@ -33,7 +33,7 @@ from .. import lora
 from ..datasets import load_prompts
 from ..generation import SamplingConfig, chunk_seed, generate_ids
 from ..logprobs import collate
-from ..lora import LoRAConfig
+from ..lora import LoRAConfig, save_options
 from ..losses.ppo import (
     clipped_policy_loss,
     clipped_value_loss,
@@ -362,7 +362,7 @@ class PPOTrainer:
         if main:
             save_final(unwrapped_policy, self.tokenizer, out)
             shutil.rmtree(out / VALUE_FOLDER, ignore_errors=True)
-            unwrapped_value.save_pretrained(out / VALUE_FOLDER, safe_serialization=True)
+            unwrapped_value.save_pretrained(out / VALUE_FOLDER, **save_options(unwrapped_value))
             shutil.rmtree(out / checkpoint.LATEST, ignore_errors=True)
             self.callbacks.on_save(cfg.max_steps, out)
             write_json({"final": last}, out / "summary.json")
