@@ -39,12 +39,14 @@ test-fast *args: setup
 lint: setup
     "{{bin}}/ruff" check dpo3d cli tests scripts benchmarks
 
-# benchmarks: train-dpo vs TRL's DPOTrainer (pairs/s, MFU), sampling tokens/s, judge math answers/s
+# benchmarks: train-dpo vs TRL's DPOTrainer (pairs/s, MFU), peak memory with/without gradient checkpointing, sampling tokens/s, judge math answers/s
 bench: setup
     "{{bin}}/python" -c "import trl" 2>/dev/null || "{{bin}}/pip" install --quiet -e ".[dev,bench]"
     "{{bin}}/python" benchmarks/bench_train_dpo.py
+    "{{bin}}/python" benchmarks/bench_memory.py
     "{{bin}}/python" benchmarks/bench_sample.py
     "{{bin}}/python" benchmarks/bench_judge.py
+    "{{bin}}/python" benchmarks/bench_inputs.py
 
 # the suite's main job, no network: the toy study, then DPO's 3D-properties on the real SmolLM2, and a reward model beside it
 demo out="runs/demo": setup
@@ -74,3 +76,10 @@ demo out="runs/demo": setup
     "$dpo3d" train-rm $train --lr 1e-5 --out "$out/rm"
     "$dpo3d" compare "$out/rm" "$out/dpo" --label "reward model" --label DPO -o "$out/fig4.png"
     echo "demo done: $out/toy/sweep.png (toy), $out/dpo/curves.png (DPO on the real model), $out/fig4.png (RM vs DPO)" >&2
+
+# the paper's §5 grid on the bundled SmolLM2 (scenarios 1-4 x dpo, flex, dpo-sft, ipo; Tables 1, 2, 10, Fig. 4); rerun to continue
+study out="runs/study" *args: setup
+    "{{bin}}/dpo3d" study --out "{{out}}" --train-prompts svamp --test-prompts svamp --train-limit 48 --test-limit 24 \
+        -n 6 --max-new-tokens 256 --all-prompts --steps 8 --batch-size 4 --grad-accum 1 --lr 2e-5 --log-every 2 \
+        --eval-every 2 --save-every 4 --probe-size 6 --unseen 12 --max-length 448 --eval-max-new-tokens 256 \
+        --eval-batch-size 24 --loss dpo --loss flex --loss dpo-sft --loss ipo {{args}}

@@ -90,6 +90,10 @@ def _register() -> None:
 
     app.command("compare")(compare.command)
 
+    from . import study
+
+    app.command("study")(study.command)
+
 
 _quiet_libraries()
 _register()

@@ -224,15 +224,7 @@ def llm_scores(records: list[dict], base_url: str, judge_model: str, api_key_env
                                 rubric=load_rubric(rubric) if rubric else DEFAULT_RUBRIC, cache_path=default_cache())
         with LLMJudge(config) as judge:
             judged = list(judge.judge(records, on_progress=lambda k: bar.advance(task, k)))
-    if len(judged) != len(records):
-        raise RuntimeError(f"the LLM judge returned {len(judged)} records for {len(records)}")
-    out = []
-    for record, verdict in zip(records, judged, strict=True):
-        details = verdict.get("verdict") or {}
-        added = {"llm_score": verdict.get("score"), "llm_verdict": details.get("reply")}
-        if details.get("error"):
-            added["llm_error"] = details["error"]
-        out.append({**record, **added})
+    out = ev.with_llm_scores(records, judged)
     failed = sum("llm_error" in record for record in out)
     if failed:
         first = next(record["llm_error"] for record in out if "llm_error" in record)

@@ -320,3 +320,18 @@ def resolve_poem_data(spec: str | Path) -> Path:
             raise ValueError(f"unknown poem data '{text}': names are {', '.join(POEM_DATA)} (or give a JSONL file)")
         raise rec.RecordError(text, None, "no such file")
     return Path(text)
+
+
+def with_llm_scores(records: Sequence[Mapping], judged: Sequence[Mapping]) -> list[dict]:
+    """Each record with the LLM judge's verdict on it beside the math judge's: ``llm_score`` (1-5,
+    None where it gave none), ``llm_verdict`` (its reply) and, on failure, ``llm_error``."""
+    if len(judged) != len(records):
+        raise RuntimeError(f"the LLM judge returned {len(judged)} records for {len(records)}")
+    out = []
+    for record, verdict in zip(records, judged, strict=True):
+        details = verdict.get("verdict") or {}
+        added = {"llm_score": verdict.get("score"), "llm_verdict": details.get("reply")}
+        if details.get("error"):
+            added["llm_error"] = details["error"]
+        out.append({**record, **added})
+    return out

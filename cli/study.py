@@ -1,0 +1,202 @@
+"""`dpo3d study`: scenarios 1-4 × losses on a real LLM, Tables 1, 2, 10, Fig. 4 (and Table 3 with --task poem)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from dpo3d.study import DEFAULT_LOSSES, LLMJudgeSettings, StudyConfig, StudyEvents, run_study
+from dpo3d.study.config import SCENARIO_TEXT
+from dpo3d.training.loop import NonFiniteLoss
+
+from . import options
+from . import training_options as t
+from .common import UsageError, console, fail, user_errors
+
+POEM_DEFAULTS = ("poems:english-train", "poems:english-test")
+MATH_DEFAULTS = ("gsm8k:train", "gsm8k:test")
+_D = StudyConfig(out=Path("."), model="")
+
+
+def _events(display: t.LiveDisplay) -> StudyEvents:
+    say = display.progress.console.print
+    generating: dict[str, int] = {}
+
+    def stage(name: str, what: str) -> None:
+        say(f"[bold]== {name}[/]: {what}", highlight=False)
+
+    def done(name: str, cost: dict) -> None:
+        details = ", ".join(f"{k} {v}" for k, v in cost.items() if k not in ("seconds", "model") and not isinstance(v, dict))
+        say(f"[green]   {name} done[/] in {cost.get('seconds', 0):.1f} s" + (f" ({details})" if details else ""),
+            highlight=False)
+
+    def generate(name: str, done_prompts: int, total: int) -> None:
+        if generating.get(name) != done_prompts:
+            generating[name] = done_prompts
+            say(f"[dim]   {name}: {done_prompts}/{total} prompts[/]", highlight=False)
+
+    def training(label: str):
+        if display.task is not None:  # one bar at a time: the last run's goes
+            display.progress.remove_task(display.task)
+            display.task = None
+        return display.callbacks()
+
+    return StudyEvents(
+        on_stage=stage, on_done=done,
+        on_skip=lambda name, why: say(f"[dim]== {name}: skipped, {why}[/]", highlight=False),
+        on_status=lambda message: say(f"[dim]   {message}[/]", highlight=False),
+        on_generate=generate, training=training,
+    )
+
+
+def _scenarios(values: list[int] | None) -> tuple[int, ...]:
+    return tuple(values or (1, 2, 3, 4))
+
+
+@user_errors
+def command(
+    out: Path = typer.Option(..., "--out", "-o", help="The study folder (rerun the same command to continue it)."),
+    model: str = options.MODEL,
+    train_prompts: str = typer.Option(None, "--train-prompts", help=f"Training prompts: a built-in (gsm8k:train, math:train, svamp, ...) or a prompt file. Default {MATH_DEFAULTS[0]} ({POEM_DEFAULTS[0]} with --task poem)."),
+    test_prompts: str = typer.Option(None, "--test-prompts", help=f"Held-out test prompts each model answers. Default {MATH_DEFAULTS[1]} ({POEM_DEFAULTS[1]} with --task poem)."),
+    train_limit: int = typer.Option(_D.train_limit, "--train-limit", min=1, help="Training prompts sampled."),
+    test_limit: int = typer.Option(_D.test_limit, "--test-limit", min=1, help="Test prompts answered by every model."),
+    task: str = typer.Option("math", "--task", help="math: scenarios × losses (Tables 1, 2, 10, Fig. 4); poem: DPO vs RLHF-PPO on the poem rules (Table 3)."),
+    scenario: list[int] = typer.Option(None, "--scenario", "-s", help="A scenario (repeatable; default all): " + "; ".join(f"{k} = {v}" for k, v in SCENARIO_TEXT.items()) + "."),
+    loss: list[str] = typer.Option(None, "--loss", "-l", help=f"A loss of the registry (repeatable; default {', '.join(DEFAULT_LOSSES)}). With --task poem the first is DPO's."),
+    n: int = typer.Option(_D.n, "-n", min=2, help="Candidates sampled per training prompt (the paper: 8)."),
+    temperature: float = typer.Option(_D.temperature, "--temperature", min=0.0, help="The policy's sampling temperature."),
+    max_new_tokens: int = typer.Option(_D.max_new_tokens, "--max-new-tokens", min=1, help="Length cap of a sampled candidate (and of a PPO rollout)."),
+    sample_batch_size: int = typer.Option(_D.sample_batch_size, "--sample-batch-size", min=1, help="Sequences generated together."),
+    weak_model: str = typer.Option(None, "--weak-model", help="The off-policy model whose answers are the rejected responses of scenarios 3 and 4 (the paper: a weaker LLM). Default: the policy itself at --weak-temperature, a stand-in (see the README)."),
+    weak_temperature: float = typer.Option(_D.weak_temperature, "--weak-temperature", min=0.01, help="Sampling temperature of the off-policy responses."),
+    all_prompts: bool = typer.Option(False, "--all-prompts", help="Let each scenario train on every prompt it has a pair for (default: only the prompts every scenario has one for)."),
+    heldout_share: float = typer.Option(_D.heldout_share, "--heldout-share", help="Share of the training prompts whose pairs are held out (Fig. 4, held-out accuracy)."),
+    steps: int = typer.Option(_D.steps, "--steps", min=1, help="Optimizer steps of every cell (the same budget for all)."),
+    batch_size: int = t.BATCH_SIZE,
+    grad_accum: int = typer.Option(_D.grad_accum, "--grad-accum", min=1, help="Micro-batches per step."),
+    lr: float = typer.Option(_D.lr, "--lr", help="Learning rate of every cell (and of the reward model unless --rm-lr)."),
+    rm_lr: float = typer.Option(None, "--rm-lr", help="The reward model's learning rate."),
+    beta: float = typer.Option(_D.beta, "--beta", help="β of every loss (IPO: τ; flex: β_w = β, β_l = β/2)."),
+    schedule: str = typer.Option(_D.schedule, "--schedule", help="cosine, linear or constant."),
+    warmup_ratio: float = typer.Option(_D.warmup_ratio, "--warmup-ratio", help="Share of the steps spent warming up."),
+    max_length: int = typer.Option(_D.max_length, "--max-length", min=8, help="Cut prompt+response to this many tokens."),
+    probe_size: int = typer.Option(_D.probe_size, "--probe-size", min=1, help="Training pairs whose log-probs each cell tracks."),
+    unseen: int = typer.Option(_D.unseen_limit, "--unseen", min=0, help="The policy's other candidates tracked for dispersion."),
+    log_every: int = typer.Option(_D.log_every, "--log-every", min=1, help="Log (and probe) every N steps."),
+    eval_every: int = typer.Option(_D.eval_every, "--eval-every", min=1, help="Held-out pair accuracy every N steps (Fig. 4's points)."),
+    save_every: int = typer.Option(_D.save_every, "--save-every", min=0, help="Checkpoint every N steps, so a killed cell resumes."),
+    no_rm: bool = typer.Option(False, "--no-rm", help="Skip Fig. 4's reward model."),
+    seed: int = typer.Option(_D.seed, "--seed", help="Seed of the sampling, the split and every cell."),
+    eval_max_new_tokens: int = typer.Option(_D.eval_max_new_tokens, "--eval-max-new-tokens", min=1, help="Length cap of a test answer."),
+    eval_batch_size: int = typer.Option(_D.eval_batch_size, "--eval-batch-size", min=1, help="Test answers generated together."),
+    judge: str = typer.Option(None, "--judge", help="llm: also grade the test answers 1-5 with an LLM (the shares scored 5 and 4-or-5 in Table 2)."),
+    base_url: str = typer.Option(None, "--base-url", help="The LLM judge's OpenAI-compatible endpoint."),
+    judge_model: str = typer.Option(None, "--judge-model", help="The LLM judge's model name."),
+    api_key_env: str = typer.Option("OPENAI_API_KEY", "--api-key-env", help="Environment variable holding the LLM judge's key."),
+    workers: int = typer.Option(0, "--workers", "-j", min=0, help="Math judge worker processes (0: in this process)."),
+    ppo_rollout_batch: int = typer.Option(_D.ppo_rollout_batch, "--ppo-rollout-batch", min=1, help="--task poem: PPO prompts per step."),
+    ppo_epochs: int = typer.Option(_D.ppo_epochs, "--ppo-epochs", min=1, help="--task poem: PPO passes over each rollout batch."),
+    ppo_lr: float = typer.Option(None, "--ppo-lr", help="--task poem: PPO's learning rate (default --lr)."),
+    mixed_precision: str = t.MIXED_PRECISION,
+    dtype: str = t.DTYPE,
+    device: str = t.DEVICE,
+    trust_remote_code: bool = options.TRUST_REMOTE_CODE,
+) -> None:
+    """Run the paper's LLM experiments (§5) as one resumable study: scenarios 1-4 × losses.
+
+    Samples **-n** candidates per training prompt from the policy (and, for scenarios 3-4, off-policy answers
+    from **--weak-model** or the stand-in), judges them with math-verify, builds each scenario's pairs with
+    build-pairs' sources, trains every (scenario, loss) cell from the same start with the same budget and seed
+    (the 3D probes live), trains a reward model on scenario 1 (Fig. 4), and evaluates the start and every cell
+    on the test prompts.
+
+    OUT gets **study.md** and **study.json** (Table 1: per-token log-probs before → after; Table 2: test
+    accuracy; Table 10: losses × scenarios; the detector's events), **probes.png** (each cell's chosen, rejected
+    and unseen curves), **fig4.png**, and each cell as an ordinary run folder in OUT/cells. Rerunning the same
+    command skips what is done and resumes an interrupted cell. **--task poem** runs Table 3 instead: DPO on
+    poem-rule pairs vs RLHF-PPO with --reward poem, from the same start and the same number of generated samples.
+
+    Example: `dpo3d study --out runs/study --train-limit 64 -n 4 --steps 12 --loss dpo --loss flex`
+
+    Many GPUs: `accelerate launch --num_processes 8 -m dpo3d study ...` (the cells train data parallel; the
+    first process samples, judges and evaluates).
+    """
+    if judge not in (None, "llm"):
+        raise UsageError(f"--judge takes 'llm' (math-verify always runs), got '{judge}'")
+    if judge == "llm" and not (base_url and judge_model):
+        raise UsageError("--judge llm needs --base-url (an OpenAI-compatible endpoint) and --judge-model")
+    if judge is None and (base_url or judge_model):
+        raise UsageError("--base-url and --judge-model go with --judge llm")
+    defaults = POEM_DEFAULTS if task == "poem" else MATH_DEFAULTS
+    llm = None
+    if judge == "llm":
+        from .judge_llm import default_cache
+
+        llm = LLMJudgeSettings(base_url=base_url, model=judge_model, api_key_env=api_key_env,
+                               cache_path=str(default_cache()))
+    config = StudyConfig(
+        out=out, model=model, train_prompts=train_prompts or defaults[0], test_prompts=test_prompts or defaults[1],
+        train_limit=train_limit, test_limit=test_limit, task=task, scenarios=_scenarios(scenario),
+        losses=tuple(loss or (("dpo",) if task == "poem" else DEFAULT_LOSSES)), n=n, temperature=temperature,
+        max_new_tokens=max_new_tokens, sample_batch_size=sample_batch_size, weak_model=weak_model,
+        weak_temperature=weak_temperature, same_prompts=not all_prompts, heldout_share=heldout_share, steps=steps,
+        batch_size=batch_size, grad_accum=grad_accum, lr=lr, rm_lr=rm_lr, beta=beta, schedule=schedule,
+        warmup_ratio=warmup_ratio, max_length=max_length, probe_size=probe_size, unseen_limit=unseen,
+        log_every=log_every, eval_every=eval_every, save_every=save_every, reward_model=not no_rm, seed=seed,
+        eval_max_new_tokens=eval_max_new_tokens, eval_batch_size=eval_batch_size, llm_judge=llm,
+        math_workers=workers, ppo_rollout_batch=ppo_rollout_batch, ppo_epochs=ppo_epochs, ppo_lr=ppo_lr,
+        cpu=t.on_cpu(device), device="cpu" if device == "cpu" else "auto", mixed_precision=mixed_precision,
+        load=options.load_options(dtype, trust_remote_code),
+    )
+    display = t.LiveDisplay(("loss", "accuracy", "probe_chosen_logp_delta", "probe_rejected_logp_delta",
+                             "probe_unseen_logp_delta", "reward", "eval_accuracy"))
+    try:
+        with display.progress:
+            study = run_study(config, _events(display))
+    except NonFiniteLoss as err:
+        fail(str(err), code=1)
+    except KeyboardInterrupt:
+        console.print(f"interrupted: rerun the same command to continue the study in {out}", highlight=False)
+        raise typer.Exit(130) from None
+    if study is None:  # a secondary process of accelerate launch: it trained, the first one reports
+        return
+    for table in summary_tables(study):
+        console.print(table)
+    console.print(f"[green]done[/]: {out}/study.md, study.json" + (", probes.png, fig4.png" if task == "math" else ""))
+
+
+def _pct(value) -> str:
+    return "—" if value is None else f"{value:.1%}"
+
+
+def _f(value) -> str:
+    return "—" if value is None else f"{value:.3f}"
+
+
+def summary_tables(study: dict) -> list[Table]:
+    """What study.md holds, on stderr: Table 1, Table 10 (math) or Table 3 (poem)."""
+    if study.get("task") == "poem":
+        table = Table(title="Table 3: poem rule metrics", title_justify="left")
+        for header in ("model", "rows", "words", "rhythm", "tone", "title", "score"):
+            table.add_column(header, justify="left" if header == "model" else "right")
+        for row in study["table3"]:
+            table.add_row(row["model"], *(_f(row[k]) for k in ("row_number", "words_per_row", "rhythm", "tone_pattern",
+                                                               "title", "score")))
+        return [table]
+    t1 = Table(title="Table 1: per-token log-prob, before → after", title_justify="left")
+    for header in ("scenario", "loss", "chosen", "rejected"):
+        t1.add_column(header)
+    for row in study["table1"]:
+        t1.add_row(str(row["scenario"]), row["loss"], f"{_f(row['chosen_before'])} → {_f(row['chosen_after'])}",
+                   f"{_f(row['rejected_before'])} → {_f(row['rejected_after'])}")
+    t10 = Table(title="Tables 2/10: test accuracy", title_justify="left")
+    t10.add_column("loss")
+    for column in study["table10"]["columns"]:
+        t10.add_column(column, justify="right")
+    t10.add_row("start", *[_pct(study["table10"]["start"])] * len(study["table10"]["columns"]))
+    for name, row in study["table10"]["rows"].items():
+        t10.add_row(name, *(_pct(row[c]) for c in study["table10"]["columns"]))
+    return [t1, t10]

@@ -1,0 +1,226 @@
+"""What a study is: its settings, its scenarios, its cells and where each output lives.
+
+A *cell* is one (scenario, loss) training run. Every cell starts from the same
+model, trains for the same number of steps with the same batch, learning rate and
+seed, so the cells differ only in where their pairs' responses came from and in
+the loss.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ..models import LoadOptions
+from ..pairs import REFERENCE
+
+#: the labels the study gives its two samplers' candidates (their `source`)
+POLICY = "policy"
+WEAK = "weak"
+
+#: the paper's App. C, Table 4: where each scenario's chosen and rejected responses come from
+SCENARIOS: dict[int, tuple[str, str]] = {
+    1: (POLICY, POLICY),  # both on-policy: best vs worst of the policy's own samples
+    2: (REFERENCE, POLICY),  # chosen off-policy: the dataset's solution
+    3: (POLICY, WEAK),  # rejected off-policy: another (weaker) model's answer
+    4: (REFERENCE, WEAK),  # both off-policy
+}
+
+SCENARIO_TEXT = {
+    1: "chosen policy, rejected policy",
+    2: "chosen dataset solution, rejected policy",
+    3: "chosen policy, rejected off-policy",
+    4: "chosen dataset solution, rejected off-policy",
+}
+
+DEFAULT_LOSSES = ("dpo", "flex", "dpo-sft", "ipo")
+START = "start"  # the label of the starting model in the tables
+
+
+@dataclass(frozen=True)
+class LLMJudgeSettings:
+    """`--judge llm`: an OpenAI-compatible endpoint grading the test answers 1-5 (the paper's rubric)."""
+
+    base_url: str
+    model: str
+    api_key_env: str = "OPENAI_API_KEY"
+    rubric: str | None = None  # a template's text; None: the paper's rubric
+    cache_path: str | None = None
+
+
+@dataclass
+class StudyConfig:
+    out: Path
+    model: str
+    train_prompts: str = "gsm8k:train"
+    test_prompts: str = "gsm8k:test"
+    train_limit: int | None = 64  # training prompts sampled
+    test_limit: int | None = 32  # held-out test problems each model answers
+    task: str = "math"  # math (scenarios × losses) or poem (Table 3: DPO vs PPO on the poem rules)
+    scenarios: tuple[int, ...] = (1, 2, 3, 4)
+    losses: tuple[str, ...] = DEFAULT_LOSSES
+    # sampling the candidates
+    n: int = 8
+    temperature: float = 0.7
+    max_new_tokens: int = 256
+    sample_batch_size: int = 32
+    weak_model: str | None = None  # None: the stand-in, the policy itself at weak_temperature
+    weak_temperature: float = 1.2  # measured on SmolLM2 (README): 1.2 reads as a weak answer, 1.6 as word salad
+    # pairs
+    same_prompts: bool = True  # every scenario trains on the prompts all of them have a pair for
+    heldout_share: float = 0.25  # training prompts whose pairs are held out (Fig. 4, eval accuracy)
+    # training (the same for every cell)
+    steps: int = 12
+    batch_size: int = 4
+    grad_accum: int = 1
+    lr: float = 2e-5
+    rm_lr: float | None = None  # the reward model's; default: lr
+    beta: float = 0.1
+    schedule: str = "constant"
+    warmup_ratio: float = 0.0
+    max_length: int = 512
+    probe_size: int = 8
+    unseen_limit: int = 16
+    log_every: int = 2
+    eval_every: int = 2
+    save_every: int = 4  # resumable checkpoints inside a cell
+    reward_model: bool = True  # Fig. 4: a reward model beside DPO on scenario-1 pairs
+    seed: int = 0
+    # evaluation
+    eval_max_new_tokens: int = 256
+    eval_batch_size: int = 16
+    llm_judge: LLMJudgeSettings | None = None
+    math_workers: int | None = 0  # the math judge's worker processes (0: in this process)
+    # poem task (Table 3)
+    ppo_rollout_batch: int = 8
+    ppo_minibatch: int = 4
+    ppo_epochs: int = 2
+    ppo_lr: float | None = None  # default: lr
+    ppo_kl_coef: float = 0.05
+    # devices
+    cpu: bool = False
+    device: str = "auto"  # sampling and evaluation
+    mixed_precision: str | None = None
+    load: LoadOptions = field(default_factory=LoadOptions)
+
+    def validate(self) -> None:
+        if self.task not in ("math", "poem"):
+            raise ValueError(f"--task must be math or poem, got '{self.task}'")
+        unknown = [s for s in self.scenarios if s not in SCENARIOS]
+        if unknown or not self.scenarios:
+            raise ValueError(f"--scenario takes 1, 2, 3 or 4, got {', '.join(map(str, unknown)) or 'none'}")
+        if len(set(self.scenarios)) != len(self.scenarios) or len(set(self.losses)) != len(self.losses):
+            raise ValueError("a scenario or a loss is given twice")
+        if not self.losses:
+            raise ValueError("give at least one --loss")
+        from ..losses import get_loss
+
+        for loss in self.losses:
+            get_loss(loss)  # an unknown loss is one line, before any work
+        if self.n < 2:
+            raise ValueError("-n must be at least 2: scenario 1 pairs the best and the worst of a prompt's samples")
+        if not 0 < self.heldout_share < 1:
+            raise ValueError("--heldout-share must lie in (0, 1)")
+        if self.steps < 1 or self.batch_size < 1 or self.grad_accum < 1:
+            raise ValueError("--steps, --batch-size and --grad-accum must be at least 1")
+        if self.weak_temperature <= 0:
+            raise ValueError("--weak-temperature must be positive")
+        for name in ("train_limit", "test_limit"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be at least 1")
+
+    # ------------------------------------------------------------------ what shapes the results
+
+    def fingerprint_fields(self) -> dict:
+        """The settings a study folder's results depend on (scenarios and losses excepted: adding one
+        adds cells; the LLM judge, devices and checkpoint spacing excepted: they do not change what
+        is trained, a resumed run being the run that was not interrupted)."""
+        data = asdict(self)
+        for key in ("out", "scenarios", "losses", "llm_judge", "math_workers", "cpu", "device", "load", "save_every"):
+            data.pop(key)
+        data["dtype"] = str(self.load.dtype)
+        return data
+
+    def to_json(self) -> dict:
+        data = asdict(self)
+        data["out"] = str(self.out)
+        data["load"] = {"dtype": str(self.load.dtype), "trust_remote_code": self.load.trust_remote_code}
+        data["scenarios"], data["losses"] = list(self.scenarios), list(self.losses)
+        return data
+
+    def hyperparameters(self) -> dict:
+        """Every cell's hyper-parameters from --beta (flex: β_w = β, β_l = β/2; the rest: the registry's
+        defaults); each loss takes the ones it has (``LossSpec.select``)."""
+        return {"beta": self.beta, "beta_chosen": self.beta, "beta_rejected": self.beta / 2}
+
+    @property
+    def weak_label(self) -> str:
+        """How the off-policy rejected responses are described in the tables."""
+        if self.weak_model is None:
+            return f"the policy at temperature {self.weak_temperature:g} (stand-in)"
+        return self.weak_model
+
+
+def check_folder(config: StudyConfig) -> None:
+    """Refuse a study folder written with other settings (a rerun with the same ones continues it)."""
+    path = Path(config.out) / "study_config.json"
+    if not path.is_file():
+        return
+    saved = json.loads(path.read_text(encoding="utf-8")).get("fingerprint", {})
+    now = json.loads(json.dumps(config.fingerprint_fields()))
+    changed = [f"{key} {saved[key]!r} -> {now[key]!r}" for key in now if key in saved and saved[key] != now[key]]
+    if changed:
+        raise ValueError(
+            f"{config.out} holds a study with other settings ({'; '.join(changed)}): "
+            "rerun with the same ones to continue it, or choose another --out"
+        )
+
+
+def fingerprint(value) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------- where things live
+
+
+def slug(loss: str) -> str:
+    """A loss name as a folder name (mixtures such as dpo:0.8,sft:1.0 included)."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", loss)
+
+
+@dataclass(frozen=True)
+class Layout:
+    root: Path
+
+    @property
+    def data(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def stages(self) -> Path:
+        return self.root / "stages"
+
+    @property
+    def evals(self) -> Path:
+        return self.root / "eval"
+
+    def pairs(self, scenario: int, split: str) -> Path:
+        return self.data / f"scenario{scenario}_{split}.jsonl"
+
+    def cell(self, scenario: int, loss: str) -> Path:
+        return self.root / "cells" / f"s{scenario}-{slug(loss)}"
+
+    @property
+    def rm(self) -> Path:
+        return self.root / "cells" / "s1-rm"
+
+    def eval_file(self, label: str) -> Path:
+        return self.evals / f"{slug(label)}.jsonl"
+
+
+def cell_label(scenario: int, loss: str) -> str:
+    return f"s{scenario}-{loss}"
