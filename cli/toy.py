@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -9,9 +10,10 @@ import typer
 from rich import box
 from rich.table import Table
 
-from dpo3d.losses import LOSSES, get_loss
+from dpo3d.losses import LOSSES, get_loss, parse_loss_args
 from dpo3d.toy.indicators import TABLE_COLUMNS, indicators
 from dpo3d.toy.outputs import write_outputs
+from dpo3d.toy.parallel import run_toy_parallel
 from dpo3d.toy.scenarios import (
     OFF_POLICY_CHOSEN,
     OFF_POLICY_REJECTED,
@@ -66,6 +68,18 @@ def _warn_unused(hyperparameters: dict[str, float | None], losses: list[str]) ->
             console.print(f"[yellow]warning:[/] {flag} is used by none of: {', '.join(losses)}", highlight=False)
 
 
+def _loss_args(items: list[str], losses: list[str]) -> dict:
+    """--loss-arg name=value, typed by the first of ``losses`` that takes ``name``; none taking it is an error."""
+    values = {}
+    for item in items:
+        key = item.partition("=")[0].strip().replace("-", "_")
+        takers = [get_loss(name) for name in losses if key in get_loss(name).defaults]
+        if not takers:
+            raise UsageError(f"--loss-arg {item}: none of {', '.join(losses)} takes '{key}'")
+        values.update(parse_loss_args(takers[0], [item]))
+    return values
+
+
 def _table(rows: list[dict]) -> Table:
     table = Table(
         title="3D indicators (means over prompts; all digits in summary.json)",
@@ -99,7 +113,9 @@ def command(
     sweep: bool = typer.Option(
         False, "--sweep", help="Run every scenario × every loss of --losses; adds sweep.png and compares them."
     ),
-    losses: str = typer.Option(DEFAULT_SWEEP_LOSSES, "--losses", help="With --sweep: the comma-separated losses to compare."),
+    losses: str = typer.Option(
+        DEFAULT_SWEEP_LOSSES, "--losses", help="With --sweep: the comma-separated losses to compare, or `all` (every loss of the registry)."
+    ),
     compare: str | None = typer.Option(
         None, "--compare", help="The loss drawn beside DPO in landscape.png (default: the other losses run, else flex)."
     ),
@@ -113,6 +129,9 @@ def command(
     gamma: float | None = typer.Option(None, "--gamma", help="simpo: target margin γ."),
     delta: float | None = typer.Option(None, "--delta", help="slic: rank margin δ."),
     dpop_lambda: float | None = typer.Option(None, "--dpop-lambda", help="dpop: λ of the DPO-Positive penalty."),
+    loss_args: list[str] = typer.Option(
+        None, "--loss-arg", help="Any loss option as name=value (repeatable); `dpo3d train-dpo --list-losses` lists them."
+    ),
     steps: int = typer.Option(DEFAULT_STEPS, "--steps", help="Step-2 updates (full batch)."),
     lr: float = typer.Option(DEFAULT_LR, "--lr", help="Step-2 Adam learning rate."),
     hidden: int = typer.Option(64, "--hidden", help="Width of the MLP's two hidden layers."),
@@ -125,13 +144,19 @@ def command(
         help=f"How each pair's rejected is drawn from 5–8: {' or '.join(REJECTED_DRAWS)} (no repeat within a prompt).",
     ),
     seed: int = typer.Option(0, "--seed", help="Seeds the MLP's init and the rejected draws; same seed, same metrics."),
-    figures: bool = typer.Option(True, "--figures/--no-figures", help="Draw the PNGs (the slow part)."),
+    figures: bool = typer.Option(True, "--figures/--no-figures", help="Draw the PNGs (the slow part; skipped above 8 losses)."),
+    metrics_every: int | None = typer.Option(
+        None, "--metrics-every", min=1, help="Write every N-th step to metrics.jsonl (default 1; 25 above 8 losses)."
+    ),
+    workers: int | None = typer.Option(
+        None, "--workers", min=1, help="Processes to spread the scenarios over (default: 2 for sweeps of more than 16 runs, else 1)."
+    ),
 ) -> None:
     """Train the paper's toy model (4 prompts, 10 responses, an MLP) and measure the 3D-properties."""
     started = time.perf_counter()
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} is a file; give a folder")
-    loss_names = _split(losses) if sweep else [loss]
+    loss_names = (sorted(LOSSES) if losses.strip() == "all" else _split(losses)) if sweep else [loss]
     if not loss_names:
         raise UsageError("--losses lists no loss")
     scenarios = (load_distribution(init_dist),) if init_dist is not None else select_scenarios(_split(scenario) or ["all"])
@@ -144,6 +169,7 @@ def command(
         "gamma": gamma,
         "delta": delta,
         "dpop_lambda": dpop_lambda,
+        **_loss_args(loss_args or [], loss_names),
     }
     config = ToyConfig(
         scenarios=tuple(scenarios),
@@ -165,11 +191,30 @@ def command(
         get_loss(compare)
         landscape = ["dpo", compare] if compare != "dpo" else ["dpo"]
 
-    with progress(transient=True) as bar:
-        task = bar.add_task(f"toy: {len(scenarios)} scenario(s) × {', '.join(loss_names)}", total=steps + 1, rate="")
-        result = run_toy(config, on_step=lambda done, total: bar.update(task, completed=done))
+    if workers is None:  # a big sweep uses two cores (its runs are independent); a small one is not worth a fork
+        workers = min(2, os.cpu_count() or 1) if len(scenarios) * len(loss_names) > 16 else 1
+    if workers > 1:
+        console.print(f"toy: {len(scenarios)} scenario(s) × {len(loss_names)} losses on {workers} processes", highlight=False)
+        result = run_toy_parallel(config, workers)
+    else:
+        with progress(transient=True) as bar:
+            task = bar.add_task(f"toy: {len(scenarios)} scenario(s) × {', '.join(loss_names)}", total=steps + 1, rate="")
+            result = run_toy(config, on_step=lambda done, total: bar.update(task, completed=done))
     trained = time.perf_counter()
-    written = write_outputs(result, out, figures=figures, landscape_losses=landscape)
+    every = metrics_every if metrics_every is not None else (25 if len(loss_names) > 8 else 1)
+    # more than 8 losses: no PNGs (a 4 × 33 grid reads as noise) and metrics.jsonl thinned to every 10th step
+    written = write_outputs(
+        result, out, figures=figures and len(loss_names) <= 8, landscape_losses=landscape, metrics_every=every
+    )
+    if sweep:
+        from dpo3d.toy.sweep_table import by_loss_markdown, sweep_markdown
+
+        rows = indicators(result)
+        table = sweep_markdown(rows) + "\n" + by_loss_markdown(rows, [s.name for s in scenarios])
+        tmp = out / ".sweep.md.tmp"
+        tmp.write_text(table)
+        tmp.replace(out / "sweep.md")
+        written.append(out / "sweep.md")
     finished = time.perf_counter()
 
     console.print(_table(indicators(result)))

@@ -6,33 +6,42 @@ from pathlib import Path
 
 import typer
 
-from dpo3d.losses import LOSSES
+from dpo3d.losses import LOSSES, get_loss, parse_loss_args
 from dpo3d.training.dpo import DPORunConfig, train_dpo
 from dpo3d.training.loop import NonFiniteLoss
 
 from . import options
 from . import training_options as t
 from .common import console, fail, user_errors
+from .config_file import CONFIG, invocation
 
-LOSS_HELP = "Loss from the registry: " + ", ".join(sorted(LOSSES)) + ". `dpo3d train-dpo --list-losses` shows their formulas."
+LOSS_HELP = (
+    "Loss from the registry: " + ", ".join(sorted(LOSSES)) + "; or a weighted mixture such as dpo:0.8,bco:0.2,sft:1.0. "
+    "`dpo3d train-dpo --list-losses` shows their formulas and options."
+)
 SHOWN = ("loss", "accuracy", "margin", "probe_chosen_logp_delta", "probe_rejected_logp_delta", "probe_unseen_logp_delta")
 
 
 def _list_losses() -> None:
-    from rich.table import Table
+    from .loss_listing import print_losses
 
-    table = Table(title="losses (dpo3d/losses)", title_justify="left")
-    for column in ("name", "formula", "log-probs", "hyper-parameters (defaults)", "source"):
-        table.add_column(column, overflow="fold")
-    for name in sorted(LOSSES):
-        spec = LOSSES[name]
-        table.add_row(name, spec.summary, spec.log_probs, ", ".join(f"{k}={v}" for k, v in spec.defaults.items()), spec.source)
-    console.print(table)
+    print_losses(console)
+
+
+def _list_losses_now(value: bool) -> None:
+    """--list-losses is eager: it prints and exits before any other option is checked (no --out needed)."""
+    if value:
+        _list_losses()
+        raise typer.Exit()
 
 
 @user_errors
 def command(
-    pairs: Path = typer.Option(None, "--pairs", "-p", help="Training pairs JSONL: prompt, chosen, rejected (and optionally unseen)."),
+    ctx: typer.Context,
+    config: Path = CONFIG,
+    pairs: str = typer.Option(None, "--pairs", "-p", help=f"Training pairs in any TRL preference format (explicit or implicit prompt, strings or chat messages; optionally `unseen`): {options.SOURCE_HELP}."),
+    columns: str = options.COLUMNS,
+    subset: str = options.SUBSET,
     out: Path = t.OUT,
     model: str = options.MODEL,
     ref: str = typer.Option(None, "--ref", help="Reference model (default: the same start as --model)."),
@@ -45,11 +54,11 @@ def command(
     gamma: float = typer.Option(None, "--gamma", help="simpo: target margin γ."),
     dpop_lambda: float = typer.Option(None, "--dpop-lambda", help="dpop: λ."),
     delta: float = typer.Option(None, "--delta", help="slic: calibration margin δ."),
-    eval_pairs: Path = typer.Option(None, "--eval-pairs", help="Held-out pairs: loss, implicit-reward accuracy and margin logged."),
-    eval_every: int = typer.Option(10, "--eval-every", min=0, help="Evaluate the held-out pairs every N steps."),
-    probe_size: int = typer.Option(16, "--probe-size", min=1, help="Fixed training pairs whose log-probs are tracked each logged step."),
-    unseen_limit: int = typer.Option(64, "--unseen", min=0, help="Unseen candidates (the pairs' `unseen` field) tracked for dispersion."),
-    grad_split_every: int = typer.Option(0, "--grad-split-every", min=0, help="Every N steps, measure the parameter-gradient norm from the chosen and the rejected side (2 extra backward passes)."),
+    eval_pairs: str = typer.Option(None, "--eval-pairs", help="Held-out pairs (any source, same --columns/--subset): loss, implicit-reward accuracy and margin logged."),
+    eval_every: int = typer.Option(DPORunConfig.eval_every, "--eval-every", min=0, help="Evaluate the held-out pairs every N steps."),
+    probe_size: int = typer.Option(DPORunConfig.probe_size, "--probe-size", min=1, help="Fixed training pairs whose log-probs are tracked each logged step."),
+    unseen_limit: int = typer.Option(DPORunConfig.unseen_limit, "--unseen", min=0, help="Unseen candidates (the pairs' `unseen` field) tracked for dispersion."),
+    grad_split_every: int = typer.Option(DPORunConfig.grad_split_every, "--grad-split-every", min=0, help="Every N steps, measure the parameter-gradient norm from the chosen and the rejected side (2 extra backward passes)."),
     max_length: int = options.MAX_LENGTH,
     lr: float = t.LR,
     batch_size: int = t.BATCH_SIZE,
@@ -63,11 +72,20 @@ def command(
     save_every: int = t.SAVE_EVERY,
     resume: bool = t.RESUME,
     max_grad_norm: float = t.MAX_GRAD_NORM,
+    lora_r: int = t.LORA_R,
+    lora_alpha: float = t.LORA_ALPHA,
+    lora_dropout: float = t.LORA_DROPOUT,
+    lora_targets: str = t.LORA_TARGETS,
+    merge: bool = t.MERGE,
     plot: bool = t.PLOT,
-    dtype: str = options.DTYPE,
+    mixed_precision: str = t.MIXED_PRECISION,
+    gradient_checkpointing: bool = t.GRADIENT_CHECKPOINTING,
+    report_to: str = t.REPORT_TO,
+    dtype: str = t.DTYPE,
     device: str = t.DEVICE,
     trust_remote_code: bool = options.TRUST_REMOTE_CODE,
-    list_losses: bool = typer.Option(False, "--list-losses", help="Print the loss registry and exit."),
+    loss_args: list[str] = typer.Option(None, "--loss-arg", help="A loss option as name=value (repeatable), e.g. --loss-arg beta_rejected=0.02; in a mixture, part.name=value sets one part. `--list-losses` shows every loss's options and defaults."),
+    list_losses: bool = typer.Option(False, "--list-losses", is_eager=True, callback=_list_losses_now, help="Print the loss registry (formulas, options, defaults, sources) and exit."),
 ) -> None:
     """Train a policy on preference pairs with DPO or a variant, watching for the 3D-properties.
 
@@ -89,18 +107,21 @@ def command(
         return
     if pairs is None:
         raise typer.BadParameter("--pairs is required", param_hint="--pairs")
-    loop = t.loop_config(out, lr, batch_size, grad_accum, epochs, max_steps, warmup_ratio, schedule, seed,
-                         log_every, save_every, resume, max_grad_norm, device)
+    loop = t.loop_config(ctx.params, invocation(ctx))
     hyper = {"beta": beta, "beta_chosen": beta_chosen, "beta_rejected": beta_rejected, "sft_weight": sft_weight,
              "label_smoothing": label_smoothing, "gamma": gamma, "dpop_lambda": dpop_lambda, "delta": delta}
+    spec = get_loss(loss)  # an unknown loss or a bad mixture is one line
+    hyper.update(parse_loss_args(spec, loss_args or []))
     if loss in LOSSES:
         ignored = [k for k, v in hyper.items() if v is not None and k not in LOSSES[loss].defaults]
         if ignored:
             console.print(f"[yellow]note:[/] --loss {loss} does not use {', '.join('--' + k.replace('_', '-') for k in ignored)}")
     config = DPORunConfig(
-        model=model, pairs=pairs, loop=loop, loss=loss, hyperparameters=hyper, ref=ref, eval_pairs=eval_pairs,
+        model=model, pairs=options.data_spec(pairs, subset, columns), loop=loop, loss=loss, hyperparameters=hyper, ref=ref,
+        eval_pairs=options.data_spec(eval_pairs, subset, columns) if eval_pairs else None,
         max_length=max_length, probe_size=probe_size, unseen_limit=unseen_limit, grad_split_every=grad_split_every,
         eval_every=eval_every, load=options.load_options(dtype, trust_remote_code),
+        lora=t.lora_config(lora_r, lora_alpha, lora_dropout, lora_targets, merge),
     )
     display = t.LiveDisplay(SHOWN)
     try:

@@ -195,6 +195,13 @@ def test_every_loss_has_diagnostics_without_nan_or_overflow(name):
         ),
         chosen_lengths=torch.tensor([120, 30]),
         rejected_lengths=torch.tensor([250, 40]),
+        # shared lengths 120 and 30 tokens: their share of each sum (LD-DPO); WPO log-weights per token
+        policy_chosen_shared_logps=torch.tensor([-300.0, -45.0]),
+        policy_rejected_shared_logps=torch.tensor([-800.0 * 120 / 250, -60.0 * 30 / 40]),
+        reference_chosen_shared_logps=torch.tensor([-310.0, -50.0]),
+        reference_rejected_shared_logps=torch.tensor([-790.0 * 120 / 250, -58.0 * 30 / 40]),
+        chosen_wpo_logweights=torch.tensor([-2.4, -1.4]),
+        rejected_wpo_logweights=torch.tensor([-3.1, -1.4]),
     )
     diag = gradient_diagnostics(name, batch)
     for tensor in (diag.log_abs_grad_chosen, diag.log_abs_grad_rejected):
@@ -223,3 +230,69 @@ def test_diagnostics_leave_the_model_graph_alone():
 def test_diagnostics_of_an_unknown_loss_is_a_value_error():
     with pytest.raises(ValueError, match="unknown loss"):
         gradient_diagnostics("nope", one_pair(-1.0, -2.0, -1.0, -2.0))
+
+
+# --------------------------------------------------------------------------- issue 14: the balanced family, mixtures
+
+
+@pytest.mark.parametrize(("logp_w", "logp_l", "ref_w", "ref_l"), CASES)
+def test_adadpo_balances_the_probability_gradients_up_to_its_clip(logp_w, logp_l, ref_w, ref_l):
+    # β_w = β·min(x1/x2, C): |∂L/∂x1| = β_w σ(-z)/x1, |∂L/∂x2| = β σ(-z)/x2, so
+    # ln|g2/g1| = ln(β/β_w) + logp_w - logp_l = max(0, logp_w - logp_l - ln C)
+    clip = 2.0
+    diag = gradient_diagnostics("adadpo", one_pair(logp_w, logp_l, ref_w, ref_l), clip=clip)
+    assert diag.log_ratio.item() == pytest.approx(max(0.0, logp_w - logp_l - math.log(clip)), abs=1e-12)
+
+
+def test_bdpo_rejected_gradient_vanishes_with_x2():
+    # ∂L/∂logp_l = β σ(-z)·λx2/(λx2 + (1-λ)ref_l): the mixing factor goes to 0 as x2 -> 0
+    beta, mix = 0.1, 0.5
+    for logp_l in (-2.0, -20.0, -200.0):
+        ref_l = -2.0
+        mixed = math.log(mix * math.exp(logp_l) + (1 - mix) * math.exp(ref_l))
+        z = beta * ((-1.0 + 1.5) - (mixed - ref_l))
+        factor = mix * math.exp(logp_l) / (mix * math.exp(logp_l) + (1 - mix) * math.exp(ref_l))
+        diag = gradient_diagnostics("bdpo", one_pair(-1.0, logp_l, -1.5, ref_l), beta=beta, mix=mix)
+        assert diag.rejected_logp_grad.item() == pytest.approx(beta * factor / (1 + math.exp(z)), rel=1e-10)
+    # in probability space: ∂L/∂x2 = β σ(-z)·λ/(λx2 + (1-λ)ref_l) <= β·λ/((1-λ)·ref_l), bounded as x2 -> 0,
+    # while DPO's grows like 1/x2: at x2 = e^-200 its log|∂L/∂x2| is ~178
+    assert diag.log_abs_grad_rejected.item() < math.log(beta * mix / ((1 - mix) * math.exp(-2.0)))
+    assert gradient_diagnostics("dpo", one_pair(-1.0, -200.0, -1.5, -2.0)).log_abs_grad_rejected.item() > 170
+
+
+def test_bpo_pushes_only_the_smaller_side():
+    # a = 0.5, b = -0.5 (β = 0.1): r_w = 0.05 > -α r_l = 0.015 -> only the rejected gets a gradient
+    diag = gradient_diagnostics("bpo", one_pair(-2.0, -3.0, -2.5, -2.5))
+    assert diag.chosen_logp_grad.item() == 0 and diag.rejected_logp_grad.item() > 0
+    # a = -1, b = -0.5: r_w = -0.1 < -α r_l = 0.015 -> only the chosen
+    diag = gradient_diagnostics("bpo", one_pair(-4.0, -3.0, -3.0, -2.5))
+    assert diag.chosen_logp_grad.item() < 0 and diag.rejected_logp_grad.item() == 0
+
+
+def test_mixture_diagnostics_are_the_weighted_sums_of_the_parts():
+    batch = PreferenceBatch(
+        *(torch.tensor(v, dtype=torch.float64) for v in ([-5.0, -9.0], [-6.0, -4.0], [-5.5, -8.0], [-5.0, -5.0])),
+        chosen_lengths=torch.tensor([3.0, 4.0]),
+        rejected_lengths=torch.tensor([2.0, 5.0]),
+    )
+    mixed = gradient_diagnostics("dpo:0.8,bco-pair:0.2,sft:1", batch)
+    parts = {name: gradient_diagnostics(name, batch) for name in ("dpo", "bco-pair", "sft")}
+    for side in ("chosen_logp_grad", "rejected_logp_grad"):
+        expected = 0.8 * getattr(parts["dpo"], side) + 0.2 * getattr(parts["bco-pair"], side) + getattr(parts["sft"], side)
+        torch.testing.assert_close(getattr(mixed, side), expected, rtol=1e-12, atol=1e-15)
+
+
+def test_ld_dpo_diagnostics_scale_the_shared_part_with_the_sequence():
+    # every token's log-prob scaled alike: d(shared)/d(logp) = shared/logp, so
+    # ∂L/∂logp_w = -β σ(-z)·(s + α(1 - s)), s = shared_w/logp_w (the reference is a constant)
+    beta, alpha = 0.1, 0.5
+    t = lambda v: torch.tensor([v], dtype=torch.float64)  # noqa: E731
+    batch = PreferenceBatch(
+        t(-6.0), t(-3.0), t(-5.0), t(-3.0), t(6.0), t(2.0),
+        t(-2.0), t(-3.0), t(-1.0), t(-3.0),
+    )  # fmt: skip
+    chosen = -2.0 + alpha * (-6.0 + 2.0) - (-1.0 + alpha * (-5.0 + 1.0))  # ã = -4 - (-3) = -1
+    z = beta * (chosen - 0.0)
+    share = -2.0 / -6.0
+    diag = gradient_diagnostics("ld-dpo", batch, beta=beta, ld_alpha=alpha)
+    assert diag.chosen_logp_grad.item() == pytest.approx(-beta / (1 + math.exp(z)) * (share + alpha * (1 - share)), rel=1e-10)

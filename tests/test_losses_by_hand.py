@@ -56,7 +56,10 @@ def check(name: str, batch: PreferenceBatch, losses, chosen_rewards, rejected_re
 
 
 def test_every_registered_loss_has_a_hand_computed_test():
-    missing = [name for name in LOSSES if f"test_{name.replace('-', '_')}_by_hand" not in globals()]
+    from . import test_losses_by_hand_more as more  # issue 14's losses, kept in their own file
+
+    known = set(globals()) | set(vars(more))
+    missing = [name for name in LOSSES if f"test_{name.replace('-', '_')}_by_hand" not in known]
     assert not missing, f"losses without a hand-computed test: {missing}"
 
 

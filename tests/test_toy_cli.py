@@ -81,3 +81,33 @@ def test_user_mistakes_are_one_line_and_exit_2(tmp_path):
     assert not (tmp_path / "x").exists()  # nothing half-written
     result = run("--out", str(bad))
     assert result.exit_code == 2 and "is a file" in result.stderr
+
+
+def test_sweep_of_every_loss_writes_the_table(tmp_path):
+    from dpo3d.losses import LOSSES
+
+    out = tmp_path / "all"
+    result = run("--sweep", "--losses", "all", "--steps", "6", "--sft-steps", "10", "--out", str(out), "--workers", "2")
+    assert result.exit_code == 0, result.output
+    table = (out / "sweep.md").read_text()
+    first, by_loss = table.split("\n\n")
+    lines = first.splitlines()
+    assert "chosen peak (step)" in lines[0] and "dispersed mass went to" in lines[0]
+    assert len(lines) == 2 + 4 * len(LOSSES)  # header, rule, one line per (scenario, loss)
+    for name in LOSSES:
+        assert f"| 1 | {name} |" in first and f"| 4 | {name} |" in first
+    assert len(by_loss.strip().splitlines()) == 2 + len(LOSSES)
+    assert not list(out.glob("*.png"))  # more than 8 losses: no figures
+    # metrics.jsonl thinned to every 25th step (and the last): steps 0 and 6 per run
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 2 * 4 * len(LOSSES)
+
+
+def test_loss_arg_reaches_a_new_loss(tmp_path):
+    out = tmp_path / "bpo"
+    result = run("--scenario", "2", "--loss", "bpo", "--loss-arg", "alpha=0.5", "--steps", "3", "--sft-steps", "10",
+                 "--no-figures", "--out", str(out))  # fmt: skip
+    assert result.exit_code == 0, result.output
+    (row,) = json.loads((out / "summary.json").read_text())["runs"]
+    assert row["hyperparameters"] == {"beta": 0.1, "alpha": 0.5}
+    result = run("--loss", "dpo", "--loss-arg", "alpha=0.5", "--steps", "3", "--out", str(tmp_path / "x"))
+    assert result.exit_code == 2 and "none of dpo takes 'alpha'" in result.stderr

@@ -118,8 +118,9 @@ def test_a_run_is_the_same_alone_or_stacked():
     torch.testing.assert_close(stacked.history.loss[r], alone.history.loss[0], rtol=0, atol=1e-12)
 
 
-def test_only_bco_pools_over_its_batch():
-    assert [name for name in LOSSES if pools_over_batch(name, {})] == ["bco"]
+def test_only_bco_and_the_sorted_losses_pool_over_their_batch():
+    # bco shifts by the batch's mean reward; aot and aot-unpaired sort the batch's log-ratios
+    assert sorted(name for name in LOSSES if pools_over_batch(name, {})) == ["aot", "aot-unpaired", "bco"]
 
 
 def test_adam_is_torch_adam():
@@ -164,9 +165,36 @@ def test_an_underflowing_run_stops_with_a_clear_error():
         run_toy(small(scenarios=(SCENARIOS["1"],), steps=200, lr=0.3))
 
 
-def test_the_command_has_a_flag_for_every_registry_hyperparameter():
+def test_the_command_reaches_every_registry_hyperparameter():
+    # the older losses' options have flags of their own; every option of every loss goes through --loss-arg
     from dpo3d_cli import toy
 
     parameters = inspect.signature(inspect.unwrap(toy.command)).parameters
-    wanted = {key for spec in LOSSES.values() for key in spec.defaults}
-    assert wanted <= set(parameters)
+    assert "loss_args" in parameters
+    for name, spec in LOSSES.items():
+        for key, default in spec.defaults.items():
+            value = "true" if isinstance(default, bool) else "1" if isinstance(default, int) else "0.25"
+            assert toy._loss_args([f"{key}={value}"], [name]) == {key: type(default)(True if value == "true" else float(value))}
+
+
+def test_scenarios_on_two_processes_give_the_same_numbers():
+    from dpo3d.toy.parallel import run_toy_parallel
+
+    config = small(losses=("dpo", "aot", "sft"), steps=8)
+    one, two = run_toy(config), run_toy_parallel(config, 2)
+    assert [run.run_id for run in two.runs] == [run.run_id for run in one.runs]
+    assert [run.scenario_index for run in two.runs] == [run.scenario_index for run in one.runs]
+    for name in ("probs", "loss", "log_abs_grad_chosen", "log_abs_grad_rejected", "autograd_grad_chosen"):
+        assert torch.equal(getattr(two.history, name), getattr(one.history, name)), name
+    assert torch.equal(two.reference_probs, one.reference_probs) and two.stopped_at == one.stopped_at
+
+
+def test_a_run_unbounded_below_stops_alone():
+    # robust DPO's loss falls without bound (its -ε·(-log σ(-h)) term is linear in h): at lr 0.01 its
+    # x2 underflows within 200 steps while DPO's run goes on; robust is frozen at its last good step
+    result = run_toy(small(scenarios=(SCENARIOS["1"],), losses=("dpo", "robust"), steps=200, lr=0.01))
+    dpo, robust = result.stopped_at
+    assert dpo is None and robust is not None and 0 < robust < 200
+    history = result.history
+    assert torch.equal(history.probs[1, robust + 1], history.probs[1, -1])  # nothing moved after the stop
+    assert not torch.equal(history.probs[0, robust + 1], history.probs[0, -1])

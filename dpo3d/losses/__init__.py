@@ -1,20 +1,50 @@
 """Preference losses: one registry of pure functions, and their 3D gradient diagnostics.
 
-Importing this package registers every loss (the modules below register on import).
+Importing this package registers every loss (the modules below register on import):
+bradley_terry (DPO and its -log σ(margin) kin), pointwise (per-response rewards), targets
+(squared / hinge margins), balanced (the balanced-gradient family: adadpo, bpo, bdpo),
+trl_variants (aot, discopop, sigmoid-norm, bco-pair), divergences (f-DPO), token_level
+(ld-dpo, wpo: token-level inputs), reference_free (orpo, cpo, sft). ``get_loss`` also builds
+weighted mixtures (mixture.py); options.py parses ``name=value`` loss options.
 """
 
-from . import bradley_terry, pointwise, targets  # noqa: F401  (registration side effect)
-from .diagnostics import GradientDiagnostics, gradient_diagnostics
-from .registry import LOSSES, LossOutput, LossSpec, PreferenceBatch, compute_loss, get_loss, register
+from . import (  # noqa: F401  (registration side effect)
+    balanced,
+    bradley_terry,
+    divergences,
+    pointwise,
+    reference_free,
+    targets,
+    token_level,
+    trl_variants,
+)
+from .diagnostics import GradientDiagnostics, gradient_diagnostics, gradient_diagnostics_many
+from .options import format_defaults, parse_loss_args
+from .registry import (
+    LOSS_INPUTS,
+    LOSSES,
+    UNAVAILABLE,
+    LossOutput,
+    LossSpec,
+    PreferenceBatch,
+    compute_loss,
+    get_loss,
+    register,
+)
 
 __all__ = [
     "LOSSES",
+    "LOSS_INPUTS",
+    "UNAVAILABLE",
     "GradientDiagnostics",
     "LossOutput",
     "LossSpec",
     "PreferenceBatch",
     "compute_loss",
+    "format_defaults",
     "get_loss",
     "gradient_diagnostics",
+    "gradient_diagnostics_many",
+    "parse_loss_args",
     "register",
 ]

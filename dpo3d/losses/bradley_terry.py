@@ -111,3 +111,18 @@ def simpo(batch: PreferenceBatch, *, beta: float = 2.0, gamma: float = 0.5) -> L
     chosen_rewards = beta * batch.policy_chosen_logps / chosen_lengths
     rejected_rewards = beta * batch.policy_rejected_logps / rejected_lengths
     return LossOutput(-F.logsigmoid(chosen_rewards - rejected_rewards - gamma), chosen_rewards, rejected_rewards)
+
+
+@register("rdpo", log_probs="sum", source="Park et al. 2024, Disentangling Length from Quality in DPO (R-DPO)")
+def rdpo(batch: PreferenceBatch, *, beta: float = 0.1, alpha: float = 0.01) -> LossOutput:
+    """-log σ(h + α(|y_w| - |y_l|)), h = β[(logp_w - ref_w) - (logp_l - ref_l)]: DPO with length regularisation.
+
+    Summed log-probs; lengths in tokens. With a length penalty α|y| on the true reward,
+    the implicit reward is β·log-ratio = r - α|y|, so the Bradley-Terry margin gains
+    α(|y_w| - |y_l|): a longer chosen needs less of the policy's margin, and length stops
+    paying (R-DPO's regularised objective; the sign follows from this derivation, the paper's
+    text was not at hand to cite its equation number).
+    """
+    h, chosen_rewards, rejected_rewards = _dpo_margin(batch, beta)
+    chosen_lengths, rejected_lengths = batch.lengths()
+    return LossOutput(-F.logsigmoid(h + alpha * (chosen_lengths - rejected_lengths)), chosen_rewards, rejected_rewards)

@@ -10,6 +10,7 @@ value prediction are clipped.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -22,11 +23,19 @@ def masked_mean(values: torch.Tensor, mask: torch.Tensor, dim: int | None = None
     return (values * mask).sum(dim) / mask.sum(dim).clamp_min(1)
 
 
-def masked_whiten(values: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True) -> torch.Tensor:
-    """(x - mean) / std over the masked entries (std unbiased); ``shift_mean=False`` keeps the mean."""
-    mean = masked_mean(values, mask)
-    n = mask.sum().clamp_min(2)
-    variance = (((values - mean) ** 2) * mask).sum() / (n - 1)
+def masked_whiten(values: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True,
+                  total: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+    """(x - mean) / std over the masked entries (std unbiased); ``shift_mean=False`` keeps the mean.
+
+    ``total`` sums a tensor over every process's batch, so data-parallel PPO whitens over the global batch
+    (as one process holding all of it would); without it, over this batch alone.
+    """
+    total = total or (lambda tensor: tensor)
+    mask = mask.to(values.dtype)
+    count = total(mask.sum())
+    mean = total((values * mask).sum()) / count.clamp_min(1)
+    n = count.clamp_min(2)
+    variance = total((((values - mean) ** 2) * mask).sum()) / (n - 1)
     whitened = (values - mean) * torch.rsqrt(variance + 1e-8)
     if not shift_mean:
         whitened = whitened + mean

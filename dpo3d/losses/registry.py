@@ -3,6 +3,9 @@
 A loss is a pure function ``fn(batch: PreferenceBatch, **hyperparameters) -> LossOutput``
 of sequence log-prob tensors. Training loops and the toy model look losses up
 here and never branch on a loss's name; ``--loss`` choices come from ``LOSSES``.
+A loss that needs more than the sequence sums declares it in ``inputs`` (``LOSS_INPUTS``)
+and the loop fills those fields of the batch; ``get_loss("dpo:0.8,sft:1")`` builds a
+weighted mixture; ``UNAVAILABLE`` names losses deliberately absent, with the reason.
 """
 
 from __future__ import annotations
@@ -31,6 +34,15 @@ class PreferenceBatch:
     reference_rejected_logps: torch.Tensor | None = None
     chosen_lengths: torch.Tensor | None = None
     rejected_lengths: torch.Tensor | None = None
+    # token-level extras, filled only for losses that declare them in ``inputs`` (see LOSS_INPUTS):
+    # "shared": log-probs summed over the first min(|y_w|, |y_l|) response tokens of the pair (LD-DPO)
+    policy_chosen_shared_logps: torch.Tensor | None = None
+    policy_rejected_shared_logps: torch.Tensor | None = None
+    reference_chosen_shared_logps: torch.Tensor | None = None
+    reference_rejected_shared_logps: torch.Tensor | None = None
+    # "wpo": per response, mean over its tokens of log π(y_t) - log Σ_v π(v)² (WPO's weight, in log; no gradient)
+    chosen_wpo_logweights: torch.Tensor | None = None
+    rejected_wpo_logweights: torch.Tensor | None = None
 
     def lengths(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Token counts, defaulting to 1 (a one-token 'sequence', as in the toy model)."""
@@ -53,6 +65,35 @@ class PreferenceBatch:
         chosen, rejected = self.logratios()
         chosen_len, rejected_len = self.lengths()
         return chosen / chosen_len, rejected / rejected_len
+
+    def shared_logps(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Policy chosen/rejected and reference chosen/rejected, summed over the pair's shared length.
+
+        Without explicit values, a pair of one-token responses (no lengths given, as in the toy
+        model) shares its whole length: the shared sums are the sums.
+        """
+        given = (
+            self.policy_chosen_shared_logps,
+            self.policy_rejected_shared_logps,
+            self.reference_chosen_shared_logps,
+            self.reference_rejected_shared_logps,
+        )
+        if all(t is not None for t in given):
+            return given  # type: ignore[return-value]
+        if self.chosen_lengths is None and self.rejected_lengths is None:
+            self.logratios()  # raises if the reference is missing
+            return (
+                self.policy_chosen_logps,
+                self.policy_rejected_logps,
+                self.reference_chosen_logps,
+                self.reference_rejected_logps,
+            )  # type: ignore[return-value]
+        raise ValueError("this loss needs log-probs split at the shared length (policy_*_shared_logps, reference_*_shared_logps)")
+
+    def wpo_logweights(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.chosen_wpo_logweights is None or self.rejected_wpo_logweights is None:
+            raise ValueError("this loss needs WPO log-weights (chosen_wpo_logweights/rejected_wpo_logweights)")
+        return self.chosen_wpo_logweights, self.rejected_wpo_logweights
 
 
 @dataclass
@@ -85,6 +126,7 @@ class LossSpec:
     needs_reference: bool
     source: str
     defaults: Mapping[str, float | None] = field(default_factory=dict)
+    inputs: frozenset[str] = frozenset()  # token-level extras the loss reads: "shared", "wpo"
 
     @property
     def summary(self) -> str:
@@ -101,25 +143,59 @@ class LossSpec:
 
 LOSSES: dict[str, LossSpec] = {}
 
+#: the token-level extras a loss may ask for (LossSpec.inputs); a training loop fills the fields named here
+LOSS_INPUTS = {
+    "shared": "log-probs summed over the pair's shared length min(|y_w|, |y_l|), policy and reference",
+    "wpo": "WPO log-weights: mean over a response's tokens of log π(y_t) - log Σ_v π(v)²",
+}
 
-def register(name: str, *, log_probs: Literal["sum", "mean"], source: str, needs_reference: bool = True):
-    """Decorator: add a loss to the registry under ``name``."""
+#: names users look for that the registry deliberately does not hold, with the reason
+UNAVAILABLE: dict[str, str] = {
+    "balanced-dpo": (
+        "Balanced-DPO (Ma et al. 2025, arXiv 2502.20847) is not implemented: its reweighting formula is not in "
+        "any public source we could check (only the abstract is available), and we do not invent one under its "
+        "name. Its aim, equal chosen/rejected gradients, is served by adadpo, bpo and bdpo."
+    ),
+}
+
+MIXTURE_SEPARATORS = (",", ":")
+
+
+def register(
+    name: str,
+    *,
+    log_probs: Literal["sum", "mean"],
+    source: str,
+    needs_reference: bool = True,
+    inputs: tuple[str, ...] = (),
+):
+    """Decorator: add a loss to the registry under ``name``; its keyword-only parameters are its hyper-parameters."""
 
     def wrap(fn: LossFn) -> LossFn:
         if name in LOSSES:
             raise ValueError(f"loss '{name}' registered twice")
+        unknown = set(inputs) - set(LOSS_INPUTS)
+        if unknown:
+            raise ValueError(f"loss '{name}' asks for unknown inputs {sorted(unknown)}")
         params = inspect.signature(fn).parameters
         defaults = {key: p.default for key, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY}
-        LOSSES[name] = LossSpec(name, fn, log_probs, needs_reference, source, defaults)
+        LOSSES[name] = LossSpec(name, fn, log_probs, needs_reference, source, defaults, frozenset(inputs))
         return fn
 
     return wrap
 
 
 def get_loss(name: str) -> LossSpec:
+    """A registered loss, or a weighted mixture written ``dpo:0.8,bco:0.2,sft:1.0``."""
+    if any(separator in name for separator in MIXTURE_SEPARATORS):
+        from .mixture import mixture_spec
+
+        return mixture_spec(name)
     try:
         return LOSSES[name]
     except KeyError:
+        if name in UNAVAILABLE:
+            raise ValueError(UNAVAILABLE[name]) from None
         raise ValueError(f"unknown loss '{name}'; choose from: {', '.join(sorted(LOSSES))}") from None
 
 

@@ -7,7 +7,8 @@
 Modules: scenarios (prompts, responses, pairs, step-1 distributions), model (the
 stacked MLP, step 1, Adam), train (both steps, the per-step record), indicators,
 outputs (metrics.jsonl, summary.json), figures and landscape (PNGs; matplotlib
-is imported only there).
+is imported only there), sweep_table (sweep.md: every loss × every scenario) and
+parallel (the scenarios spread over processes; the same numbers, less wall time).
 """
 
 from .indicators import curves, indicators

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .scenarios import CHOSEN, N_PROMPTS, N_RESPONSES, UNSEEN, Pairs
+from .scenarios import CHOSEN, N_PROMPTS, N_RESPONSES, REJECTED, UNSEEN, Pairs
 from .train import ToyResult
 
 #: chosen "starts to fall" when it ends more than this fraction below its peak
@@ -61,10 +61,30 @@ def curves(result: ToyResult) -> Curves:
         rejected_logp=history.rejected_logps.mean(-1),
         log_grad_chosen=history.log_abs_grad_chosen.mean(-1),
         log_grad_rejected=history.log_abs_grad_rejected.mean(-1),
-        log_grad_ratio=torch.nan_to_num(ratio, nan=-math.inf).amax(-1).masked_fill(ratio.isnan().all(-1), math.nan),
+        # nan (both gradients 0) counts as -inf; +inf (the chosen got exactly no gradient) stays +inf
+        log_grad_ratio=ratio.masked_fill(ratio.isnan(), -math.inf).amax(-1).masked_fill(ratio.isnan().all(-1), math.nan),
         margin=history.margins.mean(-1),
         loss=history.loss,
     )
+
+
+#: where dispersed mass can land: responses outside the prompt's own pairs, by class
+DESTINATIONS = ("unseen", "other chosen", "other rejected")
+
+
+def mass_gains(result: ToyResult) -> torch.Tensor:
+    """(runs, 3): mean over prompts of the mass gained from the reference to the last step by the
+    responses outside the prompt's pairs, split into the unseen 9-10, the other prompts' chosen
+    and the rejected 5-8 that are in none of the prompt's pairs (DESTINATIONS)."""
+    probs = result.history.probs  # (R, T, P, V)
+    gain = probs[:, -1] - probs[:, 0]  # (R, P, V)
+    outside = outside_mask(result.pairs)
+    classes = torch.zeros(len(DESTINATIONS), N_RESPONSES, dtype=torch.bool)
+    classes[0, list(UNSEEN)] = True
+    classes[1, list(CHOSEN)] = True
+    classes[2, list(REJECTED)] = True
+    masks = classes[:, None, :] & outside[None]  # (3, P, V)
+    return torch.einsum("rpv,cpv->rc", gain, masks.to(gain.dtype)) / N_PROMPTS
 
 
 def _finite_max(values: torch.Tensor) -> float | None:
@@ -77,8 +97,11 @@ def indicators(result: ToyResult) -> list[dict]:
     c = curves(result)
     steps = result.config.steps
     window = max(1, round(DRIFT_WINDOW * steps))
+    gains = mass_gains(result)
     rows = []
     for r, run in enumerate(result.runs):
+        gained = {name: float(gains[r, k]) for k, name in enumerate(DESTINATIONS)}
+        where = max(gained, key=gained.get)
         chosen = c.chosen[r]
         peak_step = int(chosen.argmax())
         peak = float(chosen[peak_step])
@@ -87,6 +110,10 @@ def indicators(result: ToyResult) -> list[dict]:
         rise = float(c.chosen_logp[r, peak_step] - c.chosen_logp[r, 0])
         drop = float(c.rejected_logp[r, 0] - c.rejected_logp[r, peak_step])
         max_log_ratio = _finite_max(c.log_grad_ratio[r])
+        ratios = c.log_grad_ratio[r]
+        # +inf: at some step the rejected was pushed while the chosen got exactly no gradient (bpo's min);
+        # -inf: the rejected never got any (sft)
+        extreme = "+inf" if bool((ratios == math.inf).any()) else "-inf" if bool((ratios[~ratios.isnan()] == -math.inf).all()) else None
         rows.append(
             {
                 "run": run.run_id,
@@ -112,10 +139,17 @@ def indicators(result: ToyResult) -> list[dict]:
                 "initial_log_grad_ratio": _finite_max(c.log_grad_ratio[r, :1]),
                 "max_log_grad_ratio": max_log_ratio,
                 "max_grad_ratio": math.exp(max_log_ratio) if max_log_ratio is not None and max_log_ratio < 700 else None,
-                "max_grad_ratio_step": int(torch.nan_to_num(c.log_grad_ratio[r], nan=-math.inf).argmax()),
+                "log_grad_ratio_extreme": extreme,
+                "max_grad_ratio_step": int(c.log_grad_ratio[r].masked_fill(c.log_grad_ratio[r].isnan(), -math.inf).argmax()),
                 "final_margin": float(c.margin[r, -1]),
                 "margin_drift": float(c.margin[r, -1] - c.margin[r, -1 - window]),
                 "final_loss": float(c.loss[r, -1]),
+                "stopped_at": result.stopped_at[r] if result.stopped_at else None,
+                "mass_gain_unseen": gained["unseen"],
+                "mass_gain_other_chosen": gained["other chosen"],
+                "mass_gain_other_rejected": gained["other rejected"],
+                # the class outside the pairs that gained most (None if none gained)
+                "dispersed_to": where if gained[where] > 0 else None,
             }
         )
     return rows
@@ -123,6 +157,17 @@ def indicators(result: ToyResult) -> list[dict]:
 
 def _number(value: float | None, fmt: str) -> str:
     return "—" if value is None else fmt.format(value)
+
+
+def ratio_cell(row: dict) -> str:
+    """The largest ln|∂L/∂x2 / ∂L/∂x1|: ∞ if the chosen ever got no gradient at all, -∞ if the rejected never did."""
+    extreme = row.get("log_grad_ratio_extreme")
+    if extreme == "+inf":  # with the largest finite value, if any step had one
+        finite = row["max_log_grad_ratio"]
+        return "∞" if finite is None else f"∞ ({finite:.1f})"
+    if extreme == "-inf":
+        return "-∞"
+    return _number(row["max_log_grad_ratio"], "{:.1f}")
 
 
 #: the sweep table, compact enough for an 80-column terminal: (header, cell of an indicators() row)
@@ -133,6 +178,6 @@ TABLE_COLUMNS: tuple[tuple[str, Callable[[dict], str]], ...] = (
     ("rejected\nfinal", lambda row: f"{row['final_rejected']:.0e}"),
     ("unseen\nstart→end", lambda row: f"{row['unseen_start']:.2f}→{row['unseen_end']:.2f}"),
     ("outside\nstart→end", lambda row: f"{row['outside_start']:.2f}→{row['outside_end']:.2f}"),
-    ("max ln\n|g2/g1|", lambda row: _number(row["max_log_grad_ratio"], "{:.1f}")),
+    ("max ln\n|g2/g1|", lambda row: ratio_cell(row)),
     ("margin\nfinal", lambda row: f"{row['final_margin']:.1f}"),
 )

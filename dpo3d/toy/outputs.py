@@ -34,7 +34,8 @@ def _as_json(values) -> list:
     return listed if bool(values.isfinite().all()) else json_safe(listed)
 
 
-def metric_records(result: ToyResult) -> Iterator[dict]:
+def metric_records(result: ToyResult, every: int = 1) -> Iterator[dict]:
+    """Every ``every``-th step's record per run (and always the last step)."""
     history = result.history
     pairs = result.pairs.as_records()
     for r, run in enumerate(result.runs):
@@ -51,7 +52,8 @@ def metric_records(result: ToyResult) -> Iterator[dict]:
         }
         names = list(columns)
         values = [_as_json(column) for column in columns.values()]
-        for step in range(result.config.steps + 1):
+        steps = result.config.steps
+        for step in sorted(set(range(0, steps + 1, every)) | {steps}):
             per_pair = zip(*(column[step] for column in values), strict=True)
             yield {
                 "run": run.run_id,
@@ -85,12 +87,14 @@ def summary(result: ToyResult) -> dict:
     )
 
 
-def write_outputs(result: ToyResult, out: str | Path, figures: bool = True, landscape_losses: Sequence[str] = ()) -> list[Path]:
+def write_outputs(
+    result: ToyResult, out: str | Path, figures: bool = True, landscape_losses: Sequence[str] = (), metrics_every: int = 1
+) -> list[Path]:
     """Write metrics.jsonl, summary.json and (unless ``figures`` is False) the PNGs; returns the paths."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     with open_output(out / METRICS) as stream:
-        for record in metric_records(result):
+        for record in metric_records(result, metrics_every):
             stream.write(dumps(record) + "\n")
     write_json(summary(result), out / SUMMARY)
     written = [out / METRICS, out / SUMMARY]

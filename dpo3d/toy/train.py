@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from ..losses import PreferenceBatch, compute_loss, get_loss, gradient_diagnostics
+from ..losses import PreferenceBatch, compute_loss, get_loss, gradient_diagnostics_many
 from .model import DTYPE, Adam, ToyMLP, fit_distribution, one_thread
 from .scenarios import SCENARIOS, Pairs, Scenario, draw_pairs
 
@@ -25,6 +25,8 @@ from .scenarios import SCENARIOS, Pairs, Scenario, draw_pairs
 #: a toy MLP needs the usual small-network rate, and 1000 steps reach the x2 ≈ 0 regime in every scenario
 DEFAULT_LR = 1e-3
 DEFAULT_STEPS = 1000
+#: a run stops when x1 or x2 falls below this (e^-690): past it float64 goes subnormal and the loss non-finite
+UNDERFLOW = 1e-300
 
 
 @dataclass(frozen=True)
@@ -128,6 +130,7 @@ class ToyResult:
     reference_probs: torch.Tensor  # (scenarios, prompts, responses): what step 1 reached
     sft_kl: torch.Tensor  # (scenarios,): largest per-prompt KL(target ‖ reference)
     history: ToyHistory
+    stopped_at: list[int | None] = field(default_factory=list)  # per run: last step before x underflowed
 
 
 class ToyDiverged(ValueError):
@@ -152,10 +155,15 @@ def pools_over_batch(name: str, hyperparameters: Mapping[str, float]) -> bool:
     Probed numerically on a fixed random batch: the loss of the whole against the loss of its halves.
     """
     generator = torch.Generator().manual_seed(0)
-    logps = -5 * torch.rand(4, 8, generator=generator, dtype=DTYPE)
+    logps = -5 * torch.rand(6, 8, generator=generator, dtype=DTYPE)
 
     def losses(part: slice) -> torch.Tensor:
-        return compute_loss(name, PreferenceBatch(*(t[part] for t in logps)), **hyperparameters).losses
+        chosen, rejected, reference_chosen, reference_rejected, chosen_wpo, rejected_wpo = (t[part] for t in logps)
+        batch = PreferenceBatch(
+            chosen, rejected, reference_chosen, reference_rejected,
+            chosen_wpo_logweights=chosen_wpo, rejected_wpo_logweights=rejected_wpo,
+        )  # fmt: skip
+        return compute_loss(name, batch, **hyperparameters).losses
 
     return not torch.allclose(losses(slice(None)), torch.cat([losses(slice(0, 4)), losses(slice(4, 8))]), rtol=1e-12, atol=0)
 
@@ -204,13 +212,38 @@ def _run(config: ToyConfig, on_step: Callable[[int, int], None] | None) -> ToyRe
 
     chunks = batch_chunks(runs)
     history = ToyHistory.empty(len(runs), config.steps, len(pairs), *targets.shape[1:])
+    # a run whose x1 or x2 underflows (a loss unbounded below, e.g. robust) is stopped at its last good
+    # weights and reported with the step; the other runs go on. Only when every run stops is it an error.
+    stopped = torch.zeros(len(runs), dtype=torch.bool)
+    stopped_at: list[int | None] = [None] * len(runs)
+    previous = [w.detach().clone() for w in policy.weights]
     for step in range(config.steps + 1):
         probs = torch.softmax(policy.logits(), dim=-1)
+        pair_probs = torch.cat([probs[:, prompt, chosen], probs[:, prompt, rejected]], dim=-1)
+        underflow = (pair_probs < UNDERFLOW).any(-1) & ~stopped
+        if bool(underflow.any()):
+            if bool((stopped | underflow).all()):
+                raise ToyDiverged(
+                    f"step {step}: a probability underflowed to 0 "
+                    f"({', '.join(run.run_id for r, run in enumerate(runs) if underflow[r])}); "
+                    "use fewer steps or a smaller learning rate"
+                )
+            with torch.no_grad():
+                for weight, good in zip(policy.weights, previous, strict=True):
+                    weight[underflow] = good[underflow]
+            for r in torch.nonzero(underflow).flatten().tolist():
+                stopped_at[r] = step - 1
+            stopped |= underflow
+            probs = torch.softmax(policy.logits(), dim=-1)
         # x1, x2 are nodes of the training graph; the loss sees them only through log(x)
         x1 = probs[:, prompt, chosen]
         x2 = probs[:, prompt, rejected]
         chosen_logps, rejected_logps = x1.log(), x2.log()
+        # WPO's log-weights: log x - log Σ_v π(v|prompt)², a constant of the step (one-token responses)
+        log_sum_sq = torch.logsumexp(2 * probs[:, prompt, :].log(), dim=-1).detach()
+        chosen_wpo, rejected_wpo = chosen_logps.detach() - log_sum_sq, rejected_logps.detach() - log_sum_sq
         run_losses: list[torch.Tensor] = [torch.zeros((), dtype=DTYPE)] * len(runs)
+        probes = []
         for name, hyperparameters, members in chunks:
             index = torch.tensor(members)
             batch = PreferenceBatch(
@@ -218,22 +251,32 @@ def _run(config: ToyConfig, on_step: Callable[[int, int], None] | None) -> ToyRe
                 rejected_logps[index].reshape(-1),
                 reference_chosen[index].reshape(-1),
                 reference_rejected[index].reshape(-1),
+                chosen_wpo_logweights=chosen_wpo[index].reshape(-1),
+                rejected_wpo_logweights=rejected_wpo[index].reshape(-1),
             )
             per_pair = compute_loss(name, batch, **hyperparameters).losses.reshape(len(members), len(pairs))
             for r, mean in zip(members, per_pair.mean(-1).unbind(), strict=True):
                 run_losses[r] = mean
-            diagnostics = gradient_diagnostics(name, batch, **hyperparameters)
+            probes.append((name, batch, hyperparameters))
+        # the registry's diagnostics of every chunk, in one backward pass
+        for (_, _, members), diagnostics in zip(chunks, gradient_diagnostics_many(probes), strict=True):
+            index = torch.tensor(members)
             history.log_abs_grad_chosen[index, step] = diagnostics.log_abs_grad_chosen.reshape(len(members), -1)
             history.log_abs_grad_rejected[index, step] = diagnostics.log_abs_grad_rejected.reshape(len(members), -1)
         objective = torch.stack(run_losses).sum()
         history.loss[:, step] = torch.stack(run_losses).detach()
         if not torch.isfinite(objective) or (x2.detach() == 0).any() or (x1.detach() == 0).any():
+            broken = [
+                run.run_id for r, run in enumerate(runs)
+                if not torch.isfinite(run_losses[r]) or (x2.detach()[r] == 0).any() or (x1.detach()[r] == 0).any()
+            ]  # fmt: skip
             raise ToyDiverged(
-                f"step {step}: a probability underflowed to 0 or the loss is not finite; "
+                f"step {step}: a probability underflowed to 0 or the loss is not finite ({', '.join(broken)}); "
                 "use fewer steps or a smaller learning rate"
             )
         wanted = [x1, x2] + (policy.weights if step < config.steps else [])
-        grads = torch.autograd.grad(objective, wanted)
+        grads = torch.autograd.grad(objective, wanted, allow_unused=True)  # sft alone never reads x2
+        grads = [torch.zeros_like(w) if g is None else g for g, w in zip(grads, wanted, strict=True)]
         # the objective holds each run's *mean* loss; per pair, ∂L_k/∂x = n_pairs · ∂mean/∂x
         history.autograd_grad_chosen[:, step] = grads[0] * len(pairs)
         history.autograd_grad_rejected[:, step] = grads[1] * len(pairs)
@@ -242,7 +285,12 @@ def _run(config: ToyConfig, on_step: Callable[[int, int], None] | None) -> ToyRe
         history.rejected_logps[:, step] = rejected_logps.detach()
         history.margins[:, step] = (chosen_logps - reference_chosen - rejected_logps + reference_rejected).detach()
         if step < config.steps:
+            previous = [w.detach().clone() for w in policy.weights]
             optimizer.step(list(grads[2:]))
+            if bool(stopped.any()):
+                with torch.no_grad():  # Adam's momentum would move a stopped run: put it back
+                    for weight, good in zip(policy.weights, previous, strict=True):
+                        weight[stopped] = good[stopped]
         if on_step is not None:
             on_step(step + 1, config.steps + 1)
 
@@ -254,4 +302,5 @@ def _run(config: ToyConfig, on_step: Callable[[int, int], None] | None) -> ToyRe
         reference_probs=reference_logps.exp(),
         sft_kl=sft_kl,
         history=history,
+        stopped_at=stopped_at,
     )

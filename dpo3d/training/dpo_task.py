@@ -8,6 +8,7 @@ import torch
 
 from ..logprobs import pair_logps, score_sequences
 from ..losses import LossSpec, PreferenceBatch, gradient_diagnostics
+from ..pair_extras import pair_logps_with_extras
 from .detector import ThreeDDetector
 from .pairs_data import PairSet
 
@@ -45,19 +46,35 @@ class DPOTask:
         return self.pairs.lengths()
 
     def _batch(self, model, pairs: PairSet, indices: list[int], prefix: str = "") -> tuple[PreferenceBatch, object, object]:
-        chosen, rejected = pair_logps(
-            model, [pairs.chosen[i] for i in indices], [pairs.rejected[i] for i in indices], self.pad_id,
-            self.settings.padding_side,
-        )
+        wanted = self.loss_spec.inputs  # token-level extras the loss declares (ld-dpo, wpo), read generically
+        chosen_seqs, rejected_seqs = [pairs.chosen[i] for i in indices], [pairs.rejected[i] for i in indices]
+        if wanted:
+            chosen, rejected, extras = pair_logps_with_extras(
+                model, chosen_seqs, rejected_seqs, self.pad_id, self.settings.padding_side, wanted
+            )
+        else:
+            chosen, rejected = pair_logps(model, chosen_seqs, rejected_seqs, self.pad_id, self.settings.padding_side)
+            extras = {}
         index = torch.tensor(indices)
         device = chosen.sum.device
+
+        def reference(name: str) -> torch.Tensor | None:
+            found = self.reference.get(f"{prefix}{name}")
+            return None if found is None else found[index].to(device)
+
         batch = PreferenceBatch(
             policy_chosen_logps=chosen.sum,
             policy_rejected_logps=rejected.sum,
-            reference_chosen_logps=self.reference[f"{prefix}chosen"][index].to(device),
-            reference_rejected_logps=self.reference[f"{prefix}rejected"][index].to(device),
+            reference_chosen_logps=reference("chosen"),
+            reference_rejected_logps=reference("rejected"),
             chosen_lengths=chosen.count,
             rejected_lengths=rejected.count,
+            policy_chosen_shared_logps=extras.get("chosen_shared"),
+            policy_rejected_shared_logps=extras.get("rejected_shared"),
+            reference_chosen_shared_logps=reference("chosen_shared") if "shared" in wanted else None,
+            reference_rejected_shared_logps=reference("rejected_shared") if "shared" in wanted else None,
+            chosen_wpo_logweights=extras.get("chosen_wpo"),
+            rejected_wpo_logweights=extras.get("rejected_wpo"),
         )
         return batch, chosen, rejected
 

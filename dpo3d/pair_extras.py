@@ -1,0 +1,76 @@
+"""Sequence log-probs of pairs plus the token-level extras some losses declare (``LossSpec.inputs``).
+
+- ``shared``: each side's log-prob summed over the pair's first min(|y_w|, |y_l|) response
+  tokens (LD-DPO splits there);
+- ``wpo``: per response, the mean over its tokens of log π(y_t) - log Σ_v π(v)², WPO's
+  sampling-aligned weight in log form, computed without gradient.
+
+One concatenated forward, as ``logprobs.pair_logps``; the extras cost a mask (shared) or one
+log-softmax over the scored positions (wpo).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .logprobs import SequenceLogps, collate, tail_logits
+from .sequences import EncodedPair
+
+
+def truncate_to_shared(chosen: Sequence[EncodedPair], rejected: Sequence[EncodedPair]) -> tuple[list[EncodedPair], list[EncodedPair]]:
+    """Each pair's responses cut to their shared length: scoring these gives the ``shared`` sums
+    (a causal model's prefix log-probs do not depend on the tokens after them)."""
+    cut_chosen, cut_rejected = [], []
+    for c, r in zip(chosen, rejected, strict=True):
+        n = min(len(c.response_ids), len(r.response_ids))
+        cut_chosen.append(EncodedPair(c.prompt_ids, c.response_ids[:n]))
+        cut_rejected.append(EncodedPair(r.prompt_ids, r.response_ids[:n]))
+    return cut_chosen, cut_rejected
+
+
+def pair_logps_with_extras(
+    model,
+    chosen: Sequence[EncodedPair],
+    rejected: Sequence[EncodedPair],
+    pad_id: int,
+    padding_side: str = "right",
+    wanted: frozenset[str] = frozenset(),
+) -> tuple[SequenceLogps, SequenceLogps, dict[str, torch.Tensor]]:
+    """Like ``pair_logps``, plus ``extras``: ``chosen_shared``, ``rejected_shared`` and/or
+    ``chosen_wpo``, ``rejected_wpo`` (shape (pairs,) each), as ``wanted`` asks."""
+    device = next(model.parameters()).device
+    batch = collate(list(chosen) + list(rejected), pad_id, padding_side).to(device)
+    predicts = torch.zeros_like(batch.response_mask)
+    predicts[:, :-1] = batch.response_mask[:, 1:]
+    targets = batch.input_ids[:, 1:][batch.response_mask[:, 1:]]
+    rows = torch.nonzero(predicts, as_tuple=True)[0]  # row-major: each row's tokens in order
+    first = int(predicts.float().argmax(-1).min())
+    logits = tail_logits(model, batch, batch.input_ids.shape[1] - first)[predicts[:, first:]].float()
+    logps = -F.cross_entropy(logits, targets, reduction="none")
+
+    n = batch.input_ids.shape[0]
+    count = batch.response_mask[:, 1:].sum(-1).to(logps.dtype)
+    if bool((count == 0).any()):
+        raise ValueError("a sequence has no response tokens to score (empty response after truncation?)")
+    total = torch.zeros(n, dtype=logps.dtype, device=logps.device).index_add(0, rows, logps)
+    pairs = len(chosen)
+    extras: dict[str, torch.Tensor] = {}
+    if "shared" in wanted:
+        starts = torch.cumsum(count, 0) - count  # index of each row's first scored token
+        position = torch.arange(len(rows), device=rows.device) - starts.long()[rows]
+        shared_len = torch.minimum(count[:pairs], count[pairs:]).repeat(2)
+        inside = (position < shared_len[rows]).to(logps.dtype)
+        shared = torch.zeros(n, dtype=logps.dtype, device=logps.device).index_add(0, rows, logps * inside)
+        extras["chosen_shared"], extras["rejected_shared"] = shared[:pairs], shared[pairs:]
+    if "wpo" in wanted:
+        with torch.no_grad():
+            log_sum_sq = torch.logsumexp(2 * torch.log_softmax(logits, dim=-1), dim=-1)
+            aligned = torch.zeros(n, dtype=logps.dtype, device=logps.device).index_add(0, rows, logps.detach() - log_sum_sq)
+            weights = aligned / count
+        extras["chosen_wpo"], extras["rejected_wpo"] = weights[:pairs], weights[pairs:]
+    both = SequenceLogps(total, total / count, count)
+    chosen_logps, rejected_logps = both.split(pairs)
+    return chosen_logps, rejected_logps, extras
