@@ -42,7 +42,7 @@ def yes_no(tmp_path_factory, tiny_model_dir):
 
 
 def config(policy, prompts, out, **overrides) -> PPOConfig:
-    settings = {"reward": "contains:yes", "steps": 10, "rollout_batch": 16, "minibatch": 8, "ppo_epochs": 2, "lr": 1e-3,
+    settings = {"reward": "contains:yes", "max_steps": 10, "rollout_batch": 16, "minibatch": 8, "ppo_epochs": 2, "lr": 1e-3,
                 "max_new_tokens": 4, "temperature": 1.0, "kl_coef": 0.05, **overrides}
     return PPOConfig(model=str(policy), prompts=str(prompts), out=out, **settings)
 

@@ -31,5 +31,5 @@ def test_max_steps_and_gae_gamma_and_their_old_names(tmp_path, tiny_model_dir):
     assert "--steps is deprecated; it is now --max-steps" in old.stderr and "--gamma is deprecated" in old.stderr
     for out in (out_new, out_old):
         config = json.loads((out / "run_config.json").read_text())
-        assert (config["steps"], config["gamma"]) == (2, 0.9)
+        assert (config["max_steps"], config["gae_gamma"]) == (2, 0.9)
         assert [r["step"] for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())] == [1, 2]
