@@ -32,17 +32,25 @@ def log_sigmoid(z: float) -> float:
     return -math.log1p(math.exp(-z))
 
 
+def values(*numbers: float) -> torch.Tensor:
+    return torch.tensor(numbers, dtype=torch.float64)
+
+
+def hand_batch() -> PreferenceBatch:
+    """Two pairs whose losses are worked by hand below (and in test_losses_by_hand_more)."""
+    return PreferenceBatch(
+        policy_chosen_logps=values(-2.0, -4.0),
+        policy_rejected_logps=values(-3.0, -3.5),
+        reference_chosen_logps=values(-2.5, -3.0),
+        reference_rejected_logps=values(-2.5, -3.5),
+        chosen_lengths=values(2, 5),
+        rejected_lengths=values(4, 2),
+    )
+
+
 @pytest.fixture
 def batch() -> PreferenceBatch:
-    t = lambda *values: torch.tensor(values, dtype=torch.float64)  # noqa: E731
-    return PreferenceBatch(
-        policy_chosen_logps=t(-2.0, -4.0),
-        policy_rejected_logps=t(-3.0, -3.5),
-        reference_chosen_logps=t(-2.5, -3.0),
-        reference_rejected_logps=t(-2.5, -3.5),
-        chosen_lengths=t(2, 5),
-        rejected_lengths=t(4, 2),
-    )
+    return hand_batch()
 
 
 def check(name: str, batch: PreferenceBatch, losses, chosen_rewards, rejected_rewards, **hyper) -> None:

@@ -17,6 +17,7 @@ Expected values are computed with ``math`` from the arithmetic in the comments.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -24,25 +25,20 @@ import torch
 
 from dpo3d.losses import PreferenceBatch, compute_loss, get_loss
 
-from .test_losses_by_hand import check, log_sigmoid, sigmoid
+from .test_losses_by_hand import check, hand_batch, log_sigmoid, sigmoid, values
 
 
 @pytest.fixture
 def batch() -> PreferenceBatch:
-    t = lambda *values: torch.tensor(values, dtype=torch.float64)  # noqa: E731
-    return PreferenceBatch(
-        policy_chosen_logps=t(-2.0, -4.0),
-        policy_rejected_logps=t(-3.0, -3.5),
-        reference_chosen_logps=t(-2.5, -3.0),
-        reference_rejected_logps=t(-2.5, -3.5),
-        chosen_lengths=t(2, 5),
-        rejected_lengths=t(4, 2),
-        policy_chosen_shared_logps=t(-2.0, -1.5),
-        policy_rejected_shared_logps=t(-1.5, -3.5),
-        reference_chosen_shared_logps=t(-2.5, -1.0),
-        reference_rejected_shared_logps=t(-1.0, -3.5),
-        chosen_wpo_logweights=t(-0.7, -0.5),
-        rejected_wpo_logweights=t(-0.15, -1.15),
+    """test_losses_by_hand's pairs, with the token-level inputs LD-DPO and WPO take."""
+    return dataclasses.replace(
+        hand_batch(),
+        policy_chosen_shared_logps=values(-2.0, -1.5),
+        policy_rejected_shared_logps=values(-1.5, -3.5),
+        reference_chosen_shared_logps=values(-2.5, -1.0),
+        reference_rejected_shared_logps=values(-1.0, -3.5),
+        chosen_wpo_logweights=values(-0.7, -0.5),
+        rejected_wpo_logweights=values(-0.15, -1.15),
     )
 
 
