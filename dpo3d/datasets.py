@@ -126,6 +126,28 @@ def _mawps(row: dict, index: int) -> dict:
     }
 
 
+_ASDIV_NUMBER = re.compile(r"(-?[\d.,]+)(?: \(.*\))?")
+
+
+def _asdiv(row: dict, index: int) -> dict | None:
+    # "9 (apples)": the number and its unit; 124 rows answer a name, a time or yes/no: no number to verify
+    found = _ASDIV_NUMBER.fullmatch(row["answer"].strip())
+    if found is None:
+        return None
+    answer = _number_text(found.group(1))
+    body = row["body"].strip()
+    if body and body[-1] not in ".?!":
+        body += "."
+    return {
+        "id": f"asdiv-{row.get('idx', index)}",
+        "question": f"{body} {row['question'].strip()}",
+        # ASDiv's worked solution is its formula ("7+2=9"), as SVAMP's is its equation
+        "reference": f"{row['formula'].strip()}\nThe answer is $\\boxed{{{answer}}}$.",
+        "answer": answer,
+        "meta": {"type": row["solution_type"]},
+    }
+
+
 BUILTINS: dict[str, Builtin] = {
     b.name: b
     for b in (
@@ -140,6 +162,8 @@ BUILTINS: dict[str, Builtin] = {
                 _svamp, ("type",)),
         Builtin("mawps", "mawps/test.jsonl", "MAWPS (Koncel-Kedziorski et al. 2016), no reference solutions",
                 _mawps, ("type",)),
+        Builtin("asdiv", "asdiv/test.jsonl", "ASDiv (Miao et al. 2020), 2083 grade-school problems with a numeric "
+                "answer, easiest first", _asdiv, ("type",)),
     )
 }
 

@@ -18,6 +18,7 @@ SIZES = {
     "gsm8k:test": 1319,
     "svamp": 1000,
     "mawps": 2065,
+    "asdiv": 2083,  # 2215 rows, 124 of which answer a name, a time or yes/no
 }
 
 
@@ -81,6 +82,12 @@ def test_svamp_and_mawps_rows(loaded):
     assert svamp["question"].startswith("There are 87 oranges") and svamp["question"].endswith("each group of bananas?")
     assert svamp["reference"] == "290 / 2 = 145\nThe answer is $\\boxed{145}$."
     assert svamp["meta"]["type"] == "Common-Division"
+    asdiv = loaded["asdiv"][0]
+    assert asdiv["id"] == "asdiv-0" and asdiv["answer"] == "9"  # "9 (apples)" in the file
+    assert asdiv["question"] == "Seven red apples and two green apples are in the basket. How many apples are in the basket?"
+    assert asdiv["reference"] == "7+2=9\nThe answer is $\\boxed{9}$."
+    assert asdiv["meta"]["type"] == "Addition"
+    assert "asdiv-29" not in {r["id"] for r in loaded["asdiv"]}  # answers "Mrs. Hilt": nothing to verify
     mawps = loaded["mawps"]
     assert mawps[0]["answer"] == "43" and mawps[0]["reference"] is None
     assert {r["meta"]["type"] for r in mawps} == {"singleeq", "singleop", "addsub", "multiarith"}
