@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
+from dpo3d import ches as ches_lib
 from dpo3d import formats, inputs
 from dpo3d import records as rec
 from dpo3d.logprobs import score_records
@@ -35,6 +36,8 @@ def command(
     group_by: str = typer.Option(None, "--group-by", help="Summarise per value of this field (e.g. chosen_source)."),
     ref: str = typer.Option(None, "--ref", help="Reference model: also add DPO's implicit rewards β·(log π - log π_ref) and report their accuracy on the pairs (the base a DPO checkpoint was trained from)."),
     beta: float = typer.Option(0.1, "--beta", help="β of the implicit rewards (with --ref)."),
+    ches: bool = typer.Option(False, "--ches", help="Also add each pair's CHES score under --model: ches and ches_normalized (Razin et al. 2025, Def. 2; higher = the pair is likelier to drag the chosen log-prob down under DPO)."),
+    drop_highest_ches: float = typer.Option(None, "--drop-highest-ches", metavar="FRACTION", help="Score CHES (implies --ches) and write only the pairs left after dropping this share, in [0, 1), with the highest ches_normalized: ⌊FRACTION·n⌋ pairs, ties dropped in file order; the rest keep their order. Razin et al. 2025 (§6) filter DPO data this way. Holds the pairs in memory."),
     dtype: str = options.DTYPE,
     device: str = options.DEVICE,
     trust_remote_code: bool = options.TRUST_REMOTE_CODE,
@@ -54,9 +57,22 @@ def command(
     Example: `dpo3d logprobs data/examples/pairs.jsonl -o scored.jsonl`
 
     Example: `dpo3d logprobs heldout.jsonl --model runs/dpo --ref smollm2-135m-instruct -o scored.jsonl`
+
+    With `--ches`, pairs also get **ches** and **ches_normalized**: the centred hidden-embedding
+    similarity of Razin et al. 2025 ("Unintentional Unalignment", ICLR 2025), ⟨H⁺, H⁻⟩ − ‖H⁺‖²
+    where H± sums the model's last hidden states over the positions that predict the chosen (+)
+    or rejected (−) tokens, and the same with H± divided by the response lengths. Pairs with high
+    CHES tend to lower the chosen log-prob under DPO (likelihood displacement). Score the model
+    you are about to train, and drop the riskiest share before training:
+
+    Example: `dpo3d logprobs pairs.jsonl --drop-highest-ches 0.1 -o kept.jsonl`
     """
     if padding_side not in ("left", "right"):
         raise ValueError("--padding-side must be 'left' or 'right'")
+    if drop_highest_ches is not None:
+        if not 0 <= drop_highest_ches < 1:
+            raise ValueError(f"--drop-highest-ches must be a share in [0, 1), got {drop_highest_ches}")
+        ches = True
     source = inputs.open_source(options.data_spec(data, subset, columns))
     load = options.load_options(dtype, trust_remote_code, padding_side)
     with console.status(f"loading {model}"):
@@ -76,6 +92,9 @@ def command(
             if reference is not None:
                 base = score_records(*reference, chunk, batch_size=batch_size, max_length=max_length)
                 scores = [with_implicit_reward(score, base_score, beta) for score, base_score in zip(scores, base, strict=True)]
+            if ches:
+                similarity = ches_lib.ches_records(lm, tokenizer, chunk, batch_size=batch_size, max_length=max_length)
+                scores = [{**score, **pair_ches} for score, pair_ches in zip(scores, similarity, strict=True)]
             for record, score in zip(chunk, scores, strict=True):
                 shown.append((str(record.get(group_by, "—")) if group_by else "all", score))
                 yield {**record, **score}
@@ -83,13 +102,24 @@ def command(
 
     with progress() as bar:
         task = bar.add_task("log-probs", total=source.size, rate="")
-        rec.write_records(scored(lambda n: bar.advance(task, n)), out)
+        records = scored(lambda n: bar.advance(task, n))
+        if drop_highest_ches is not None:
+            records = kept_after_dropping(list(records), drop_highest_ches)
+        rec.write_records(records, out)
     console.print(table1(shown, display_name(model), group_by))
     margins = [score["implicit_margin"] for _, score in shown if "implicit_margin" in score]
     if margins:
         right = sum(margin > 0 for margin in margins)
         console.print(f"implicit-reward accuracy vs {display_name(ref)} (β = {beta}): {right}/{len(margins)} = "
                       f"{right / len(margins):.1%}; mean margin {sum(margins) / len(margins):.3f}", highlight=False)
+
+
+def kept_after_dropping(records: list[dict], fraction: float) -> list[dict]:
+    """The records left once the ``fraction`` with the highest ches_normalized are gone, in order."""
+    drop = ches_lib.highest_ches([record["ches_normalized"] for record in records], fraction)
+    console.print(f"--drop-highest-ches {fraction}: dropped {len(drop)} of {len(records)} pairs "
+                  f"(the highest ches_normalized), kept {len(records) - len(drop)}", highlight=False)
+    return [record for index, record in enumerate(records) if index not in drop]
 
 
 def with_implicit_reward(score: dict, base: dict, beta: float) -> dict:
