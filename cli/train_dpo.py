@@ -9,6 +9,7 @@ import typer
 from dpo3d.losses import LOSSES, get_loss, parse_loss_args
 from dpo3d.training.dpo import DPORunConfig, train_dpo
 from dpo3d.training.loop import NonFiniteLoss
+from dpo3d.training.probe_responses import ProbeResponseConfig
 
 from . import options
 from . import training_options as t
@@ -58,6 +59,10 @@ def command(
     eval_every: int = typer.Option(DPORunConfig.eval_every, "--eval-every", min=0, help="Evaluate the held-out pairs every N steps."),
     probe_size: int = typer.Option(DPORunConfig.probe_size, "--probe-size", min=1, help="Fixed training pairs whose log-probs are tracked each logged step."),
     unseen_limit: int = typer.Option(DPORunConfig.unseen_limit, "--unseen", min=0, help="Unseen candidates (the pairs' `unseen` field) tracked for dispersion."),
+    probe_greedy: bool = typer.Option(ProbeResponseConfig.greedy, "--probe-greedy/--no-probe-greedy", help="Squeezing probe: before training, the starting policy's greedy response to each probe prompt; its log-prob change (probe_greedy_logp_delta) and per-token entropy are logged (Ren & Sutherland 2025: DPO's negative gradient squeezes mass onto the most likely response)."),
+    probe_samples: int = typer.Option(ProbeResponseConfig.samples, "--probe-samples", min=0, help="Squeezing probe: responses sampled from the starting policy per probe prompt (probe_samples_logp_delta); 0: none."),
+    probe_temperature: float = typer.Option(ProbeResponseConfig.temperature, "--probe-temperature", min=0.01, help="Temperature of the --probe-samples."),
+    probe_new_tokens: int = typer.Option(ProbeResponseConfig.max_new_tokens, "--probe-new-tokens", min=1, help="Longest greedy/sampled probe response, in tokens."),
     grad_split_every: int = typer.Option(DPORunConfig.grad_split_every, "--grad-split-every", min=0, help="Every N steps, measure the parameter-gradient norm from the chosen and the rejected side (2 extra backward passes)."),
     max_length: int = options.MAX_LENGTH,
     lr: float = t.LR,
@@ -92,8 +97,9 @@ def command(
     Every logged step writes to OUT/metrics.jsonl: the loss; chosen/rejected log-probs of the batch
     (sum and per token) and their change from the reference; implicit rewards, margin, accuracy;
     log|∂L/∂x1| and log|∂L/∂x2| from the loss registry; and, on a fixed probe set, the chosen,
-    rejected and unseen log-probs and their change since step 0. A live detector warns when
-    the run shows a drastic drop, degradation or dispersion.
+    rejected and unseen log-probs and their change since step 0, beside the starting policy's own
+    greedy response and samples for the probe prompts (where the squeezed mass goes). A live
+    detector warns when the run shows a drastic drop, degradation or dispersion.
 
     Defaults follow the paper (App. D.1) where they fit a small model: AdamW, β = 0.1, one
     epoch, 2 accumulation steps; the learning rate is 1e-6 (the paper's 5e-7 was for 13-33B models).
@@ -122,6 +128,8 @@ def command(
         max_length=max_length, probe_size=probe_size, unseen_limit=unseen_limit, grad_split_every=grad_split_every,
         eval_every=eval_every, load=options.load_options(dtype, trust_remote_code),
         lora=t.lora_config(lora_r, lora_alpha, lora_dropout, lora_targets, merge),
+        probe_responses=ProbeResponseConfig(greedy=probe_greedy, samples=probe_samples, temperature=probe_temperature,
+                                            max_new_tokens=probe_new_tokens),
     )
     display = t.LiveDisplay(SHOWN)
     try:

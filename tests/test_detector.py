@@ -50,3 +50,21 @@ def test_drastic_drop_by_rate_once_the_chosen_stalls():
     messages = [m for step, (c, r, u) in enumerate(rows) for m in detector.update(
         {"step": step, "probe_chosen_logp_delta": c, "probe_rejected_logp_delta": r, "probe_unseen_logp_delta": u})]
     assert "fell 29.00 nats since step 2 while chosen rose 1.20 (24× faster)" in messages[0]
+
+
+def test_dispersion_from_the_greedy_response_when_the_unseen_fall():
+    # the real model's case: unseen candidates fall with the rejected, the policy's own greedy answer gains
+    detector = ThreeDDetector()
+    base = {"probe_chosen_logp_delta": 0.0, "probe_rejected_logp_delta": 0.0, "probe_unseen_logp_delta": 0.0,
+            "probe_greedy_logp_delta": 0.0, "probe_samples_logp_delta": 0.0}
+    assert detector.update({"step": 0, **base}) == []
+    later = {"probe_chosen_logp_delta": -0.5, "probe_rejected_logp_delta": -6.0, "probe_unseen_logp_delta": -4.0,
+             "probe_greedy_logp_delta": 1.25, "probe_samples_logp_delta": -0.2}
+    messages = [m for m in detector.update({"step": 2, **later}) if "dispersion" in m]
+    assert messages == ["step 2: dispersion — log-prob rose on responses in neither (the starting policy's greedy "
+                        "responses +1.25 nats) while chosen (-0.50) and rejected (-6.00) both fell"]
+    # the same record without the squeezing probes: the falling unseen candidates show no dispersion
+    fresh = ThreeDDetector()
+    fresh.update({"step": 0, "probe_chosen_logp_delta": 0.0, "probe_rejected_logp_delta": 0.0, "probe_unseen_logp_delta": 0.0})
+    plain = {k: v for k, v in later.items() if k not in ("probe_greedy_logp_delta", "probe_samples_logp_delta")}
+    assert not [m for m in fresh.update({"step": 2, **plain}) if "dispersion" in m]

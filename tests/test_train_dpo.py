@@ -14,6 +14,7 @@ from dpo3d.records import read_log
 from dpo3d.training.config import LoopConfig
 from dpo3d.training.dpo import DPORunConfig, train_dpo
 from dpo3d.training.loop import LoopCallbacks, NonFiniteLoss
+from dpo3d.training.probe_responses import ProbeResponseConfig
 
 PROMPT = [{"role": "user", "content": "Pick a colour."}]
 
@@ -40,6 +41,7 @@ def run(tmp_path, model_dir, loss="dpo", steps=4, out_name="run", callbacks=None
     config = DPORunConfig(
         model=str(model_dir), pairs=pairs, loop=LoopConfig(out=tmp_path / out_name, **settings), loss=loss,
         eval_pairs=pairs, eval_every=2, grad_split_every=2, probe_size=4,
+        probe_responses=ProbeResponseConfig(max_new_tokens=12),
     )
     return train_dpo(config, callbacks)
 

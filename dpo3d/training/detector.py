@@ -11,8 +11,10 @@ the response) and raises:
 * **degradation** — the chosen log-prob has fallen ``min_drop`` nats below its
   peak while the margin (chosen change − rejected change) still grows since the
   last log: DPO is unlearning the rejected response instead of learning the chosen;
-* **dispersion** — the unseen candidates' log-prob rose while both chosen and
-  rejected are below where they started: mass moves to responses in neither.
+* **dispersion** — the log-prob of responses in neither rose while both chosen and
+  rejected are below where they started: the unseen candidates, or the starting
+  policy's own greedy response and samples (the squeezing probes: Ren & Sutherland
+  2025 show the negative gradient squeezes mass onto the most likely response).
 
 An *episode* is a run of consecutive logged steps where the condition holds:
 one warning when it starts, none again until it has stopped holding.
@@ -23,6 +25,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 CHOSEN, REJECTED, UNSEEN = "probe_chosen_logp_delta", "probe_rejected_logp_delta", "probe_unseen_logp_delta"
+GREEDY, SAMPLES = "probe_greedy_logp_delta", "probe_samples_logp_delta"
+#: the responses in neither chosen nor rejected, as the dispersion warning names them
+ELSEWHERE = {UNSEEN: "unseen candidates", GREEDY: "the starting policy's greedy responses",
+             SAMPLES: "the starting policy's samples"}
 
 
 @dataclass
@@ -74,12 +80,14 @@ class ThreeDDetector:
                 f"step {step}: degradation — chosen log-prob is {below_peak:.2f} nats below its peak "
                 f"({self.chosen_peak:.2f}) while the margin still grows ({previous_margin:.2f} → {margin:.2f})",
             )
-        unseen = record.get(UNSEEN)
-        if unseen is not None:
-            holds = unseen > self.tolerance and chosen < -self.tolerance and rejected < -self.tolerance
+        rose_elsewhere = {name: record[key] for key, name in ELSEWHERE.items()
+                          if record.get(key) is not None and record[key] > self.tolerance}
+        if any(record.get(key) is not None for key in ELSEWHERE):
+            holds = bool(rose_elsewhere) and chosen < -self.tolerance and rejected < -self.tolerance
+            gained = ", ".join(f"{name} {value:+.2f}" for name, value in rose_elsewhere.items())
             warnings += self._episode(
                 "dispersion", holds, step,
-                f"step {step}: dispersion — unseen candidates' log-prob rose {unseen:.2f} nats while chosen "
+                f"step {step}: dispersion — log-prob rose on responses in neither ({gained} nats) while chosen "
                 f"({chosen:.2f}) and rejected ({rejected:.2f}) both fell",
             )
         self.previous = {"step": step, CHOSEN: chosen, REJECTED: rejected}

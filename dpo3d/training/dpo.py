@@ -18,6 +18,7 @@ from .config import LoopConfig, is_main_process
 from .dpo_task import DPOSettings, DPOTask
 from .loop import LoopCallbacks, RunResult, train
 from .pairs_data import load_pairs, probe_indices
+from .probe_responses import ProbeResponseConfig, probe_responses
 
 
 @dataclass
@@ -36,6 +37,7 @@ class DPORunConfig:
     eval_every: int = 10  # with eval_pairs: evaluate every N steps (and the first and last)
     load: LoadOptions = field(default_factory=LoadOptions)
     lora: LoRAConfig = field(default_factory=LoRAConfig)  # r = 0: full fine-tuning
+    probe_responses: ProbeResponseConfig = field(default_factory=ProbeResponseConfig)  # the squeezing probes
 
 
 def _reference_logps(config: DPORunConfig, policy, tokenizer, groups) -> dict:
@@ -67,6 +69,7 @@ def train_dpo(config: DPORunConfig, callbacks: LoopCallbacks | None = None, on_s
     spec = get_loss(config.loss)
     hyper = spec.select(config.hyperparameters)
     config.lora.validate()  # before the reference pass, not after it
+    config.probe_responses.validate()
     on_status(f"loading {config.model}")
     tokenizer = load_tokenizer(config.model, config.load)
     policy = load_causal_lm(config.model, config.load)
@@ -80,6 +83,17 @@ def train_dpo(config: DPORunConfig, callbacks: LoopCallbacks | None = None, on_s
         groups.update(zip(("chosen_shared", "rejected_shared"), truncate_to_shared(pairs.chosen, pairs.rejected), strict=True))
         if eval_pairs is not None:
             groups.update(zip(("eval_chosen_shared", "eval_rejected_shared"), truncate_to_shared(eval_pairs.chosen, eval_pairs.rejected), strict=True))
+    probe_set = probe_indices(len(pairs), config.probe_size, config.loop.seed)
+    # the squeezing probes, from the starting policy before any update (stored: a resumed run reuses them)
+    prompts = list(dict.fromkeys(tuple(pairs.chosen[i].prompt_ids) for i in probe_set))
+    if config.probe_responses.enabled:
+        on_status(f"the starting policy's greedy response and {config.probe_responses.samples} sample(s) "
+                  f"for {len(prompts)} probe prompt(s)")
+        policy.to(precision.run_device(config.loop.cpu))
+    out = Path(config.loop.out)
+    keeps = config.loop.resume or not (out / "metrics.jsonl").exists()  # else the loop refuses the folder: leave it be
+    own = probe_responses(policy, tokenizer, [list(p) for p in prompts], config.probe_responses, config.loop.seed,
+                          out, main=is_main_process() and keeps)
     on_status("reference log-probs (once, cached beside the run)")
     # reference-free losses (simpo, slic) ignore it, but the diagnostics still measure change from it
     reference = _reference_logps(config, policy, tokenizer, groups)
@@ -104,9 +118,10 @@ def train_dpo(config: DPORunConfig, callbacks: LoopCallbacks | None = None, on_s
         reference=reference,
         settings=settings,
         pad_id=tokenizer.pad_token_id,
-        probe_set=probe_indices(len(pairs), config.probe_size, config.loop.seed),
+        probe_set=probe_set,
         eval_pairs=eval_pairs,
         baseline=baseline,
+        probe_responses=own,
     )
     config.loop.extra = {
         "task": "dpo", "model": config.model, "ref": config.ref or config.model, "pairs": str(config.pairs),
@@ -115,6 +130,7 @@ def train_dpo(config: DPORunConfig, callbacks: LoopCallbacks | None = None, on_s
         "loss_source": spec.source, "log_probs": spec.log_probs, "hyperparameters": hyper,
         "max_length": config.max_length, "probe_size": config.probe_size, "unseen_candidates": len(pairs.unseen),
         "grad_split_every": config.grad_split_every, "eval_every": config.eval_every, "lora": config.lora.to_json(),
+        "probe_responses": {**vars(config.probe_responses), **{name: len(v) for name, v in own.items()}},
     }
     on_status("training")
     result = train(policy, tokenizer, task, config.loop, callbacks)

@@ -41,6 +41,8 @@ class DPOTask:
     baseline: dict[str, float] | None = None  # probe values at step 0 (read back on resume)
     detector: ThreeDDetector = field(default_factory=ThreeDDetector)
     total_steps: int = 0  # set by the loop: the last step is always evaluated
+    # the squeezing probes: the starting policy's greedy response and samples per probe prompt
+    probe_responses: dict[str, list] = field(default_factory=dict)
 
     def lengths(self) -> list[int]:
         return self.pairs.lengths()
@@ -108,7 +110,7 @@ class DPOTask:
         chosen = [self.pairs.chosen[i] for i in self.probe_set]
         rejected = [self.pairs.rejected[i] for i in self.probe_set]
         values = {}
-        groups = {"chosen": chosen, "rejected": rejected, "unseen": self.pairs.unseen}
+        groups = {"chosen": chosen, "rejected": rejected, "unseen": self.pairs.unseen, **self.probe_responses}
         for name, seqs in groups.items():
             if not seqs:
                 continue

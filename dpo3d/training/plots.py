@@ -13,7 +13,8 @@ def _series(records: list[dict], key: str) -> tuple[list[int], list[float]]:
 
 
 def plot_run(run: str | Path, target: str | Path | None = None) -> Path:
-    """Four panels: probe log-prob changes (chosen/rejected/unseen), loss and accuracy,
+    """Four panels: probe log-prob changes (chosen/rejected/unseen, the starting policy's greedy
+    responses and samples, guard actions as vertical marks), loss and accuracy,
     log|∂L/∂x| per side, and the parameter-gradient norm per side (if measured)."""
     import matplotlib
 
@@ -30,8 +31,17 @@ def plot_run(run: str | Path, target: str | Path | None = None) -> Path:
         ("probe_chosen_logp_delta", "chosen", "tab:green"),
         ("probe_rejected_logp_delta", "rejected", "tab:red"),
         ("probe_unseen_logp_delta", "unseen", "tab:gray"),
+        ("probe_greedy_logp_delta", "policy's greedy", "tab:blue"),
+        ("probe_samples_logp_delta", "policy's samples", "tab:cyan"),
     ):
-        ax.plot(*_series(records, key), label=label, color=color)
+        steps, values = _series(records, key)
+        if steps:
+            ax.plot(steps, values, "--" if "policy" in label else "-", label=label, color=color)
+    for record in records:  # what a --guard did, where it did it
+        for action in record.get("guard_actions") or []:
+            ax.axvline(record["step"], color="tab:purple", lw=1, ls=":")
+            ax.annotate(action.get("policy", "guard"), (record["step"], 0), xytext=(2, 4), textcoords="offset points",
+                        color="tab:purple", fontsize=7, rotation=90)
     ax.axhline(0, color="black", lw=0.5)
     ax.set(title="log-prob change since step 0 (probe set, nats)", xlabel="step")
     ax.legend()
