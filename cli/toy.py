@@ -10,6 +10,7 @@ import typer
 from rich import box
 from rich.table import Table
 
+from dpo3d.guard import KEEP_BEST, POLICIES, GuardSettings
 from dpo3d.losses import LOSSES, get_loss, parse_loss_args
 from dpo3d.toy.indicators import TABLE_COLUMNS, indicators
 from dpo3d.toy.outputs import write_outputs
@@ -29,6 +30,7 @@ from dpo3d.toy.train import DEFAULT_LR, DEFAULT_STEPS, ToyConfig, run_toy
 from .common import UsageError, console, progress, user_errors
 
 DEFAULT_SWEEP_LOSSES = "dpo,flex,dpo-sft,ipo"
+_GUARD = GuardSettings()  # the guard's defaults, for the help text
 
 HELP = (
     "Train the paper's toy model with any loss and watch DPO's 3D-properties happen.\n\n"
@@ -50,10 +52,19 @@ HELP = (
     "response's probability, orange the rejected, purple the unseen 9–10, grey dashed the mass outside the "
     "prompt's own pairs. A green curve that peaks (dot) and then sinks while the grey one rises is "
     "degradation and dispersion.\n\n"
+    "**Acting on it** (--guard): each step's probes (the chosen, rejected and unseen log-probs' change since "
+    "step 0) go to train-dpo's live 3D detector, and a guard acts on its warnings, as Proposition 1 suggests. "
+    f"`sft` adds an SFT term α·(−log π(chosen)) to the loss (α = {_GUARD.sft_weight:g}; each later warning "
+    f"×{_GUARD.sft_factor:g}, at most {_GUARD.sft_cap:g}); `flex` lowers β_l (dpo becomes flex; each warning "
+    f"×{_GUARD.beta_rejected_factor:g}, not below {_GUARD.beta_rejected_floor:g}·β_w); `stop` freezes the run on "
+    f"{' or '.join(name.replace('_', ' ') for name in _GUARD.stop_on)} and keeps the step where the probe chosen log-prob peaked (as --keep-best "
+    "chosen does without a guard). Actions go to metrics.jsonl, summary.json, stderr and the figures "
+    "(magenta lines; the kept step black dotted).\n\n"
     "Examples:\n\n"
     "- `dpo3d toy --sweep --out runs/toy`\n"
     "- `dpo3d toy --scenario 1 --loss flex --beta-chosen 0.1 --beta-rejected 0.02`\n"
-    "- `dpo3d toy --init-dist my_init.json --loss dpo-sft --sft-weight 0.5`"
+    "- `dpo3d toy --init-dist my_init.json --loss dpo-sft --sft-weight 0.5`\n"
+    "- `dpo3d toy --guard sft --out runs/toy-guard`"
 )
 
 
@@ -80,7 +91,14 @@ def _loss_args(items: list[str], losses: list[str]) -> dict:
     return values
 
 
-def _table(rows: list[dict]) -> Table:
+def _guard_cell(row: dict) -> str:
+    """How many actions the guard took, and the step kept (a stop's, or --keep-best's)."""
+    acted = len(row["guard_actions"])
+    kept = f" kept@{row['kept_step']}={row['kept_chosen']:.2f}" if row["kept_step"] is not None else ""
+    return f"{acted}{kept}"
+
+
+def _table(rows: list[dict], guarded: bool = False) -> Table:
     table = Table(
         title="3D indicators (means over prompts; all digits in summary.json)",
         box=box.SIMPLE_HEAD,
@@ -90,10 +108,11 @@ def _table(rows: list[dict]) -> Table:
     )
     table.add_column("scen", no_wrap=True)
     table.add_column("loss", no_wrap=True)
-    for header, _ in TABLE_COLUMNS:
+    columns = list(TABLE_COLUMNS) + ([("guard\nacts, kept", _guard_cell)] if guarded else [])
+    for header, _ in columns:
         table.add_column(header, justify="right", no_wrap=True)
     for row in rows:
-        table.add_row(row["scenario"], row["loss_name"], *(cell(row) for _, cell in TABLE_COLUMNS))
+        table.add_row(row["scenario"], row["loss_name"], *(cell(row) for _, cell in columns))
     return table
 
 
@@ -151,6 +170,17 @@ def command(
     workers: int | None = typer.Option(
         None, "--workers", min=1, help="Processes to spread the scenarios over (default: 2 for sweeps of more than 16 runs, else 1)."
     ),
+    guard: str | None = typer.Option(
+        None,
+        "--guard",
+        help=f"Act on the live 3D detector's warnings: {', '.join(POLICIES)} (an SFT term on the chosen, a lower β_l, "
+        "or a stop that keeps the chosen's best step). Default: the detector only warns.",
+    ),
+    keep_best: str | None = typer.Option(
+        None,
+        "--keep-best",
+        help=f"Report the state where the probe chosen log-prob peaked ({', '.join(KEEP_BEST)}); implied by --guard stop.",
+    ),
 ) -> None:
     """Train the paper's toy model (4 prompts, 10 responses, an MLP) and measure the 3D-properties."""
     started = time.perf_counter()
@@ -183,6 +213,8 @@ def command(
         pairs_per_prompt=pairs_per_prompt,
         rejected_draw=rejected_draw,
         seed=seed,
+        guard=guard,
+        keep_best=keep_best,
     )
     config.validate()
     _warn_unused(hyperparameters, loss_names)
@@ -206,18 +238,21 @@ def command(
     written = write_outputs(
         result, out, figures=figures and len(loss_names) <= 8, landscape_losses=landscape, metrics_every=every
     )
+    rows = indicators(result)
     if sweep:
-        from dpo3d.toy.sweep_table import by_loss_markdown, sweep_markdown
+        from dpo3d.toy.sweep_table import by_loss_markdown, mass_markdown, sweep_markdown
 
-        rows = indicators(result)
-        table = sweep_markdown(rows) + "\n" + by_loss_markdown(rows, [s.name for s in scenarios])
+        table = sweep_markdown(rows) + "\n" + by_loss_markdown(rows, [s.name for s in scenarios]) + "\n" + mass_markdown(rows)
         tmp = out / ".sweep.md.tmp"
         tmp.write_text(table)
         tmp.replace(out / "sweep.md")
         written.append(out / "sweep.md")
     finished = time.perf_counter()
 
-    console.print(_table(indicators(result)))
+    console.print(_table(rows, guarded=guard is not None or keep_best is not None))
+    for row in rows:
+        for action in row["guard_actions"]:
+            console.print(f"{row['run']}: {action['message']}", highlight=False, markup=False)
     console.print(
         f"wrote {', '.join(path.name for path in written)} to {out}/ in {finished - started:.1f} s "
         f"(training {trained - started:.1f} s, files and figures {finished - trained:.1f} s)",

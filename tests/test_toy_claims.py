@@ -155,3 +155,27 @@ def test_ipo_margin_stops_at_its_target(rows, trace):
         assert float(margin.max()) < target + 0.5  # it does not overshoot and come back from far
         # DPO's margin has no target: it keeps growing, far past IPO's
         assert rows[scenario, "dpo"]["final_margin"] > 10 * target and rows[scenario, "dpo"]["margin_drift"] > 1
+
+
+def test_p3_where_the_mass_went_exactly_recorded(rows):
+    # Recorded (mass.py, README's toy section): under DPO the unseen 9-10 and every rejected lose all
+    # their mass; what the chosen loses after its peak goes to the other prompts' chosen responses
+    for scenario in "1234":
+        total = rows[scenario, "dpo"]["mass_change"]
+        assert total["unseen"] == pytest.approx(-0.10, abs=1e-6)
+        assert total["own rejected"] + total["other rejected"] == pytest.approx(-rows[scenario, "dpo"]["initial_rejected"] * 4, abs=1e-4)
+    for scenario, lost in (("1", 0.20), ("3", 0.12)):
+        late = rows[scenario, "dpo"]["mass_change_after_peak"]
+        assert late["own chosen"] == pytest.approx(-lost, abs=0.01)
+        assert late["other chosen"] == pytest.approx(-late["own chosen"], abs=0.001)
+        assert abs(late["unseen"]) < 1e-3
+    # squeezing: where the chosen is off-policy the reference's argmax is another prompt's chosen, and in
+    # scenario 4 it gains more than the other chosen together (the two others lose)
+    s4 = rows["4", "dpo"]
+    assert s4["reference_argmax_class"] == ["other chosen"] * 4
+    assert s4["mass_change"]["argmax"] > s4["mass_change"]["other chosen"] > 0.15
+    # the detector's dispersion fires once, in scenario 4 under DPO, on the greedy (squeezing) probe: the
+    # reference's most likely response gains while chosen and rejected fall; never on the unseen 9-10
+    dispersed = {key: e for key, row in rows.items() for e in row["three_d_events"] if e["property"] == "dispersion"}
+    assert list(dispersed) == [("4", "dpo")] and dispersed["4", "dpo"]["step"] == 110
+    assert "greedy" in dispersed["4", "dpo"]["message"] and "unseen" not in dispersed["4", "dpo"]["message"]

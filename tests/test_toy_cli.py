@@ -90,13 +90,16 @@ def test_sweep_of_every_loss_writes_the_table(tmp_path):
     result = run("--sweep", "--losses", "all", "--steps", "6", "--sft-steps", "10", "--out", str(out), "--workers", "2")
     assert result.exit_code == 0, result.output
     table = (out / "sweep.md").read_text()
-    first, by_loss = table.split("\n\n")
+    first, by_loss, mass = table.split("\n\n")
     lines = first.splitlines()
     assert "chosen peak (step)" in lines[0] and "dispersed mass went to" in lines[0]
     assert len(lines) == 2 + 4 * len(LOSSES)  # header, rule, one line per (scenario, loss)
     for name in LOSSES:
         assert f"| 1 | {name} |" in first and f"| 4 | {name} |" in first
     assert len(by_loss.strip().splitlines()) == 2 + len(LOSSES)
+    mass_lines = mass.strip().splitlines()
+    assert "other chosen" in mass_lines[0] and "unseen" in mass_lines[0] and "reference argmax" in mass_lines[0]
+    assert len(mass_lines) == 2 + 4 * len(LOSSES)
     assert not list(out.glob("*.png"))  # more than 8 losses: no figures
     # metrics.jsonl thinned to every 25th step (and the last): steps 0 and 6 per run
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 2 * 4 * len(LOSSES)

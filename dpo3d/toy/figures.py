@@ -1,7 +1,9 @@
 """The toy's figures (PNG, Agg, no pyplot state): the paper's Figures 2 and 3, gradients, sweep grid.
 
 Colours are fixed across figures: chosen green, rejected orange, unseen (9–10)
-purple, mass outside the prompt's own pairs grey dashed.
+purple, mass outside the prompt's own pairs grey dashed. With --guard, each guard
+action is a vertical magenta line, and the step kept (--keep-best, or a guard's
+stop) a black dotted one.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from .indicators import Curves, curves
 from .landscape import plot_landscapes
 from .train import ToyResult
 
-COLOURS = {"chosen": "#1b9e77", "rejected": "#d95f02", "unseen": "#7570b3", "outside": "#555555"}
+COLOURS = {"chosen": "#1b9e77", "rejected": "#d95f02", "unseen": "#7570b3", "outside": "#555555", "guard": "#e7298a"}
 LN10 = np.log(10)
 
 
@@ -29,7 +31,17 @@ def _grid(n: int) -> tuple[int, int]:
     return (1, n) if n <= 2 else (2, (n + 1) // 2)
 
 
-def _likelihood_panel(ax: Axes, c: Curves, r: int, legend: bool = True, log: bool = False) -> None:
+def _guard_marks(ax: Axes, result: ToyResult, r: int) -> None:
+    """The guard's actions (magenta) and the step kept (black dotted) of run ``r``, as vertical lines."""
+    for index, action in enumerate(result.actions[r] if result.actions else []):
+        label = f"guard {action['guard']}" if index == 0 else None
+        ax.axvline(action["step"], color=COLOURS["guard"], lw=1.0, ls="-", alpha=0.8, label=label)
+    kept = result.kept_step[r] if result.kept_step else None
+    if kept is not None:
+        ax.axvline(kept, color="k", lw=1.0, ls=":", label="kept")
+
+
+def _likelihood_panel(ax: Axes, c: Curves, r: int, legend: bool = True, log: bool = False, result: ToyResult | None = None) -> None:
     steps = np.arange(c.chosen.shape[1])
     series = (
         ("chosen", "chosen π(i|i)", c.chosen[r], "-"),
@@ -41,6 +53,8 @@ def _likelihood_panel(ax: Axes, c: Curves, r: int, legend: bool = True, log: boo
         ax.plot(steps, values.numpy(), style, color=COLOURS[key], label=label, lw=1.6)
     peak = int(c.chosen[r].argmax())
     ax.plot([peak], [float(c.chosen[r, peak])], "o", color=COLOURS["chosen"], ms=5)
+    if result is not None:
+        _guard_marks(ax, result, r)
     if log:
         ax.set_yscale("log")
     else:
@@ -68,13 +82,14 @@ def plot_likelihoods(result: ToyResult, c: Curves, r: int, path: Path) -> Path:
     run = result.runs[r]
     fig = Figure(figsize=(14, 4), layout="constrained")
     a, b, d = fig.subplots(1, 3)
-    _likelihood_panel(a, c, r)
+    _likelihood_panel(a, c, r, result=result)
     a.set(title="probability", ylabel="mean probability")
     _gradient_panel(b, c, r)
     b.set_title("gradient magnitudes (analytic)")
-    _likelihood_panel(d, c, r, legend=False, log=True)
+    _likelihood_panel(d, c, r, legend=False, log=True, result=result)
     d.set_title("the same, log scale: x2 → 0")
-    fig.suptitle(f"{run.loss} — {run.scenario.title}", fontsize=11)
+    guard = f", --guard {result.config.guard}" if result.config.guard else ""
+    fig.suptitle(f"{run.loss}{guard} — {run.scenario.title}", fontsize=11)
     fig.savefig(path, dpi=110)
     return path
 
@@ -86,11 +101,12 @@ def plot_scenarios(result: ToyResult, c: Curves, loss: str, path: Path) -> Path:
     fig = Figure(figsize=(5.2 * cols, 3.8 * rows), layout="constrained")
     axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False).ravel())
     for index, (ax, r) in enumerate(zip(axes, runs, strict=False)):
-        _likelihood_panel(ax, c, r, legend=index == 0)
+        _likelihood_panel(ax, c, r, legend=index == 0, result=result)
         ax.set_title(result.runs[r].scenario.title, fontsize=8.5)
     for ax in axes[len(runs) :]:
         ax.set_visible(False)
-    fig.suptitle(f"{loss}: likelihoods per scenario (dot = chosen peak)", fontsize=11)
+    guard = f", --guard {result.config.guard} (magenta: its actions)" if result.config.guard else ""
+    fig.suptitle(f"{loss}{guard}: likelihoods per scenario (dot = chosen peak)", fontsize=11)
     fig.savefig(path, dpi=110)
     return path
 
@@ -122,14 +138,15 @@ def plot_sweep(result: ToyResult, c: Curves, path: Path) -> Path:
     for r, run in enumerate(result.runs):
         row, col = run.scenario_index, losses.index(run.loss)
         ax = axes[row, col]
-        _likelihood_panel(ax, c, r, legend=(row, col) == (0, 0))
+        _likelihood_panel(ax, c, r, legend=(row, col) == (0, 0), result=result)
         if row == 0:
             ax.set_title(run.loss, fontsize=11)
         ax.set_ylabel(f"scenario {run.scenario.name}\nprobability" if col == 0 else "")
         if row != len(scenarios) - 1:
             ax.set_xlabel("")
     fig.suptitle(
-        "Toy sweep: mean probability over the steps of step 2 (rows: scenarios, columns: losses; dot = chosen peak)",
+        "Toy sweep: mean probability over the steps of step 2 (rows: scenarios, columns: losses; dot = chosen peak)"
+        + (f"; --guard {result.config.guard}, magenta: its actions" if result.config.guard else ""),
         fontsize=10,
     )
     fig.savefig(path, dpi=100)

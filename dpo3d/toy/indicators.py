@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .mass import MASS_CLASSES, mass_moves
 from .scenarios import CHOSEN, N_PROMPTS, N_RESPONSES, REJECTED, UNSEEN, Pairs
 from .train import ToyResult
 
@@ -87,6 +88,10 @@ def mass_gains(result: ToyResult) -> torch.Tensor:
     return torch.einsum("rpv,cpv->rc", gain, masks.to(gain.dtype)) / N_PROMPTS
 
 
+def _by_class(values: torch.Tensor) -> dict[str, float]:
+    return dict(zip((*MASS_CLASSES, "argmax"), values.tolist(), strict=True))
+
+
 def _finite_max(values: torch.Tensor) -> float | None:
     finite = values[torch.isfinite(values)]
     return float(finite.max()) if finite.numel() else None
@@ -98,6 +103,9 @@ def indicators(result: ToyResult) -> list[dict]:
     steps = result.config.steps
     window = max(1, round(DRIFT_WINDOW * steps))
     gains = mass_gains(result)
+    moves = mass_moves(result)
+    n_runs = len(result.runs)
+    kept_steps = result.kept_step or [None] * n_runs
     rows = []
     for r, run in enumerate(result.runs):
         gained = {name: float(gains[r, k]) for k, name in enumerate(DESTINATIONS)}
@@ -150,6 +158,18 @@ def indicators(result: ToyResult) -> list[dict]:
                 "mass_gain_other_rejected": gained["other rejected"],
                 # the class outside the pairs that gained most (None if none gained)
                 "dispersed_to": where if gained[where] > 0 else None,
+                # every class of response (mass.py), reference → last step and chosen peak → last step
+                "mass_change": _by_class(moves.to_final[r]),
+                "mass_change_after_peak": _by_class(moves.after_peak[r]),
+                "reference_argmax_class": moves.reference_argmax[r],
+                "final_argmax_class": moves.final_argmax[r],
+                # the live detector and the guard (watch.py): warnings, actions, a guard's stop, the step kept
+                "guard": result.config.guard,
+                "three_d_events": result.events[r] if result.events else [],
+                "guard_actions": result.actions[r] if result.actions else [],
+                "guard_stopped_at": result.guard_stopped_at[r] if result.guard_stopped_at else None,
+                "kept_step": kept_steps[r],
+                "kept_chosen": float(chosen[kept_steps[r]]) if kept_steps[r] is not None else None,
             }
         )
     return rows

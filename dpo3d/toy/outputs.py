@@ -8,7 +8,13 @@ before any update), run after run::
      "pairs": [{"prompt": 1, "chosen": 1, "rejected": 5, "x1": ..., "x2": ...,
                 "log_abs_grad_x1": ..., "log_abs_grad_x2": ...,          # analytic (registry)
                 "autograd_grad_x1": ..., "autograd_grad_x2": ...,        # measured, signed
-                "margin": ...}, ...]}
+                "margin": ...}, ...],
+     "probe_chosen_logp_delta": ..., "probe_rejected_logp_delta": ...,   # the detector's probes
+     "probe_unseen_logp_delta": ..., "probe_greedy_logp_delta": ...}     # (changes since step 0, nats)
+
+A step where the live detector warned adds ``"warnings": [message, ...]``; a step where
+the guard acted adds ``"guard_actions": [GuardAction.record(), ...]`` and is always
+written, whatever ``metrics_every``. summary.json holds both per run too.
 
 Prompts and responses are numbered from 1, as in the paper. ``null`` stands for
 a value JSON cannot hold (log 0 when a gradient is exactly zero).
@@ -16,6 +22,7 @@ a value JSON cannot hold (log 0 when a gradient is exactly zero).
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -35,7 +42,7 @@ def _as_json(values) -> list:
 
 
 def metric_records(result: ToyResult, every: int = 1) -> Iterator[dict]:
-    """Every ``every``-th step's record per run (and always the last step)."""
+    """Every ``every``-th step's record per run (and always the last step and the steps the guard acted)."""
     history = result.history
     pairs = result.pairs.as_records()
     for r, run in enumerate(result.runs):
@@ -52,9 +59,23 @@ def metric_records(result: ToyResult, every: int = 1) -> Iterator[dict]:
         }
         names = list(columns)
         values = [_as_json(column) for column in columns.values()]
+        probes = {
+            "probe_chosen_logp_delta": history.probe_chosen[r].tolist(),
+            "probe_rejected_logp_delta": history.probe_rejected[r].tolist(),
+            "probe_unseen_logp_delta": history.probe_unseen[r].tolist(),
+            "probe_greedy_logp_delta": history.probe_greedy[r].tolist(),
+        }
+        warnings, actions = defaultdict(list), defaultdict(list)
+        for event in result.events[r] if result.events else []:
+            warnings[event["step"]].append(event["message"])
+        for action in result.actions[r] if result.actions else []:
+            actions[action["step"]].append(action)
         steps = result.config.steps
-        for step in sorted(set(range(0, steps + 1, every)) | {steps}):
+        for step in sorted(set(range(0, steps + 1, every)) | {steps} | set(actions)):
             per_pair = zip(*(column[step] for column in values), strict=True)
+            extra = {"warnings": warnings[step]} if step in warnings else {}
+            if step in actions:
+                extra["guard_actions"] = actions[step]
             yield {
                 "run": run.run_id,
                 "scenario": run.scenario.name,
@@ -63,6 +84,8 @@ def metric_records(result: ToyResult, every: int = 1) -> Iterator[dict]:
                 "loss": losses[step],
                 "probs": probs[step],
                 "pairs": [{**pair, **dict(zip(names, numbers, strict=True))} for pair, numbers in zip(pairs, per_pair, strict=True)],
+                **{key: column[step] for key, column in probes.items()},
+                **extra,
             }
 
 

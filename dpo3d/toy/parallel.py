@@ -40,6 +40,10 @@ def merge(config: ToyConfig, parts: list[ToyResult]) -> ToyResult:
         sft_kl=torch.cat([p.sft_kl for p in parts]),
         history=history,
         stopped_at=[step for p in parts for step in p.stopped_at],
+        events=[events for p in parts for events in p.events],
+        actions=[actions for p in parts for actions in p.actions],
+        guard_stopped_at=[step for p in parts for step in p.guard_stopped_at],
+        kept_step=[step for p in parts for step in p.kept_step],
     )
 
 

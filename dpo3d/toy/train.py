@@ -8,23 +8,32 @@ x2 = π(y_l|x) with the gradients of the pair's loss with respect to them, twice
 the analytic ones of ``gradient_diagnostics`` and the ones autograd measures on
 the training graph itself (the loss is computed from log(x), x the softmax
 probability, and differentiated with respect to x).
+
+Every step also feeds each run's probe values to train-dpo's live 3D detector
+(watch.py); with ``guard`` its warnings change the run's loss (an SFT term, a
+lower β_l) or stop the run, as ``dpo3d.guard`` decides.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 
 import torch
 
+from ..guard import BestTracker, Guard, GuardSettings
 from ..losses import PreferenceBatch, compute_loss, get_loss, gradient_diagnostics_many
 from .model import DTYPE, Adam, ToyMLP, fit_distribution, one_thread
-from .scenarios import SCENARIOS, Pairs, Scenario, draw_pairs
+from .scenarios import SCENARIOS, UNSEEN, Pairs, Scenario, draw_pairs
+from .watch import RunWatch
 
 #: the default step-2 optimiser: Adam as in the paper (App. D.1); the paper's 5e-7 is for 13B/33B LLMs,
 #: a toy MLP needs the usual small-network rate, and 1000 steps reach the x2 ≈ 0 regime in every scenario
 DEFAULT_LR = 1e-3
 DEFAULT_STEPS = 1000
+#: the probe fields of ToyHistory, in the order RunWatch.observe takes them (watch.py: what each one is)
+PROBES = ("probe_chosen", "probe_rejected", "probe_unseen", "probe_greedy")
 #: a run stops when x1 or x2 falls below this (e^-690): past it float64 goes subnormal and the loss non-finite
 UNDERFLOW = 1e-300
 
@@ -44,6 +53,9 @@ class ToyConfig:
     pairs_per_prompt: int = 1
     rejected_draw: str = "random"
     seed: int = 0
+    guard: str | None = None  # sft, flex or stop (dpo3d.guard); None: the detector only warns
+    keep_best: str | None = None  # "chosen": report the state where the probe chosen log-prob peaked
+    guard_settings: GuardSettings = field(default_factory=GuardSettings)
 
     def validate(self) -> None:
         if not self.scenarios:
@@ -61,12 +73,19 @@ class ToyConfig:
                 raise ValueError(f"{key} must be at least 1, not {value}")
         if self.lr <= 0 or self.sft_lr <= 0:
             raise ValueError("learning rates must be > 0")
+        if self.guard is not None:
+            for name in self.losses:  # a policy that cannot act on one of the losses is an error up front
+                Guard.for_loss(self.guard, name, settings=self.guard_settings)
+        if self.keep_best is not None:
+            BestTracker.for_metric(self.keep_best)
 
     def to_dict(self) -> dict:
         record = asdict(self)
         record["scenarios"] = [s.name for s in self.scenarios]
         record["losses"] = list(self.losses)
         record["hyperparameters"] = {k: v for k, v in self.hyperparameters.items() if v is not None}
+        if self.guard is None:
+            del record["guard_settings"]
         return record
 
 
@@ -98,6 +117,11 @@ class ToyHistory:
     log_abs_grad_rejected: torch.Tensor
     autograd_grad_chosen: torch.Tensor  # ∂L/∂x1 measured by autograd on the training graph (signed)
     autograd_grad_rejected: torch.Tensor
+    # the detector's probes (watch.py), shape (runs, steps+1): changes since step 0, in nats
+    probe_chosen: torch.Tensor
+    probe_rejected: torch.Tensor
+    probe_unseen: torch.Tensor
+    probe_greedy: torch.Tensor
 
     @classmethod
     def empty(cls, n_runs: int, steps: int, n_pairs: int, n_prompts: int, n_responses: int) -> ToyHistory:
@@ -105,6 +129,7 @@ class ToyHistory:
         return cls(
             probs=torch.zeros(n_runs, steps + 1, n_prompts, n_responses, dtype=DTYPE),
             loss=torch.zeros(n_runs, steps + 1, dtype=DTYPE),
+            **{name: torch.zeros(n_runs, steps + 1, dtype=DTYPE) for name in PROBES},
             **{name: torch.zeros(per_pair, dtype=DTYPE) for name in cls._per_pair_fields()},
         )
 
@@ -131,6 +156,12 @@ class ToyResult:
     sft_kl: torch.Tensor  # (scenarios,): largest per-prompt KL(target ‖ reference)
     history: ToyHistory
     stopped_at: list[int | None] = field(default_factory=list)  # per run: last step before x underflowed
+    # per run: the detector's warnings, the guard's actions (GuardAction.record()), the step the
+    # guard stopped it at, and the step kept (keep_best, or the guard's stop: where the chosen peaked)
+    events: list[list[dict]] = field(default_factory=list)
+    actions: list[list[dict]] = field(default_factory=list)
+    guard_stopped_at: list[int | None] = field(default_factory=list)
+    kept_step: list[int | None] = field(default_factory=list)
 
 
 class ToyDiverged(ValueError):
@@ -154,6 +185,12 @@ def pools_over_batch(name: str, hyperparameters: Mapping[str, float]) -> bool:
 
     Probed numerically on a fixed random batch: the loss of the whole against the loss of its halves.
     """
+    return _pools_over_batch(name, tuple(sorted(hyperparameters.items())))
+
+
+@lru_cache(maxsize=256)
+def _pools_over_batch(name: str, items: tuple[tuple[str, float], ...]) -> bool:
+    hyperparameters = dict(items)
     generator = torch.Generator().manual_seed(0)
     logps = -5 * torch.rand(6, 8, generator=generator, dtype=DTYPE)
 
@@ -168,15 +205,17 @@ def pools_over_batch(name: str, hyperparameters: Mapping[str, float]) -> bool:
     return not torch.allclose(losses(slice(None)), torch.cat([losses(slice(0, 4)), losses(slice(4, 8))]), rtol=1e-12, atol=0)
 
 
-def batch_chunks(runs: list[ToyRun]) -> list[tuple[str, Mapping[str, float], list[int]]]:
-    """Runs that may share one registry call: all runs of a loss, unless it pools over its batch (then one per run).
+def batch_chunks(losses: list[tuple[str, Mapping[str, float]]]) -> list[tuple[str, Mapping[str, float], list[int]]]:
+    """Runs that may share one registry call: all runs of a (loss, hyper-parameters), unless it pools over
+    its batch (then one per run). ``losses`` holds each run's loss and hyper-parameters.
 
     Sharing a call only saves Python overhead; a separable loss gives every pair the same value either way.
     """
     chunks = []
-    for name in dict.fromkeys(run.loss for run in runs):
-        members = [r for r, run in enumerate(runs) if run.loss == name]
-        hyperparameters = runs[members[0]].hyperparameters
+    keys = [(name, tuple(sorted(hyperparameters.items()))) for name, hyperparameters in losses]
+    for key in dict.fromkeys(keys):
+        members = [r for r, other in enumerate(keys) if other == key]
+        name, hyperparameters = key[0], dict(key[1])
         if pools_over_batch(name, hyperparameters):
             chunks += [(name, hyperparameters, [r]) for r in members]
         else:
@@ -210,7 +249,15 @@ def _run(config: ToyConfig, on_step: Callable[[int, int], None] | None) -> ToyRe
     reference_chosen = run_reference[:, prompt, chosen]
     reference_rejected = run_reference[:, prompt, rejected]
 
-    chunks = batch_chunks(runs)
+    watches = [
+        RunWatch.start(run.loss, run.hyperparameters, config.guard, config.keep_best, config.guard_settings) for run in runs
+    ]
+    chunks = batch_chunks([watch.current_loss for watch in watches])
+    unseen = list(UNSEEN)
+    reference_unseen = run_reference[:, :, unseen]
+    # the squeezing probe: each prompt's most likely response under the reference (train-dpo's greedy one)
+    greedy = run_reference.argmax(-1, keepdim=True)
+    reference_greedy = run_reference.gather(-1, greedy)
     history = ToyHistory.empty(len(runs), config.steps, len(pairs), *targets.shape[1:])
     # a run whose x1 or x2 underflows (a loss unbounded below, e.g. robust) is stopped at its last good
     # weights and reported with the step; the other runs go on. Only when every run stops is it an error.
@@ -242,6 +289,26 @@ def _run(config: ToyConfig, on_step: Callable[[int, int], None] | None) -> ToyRe
         # WPO's log-weights: log x - log Σ_v π(v|prompt)², a constant of the step (one-token responses)
         log_sum_sq = torch.logsumexp(2 * probs[:, prompt, :].log(), dim=-1).detach()
         chosen_wpo, rejected_wpo = chosen_logps.detach() - log_sum_sq, rejected_logps.detach() - log_sum_sq
+        # the detector's probes, then the guard: an action changes this step's loss (or stops the run)
+        with torch.no_grad():
+            probe = torch.stack(
+                [
+                    (chosen_logps - reference_chosen).mean(-1),
+                    (rejected_logps - reference_rejected).mean(-1),
+                    (probs[:, :, unseen].log() - reference_unseen).mean((-1, -2)),
+                    (probs.gather(-1, greedy).log() - reference_greedy).mean((-1, -2)),
+                ]
+            )
+        for name, values in zip(PROBES, probe, strict=True):
+            getattr(history, name)[:, step] = values
+        changed = False
+        for r, (watch, values) in enumerate(zip(watches, probe.T.tolist(), strict=True)):
+            if not bool(stopped[r]):
+                changed |= watch.observe(step, *values)
+                if watch.stopped_at == step:
+                    stopped[r] = True  # frozen from here on, as a run that underflowed
+        if changed:
+            chunks = batch_chunks([watch.current_loss for watch in watches])
         run_losses: list[torch.Tensor] = [torch.zeros((), dtype=DTYPE)] * len(runs)
         probes = []
         for name, hyperparameters, members in chunks:
@@ -303,4 +370,8 @@ def _run(config: ToyConfig, on_step: Callable[[int, int], None] | None) -> ToyRe
         sft_kl=sft_kl,
         history=history,
         stopped_at=stopped_at,
+        events=[watch.events for watch in watches],
+        actions=[watch.actions for watch in watches],
+        guard_stopped_at=[watch.stopped_at for watch in watches],
+        kept_step=[watch.kept_step for watch in watches],
     )
