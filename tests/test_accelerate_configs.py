@@ -31,6 +31,8 @@ def test_config_loads_with_accelerates_loader(name):
         assert config.fsdp_config[key] == 2
     if kind == "DEEPSPEED":
         assert config.deepspeed_config[key] == int(name[-1])
+    if name == "deepspeed_zero3":  # accelerate's get_state_dict gathers ZeRO-3 weights only with this on
+        assert config.deepspeed_config["zero3_save_16bit_model"] is True
 
 
 def test_slurm_script_is_valid_bash_and_launches_with_a_shipped_config():

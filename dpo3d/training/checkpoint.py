@@ -5,7 +5,9 @@ Face folder (safetensors; a LoRA run's adapter folder) plus ``trainer_state.pt``
 (optimizer, scheduler, RNG, step), a tensors-only file loaded with
 ``weights_only=True`` (no pickled objects). A new checkpoint is staged in a
 temporary folder and swapped in with renames, so a run killed at any instant
-leaves the previous one intact.
+leaves the previous one intact. Under FSDP the weights are gathered first (every
+process) and the optimizer state is the full one keyed by parameter name; the
+format is the same (see sharding.py).
 """
 
 from __future__ import annotations
@@ -39,14 +41,20 @@ def latest(out: Path) -> Path | None:
     return folder if (folder / STATE_FILE).is_file() else None
 
 
-def save(out: Path, model, tokenizer, state: TrainerState, extra_models: dict | None = None) -> Path:
+def weights_option(state_dict: dict | None) -> dict:
+    """``save_pretrained`` keywords for weights gathered from a sharded model (none: the model's own)."""
+    return {} if state_dict is None else {"state_dict": state_dict}
+
+
+def save(out: Path, model, tokenizer, state: TrainerState, extra_models: dict | None = None,
+         state_dict: dict | None = None) -> Path:
     """Write ``OUT/checkpoint`` atomically (stage, then swap); ``extra_models`` go into named sub-folders
-    (PPO's value model)."""
+    (PPO's value model); ``state_dict``: ``model``'s weights gathered from its shards."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".checkpoint.", dir=out))
     try:
-        model.save_pretrained(staging, **save_options(model))
+        model.save_pretrained(staging, **weights_option(state_dict), **save_options(model))
         tokenizer.save_pretrained(staging)
         for name, extra in (extra_models or {}).items():
             extra.save_pretrained(staging / name, **save_options(extra))

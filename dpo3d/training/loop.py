@@ -4,7 +4,9 @@ A *task* says what the loss of a set of examples is and what to measure; this
 loop does everything else, the same way for SFT, DPO (any registered loss) and
 reward models. Run it under ``accelerate launch`` for data parallelism: each
 process takes its share of every global batch (see batches.py), so N processes
-with batch size b train exactly like one process with batch size N·b.
+with batch size b train exactly like one process with batch size N·b. Under FSDP
+(and DeepSpeed) the probes run on every process and saving gathers the weights
+first (see sharding.py).
 """
 
 from __future__ import annotations
@@ -26,9 +28,9 @@ from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 from accelerate.utils import DistributedType, set_seed
 
-from ..lora import save_options
+from ..lora import is_adapted, save_options
 from ..records import AppendLog, json_safe, read_log, write_json, write_records
-from . import batches, checkpoint, precision, tracking
+from . import batches, checkpoint, precision, sharding, tracking
 from .config import LoopConfig
 
 
@@ -40,10 +42,19 @@ class Task(Protocol):
         """Mean loss over ``indices`` and per-example metric tensors (shape ``(len(indices),)``)."""
 
     def probe(self, model, step: int, indices: list[int]) -> dict[str, float]:
-        """Extra measurements at a logged step, on the main process (``indices``: its last micro-batch)."""
+        """Extra measurements at a logged step (``indices``: the main process's last micro-batch); on the main
+        process, or under sharded parameters on every process with the same result (only the main one logs it)."""
 
     def check(self, record: dict) -> list[str]:
         """Warnings raised by a logged record (the live 3D detector)."""
+
+
+def probe_gradients(task) -> bool:
+    """Whether the task's probes take parameter gradients: its ``probe_gradients`` if it says, else DPO's
+    gradient split (``settings.grad_split_every``)."""
+    if hasattr(task, "probe_gradients"):
+        return bool(task.probe_gradients)
+    return bool(getattr(getattr(task, "settings", None), "grad_split_every", 0))
 
 
 class NonFiniteLoss(RuntimeError):
@@ -73,11 +84,12 @@ def _scheduler(config: LoopConfig, optimizer, total: int):
     return get_scheduler(name, optimizer, num_warmup_steps=int(config.warmup_ratio * total), num_training_steps=total)
 
 
-def save_final(model, tokenizer, out: Path) -> None:
-    """The trained model's files into OUT itself (each file replaced atomically)."""
+def save_final(model, tokenizer, out: Path, state_dict: dict | None = None) -> None:
+    """The trained model's files into OUT itself (each file replaced atomically). ``state_dict``: the
+    weights gathered from a sharded model (``model`` then only gives the config and the file layout)."""
     staging = Path(tempfile.mkdtemp(prefix=".final.", dir=out))
     try:
-        model.save_pretrained(staging, **save_options(model))
+        model.save_pretrained(staging, **checkpoint.weights_option(state_dict), **save_options(model))
         tokenizer.save_pretrained(staging)
         for item in staging.iterdir():
             os.replace(item, out / item.name)
@@ -124,6 +136,7 @@ def make_accelerator(cpu: bool, mixed_precision: str | None, report_to: str, out
     accelerator = Accelerator(cpu=cpu, mixed_precision=wanted, log_with=names or None,
                               project_dir=str(tracking.logging_dir(out)) if names else None)
     precision.check_device(accelerator.mixed_precision, accelerator.device)
+    sharding.check_launch(accelerator)
     return accelerator, names
 
 
@@ -162,12 +175,15 @@ def train(model, tokenizer, task: Task, config: LoopConfig, callbacks: LoopCallb
     trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
     scheduler = _scheduler(config, optimizer, total)
+    sharding.check_supported(accelerator, config.save_every, config.resume, probe_gradients(task), is_adapted(model))
     state = open_run(out, config.resume, accelerator, model)
     start = state.step if state is not None else 0
 
+    sharding.configure_deepspeed(accelerator, config.batch_size, config.grad_accum, config.max_grad_norm)
+    deepspeed = sharding.is_deepspeed(accelerator)
     model, optimizer = accelerator.prepare(model, optimizer)
     if state is not None:
-        optimizer.load_state_dict(state.optimizer)
+        sharding.load_optimizer_state(accelerator, model, optimizer, state.optimizer)
         scheduler.load_state_dict(state.scheduler)
         torch.set_rng_state(state.torch_rng)
         if main:
@@ -181,23 +197,27 @@ def train(model, tokenizer, task: Task, config: LoopConfig, callbacks: LoopCallb
     trackers = tracking.Trackers(accelerator, trackers_wanted, out, run_config)
     log = AppendLog(metrics_path) if main else None
     unwrapped = accelerator.unwrap_model(model)
+    probes = sharding.ProbeRunner(accelerator, model)
 
     def measure(step: int, indices: list[int]) -> dict:
-        was_training = unwrapped.training
-        unwrapped.eval()
+        indices = probes.same_indices(indices)
+        was_training = probes.model.training
+        probes.model.eval()
         try:
             with accelerator.autocast():  # the probes and evaluations see the model as training does
-                return task.probe(unwrapped, step, indices)
+                return task.probe(probes.model, step, indices)
         finally:
-            unwrapped.train(was_training)
+            probes.model.train(was_training)
 
-    if start == 0 and main:
+    if start == 0 and probes.runs_here:
         record = json_safe({"step": 0, **measure(0, [])})
-        log.write(record)
-        trackers.log(record)
-        callbacks.on_log(record)
+        if main:
+            log.write(record)
+            trackers.log(record)
+            callbacks.on_log(record)
     callbacks.on_start(start, total)
 
+    advice = "Lower --lr or check the data, then --resume."
     plans: dict[int, list[list[int]]] = {}
     last_record: dict = {}
     try:
@@ -213,22 +233,23 @@ def train(model, tokenizer, task: Task, config: LoopConfig, callbacks: LoopCallb
             indices: list[int] = []
             for micro in range(config.grad_accum):
                 indices = batches.micro_batch(global_batch, lengths, micro, rank, processes, config.grad_accum)
-                sync = contextlib.nullcontext() if micro == config.grad_accum - 1 else accelerator.no_sync(model)
-                with sync:
-                    with accelerator.autocast():
-                        loss, metrics = task.loss(model, indices)
-                    finite = finite and bool(torch.isfinite(loss.detach()))
-                    accelerator.backward(loss / config.grad_accum)
+                if deepspeed:  # DeepSpeed scales by its accumulation steps and steps itself after the last one
+                    with accelerator.accumulate(model):
+                        with accelerator.autocast():
+                            loss, metrics = task.loss(model, indices)
+                        stop_unless_finite(accelerator, bool(torch.isfinite(loss.detach())), out, step + 1, "loss", advice)
+                        accelerator.backward(loss)
+                else:
+                    sync = contextlib.nullcontext() if micro == config.grad_accum - 1 else accelerator.no_sync(model)
+                    with sync:
+                        with accelerator.autocast():
+                            loss, metrics = task.loss(model, indices)
+                        finite = finite and bool(torch.isfinite(loss.detach()))
+                        accelerator.backward(loss / config.grad_accum)
                 for key, value in metrics.items():
                     collected[key].append(value.detach().float().reshape(-1))
-            stop_unless_finite(accelerator, finite, out, step + 1, "loss", "Lower --lr or check the data, then --resume.")
-            if config.max_grad_norm:
-                grad_norm = accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-            else:
-                accelerator.unscale_gradients()  # fp16's loss scaling: measure the true gradient
-                grad_norm = torch.linalg.vector_norm(
-                    torch.stack([p.grad.norm() for p in model.parameters() if p.grad is not None])
-                )
+            stop_unless_finite(accelerator, finite, out, step + 1, "loss", advice)
+            grad_norm = sharding.gradient_norm(accelerator, model, config.max_grad_norm)
             optimizer.step()
             if not accelerator.optimizer_step_was_skipped:  # fp16: an overflowing step is skipped, not scheduled
                 scheduler.step()
@@ -247,8 +268,9 @@ def train(model, tokenizer, task: Task, config: LoopConfig, callbacks: LoopCallb
                     **means,
                     "examples_per_s": global_size / seconds,
                 }
-                if main:
+                if probes.runs_here:
                     record.update(measure(done, indices))
+                if main:
                     raised = task.check(record)
                     for warning in raised:
                         callbacks.on_warning(warning)
@@ -259,10 +281,13 @@ def train(model, tokenizer, task: Task, config: LoopConfig, callbacks: LoopCallb
                     callbacks.on_log(record)
                 last_record = record
             if config.save_every and done % config.save_every == 0 and done < total:
+                weights = sharding.full_state_dict(accelerator, model)  # collectives: every process takes part
+                optimizer_state = sharding.optimizer_state(accelerator, model, optimizer)
                 if main:
                     path = checkpoint.save(
                         out, unwrapped, tokenizer,
-                        checkpoint.TrainerState(done, optimizer.state_dict(), scheduler.state_dict(), torch.get_rng_state()),
+                        checkpoint.TrainerState(done, optimizer_state, scheduler.state_dict(), torch.get_rng_state()),
+                        state_dict=weights,
                     )
                     callbacks.on_save(done, path)
                 accelerator.wait_for_everyone()
@@ -271,8 +296,9 @@ def train(model, tokenizer, task: Task, config: LoopConfig, callbacks: LoopCallb
             log.close()
         trackers.end()
 
+    weights = sharding.full_state_dict(accelerator, model)
     if main:
-        save_final(unwrapped, tokenizer, out)
+        save_final(unwrapped, tokenizer, out, weights)
         shutil.rmtree(out / checkpoint.LATEST, ignore_errors=True)
         callbacks.on_save(total, out)
     accelerator.wait_for_everyone()

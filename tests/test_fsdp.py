@@ -1,0 +1,212 @@
+"""train-dpo under FSDP2 (2 gloo processes on CPU) trains like one process with the same global batch: the
+same metrics, a checkpoint that resumes (gathered weights, full optimizer state), and a final model that loads
+and computes what the one-process model computes. Also: the launches the loop refuses, and DeepSpeed's settings.
+
+accelerate turns FSDP on only for GPU-like backends: on CPU it sets up gloo and silently runs DDP (``--use_fsdp``
+with ``--device cpu``) or no process group at all (without it). The worker below therefore builds the Accelerator
+on CPU, then switches accelerate's process-wide state to FSDP2, as accelerate's GPU path leaves it; from there on
+``prepare``, ``no_sync``, ``clip_grad_norm_``, ``get_state_dict`` and the loop run their real FSDP2 code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from accelerate.utils import DistributedType
+from safetensors.torch import load_file
+
+from dpo3d.records import read_log
+from dpo3d.training import sharding
+from dpo3d.training.config import LoopConfig
+from dpo3d.training.dpo import DPORunConfig, train_dpo
+
+ROOT = Path(__file__).resolve().parents[1]
+LAUNCHER = Path(sys.executable).parent / "accelerate"
+PROCESSES, STEPS = 2, 4
+# float32 on CPU; FSDP reduce-scatters the gradients in another order than DDP's all-reduce, so the numbers
+# agree to rounding, compounded over 4 AdamW steps at a large learning rate (measured: at most 1.2e-5 relative,
+# on grad_norm; final weights within 5e-7)
+RELATIVE, ABSOLUTE = 1e-4, 1e-5
+
+WORKER = """
+import json, sys
+from pathlib import Path
+
+from accelerate import Accelerator, FullyShardedDataParallelPlugin
+from accelerate.state import AcceleratorState, PartialState
+from accelerate.utils import DistributedType
+
+import dpo3d.training.loop as loop
+from dpo3d.training.config import LoopConfig
+from dpo3d.training.dpo import DPORunConfig, train_dpo
+from dpo3d.training.loop import LoopCallbacks
+
+
+def fsdp_on_cpu(*args, **kwargs):
+    accelerator = Accelerator(*args, **kwargs)
+    PartialState._shared_state["distributed_type"] = DistributedType.FSDP
+    accelerator.state.distributed_type = DistributedType.FSDP
+    accelerator.state.fsdp_plugin = FullyShardedDataParallelPlugin(
+        fsdp_version=2, auto_wrap_policy="transformer_based_wrap", state_dict_type="FULL_STATE_DICT")
+    return accelerator
+
+
+loop.Accelerator = fsdp_on_cpu
+settings = json.loads(sys.argv[1])
+
+
+class Stop(Exception):
+    pass
+
+
+def stop_at_3(step):
+    if step == 3:
+        raise Stop
+
+
+def config(resume):
+    return DPORunConfig(**settings["run"], loop=LoopConfig(**settings["loop"], resume=resume))
+
+
+try:
+    train_dpo(config(False), LoopCallbacks(on_step=stop_at_3))
+except Stop:
+    pass
+checkpoint = Path(settings["loop"]["out"]) / "checkpoint"
+assert (checkpoint / "model.safetensors").is_file(), "the step-2 checkpoint"
+result = train_dpo(config(True))
+print("distributed type:", AcceleratorState().distributed_type)
+"""
+
+
+def write_pairs(path: Path, n: int = 8) -> Path:
+    rows = [{"prompt": f"Question {i}: pick a colour.", "chosen": f"Blue, number {i}.",
+             "rejected": f"I refuse to answer question {i} at all."} for i in range(n)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def settings(tmp_path: Path, model_dir: Path, out: str, batch_size: int) -> dict:
+    pairs = str(write_pairs(tmp_path / "pairs.jsonl"))
+    return {
+        "run": {"model": str(model_dir), "pairs": pairs, "eval_pairs": pairs, "eval_every": 2, "probe_size": 4},
+        "loop": {"out": str(tmp_path / out), "lr": 5e-3, "batch_size": batch_size, "grad_accum": 2, "max_steps": STEPS,
+                 "warmup_ratio": 0.0, "schedule": "constant", "seed": 0, "save_every": 2, "cpu": True},
+    }
+
+
+def comparable(record: dict) -> dict:
+    return {k: v for k, v in record.items() if isinstance(v, float) and k not in ("examples_per_s", "epoch")}
+
+
+@pytest.mark.skipif(not LAUNCHER.exists(), reason="accelerate CLI")
+def test_fsdp_two_processes_train_resume_and_save_like_one(tmp_path, tiny_model_dir):
+    one = settings(tmp_path, tiny_model_dir, "one", batch_size=PROCESSES * 2)
+    single = train_dpo(DPORunConfig(**one["run"], loop=LoopConfig(**one["loop"])))
+
+    two = settings(tmp_path, tiny_model_dir, "two", batch_size=2)
+    (tmp_path / "worker.py").write_text(WORKER)
+    result = subprocess.run(
+        [str(LAUNCHER), "launch", "--multi_gpu", "--num_processes", str(PROCESSES), "--num_machines", "1",
+         "--mixed_precision", "no", "--dynamo_backend", "no", str(tmp_path / "worker.py"), json.dumps(two)],
+        capture_output=True, text=True, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "distributed type: DistributedType.FSDP" in result.stdout
+
+    fsdp_run = tmp_path / "two"
+    assert json.loads((fsdp_run / "run_config.json").read_text())["processes"] == PROCESSES
+    expected, got = read_log(single.out / "metrics.jsonl"), read_log(fsdp_run / "metrics.jsonl")
+    assert [r["step"] for r in got] == [r["step"] for r in expected] == list(range(STEPS + 1))  # resumed at 2
+    assert expected[-1]["probe_chosen_logp_delta"] != 0 and "eval_loss" in expected[-1]  # it trained, it evaluated
+    for want, have in zip(expected, got, strict=True):
+        assert comparable(have).keys() == comparable(want).keys()
+        for key, value in comparable(want).items():
+            assert have[key] == pytest.approx(value, rel=RELATIVE, abs=ABSOLUTE), (want["step"], key)
+
+    # the final model: whole tensors (gathered, not shards), the one-process weights, the same outputs
+    weights, reference = load_file(fsdp_run / "model.safetensors"), load_file(single.out / "model.safetensors")
+    assert weights.keys() == reference.keys()
+    for key, tensor in reference.items():
+        assert weights[key].shape == tensor.shape, key
+        assert torch.allclose(weights[key], tensor, rtol=RELATIVE, atol=ABSOLUTE), key
+    assert not (fsdp_run / "checkpoint").exists()
+    from dpo3d.models import load_causal_lm
+
+    ids = torch.tensor([[1, 17, 300, 4000, 12, 9]])
+    with torch.no_grad():
+        logits = load_causal_lm(str(fsdp_run))(input_ids=ids).logits
+        reference_logits = load_causal_lm(str(single.out))(input_ids=ids).logits
+    assert torch.allclose(logits, reference_logits, rtol=RELATIVE, atol=1e-4)
+
+
+@pytest.mark.parametrize(("variable", "got"), [("ACCELERATE_USE_FSDP", DistributedType.MULTI_CPU),
+                                               ("ACCELERATE_USE_FSDP", DistributedType.NO),
+                                               ("ACCELERATE_USE_DEEPSPEED", DistributedType.MULTI_CPU)])
+def test_a_launch_that_asked_for_sharding_but_did_not_get_it_is_refused(monkeypatch, variable, got):
+    monkeypatch.setenv(variable, "true")
+    with pytest.raises(ValueError, match="only on GPUs"):
+        sharding.check_launch(SimpleNamespace(distributed_type=got))
+
+
+def test_a_plain_launch_passes_the_check(monkeypatch):
+    monkeypatch.delenv("ACCELERATE_USE_FSDP", raising=False)
+    monkeypatch.delenv("ACCELERATE_USE_DEEPSPEED", raising=False)
+    sharding.check_launch(SimpleNamespace(distributed_type=DistributedType.MULTI_CPU))
+
+
+def fake_deepspeed(stage: int, processes: int = 2) -> SimpleNamespace:
+    config = {"train_micro_batch_size_per_gpu": "auto", "train_batch_size": "auto", "gradient_accumulation_steps": 1,
+              "gradient_clipping": 1.0, "zero_optimization": {"stage": stage}}
+    plugin = SimpleNamespace(deepspeed_config=config, zero_stage=stage)
+    return SimpleNamespace(distributed_type=DistributedType.DEEPSPEED, num_processes=processes,
+                           state=SimpleNamespace(deepspeed_plugin=plugin), gradient_accumulation_steps=1)
+
+
+def test_deepspeed_gets_the_loops_micro_batch_accumulation_and_clipping_before_prepare():
+    accelerator = fake_deepspeed(stage=2)
+    sharding.configure_deepspeed(accelerator, micro_batch=3, grad_accum=4, max_grad_norm=None)
+    config = accelerator.state.deepspeed_plugin.deepspeed_config
+    # 3 per micro-batch x 4 micro-batches x 2 processes; no --max-grad-norm: DeepSpeed's 0 (no clipping)
+    assert (config["train_micro_batch_size_per_gpu"], config["gradient_accumulation_steps"], config["train_batch_size"],
+            config["gradient_clipping"]) == (3, 4, 24, 0.0)
+    assert accelerator.gradient_accumulation_steps == 4  # accelerate's accumulate() marks every 4th micro-batch
+
+
+def test_who_probes_follows_the_sharding():
+    assert not sharding.shards_parameters(fake_deepspeed(stage=2))  # ZeRO-2: whole weights on every process
+    assert sharding.shards_parameters(fake_deepspeed(stage=3))
+    with pytest.raises(ValueError, match="not supported under DeepSpeed"):
+        sharding.check_supported(fake_deepspeed(stage=2), save_every=2, resume=False)
+    fsdp = SimpleNamespace(distributed_type=DistributedType.FSDP)
+    sharding.check_supported(fsdp, save_every=2, resume=True)  # FSDP checkpoints and resumes
+    with pytest.raises(ValueError, match="--grad-split-every"):
+        sharding.check_supported(fsdp, save_every=0, resume=False, probe_gradients=True)
+    with pytest.raises(ValueError, match="LoRA"):
+        sharding.check_supported(fsdp, save_every=0, resume=False, adapter=True)
+    ddp = SimpleNamespace(distributed_type=DistributedType.MULTI_CPU)
+    sharding.check_supported(ddp, save_every=2, resume=True, probe_gradients=True, adapter=True)
+
+
+def test_the_loop_knows_which_probes_take_parameter_gradients():
+    from dpo3d.training.loop import probe_gradients
+
+    assert probe_gradients(SimpleNamespace(settings=SimpleNamespace(grad_split_every=2)))
+    assert not probe_gradients(SimpleNamespace(settings=SimpleNamespace(grad_split_every=0)))
+    assert not probe_gradients(SimpleNamespace())  # SFT, reward models
+
+
+@pytest.mark.parametrize("kind", [DistributedType.FSDP, DistributedType.DEEPSPEED])
+def test_ppo_refuses_sharding_and_says_to_use_ddp(kind):
+    from dpo3d.training.ppo import refuse_sharding
+
+    with pytest.raises(ValueError, match="ddp.yaml"):
+        refuse_sharding(SimpleNamespace(distributed_type=kind))
+    refuse_sharding(SimpleNamespace(distributed_type=DistributedType.MULTI_CPU))
