@@ -37,6 +37,9 @@ mask = (torch.arange(width)[None, :] < lengths[:, None]).float()
 whitened = whiten_advantages(accelerator, advantages, mask)
 record = {"advantages": advantages.tolist(), "mask": mask.tolist(), "whitened": whitened.tolist()}
 (Path(sys.argv[1]) / f"rank{rank}.json").write_text(json.dumps(record))
+# a clean gloo shutdown: exiting with its threads alive can abort a rank ("terminate called without an active exception")
+accelerator.wait_for_everyone()
+torch.distributed.destroy_process_group()
 """
 
 
