@@ -205,8 +205,8 @@ def test_the_loop_knows_which_probes_take_parameter_gradients():
 
 @pytest.mark.parametrize("kind", [DistributedType.FSDP, DistributedType.DEEPSPEED])
 def test_ppo_refuses_sharding_and_says_to_use_ddp(kind):
-    from dpo3d.training.ppo import refuse_sharding
+    from dpo3d.training.sharding import check_ppo_supported
 
     with pytest.raises(ValueError, match="ddp.yaml"):
-        refuse_sharding(SimpleNamespace(distributed_type=kind))
-    refuse_sharding(SimpleNamespace(distributed_type=DistributedType.MULTI_CPU))
+        check_ppo_supported(SimpleNamespace(distributed_type=kind))
+    check_ppo_supported(SimpleNamespace(distributed_type=DistributedType.MULTI_CPU))

@@ -147,7 +147,7 @@ class PPOTrainer:
         self.config, self.callbacks, self.status = config, callbacks or LoopCallbacks(), on_status
         self.accelerator, self.trackers_wanted = make_accelerator(config.cpu, config.mixed_precision, config.report_to,
                                                                   Path(config.out))
-        refuse_sharding(self.accelerator)
+        sharding.check_ppo_supported(self.accelerator)
         set_seed(config.seed)
         self.out = Path(config.out)
         on_status(f"loading {config.model} (policy), its reference and a value model")
@@ -372,15 +372,6 @@ class PPOTrainer:
         acc.wait_for_everyone()
         gc.collect()
         return RunResult(cfg.max_steps, out, last)
-
-
-def refuse_sharding(accelerator) -> None:
-    """PPO runs under DDP only: it prepares two models (policy, value) with one optimizer, which accelerate's
-    FSDP2 and DeepSpeed refuse, and it samples from the unwrapped policy on each process alone."""
-    if sharding.is_fsdp(accelerator) or sharding.is_deepspeed(accelerator):
-        raise ValueError(f"ppo does not run under {accelerator.distributed_type.value}: it trains a policy and a value "
-                         "model with one optimizer (accelerate's FSDP2 and DeepSpeed take one model) and each process "
-                         "samples on its own; launch it with DDP (configs/accelerate/ddp.yaml)")
 
 
 def whiten_advantages(accelerator, advantages: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

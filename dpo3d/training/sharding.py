@@ -73,6 +73,15 @@ def check_supported(accelerator, save_every: int, resume: bool, probe_gradients:
                          "ZeRO-3 shard: use --grad-split-every 0 there, or DDP")
 
 
+def check_ppo_supported(accelerator) -> None:
+    """PPO runs under DDP only: it prepares two models (policy, value) with one optimizer, which accelerate's
+    FSDP2 and DeepSpeed refuse, and it samples from the unwrapped policy on each process alone."""
+    if is_fsdp(accelerator) or is_deepspeed(accelerator):
+        raise ValueError(f"ppo does not run under {accelerator.distributed_type.value}: it trains a policy and a value "
+                         "model with one optimizer (accelerate's FSDP2 and DeepSpeed take one model) and each process "
+                         "samples on its own; launch it with DDP (configs/accelerate/ddp.yaml)")
+
+
 class ProbeRunner:
     """Who runs the probes and evaluations, and on which model.
 
