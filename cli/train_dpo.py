@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from dpo3d.guard import KEEP_BEST, POLICIES, GuardSettings
 from dpo3d.losses import LOSSES, get_loss, parse_loss_args
 from dpo3d.training.dpo import DPORunConfig, train_dpo
 from dpo3d.training.loop import NonFiniteLoss
@@ -19,6 +20,20 @@ from .config_file import CONFIG, invocation
 LOSS_HELP = (
     "Loss from the registry: " + ", ".join(sorted(LOSSES)) + "; or a weighted mixture such as dpo:0.8,bco:0.2,sft:1.0. "
     "`dpo3d train-dpo --list-losses` shows their formulas and options."
+)
+_GUARD = GuardSettings()  # the guard's defaults, for the help text
+GUARD_HELP = (
+    f"Act on the live 3D detector's warnings, as the paper's Proposition 1 suggests: {' | '.join(POLICIES)}. "
+    f"sft adds α·NLL(chosen) (α = {_GUARD.sft_weight}, ×{_GUARD.sft_factor:g} on each later warning, at most "
+    f"{_GUARD.sft_cap:g}; dpo-sft/slic raise their own α); flex turns dpo into flex-β and multiplies β_l by "
+    f"{_GUARD.beta_rejected_factor:g} per warning (never below {_GUARD.beta_rejected_floor:g}·β_w); stop ends the run on "
+    f"{' or '.join(p.replace('_', ' ') for p in _GUARD.stop_on)} and leaves in OUT the model of the step where the probe "
+    "chosen log-prob peaked. A change applies from the next step. Every action goes to metrics.jsonl (guard_actions), "
+    "summary.json, stderr and the --plot figure. Default: the detector only warns."
+)
+KEEP_BEST_HELP = (
+    f"Keep OUT/best: the model of the logged step where the probe's {' / '.join(KEEP_BEST)} log-prob peaked "
+    "(saved each time it rises; OUT/best/best.json gives the step). Implied by --guard stop."
 )
 SHOWN = ("loss", "accuracy", "margin", "probe_chosen_logp_delta", "probe_rejected_logp_delta", "probe_unseen_logp_delta")
 
@@ -63,6 +78,8 @@ def command(
     probe_samples: int = typer.Option(ProbeResponseConfig.samples, "--probe-samples", min=0, help="Squeezing probe: responses sampled from the starting policy per probe prompt (probe_samples_logp_delta); 0: none."),
     probe_temperature: float = typer.Option(ProbeResponseConfig.temperature, "--probe-temperature", min=0.01, help="Temperature of the --probe-samples."),
     probe_new_tokens: int = typer.Option(ProbeResponseConfig.max_new_tokens, "--probe-new-tokens", min=1, help="Longest greedy/sampled probe response, in tokens."),
+    guard: str = typer.Option(None, "--guard", help=GUARD_HELP),
+    keep_best: str = typer.Option(None, "--keep-best", help=KEEP_BEST_HELP),
     grad_split_every: int = typer.Option(DPORunConfig.grad_split_every, "--grad-split-every", min=0, help="Every N steps, measure the parameter-gradient norm from the chosen and the rejected side (2 extra backward passes)."),
     max_length: int = options.MAX_LENGTH,
     lr: float = t.LR,
@@ -130,6 +147,7 @@ def command(
         lora=t.lora_config(lora_r, lora_alpha, lora_dropout, lora_targets, merge),
         probe_responses=ProbeResponseConfig(greedy=probe_greedy, samples=probe_samples, temperature=probe_temperature,
                                             max_new_tokens=probe_new_tokens),
+        guard=guard, keep_best=keep_best,
     )
     display = t.LiveDisplay(SHOWN)
     try:
@@ -138,8 +156,15 @@ def command(
             result = train_dpo(config, display.callbacks(), status)
     except NonFiniteLoss as err:
         fail(str(err), code=1)
-    console.print(f"[green]done[/]: {result.steps} steps → {out} (metrics.jsonl, summary.json)")
+    stopped = f" (the guard stopped it; OUT holds the model of step {_best_step(out)})" if result.stopped_at else ""
+    console.print(f"[green]done[/]: {result.steps} steps → {out} (metrics.jsonl, summary.json){stopped}")
     if plot:
         from dpo3d.training.plots import plot_run
 
         console.print(f"curves → {plot_run(out)}")
+
+
+def _best_step(out: Path) -> int | None:
+    from dpo3d.training.control import saved_best_step
+
+    return saved_best_step(out)

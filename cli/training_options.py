@@ -126,4 +126,5 @@ class LiveDisplay:
         self.progress.console.print(f"[bold yellow]warning[/] {message}", highlight=False)
 
     def warn(self, message: str) -> None:
-        self.progress.console.print(f"[bold yellow]3D warning[/] {message}")
+        acted = message.split(": ", 1)[-1].startswith("guard ")  # dpo3d.guard's action messages
+        self.progress.console.print(f"[bold cyan]guard[/] {message}" if acted else f"[bold yellow]3D warning[/] {message}")

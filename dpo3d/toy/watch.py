@@ -13,62 +13,14 @@ by --guard stop) remembers the step where the probe chosen log-prob peaked.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-
-from ..guard import BestTracker, Guard, GuardSettings, watch
-from ..losses import get_loss
-from ..training.detector import CHOSEN, GREEDY, REJECTED, UNSEEN, ThreeDDetector
+from ..run_watch import RunWatch as _RunWatch
+from ..training.detector import CHOSEN, GREEDY, REJECTED, UNSEEN
 
 
-@dataclass
-class RunWatch:
-    """One toy run's detector, guard (None without --guard) and best-step tracker (None without keep-best)."""
-
-    loss: str
-    hyperparameters: Mapping[str, float]
-    guard: Guard | None = None
-    best: BestTracker | None = None
-    detector: ThreeDDetector = field(default_factory=ThreeDDetector)
-    stopped_at: int | None = None  # the step the guard stopped the run at
-
-    @classmethod
-    def start(
-        cls, loss: str, hyperparameters: Mapping[str, float], guard: str | None, keep_best: str | None, settings: GuardSettings
-    ) -> RunWatch:
-        made = Guard.for_loss(guard, loss, hyperparameters, settings) if guard is not None else None
-        keep = keep_best or ("chosen" if guard == "stop" else None)  # a stop keeps the state where the chosen peaked
-        best = None
-        if keep is not None:  # the guard tracks the probe chosen log-prob already; without one, a tracker of its own
-            best = made.best if made is not None else BestTracker.for_metric(keep)
-        return cls(loss, hyperparameters, made, best)
-
-    @property
-    def current_loss(self) -> tuple[str, dict[str, float]]:
-        """The loss this run trains with now, and the hyper-parameters it takes."""
-        if self.guard is None:
-            return self.loss, dict(self.hyperparameters)
-        name = self.guard.loss_name
-        return name, get_loss(name).select(self.guard.hyperparameters)
+class RunWatch(_RunWatch):
+    """One toy run's detector, guard and best-step tracker (``dpo3d.run_watch``), read from its four probes."""
 
     def observe(self, step: int, chosen: float, rejected: float, unseen: float, greedy: float) -> bool:
         """Read one step's probes; True when the guard changed the loss or stopped the run."""
-        record = {"step": step, CHOSEN: chosen, REJECTED: rejected, UNSEEN: unseen, GREEDY: greedy}
-        _, actions = watch(self.detector, self.guard, record)
-        if self.guard is None and self.best is not None:
-            self.best.update(record)
-        if self.guard is not None and self.guard.should_stop and self.stopped_at is None:
-            self.stopped_at = step
+        _, actions, _ = self.read({"step": step, CHOSEN: chosen, REJECTED: rejected, UNSEEN: unseen, GREEDY: greedy})
         return bool(actions)
-
-    @property
-    def events(self) -> list[dict]:
-        return list(self.detector.events)
-
-    @property
-    def actions(self) -> list[dict]:
-        return [action.record() for action in self.guard.actions] if self.guard is not None else []
-
-    @property
-    def kept_step(self) -> int | None:
-        return self.best.step if self.best is not None else None

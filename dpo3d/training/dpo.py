@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import gc
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .. import inputs, lora
+from ..guard import GuardSettings
 from ..lora import LoRAConfig
 from ..losses import get_loss
 from ..models import LoadOptions, load_causal_lm, load_tokenizer
 from ..pair_extras import truncate_to_shared
 from ..records import read_log, write_json
+from ..run_watch import RunWatch
 from . import precision
 from . import reference as ref_cache
 from .config import LoopConfig, is_main_process
@@ -38,6 +40,9 @@ class DPORunConfig:
     load: LoadOptions = field(default_factory=LoadOptions)
     lora: LoRAConfig = field(default_factory=LoRAConfig)  # r = 0: full fine-tuning
     probe_responses: ProbeResponseConfig = field(default_factory=ProbeResponseConfig)  # the squeezing probes
+    guard: str | None = None  # sft | flex | stop (dpo3d.guard): act on the 3D detector's warnings; None: only warn
+    keep_best: str | None = None  # "chosen": keep OUT/best, the state where the probe chosen log-prob peaked
+    guard_settings: GuardSettings = field(default_factory=GuardSettings)
 
 
 def _reference_logps(config: DPORunConfig, policy, tokenizer, groups) -> dict:
@@ -65,11 +70,26 @@ def _reference_logps(config: DPORunConfig, policy, tokenizer, groups) -> dict:
     return tensors
 
 
+def guard_summary(watch: RunWatch, result: RunResult) -> dict:
+    """summary.json's account of the guard and the best state (empty without either)."""
+    summary: dict = {}
+    if watch.guard is not None:
+        loss, hyperparameters = watch.current_loss
+        summary["guard"] = {"policy": watch.guard.policy, "actions": watch.actions, "stopped_at": result.stopped_at,
+                            "final_loss": loss, "final_hyperparameters": hyperparameters}
+    if watch.best is not None:
+        kept = "OUT (the run stopped) and OUT/best" if result.stopped_at is not None else "OUT/best"
+        summary["best"] = {"metric": watch.best.key, "step": watch.best.step, "value": watch.best.value, "saved_in": kept}
+    return summary
+
+
 def train_dpo(config: DPORunConfig, callbacks: LoopCallbacks | None = None, on_status=lambda message: None) -> RunResult:
     spec = get_loss(config.loss)
     hyper = spec.select(config.hyperparameters)
     config.lora.validate()  # before the reference pass, not after it
     config.probe_responses.validate()
+    # the detector, the guard and the best-step tracker; a guard that cannot act on this loss fails here
+    watch = RunWatch.start(spec.name, hyper, config.guard, config.keep_best, config.guard_settings)
     on_status(f"loading {config.model}")
     tokenizer = load_tokenizer(config.model, config.load)
     policy = load_causal_lm(config.model, config.load)
@@ -122,6 +142,7 @@ def train_dpo(config: DPORunConfig, callbacks: LoopCallbacks | None = None, on_s
         eval_pairs=eval_pairs,
         baseline=baseline,
         probe_responses=own,
+        watch=watch,
     )
     config.loop.extra = {
         "task": "dpo", "model": config.model, "ref": config.ref or config.model, "pairs": str(config.pairs),
@@ -131,11 +152,14 @@ def train_dpo(config: DPORunConfig, callbacks: LoopCallbacks | None = None, on_s
         "max_length": config.max_length, "probe_size": config.probe_size, "unseen_candidates": len(pairs.unseen),
         "grad_split_every": config.grad_split_every, "eval_every": config.eval_every, "lora": config.lora.to_json(),
         "probe_responses": {**vars(config.probe_responses), **{name: len(v) for name, v in own.items()}},
+        "guard": config.guard, "keep_best": config.keep_best or ("chosen" if config.guard == "stop" else None),
+        **({"guard_settings": asdict(config.guard_settings)} if config.guard else {}),
     }
     on_status("training")
     result = train(policy, tokenizer, task, config.loop, callbacks)
     if is_main_process():
-        write_json({"three_d_events": task.detector.events, "final": result.last_record}, Path(config.loop.out) / "summary.json")
+        write_json({"three_d_events": task.detector.events, **guard_summary(watch, result), "final": result.last_record},
+                   Path(config.loop.out) / "summary.json")
         if config.lora.merge:
             on_status(f"merged model → {lora.save_merged(policy, tokenizer, Path(config.loop.out) / lora.MERGED_FOLDER)}")
     return result

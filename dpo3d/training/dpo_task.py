@@ -7,8 +7,10 @@ from dataclasses import dataclass, field
 import torch
 
 from ..logprobs import pair_logps, score_sequences
-from ..losses import LossSpec, PreferenceBatch, gradient_diagnostics
+from ..losses import LossSpec, PreferenceBatch, get_loss, gradient_diagnostics
 from ..pair_extras import pair_logps_with_extras
+from ..run_watch import RunWatch
+from .control import StepControl
 from .detector import ThreeDDetector
 from .pairs_data import PairSet
 
@@ -29,6 +31,8 @@ class DPOTask:
 
     ``reference`` holds summed reference log-probs: ``chosen``, ``rejected`` (train pairs),
     ``eval_chosen``, ``eval_rejected`` (if eval pairs) and ``unseen`` (the unseen subset).
+    ``watch`` is the live 3D detector with the run's guard and best-step tracker: a guard's
+    action changes the loss the following steps train (and evaluate) with.
     """
 
     loss_spec: LossSpec
@@ -39,10 +43,27 @@ class DPOTask:
     probe_set: list[int]
     eval_pairs: PairSet | None = None
     baseline: dict[str, float] | None = None  # probe values at step 0 (read back on resume)
-    detector: ThreeDDetector = field(default_factory=ThreeDDetector)
+    watch: RunWatch | None = None  # None: the detector alone (no guard, no keep-best)
     total_steps: int = 0  # set by the loop: the last step is always evaluated
     # the squeezing probes: the starting policy's greedy response and samples per probe prompt
     probe_responses: dict[str, list] = field(default_factory=dict)
+
+    _control: StepControl = field(default_factory=StepControl, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.watch is None:
+            self.watch = RunWatch(self.loss_spec.name, self.settings.hyperparameters)
+
+    @property
+    def detector(self) -> ThreeDDetector:
+        return self.watch.detector
+
+    def current_loss(self) -> tuple[LossSpec, dict]:
+        """The loss to train with now: the run's own, or the one the guard changed it to."""
+        if self.watch.guard is None:
+            return self.loss_spec, self.settings.hyperparameters
+        name, hyperparameters = self.watch.current_loss
+        return (self.loss_spec if name == self.loss_spec.name else get_loss(name)), hyperparameters
 
     def lengths(self) -> list[int]:
         return self.pairs.lengths()
@@ -82,9 +103,9 @@ class DPOTask:
 
     def loss(self, model, indices: list[int]):
         batch, chosen, rejected = self._batch(model, self.pairs, indices)
-        hyper = self.settings.hyperparameters
-        output = self.loss_spec(batch, **hyper)
-        diagnostics = gradient_diagnostics(self.loss_spec.name, batch, **hyper)
+        spec, hyper = self.current_loss()
+        output = spec(batch, **hyper)
+        diagnostics = gradient_diagnostics(spec.name, batch, **hyper)
         metrics = {
             "loss": output.losses,
             "chosen_logp": chosen.sum,
@@ -123,11 +144,12 @@ class DPOTask:
         pairs = self.eval_pairs
         totals = {"loss": 0.0, "accuracy": 0.0, "margin": 0.0}
         size = self.settings.score_batch_size
+        spec, hyper = self.current_loss()
         with torch.no_grad():
             for start in range(0, len(pairs), size):
                 indices = list(range(start, min(start + size, len(pairs))))
                 batch, _, _ = self._batch(model, pairs, indices, prefix="eval_")
-                output = self.loss_spec(batch, **self.settings.hyperparameters)
+                output = spec(batch, **hyper)
                 totals["loss"] += float(output.losses.sum())
                 totals["accuracy"] += float((output.margins > 0).float().sum())
                 totals["margin"] += float(output.margins.sum())
@@ -138,7 +160,8 @@ class DPOTask:
         params = [p for p in model.parameters() if p.requires_grad]
         with torch.enable_grad():
             batch, _, _ = self._batch(model, self.pairs, indices)
-            diagnostics = gradient_diagnostics(self.loss_spec.name, batch, **self.settings.hyperparameters)
+            spec, hyper = self.current_loss()
+            diagnostics = gradient_diagnostics(spec.name, batch, **hyper)
             n = len(indices)
             norms = {}
             for side, logps, grad in (
@@ -168,5 +191,32 @@ class DPOTask:
             values.update(self._grad_split(model, indices))
         return values
 
+    # ------------------------------------------------------------------ the detector and the guard (main process)
+
     def check(self, record: dict) -> list[str]:
-        return self.detector.update(record)
+        """The detector's warnings and the guard's actions (also added to ``record`` as ``guard_actions``)."""
+        warnings, actions, is_best = self.watch.read(record)
+        if actions:
+            record["guard_actions"] = [action.record() for action in actions]
+        if is_best:
+            record["best_step"] = int(record["step"])
+        self._control = StepControl(stop=self.watch.should_stop, save_best=is_best, state=self.watch.state())
+        return warnings + [action.message for action in actions]
+
+    def control(self) -> StepControl:
+        """What the last ``check`` decided, for the loop to send to every process."""
+        return self._control
+
+    def apply_control(self, state: dict) -> None:
+        self.watch.apply(state)
+
+    def resume(self, records: list[dict], saved_best_step: int | None) -> list[str]:
+        """Replay the resumed run's records (detector, guard, tracker end as they were); warnings."""
+        self.watch.replay(records)
+        self._control = StepControl(stop=self.watch.should_stop, state=self.watch.state())
+        kept = self.watch.kept_step
+        if kept is not None and kept != saved_best_step:
+            self.watch.forget_best()
+            return [f"--resume: the saved best state (step {saved_best_step}) is not the best logged up to the "
+                    f"checkpoint (step {kept}); the next logged step becomes the best"]
+        return []

@@ -32,6 +32,7 @@ from ..lora import is_adapted, save_options
 from ..records import AppendLog, json_safe, read_log, write_json, write_records
 from . import batches, checkpoint, precision, sharding, tracking
 from .config import LoopConfig
+from .control import keep_best_as_final, save_best, saved_best_step, share_control
 
 
 class Task(Protocol):
@@ -46,7 +47,10 @@ class Task(Protocol):
         process, or under sharded parameters on every process with the same result (only the main one logs it)."""
 
     def check(self, record: dict) -> list[str]:
-        """Warnings raised by a logged record (the live 3D detector)."""
+        """Warnings raised by a logged record (the live 3D detector; a guard's actions), on the main process.
+        A task may also have ``control() -> StepControl`` (what that check decided), ``apply_control(state)``
+        (set it on the other processes) and ``resume(records, saved_best_step) -> list[str]`` (replay a
+        resumed run's logged records)."""
 
 
 def probe_gradients(task) -> bool:
@@ -75,6 +79,7 @@ class RunResult:
     steps: int
     out: Path
     last_record: dict = field(default_factory=dict)
+    stopped_at: int | None = None  # the step a task's control stopped the run at (a guard's stop)
 
 
 def _scheduler(config: LoopConfig, optimizer, total: int):
@@ -188,6 +193,11 @@ def train(model, tokenizer, task: Task, config: LoopConfig, callbacks: LoopCallb
         torch.set_rng_state(state.torch_rng)
         if main:
             truncate_metrics(metrics_path, start)
+            if hasattr(task, "resume"):  # the detector and guard read the kept records again
+                for message in task.resume(list(read_log(metrics_path)) if metrics_path.exists() else [],
+                                           saved_best_step(out)):
+                    warnings.warn(message, stacklevel=2)
+        share_control(accelerator, task)
     run_config = {"steps": total, "global_batch": global_size, "processes": processes, **config.to_json(),
                   "mixed_precision": accelerator.mixed_precision}
     if main:
@@ -210,12 +220,18 @@ def train(model, tokenizer, task: Task, config: LoopConfig, callbacks: LoopCallb
             probes.model.train(was_training)
 
     if start == 0 and probes.runs_here:
-        record = json_safe({"step": 0, **measure(0, [])})
+        record = {"step": 0, **measure(0, [])}
         if main:
+            for warning in task.check(record):
+                callbacks.on_warning(warning)
+            record = json_safe(record)
             log.write(record)
             trackers.log(record)
             callbacks.on_log(record)
+    if start == 0 and share_control(accelerator, task).save_best:
+        save_best(accelerator, model, unwrapped, tokenizer, out, 0, save_final)
     callbacks.on_start(start, total)
+    stopped_at: int | None = None
 
     advice = "Lower --lr or check the data, then --resume."
     plans: dict[int, list[list[int]]] = {}
@@ -280,6 +296,12 @@ def train(model, tokenizer, task: Task, config: LoopConfig, callbacks: LoopCallb
                     trackers.warnings(done, raised)
                     callbacks.on_log(record)
                 last_record = record
+                control = share_control(accelerator, task)
+                if control.save_best:
+                    save_best(accelerator, model, unwrapped, tokenizer, out, done, save_final)
+                if control.stop:
+                    stopped_at = done
+                    break
             if config.save_every and done % config.save_every == 0 and done < total:
                 weights = sharding.full_state_dict(accelerator, model)  # collectives: every process takes part
                 optimizer_state = sharding.optimizer_state(accelerator, model, optimizer)
@@ -299,7 +321,9 @@ def train(model, tokenizer, task: Task, config: LoopConfig, callbacks: LoopCallb
     weights = sharding.full_state_dict(accelerator, model)
     if main:
         save_final(unwrapped, tokenizer, out, weights)
+        if stopped_at is not None and saved_best_step(out) is not None:
+            keep_best_as_final(out)  # a stop keeps the best state, not the one it stopped at
         shutil.rmtree(out / checkpoint.LATEST, ignore_errors=True)
-        callbacks.on_save(total, out)
+        callbacks.on_save(stopped_at or total, out)
     accelerator.wait_for_everyone()
-    return RunResult(total, out, last_record)
+    return RunResult(stopped_at or total, out, last_record, stopped_at)

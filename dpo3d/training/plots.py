@@ -40,7 +40,7 @@ def plot_run(run: str | Path, target: str | Path | None = None) -> Path:
     for record in records:  # what a --guard did, where it did it
         for action in record.get("guard_actions") or []:
             ax.axvline(record["step"], color="tab:purple", lw=1, ls=":")
-            ax.annotate(action.get("policy", "guard"), (record["step"], 0), xytext=(2, 4), textcoords="offset points",
+            ax.annotate(action.get("guard", "guard"), (record["step"], 0), xytext=(2, 4), textcoords="offset points",
                         color="tab:purple", fontsize=7, rotation=90)
     ax.axhline(0, color="black", lw=0.5)
     ax.set(title="log-prob change since step 0 (probe set, nats)", xlabel="step")
