@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from dpo3d.guard import KEEP_BEST, POLICIES, GuardSettings
+from dpo3d.logprobs import LogprobOptions
 from dpo3d.losses import LOSSES, get_loss, parse_loss_args
 from dpo3d.training.dpo import DPORunConfig, train_dpo
 from dpo3d.training.loop import NonFiniteLoss
@@ -81,6 +82,8 @@ def command(
     guard: str = typer.Option(None, "--guard", help=GUARD_HELP),
     keep_best: str = typer.Option(None, "--keep-best", help=KEEP_BEST_HELP),
     grad_split_every: int = typer.Option(DPORunConfig.grad_split_every, "--grad-split-every", min=0, help="Every N steps, measure the parameter-gradient norm from the chosen and the rejected side (2 extra backward passes)."),
+    head_chunk: int = typer.Option(LogprobOptions.head_chunk or 0, "--head-chunk", min=0, help=f"Positions per pass through the LM head: the logits are recomputed in backward, so memory grows with N x vocabulary, not tokens x vocabulary (default {LogprobOptions.head_chunk}); 0: the model's full logits."),
+    packing: bool = typer.Option(LogprobOptions.packing, "--packing/--no-packing", help="Pack the batch's sequences into rows without padding (position ids restart per sequence); a model that does not honour it is padded."),
     max_length: int = options.MAX_LENGTH,
     lr: float = t.LR,
     batch_size: int = t.BATCH_SIZE,
@@ -147,6 +150,7 @@ def command(
         lora=t.lora_config(lora_r, lora_alpha, lora_dropout, lora_targets, merge),
         probe_responses=ProbeResponseConfig(greedy=probe_greedy, samples=probe_samples, temperature=probe_temperature,
                                             max_new_tokens=probe_new_tokens),
+        logprobs=LogprobOptions(head_chunk=head_chunk or None, packing=packing),
         guard=guard, keep_best=keep_best,
     )
     display = t.LiveDisplay(SHOWN)

@@ -6,32 +6,48 @@ pairs go through the model in *one* concatenated forward.
 
 The LM head runs only from the first position that predicts a response token
 (``logits_to_keep``): the batch's common prompt prefix never reaches the
-vocabulary-sized output layer, which saves memory and time on long prompts.
+vocabulary-sized output layer, which saves memory and time on long prompts. By
+default (:class:`LogprobOptions`) the head also runs in chunks of positions with
+the logits recomputed in backward (:mod:`dpo3d.chunked_head`), and the sequences
+are packed without padding (:mod:`dpo3d.packing`).
 """
 
 from __future__ import annotations
 
+import warnings
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
+from . import packing
+from .chunked_head import (
+    TokenStats,
+    autocast_dtype,
+    chunked_token_stats,
+    logits_token_stats,
+    output_head,
+    unwrap,
+)
 from .sequences import EncodedPair, encode_pair
 
 
 @dataclass
 class SequenceLogps:
-    """Per sequence, shape (n,): summed log-prob, mean per token, token count."""
+    """Per sequence, shape (n,): summed log-prob, mean per token, token count, and when asked the
+    policy's mean per-token entropy over the response positions (nats, no gradient)."""
 
     sum: torch.Tensor
     mean: torch.Tensor
     count: torch.Tensor
+    entropy: torch.Tensor | None = None
 
     def split(self, first: int) -> tuple[SequenceLogps, SequenceLogps]:
+        entropy = (None, None) if self.entropy is None else (self.entropy[:first], self.entropy[first:])
         return (
-            SequenceLogps(self.sum[:first], self.mean[:first], self.count[:first]),
-            SequenceLogps(self.sum[first:], self.mean[first:], self.count[first:]),
+            SequenceLogps(self.sum[:first], self.mean[:first], self.count[:first], entropy[0]),
+            SequenceLogps(self.sum[first:], self.mean[first:], self.count[first:], entropy[1]),
         )
 
 
@@ -65,50 +81,149 @@ def collate(sequences: Sequence[EncodedPair], pad_id: int, padding_side: str = "
     return PaddedBatch(input_ids, attention_mask, position_ids, response_mask)
 
 
-def tail_logits(model, batch: PaddedBatch, keep: int) -> torch.Tensor:
-    """Logits of the last ``keep`` positions only (the LM head skips the rest)."""
-    inputs = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask, "position_ids": batch.position_ids}
-    try:
-        return model(**inputs, logits_to_keep=keep).logits
-    except TypeError:  # a model whose forward has no logits_to_keep
-        return model(**inputs).logits[:, -keep:]
+@dataclass(frozen=True)
+class LogprobOptions:
+    """How response log-probs are computed (not what): the numbers agree either way, to rounding.
 
-
-def token_logps(model, batch: PaddedBatch) -> tuple[torch.Tensor, torch.Tensor]:
-    """Log-probs of the response tokens: (flat log-probs of all scored tokens, row index of each).
-
-    Works on a bare model and on one wrapped for data parallelism (DDP, FSDP): the
-    forward goes through the wrapper so gradients synchronise.
+    ``head_chunk``: positions per pass through the LM head (:mod:`dpo3d.chunked_head`; memory
+    ``head_chunk x vocab`` instead of ``tokens x vocab``); None: the model's full logits.
+    ``packing``: sequences packed into rows without padding (:mod:`dpo3d.packing`).
+    Either falls back, with a warning, on a model where it does not reproduce the plain path.
     """
-    # position t predicts token t+1: score positions whose *next* token is a response token
+
+    head_chunk: int | None = 1024
+    packing: bool = True
+
+    def __post_init__(self):
+        if self.head_chunk is not None and self.head_chunk < 1:
+            raise ValueError(f"head_chunk must be a positive number of positions or None, not {self.head_chunk}")
+
+
+def scored_positions(batch: PaddedBatch) -> torch.Tensor:
+    """(n, T) bool: position t predicts token t+1, so t is scored when token t+1 is a response token."""
     predicts = torch.zeros_like(batch.response_mask)
     predicts[:, :-1] = batch.response_mask[:, 1:]
-    targets = batch.input_ids[:, 1:][batch.response_mask[:, 1:]]
-    rows = torch.nonzero(predicts, as_tuple=True)[0]
-    first = int(predicts.float().argmax(-1).min())  # the earliest position any row scores
-    keep = batch.input_ids.shape[1] - first
-    logits = tail_logits(model, batch, keep)[predicts[:, first:]]
-    return -F.cross_entropy(logits.float(), targets, reduction="none"), rows
+    return predicts
 
 
-def sequence_logps(model, batch: PaddedBatch) -> SequenceLogps:
-    """Sum, mean and count of response-token log-probs per sequence (differentiable)."""
-    logps, rows = token_logps(model, batch)
+def _stats(model, batch: PaddedBatch, chunk: int | None, packed: bool, temperature: float, entropy: bool,
+           log_sum_sq: bool, width: int | None | str = "auto") -> TokenStats:
+    scored = scored_positions(batch)
+    layout = None
+    if packed:
+        lengths = batch.attention_mask.sum(-1).tolist()
+        if width == "auto":
+            width = packing.row_width(getattr(getattr(unwrap(model), "config", None), "_attn_implementation", None), lengths)
+        layout = packing.pack(batch.input_ids, batch.attention_mask, scored, width)
+        inputs, scored, ids = layout.inputs(), layout.scored, layout.input_ids
+    else:
+        inputs = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask, "position_ids": batch.position_ids}
+        ids = batch.input_ids
+    targets = ids[:, 1:][scored[:, :-1]]
+    if chunk:
+        stats = chunked_token_stats(model, inputs, scored, targets, chunk, temperature, entropy, log_sum_sq)
+    else:
+        stats = logits_token_stats(model, inputs, scored, targets, temperature, entropy, log_sum_sq)
+    if layout is not None:
+        stats = TokenStats(*(None if t is None else t[layout.unpack] for t in (stats.logps, stats.entropy, stats.log_sum_sq)))
+    return stats
+
+
+# per (unwrapped) model: does each feature reproduce the plain padded full-logits path? Probed once.
+_SUPPORT: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+PROBE_CHUNK = 3  # smaller than the probe's token count, so the probe crosses chunk boundaries
+
+
+def _low_precision(model, device: torch.device) -> bool:
+    if autocast_dtype(device.type) in (torch.float16, torch.bfloat16):
+        return True
+    return any(p.dtype in (torch.float16, torch.bfloat16) for p in unwrap(model).parameters())
+
+
+@torch.no_grad()
+def _probe(model, feature: str, batch: PaddedBatch) -> bool:
+    """The feature vs the plain path on two short sequences made of the batch's own tokens, in eval mode
+    (no dropout) so both see the same function. Through the wrapper: every process probes together."""
+    tokens = batch.input_ids[0][batch.attention_mask[0].bool()][:12].tolist()
+    tokens = (tokens * 4)[: max(len(tokens), 4)]
+    other = tokens[::-1][: len(tokens) // 2 + 1]
+    probe = collate([EncodedPair(tokens[:1], tokens[1:]), EncodedPair(other[:1], other[1:])], tokens[0])
+    probe = probe.to(batch.input_ids.device)
+    was_training = model.training
+    model.eval()
+    try:
+        plain = _stats(model, probe, None, False, 1.0, False, False).logps
+        if feature == "chunked":
+            got = _stats(model, probe, PROBE_CHUNK, False, 1.0, False, False).logps
+        else:  # one row, so the second sequence follows the first
+            got = _stats(model, probe, None, True, 1.0, False, False, width=None).logps
+    finally:
+        model.train(was_training)
+    tolerance = 5e-2 if _low_precision(model, probe.input_ids.device) else 1e-3
+    return bool((got.float() - plain.float()).abs().max() <= tolerance)
+
+
+def _supports(model, feature: str, batch: PaddedBatch) -> bool:
+    if feature == "chunked" and output_head(model) is None:
+        return False  # e.g. a LoRA-wrapped head: its own forward is the only one that knows it
+    known = _SUPPORT.setdefault(unwrap(model), {})
+    if feature not in known:
+        known[feature] = _probe(model, feature, batch)
+        if not known[feature]:
+            what = "the chunked LM head" if feature == "chunked" else "packed sequences"
+            warnings.warn(f"{type(unwrap(model)).__name__}: {what} did not reproduce the padded full-logits log-probs; "
+                          "using the plain path for this model", stacklevel=3)
+    return known[feature]
+
+
+def token_stats(model, batch: PaddedBatch, options: LogprobOptions | None = None, temperature: float = 1.0,
+                entropy: bool = False, log_sum_sq: bool = False) -> TokenStats:
+    """Per scored response token, flat in row-major order: log-probs at ``temperature`` and, without
+    gradient when asked, the entropy and log Σ_v π(v)². The one implementation of every scorer.
+
+    Works on a bare model and on one wrapped for data parallelism (DDP, FSDP) or by peft: the
+    forward goes through the wrapper so gradients synchronise.
+    """
+    options = options or LogprobOptions()
+    chunk = options.head_chunk if options.head_chunk and _supports(model, "chunked", batch) else None
+    # nothing to gain on one sequence or a batch without padding
+    padded = batch.input_ids.shape[0] > 1 and not bool(batch.attention_mask.bool().all())
+    packed = options.packing and padded and _supports(model, "packing", batch)
+    return _stats(model, batch, chunk, packed, temperature, entropy, log_sum_sq)
+
+
+def token_logps(model, batch: PaddedBatch, options: LogprobOptions | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-probs of the response tokens: (flat log-probs of all scored tokens, row index of each)."""
+    rows = torch.nonzero(scored_positions(batch), as_tuple=True)[0]
+    return token_stats(model, batch, options).logps, rows
+
+
+def sequence_logps(model, batch: PaddedBatch, options: LogprobOptions | None = None,
+                   entropy: bool = False) -> SequenceLogps:
+    """Sum, mean and count of response-token log-probs per sequence (differentiable); with ``entropy``
+    also the mean per-token entropy of the policy over the response positions."""
+    stats = token_stats(model, batch, options, entropy=entropy)
+    logps = stats.logps
+    rows = torch.nonzero(scored_positions(batch), as_tuple=True)[0]
     n = batch.input_ids.shape[0]
     total = torch.zeros(n, dtype=logps.dtype, device=logps.device).index_add(0, rows, logps)
     count = batch.response_mask[:, 1:].sum(-1).to(logps.dtype)
+    if entropy:
+        summed = torch.zeros(n, dtype=stats.entropy.dtype, device=logps.device).index_add(0, rows, stats.entropy)
+        return SequenceLogps(total, total / count, count, summed / count.to(summed.dtype))
     if bool((count == 0).any()):
         raise ValueError("a sequence has no response tokens to score (empty response after truncation?)")
     return SequenceLogps(total, total / count, count)
 
 
 def pair_logps(
-    model, chosen: Sequence[EncodedPair], rejected: Sequence[EncodedPair], pad_id: int, padding_side: str = "right"
+    model, chosen: Sequence[EncodedPair], rejected: Sequence[EncodedPair], pad_id: int, padding_side: str = "right",
+    options: LogprobOptions | None = None,
 ) -> tuple[SequenceLogps, SequenceLogps]:
     """Chosen and rejected of a batch of pairs, in one concatenated forward."""
     device = next(model.parameters()).device
     batch = collate(list(chosen) + list(rejected), pad_id, padding_side).to(device)
-    return sequence_logps(model, batch).split(len(chosen))
+    return sequence_logps(model, batch, options).split(len(chosen))
 
 
 def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> Iterator[list[int]]:
@@ -120,17 +235,22 @@ def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> Iterator[l
 
 @torch.no_grad()
 def score_sequences(
-    model, sequences: Sequence[EncodedPair], pad_id: int, batch_size: int = 16, padding_side: str = "right"
+    model, sequences: Sequence[EncodedPair], pad_id: int, batch_size: int = 16, padding_side: str = "right",
+    options: LogprobOptions | None = None, entropy: bool = False,
 ) -> SequenceLogps:
-    """Log-probs of many sequences without gradients, batched by length, returned in input order."""
+    """Log-probs of many sequences without gradients, batched by length, returned in input order
+    (with ``entropy``, also each sequence's mean per-token entropy)."""
     device = next(model.parameters()).device
     n = len(sequences)
-    total, mean, count = (torch.zeros(n, dtype=torch.float32) for _ in range(3))
+    total, mean, count, ent = (torch.zeros(n, dtype=torch.float32) for _ in range(4))
     for batch_indices in length_sorted_batches([len(s) for s in sequences], batch_size):
-        logps = sequence_logps(model, collate([sequences[i] for i in batch_indices], pad_id, padding_side).to(device))
+        batch = collate([sequences[i] for i in batch_indices], pad_id, padding_side).to(device)
+        logps = sequence_logps(model, batch, options, entropy)
         index = torch.tensor(batch_indices)
         total[index], mean[index], count[index] = logps.sum.float().cpu(), logps.mean.float().cpu(), logps.count.float().cpu()
-    return SequenceLogps(total, mean, count)
+        if entropy:
+            ent[index] = logps.entropy.float().cpu()
+    return SequenceLogps(total, mean, count, ent if entropy else None)
 
 
 @torch.no_grad()
@@ -141,6 +261,7 @@ def score_records(
     batch_size: int = 8,
     max_length: int | None = None,
     on_batch: Callable[[int], None] | None = None,
+    options: LogprobOptions | None = None,
 ) -> list[dict[str, float | int]]:
     """Log-probs for each record: pairs (prompt/chosen/rejected) or completions (prompt/completion).
 
@@ -162,7 +283,7 @@ def score_records(
     for batch_indices in length_sorted_batches(sizes, batch_size):
         slots = [(index, name) for index in batch_indices for name in encoded[index]]
         batch = collate([encoded[i][name] for i, name in slots], tokenizer.pad_token_id, padding_side).to(device)
-        logps = sequence_logps(model, batch)
+        logps = sequence_logps(model, batch, options)
         for row, (index, name) in enumerate(slots):
             results[index][f"{name}_logp"] = float(logps.sum[row])
             results[index][f"{name}_logp_mean"] = float(logps.mean[row])

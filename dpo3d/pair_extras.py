@@ -5,8 +5,8 @@
 - ``wpo``: per response, the mean over its tokens of log π(y_t) - log Σ_v π(v)², WPO's
   sampling-aligned weight in log form, computed without gradient.
 
-One concatenated forward, as ``logprobs.pair_logps``; the extras cost a mask (shared) or one
-log-softmax over the scored positions (wpo).
+One concatenated forward, as ``logprobs.pair_logps`` (the same ``logprobs.token_stats``); the extras
+cost a mask (shared) or one more reduction over each chunk of logits (wpo).
 """
 
 from __future__ import annotations
@@ -14,9 +14,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 
-from .logprobs import SequenceLogps, collate, tail_logits
+from .logprobs import LogprobOptions, SequenceLogps, collate, scored_positions, token_stats
 from .sequences import EncodedPair
 
 
@@ -38,18 +37,15 @@ def pair_logps_with_extras(
     pad_id: int,
     padding_side: str = "right",
     wanted: frozenset[str] = frozenset(),
+    options: LogprobOptions | None = None,
 ) -> tuple[SequenceLogps, SequenceLogps, dict[str, torch.Tensor]]:
     """Like ``pair_logps``, plus ``extras``: ``chosen_shared``, ``rejected_shared`` and/or
     ``chosen_wpo``, ``rejected_wpo`` (shape (pairs,) each), as ``wanted`` asks."""
     device = next(model.parameters()).device
     batch = collate(list(chosen) + list(rejected), pad_id, padding_side).to(device)
-    predicts = torch.zeros_like(batch.response_mask)
-    predicts[:, :-1] = batch.response_mask[:, 1:]
-    targets = batch.input_ids[:, 1:][batch.response_mask[:, 1:]]
-    rows = torch.nonzero(predicts, as_tuple=True)[0]  # row-major: each row's tokens in order
-    first = int(predicts.float().argmax(-1).min())
-    logits = tail_logits(model, batch, batch.input_ids.shape[1] - first)[predicts[:, first:]].float()
-    logps = -F.cross_entropy(logits, targets, reduction="none")
+    rows = torch.nonzero(scored_positions(batch), as_tuple=True)[0]  # row-major: each row's tokens in order
+    stats = token_stats(model, batch, options, log_sum_sq="wpo" in wanted)
+    logps = stats.logps
 
     n = batch.input_ids.shape[0]
     count = batch.response_mask[:, 1:].sum(-1).to(logps.dtype)
@@ -67,8 +63,7 @@ def pair_logps_with_extras(
         extras["chosen_shared"], extras["rejected_shared"] = shared[:pairs], shared[pairs:]
     if "wpo" in wanted:
         with torch.no_grad():
-            log_sum_sq = torch.logsumexp(2 * torch.log_softmax(logits, dim=-1), dim=-1)
-            aligned = torch.zeros(n, dtype=logps.dtype, device=logps.device).index_add(0, rows, logps.detach() - log_sum_sq)
+            aligned = torch.zeros(n, dtype=logps.dtype, device=logps.device).index_add(0, rows, logps.detach() - stats.log_sum_sq)
             weights = aligned / count
         extras["chosen_wpo"], extras["rejected_wpo"] = weights[:pairs], weights[pairs:]
     both = SequenceLogps(total, total / count, count)

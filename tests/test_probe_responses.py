@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from dpo3d.generation import SamplingConfig, generate_ids
 from dpo3d.logprobs import score_sequences
@@ -50,6 +51,23 @@ def test_greedy_and_sampled_probes_are_the_start_policy_own_and_tracked(tmp_path
     assert last["probe_greedy_logp_delta"] != 0.0
     # greedy is, per token, at least as likely under the start as its own samples at temperature 1
     assert first["probe_greedy_logp_per_token"] > first["probe_samples_logp_per_token"]
+    # the policy's per-token entropy along its own responses, worked from the full logits by hand
+    for name, seqs in (("greedy", greedy), ("samples", samples)):
+        assert first[f"probe_{name}_entropy"] == pytest.approx(by_hand_entropy(model, seqs), abs=1e-4)
+    assert last["probe_greedy_entropy"] != first["probe_greedy_entropy"]
+    assert "probe_chosen_entropy" not in first  # only the policy's own responses carry it
+
+
+def by_hand_entropy(model, seqs) -> float:
+    """Mean over sequences of the mean over response positions of -sum_v p log p, one sequence at a time."""
+    per_sequence = []
+    with torch.no_grad():
+        for seq in seqs:
+            ids = torch.tensor([seq.prompt_ids + seq.response_ids])
+            logits = model(input_ids=ids).logits[0, len(seq.prompt_ids) - 1 : -1].double()
+            log_p = torch.log_softmax(logits, -1)
+            per_sequence.append(float(-(log_p.exp() * log_p).sum(-1).mean()))
+    return sum(per_sequence) / len(per_sequence)
 
 
 class Stop(Exception):

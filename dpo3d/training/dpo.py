@@ -8,6 +8,7 @@ from pathlib import Path
 
 from .. import inputs, lora
 from ..guard import GuardSettings
+from ..logprobs import LogprobOptions
 from ..lora import LoRAConfig
 from ..losses import get_loss
 from ..models import LoadOptions, load_causal_lm, load_tokenizer
@@ -40,6 +41,7 @@ class DPORunConfig:
     load: LoadOptions = field(default_factory=LoadOptions)
     lora: LoRAConfig = field(default_factory=LoRAConfig)  # r = 0: full fine-tuning
     probe_responses: ProbeResponseConfig = field(default_factory=ProbeResponseConfig)  # the squeezing probes
+    logprobs: LogprobOptions = field(default_factory=LogprobOptions)  # how log-probs are computed (chunked head, packing)
     guard: str | None = None  # sft | flex | stop (dpo3d.guard): act on the 3D detector's warnings; None: only warn
     keep_best: str | None = None  # "chosen": keep OUT/best, the state where the probe chosen log-prob peaked
     guard_settings: GuardSettings = field(default_factory=GuardSettings)
@@ -59,10 +61,12 @@ def _reference_logps(config: DPORunConfig, policy, tokenizer, groups) -> dict:
     policy.to(device)  # accelerate would place it there anyway; a GPU scores far faster than the host
     with precision.autocast(mixed, device):
         if config.ref is None or config.ref == config.model:
-            tensors = ref_cache.compute(policy, groups, tokenizer.pad_token_id, config.loop.batch_size * 2)
+            tensors = ref_cache.compute(policy, groups, tokenizer.pad_token_id, config.loop.batch_size * 2,
+                                        options=config.logprobs)
         else:
             reference = load_causal_lm(config.ref, config.load).to(device)
-            tensors = ref_cache.compute(reference, groups, tokenizer.pad_token_id, config.loop.batch_size * 2)
+            tensors = ref_cache.compute(reference, groups, tokenizer.pad_token_id, config.loop.batch_size * 2,
+                                        options=config.logprobs)
             del reference  # the reference model is not kept in memory during training
             gc.collect()
     if is_main_process():
@@ -131,6 +135,7 @@ def train_dpo(config: DPORunConfig, callbacks: LoopCallbacks | None = None, on_s
         eval_every=config.eval_every,
         score_batch_size=config.loop.batch_size * 2,
         padding_side=config.load.padding_side,
+        logprobs=config.logprobs,
     )
     task = DPOTask(
         loss_spec=spec,
@@ -152,6 +157,7 @@ def train_dpo(config: DPORunConfig, callbacks: LoopCallbacks | None = None, on_s
         "max_length": config.max_length, "probe_size": config.probe_size, "unseen_candidates": len(pairs.unseen),
         "grad_split_every": config.grad_split_every, "eval_every": config.eval_every, "lora": config.lora.to_json(),
         "probe_responses": {**vars(config.probe_responses), **{name: len(v) for name, v in own.items()}},
+        "logprobs": vars(config.logprobs),
         "guard": config.guard, "keep_best": config.keep_best or ("chosen" if config.guard == "stop" else None),
         **({"guard_settings": asdict(config.guard_settings)} if config.guard else {}),
     }

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..logprobs import pair_logps, score_sequences
+from ..logprobs import LogprobOptions, pair_logps, score_sequences
 from ..losses import LossSpec, PreferenceBatch, get_loss, gradient_diagnostics
 from ..pair_extras import pair_logps_with_extras
 from ..run_watch import RunWatch
@@ -23,6 +23,7 @@ class DPOSettings:
     eval_every: int = 0
     score_batch_size: int = 16
     padding_side: str = "right"
+    logprobs: LogprobOptions = field(default_factory=LogprobOptions)  # chunked LM head, packing
 
 
 @dataclass
@@ -73,10 +74,11 @@ class DPOTask:
         chosen_seqs, rejected_seqs = [pairs.chosen[i] for i in indices], [pairs.rejected[i] for i in indices]
         if wanted:
             chosen, rejected, extras = pair_logps_with_extras(
-                model, chosen_seqs, rejected_seqs, self.pad_id, self.settings.padding_side, wanted
+                model, chosen_seqs, rejected_seqs, self.pad_id, self.settings.padding_side, wanted, self.settings.logprobs
             )
         else:
-            chosen, rejected = pair_logps(model, chosen_seqs, rejected_seqs, self.pad_id, self.settings.padding_side)
+            chosen, rejected = pair_logps(model, chosen_seqs, rejected_seqs, self.pad_id, self.settings.padding_side,
+                                          self.settings.logprobs)
             extras = {}
         index = torch.tensor(indices)
         device = chosen.sum.device
@@ -135,9 +137,13 @@ class DPOTask:
         for name, seqs in groups.items():
             if not seqs:
                 continue
-            logps = score_sequences(model, seqs, self.pad_id, self.settings.score_batch_size, self.settings.padding_side)
+            squeezing = name in self.probe_responses  # the policy's own responses: is its distribution narrowing?
+            logps = score_sequences(model, seqs, self.pad_id, self.settings.score_batch_size, self.settings.padding_side,
+                                    self.settings.logprobs, entropy=squeezing)
             values[f"probe_{name}_logp"] = float(logps.sum.mean())
             values[f"probe_{name}_logp_per_token"] = float(logps.mean.mean())
+            if squeezing:  # mean over the responses of the policy's per-token entropy along each (nats)
+                values[f"probe_{name}_entropy"] = float(logps.entropy.mean())
         return values
 
     def _evaluate(self, model) -> dict[str, float]:

@@ -14,7 +14,8 @@ def _series(records: list[dict], key: str) -> tuple[list[int], list[float]]:
 
 def plot_run(run: str | Path, target: str | Path | None = None) -> Path:
     """Four panels: probe log-prob changes (chosen/rejected/unseen, the starting policy's greedy
-    responses and samples, guard actions as vertical marks), loss and accuracy,
+    responses and samples, the policy's per-token entropy along those on the right axis, guard actions
+    as vertical marks), loss and accuracy,
     log|∂L/∂x| per side, and the parameter-gradient norm per side (if measured)."""
     import matplotlib
 
@@ -44,7 +45,17 @@ def plot_run(run: str | Path, target: str | Path | None = None) -> Path:
                         color="tab:purple", fontsize=7, rotation=90)
     ax.axhline(0, color="black", lw=0.5)
     ax.set(title="log-prob change since step 0 (probe set, nats)", xlabel="step")
-    ax.legend()
+    ax.legend(loc="lower left")
+    entropies = [(key, label, color) for key, label, color in (
+        ("probe_greedy_entropy", "entropy on greedy", "tab:blue"),
+        ("probe_samples_entropy", "entropy on samples", "tab:cyan"),
+    ) if _series(records, key)[0]]
+    if entropies:  # squeezing narrows the policy along its own responses: its per-token entropy falls
+        twin = ax.twinx()
+        for key, label, color in entropies:
+            twin.plot(*_series(records, key), ":", marker=".", label=label, color=color)
+        twin.set(ylabel="policy's per-token entropy (nats)")
+        twin.legend(loc="upper right", fontsize=7)
     ax = axes[0][1]
     ax.plot(*_series(records, "loss"), label="train loss", color="tab:blue")
     if any("eval_loss" in r for r in records):

@@ -2,15 +2,15 @@
 
 Everything is laid out on a ``(batch, response_tokens)`` grid, right-padded, row
 by row in the order the tokens were generated, so the pure functions of
-:mod:`dpo3d.losses.ppo` can take it as it is. The LM head runs only on the
-positions that predict a response token (as in :mod:`dpo3d.logprobs`).
+:mod:`dpo3d.losses.ppo` can take it as it is. The policy's log-probs are those of
+:mod:`dpo3d.logprobs` (the LM head only on positions that predict a response token).
 """
 
 from __future__ import annotations
 
 import torch
 
-from ..logprobs import PaddedBatch, tail_logits
+from ..logprobs import LogprobOptions, PaddedBatch, token_stats
 from ..models import LoadOptions, load_config, load_pretrained
 
 
@@ -47,23 +47,16 @@ def to_grid(flat: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def policy_token_stats(model, batch: PaddedBatch, lengths: torch.Tensor, temperature: float, entropy: bool = False):
+def policy_token_stats(model, batch: PaddedBatch, lengths: torch.Tensor, temperature: float, entropy: bool = False,
+                       options: LogprobOptions | None = None):
     """Per-token log-probs of the response under ``model`` at ``temperature`` (B, R), and the entropy.
 
-    The LM head runs only from the earliest response position on (as in :mod:`dpo3d.logprobs`);
-    the entropy is a measurement, computed without gradients.
+    Computed as every scorer does (:func:`dpo3d.logprobs.token_stats`: the LM head from the earliest
+    response position on, in chunks); the entropy is a measurement, computed without gradients.
     """
-    predicts, grid = response_grid(batch, lengths)
-    first = int(predicts.float().argmax(-1).min())
-    logits = tail_logits(model, batch, batch.input_ids.shape[1] - first)[predicts[:, first:]].float() / temperature
-    targets = batch.input_ids[:, 1:][batch.response_mask[:, 1:]]
-    logps = -torch.nn.functional.cross_entropy(logits, targets, reduction="none")
-    ent = None
-    if entropy:
-        with torch.no_grad():
-            logp_all = torch.log_softmax(logits.detach(), dim=-1)
-            ent = to_grid(-(logp_all.exp() * logp_all).sum(-1), grid)
-    return to_grid(logps, grid), ent
+    _, grid = response_grid(batch, lengths)
+    stats = token_stats(model, batch, options, temperature=temperature, entropy=entropy)
+    return to_grid(stats.logps, grid), None if stats.entropy is None else to_grid(stats.entropy, grid)
 
 
 def token_values(model, batch: PaddedBatch, lengths: torch.Tensor) -> torch.Tensor:

@@ -16,7 +16,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from ..logprobs import score_sequences
+from ..logprobs import LogprobOptions, score_sequences
 from ..sequences import EncodedPair
 
 CACHE_FILE = "reference_logps.safetensors"
@@ -42,13 +42,13 @@ def cached(out: Path, key: str) -> dict[str, torch.Tensor] | None:
 
 
 def compute(model, groups: Mapping[str, Sequence[EncodedPair]], pad_id: int, batch_size: int,
-            padding_side: str = "right") -> dict[str, torch.Tensor]:
+            padding_side: str = "right", options: LogprobOptions | None = None) -> dict[str, torch.Tensor]:
     """Summed log-probs of every group's sequences (float32 tensors)."""
     was_training = model.training
     model.eval()
     try:
         return {
-            name: score_sequences(model, seqs, pad_id, batch_size, padding_side).sum
+            name: score_sequences(model, seqs, pad_id, batch_size, padding_side, options).sum
             for name, seqs in groups.items() if len(seqs)
         }
     finally:

@@ -1,0 +1,132 @@
+"""Padding-free packing (dpo3d.packing): the rows it builds, and log-probs and gradients equal to the
+padded batch's (left and right padding); a model that ignores packed position ids falls back to padding.
+
+Tolerance: 1e-5 per sequence sum (float32; the same tokens through the same layers, in other rows).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from dpo3d.logprobs import _SUPPORT, LogprobOptions, _stats, collate, scored_positions, sequence_logps
+from dpo3d.packing import pack, row_width
+from dpo3d.sequences import EncodedPair, encode_pair
+from dpo3d.tiny import tiny_causal_lm
+
+PADDED, PACKED = LogprobOptions(head_chunk=None, packing=False), LogprobOptions(head_chunk=None, packing=True)
+PROMPT = [{"role": "user", "content": "What is 3 + 4?"}]
+RESPONSES = ["7", "The answer is 7, since 3 + 4 = 7.", "It is eight.", ("Seven. Three and four make seven, as ever: count three fingers, then four more, and you "
+                                         "hold up seven in all, which is the answer whatever the order of the two.")]
+
+
+def sequences(tokenizer) -> list[EncodedPair]:
+    prompts = [PROMPT, "Say 7.", PROMPT, [{"role": "user", "content": "Add three and four, please; show the work."}]]
+    return [encode_pair(tokenizer, p, r) for p, r in zip(prompts, RESPONSES, strict=True)]
+
+
+def test_rows_are_first_fit_decreasing_with_restarting_positions_and_a_way_back():
+    # lengths 5, 3, 2, 4 (distinct token ids, so the way back is a checkable permutation)
+    seqs = [EncodedPair([10, 11], [12, 13, 14]), EncodedPair([20], [21, 22]), EncodedPair([30], [31]),
+            EncodedPair([40, 41], [42, 43])]
+    for side in ("left", "right"):
+        batch = collate(seqs, 0, side)
+        scored = scored_positions(batch)
+        packed = pack(batch.input_ids, batch.attention_mask, scored, width=5)
+        # longest first: [0] | [3] | then 1 (3 tokens) opens row 3 and 2 (2 tokens) fills it
+        assert packed.input_ids.tolist()[0] == [10, 11, 12, 13, 14]
+        assert packed.input_ids.tolist()[1][:4] == [40, 41, 42, 43]
+        assert packed.input_ids.tolist()[2] == [20, 21, 22, 30, 31]
+        assert packed.position_ids.tolist() == [[0, 1, 2, 3, 4], [0, 1, 2, 3, 0], [0, 1, 2, 0, 1]]
+        assert packed.scored.tolist() == [[False, True, True, True, False], [False, True, True, False, False],
+                                          [True, True, False, True, False]]
+        padded_targets = batch.input_ids[:, 1:][scored[:, :-1]]
+        packed_targets = packed.input_ids[:, 1:][packed.scored[:, :-1]]
+        assert packed_targets[packed.unpack].tolist() == padded_targets.tolist() == [12, 13, 14, 21, 22, 31, 42, 43]
+        one_row = pack(batch.input_ids, batch.attention_mask, scored, width=None)
+        assert one_row.input_ids.tolist() == [[10, 11, 12, 13, 14, 20, 21, 22, 30, 31, 40, 41, 42, 43]]
+        assert one_row.position_ids.tolist() == [[0, 1, 2, 3, 4, 0, 1, 2, 0, 1, 0, 1, 2, 3]]
+        assert one_row.unpack.tolist() == list(range(8))  # one row in batch order: already the padded order
+
+
+def test_row_width_follows_the_attention_implementation():
+    assert row_width("sdpa", [3, 9, 4]) == 9
+    assert row_width("eager", [3, 9, 4]) == 9
+    assert row_width("flash_attention_2", [3, 9, 4]) is None
+    assert row_width("flex_attention", [3, 9, 4]) is None
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+@pytest.mark.parametrize("chunk", [None, 5])
+def test_packed_equals_padded(tiny_model, tokenizer, side, chunk):
+    batch = collate(sequences(tokenizer), tokenizer.pad_token_id, side)
+    seen = []
+    hook = tiny_model.register_forward_pre_hook(lambda module, args, kwargs: seen.append(kwargs), with_kwargs=True)
+    try:
+        with torch.no_grad():
+            padded = sequence_logps(tiny_model, batch, LogprobOptions(head_chunk=chunk, packing=False))
+            seen.clear()
+            packed = sequence_logps(tiny_model, batch, LogprobOptions(head_chunk=chunk, packing=True))
+    finally:
+        hook.remove()
+    # it did pack: no attention mask, fewer rows than sequences, no padding
+    assert seen[-1].get("attention_mask") is None and seen[-1].get("use_cache") is False
+    assert seen[-1]["input_ids"].shape[0] < batch.input_ids.shape[0]
+    assert seen[-1]["input_ids"].numel() < batch.input_ids.numel()
+    torch.testing.assert_close(packed.sum, padded.sum, rtol=0, atol=1e-5)
+    torch.testing.assert_close(packed.mean, padded.mean, rtol=0, atol=1e-5)
+    assert packed.count.tolist() == padded.count.tolist() == [len(s.response_ids) for s in sequences(tokenizer)]
+
+
+def test_packed_gradients_equal_padded(tokenizer):
+    model = tiny_causal_lm(tokenizer, seed=7)
+    batch = collate(sequences(tokenizer), tokenizer.pad_token_id, "left")
+
+    def grads(options):
+        model.zero_grad(set_to_none=True)
+        logps = sequence_logps(model, batch, options)
+        (logps.sum * torch.tensor([1.0, -0.5, 2.0, 0.3])).sum().backward()  # rows weighted: order matters
+        found = {name: p.grad.clone() for name, p in model.named_parameters()}
+        model.zero_grad(set_to_none=True)
+        return found
+
+    padded, packed = grads(PADDED), grads(PACKED)
+    assert _SUPPORT[model]["packing"] is True
+    for name in padded:
+        assert float((packed[name] - padded[name]).norm() / padded[name].norm()) < 1e-5, name
+
+
+def test_a_model_that_ignores_packed_position_ids_falls_back_to_padding(tokenizer):
+    from transformers import LlamaForCausalLM
+
+    class PositionBlind(LlamaForCausalLM):  # an architecture that does not read sequence starts off position ids
+        def forward(self, *args, position_ids=None, **kwargs):
+            return super().forward(*args, **kwargs)
+
+    source = tiny_causal_lm(tokenizer, seed=8)
+    model = PositionBlind(source.config).eval()
+    model.load_state_dict(source.state_dict())
+    batch = collate(sequences(tokenizer), tokenizer.pad_token_id, "right")
+    with torch.no_grad():
+        with pytest.warns(UserWarning, match="packed sequences did not reproduce"):
+            got = sequence_logps(model, batch, PACKED)
+        padded = sequence_logps(model, batch, PADDED)
+        forced = _stats(model, batch, None, True, 1.0, False, False).logps  # what packing would have given
+        plain = _stats(model, batch, None, False, 1.0, False, False).logps
+    assert _SUPPORT[model]["packing"] is False
+    torch.testing.assert_close(got.sum, padded.sum, rtol=0, atol=0)
+    assert float((forced - plain).abs().max()) > 1e-2
+
+
+def test_nothing_to_pack_is_left_padded_as_is(tiny_model, tokenizer):
+    same = [encode_pair(tokenizer, PROMPT, "7"), encode_pair(tokenizer, PROMPT, "8")]
+    batch = collate(same, tokenizer.pad_token_id)
+    assert bool(batch.attention_mask.bool().all())
+    seen = []
+    hook = tiny_model.register_forward_pre_hook(lambda module, args, kwargs: seen.append(kwargs), with_kwargs=True)
+    try:
+        with torch.no_grad():
+            sequence_logps(tiny_model, batch, PACKED)
+    finally:
+        hook.remove()
+    assert seen[-1]["attention_mask"] is not None and seen[-1]["input_ids"].shape == batch.input_ids.shape
