@@ -185,6 +185,11 @@ def head_token_stats(hidden: torch.Tensor, head: nn.Linear, targets: torch.Tenso
     return TokenStats(logps, ent if entropy else None, lsq if log_sum_sq else None)
 
 
+def _kept_positions(scored: torch.Tensor) -> int:
+    """How many trailing positions must reach the head: from the earliest position any row scores."""
+    return scored.shape[1] - int(scored.float().argmax(-1).min())
+
+
 def _call(model, inputs: dict, keep: int):
     """The forward with only the last ``keep`` positions through the head and no KV cache (a cache would
     also hide packed position ids from transformers' mask builder)."""
@@ -203,8 +208,7 @@ def chunked_token_stats(model, inputs: dict, scored: torch.Tensor, targets: torc
     head = output_head(model)
     if head is None:
         raise ValueError("the model's output embedding is not a plain linear layer: use the full-logits path")
-    first = int(scored.float().argmax(-1).min())  # the earliest position any row scores
-    keep = scored.shape[1] - first
+    keep = _kept_positions(scored)
     transform = head_transform(model, temperature)
     found: list[TokenStats] = []
 
@@ -242,9 +246,8 @@ def logits_token_stats(model, inputs: dict, scored: torch.Tensor, targets: torch
                        entropy: bool = False, log_sum_sq: bool = False) -> TokenStats:
     """The same from the model's own logits (the whole vocabulary for every scored position at once):
     the reference path and the fallback for heads :func:`chunked_token_stats` cannot reproduce."""
-    first = int(scored.float().argmax(-1).min())
-    keep = scored.shape[1] - first
-    logits = _call(model, inputs, keep).logits[:, -keep:][scored[:, first:]].float()
+    keep = _kept_positions(scored)
+    logits = _call(model, inputs, keep).logits[:, -keep:][scored[:, -keep:]].float()
     if temperature != 1.0:
         logits = logits / temperature
     logps = -F.cross_entropy(logits, targets, reduction="none")

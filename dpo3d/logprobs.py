@@ -192,12 +192,6 @@ def token_stats(model, batch: PaddedBatch, options: LogprobOptions | None = None
     return _stats(model, batch, chunk, packed, temperature, entropy, log_sum_sq)
 
 
-def token_logps(model, batch: PaddedBatch, options: LogprobOptions | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Log-probs of the response tokens: (flat log-probs of all scored tokens, row index of each)."""
-    rows = torch.nonzero(scored_positions(batch), as_tuple=True)[0]
-    return token_stats(model, batch, options).logps, rows
-
-
 def sequence_logps(model, batch: PaddedBatch, options: LogprobOptions | None = None,
                    entropy: bool = False) -> SequenceLogps:
     """Sum, mean and count of response-token log-probs per sequence (differentiable); with ``entropy``
