@@ -59,6 +59,7 @@ def command(
     plot: bool = typer.Option(False, "--plot", help="Draw reward, KL, entropy and clipping over steps to OUT/curves.png."),
     mixed_precision: str = t.MIXED_PRECISION,
     gradient_checkpointing: bool = t.GRADIENT_CHECKPOINTING,
+    keep_host_memory: bool = t.KEEP_HOST_MEMORY,
     report_to: str = t.REPORT_TO,
     dtype: str = t.DTYPE,
     device: str = t.DEVICE,
@@ -95,7 +96,8 @@ def command(
         vf_coef=vf_coef, temperature=temperature, max_new_tokens=max_new_tokens,
         missing_eos_penalty=missing_eos_penalty, max_grad_norm=max_grad_norm or None, seed=seed,
         log_every=log_every, save_every=save_every, resume=resume, cpu=t.on_cpu(device),
-        mixed_precision=mixed_precision, gradient_checkpointing=gradient_checkpointing, report_to=report_to,
+        mixed_precision=mixed_precision, gradient_checkpointing=gradient_checkpointing, keep_host_memory=keep_host_memory,
+        report_to=report_to,
         load=options.load_options(dtype, trust_remote_code),
         lora=t.lora_config(lora_r, lora_alpha, lora_dropout, lora_targets, merge), invocation=invocation(ctx),
     )

@@ -47,6 +47,7 @@ def command(
     merge: bool = t.MERGE,
     mixed_precision: str = t.MIXED_PRECISION,
     gradient_checkpointing: bool = t.GRADIENT_CHECKPOINTING,
+    keep_host_memory: bool = t.KEEP_HOST_MEMORY,
     report_to: str = t.REPORT_TO,
     dtype: str = t.DTYPE,
     device: str = t.DEVICE,

@@ -48,6 +48,7 @@ def command(
     plot: bool = t.PLOT,
     mixed_precision: str = t.MIXED_PRECISION,
     gradient_checkpointing: bool = t.GRADIENT_CHECKPOINTING,
+    keep_host_memory: bool = t.KEEP_HOST_MEMORY,
     report_to: str = t.REPORT_TO,
     dtype: str = t.DTYPE,
     device: str = t.DEVICE,

@@ -6,7 +6,7 @@ import gc
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .. import inputs, lora
+from .. import host_memory, inputs, lora
 from ..guard import GuardSettings
 from ..logprobs import LogprobOptions
 from ..lora import LoRAConfig
@@ -59,7 +59,8 @@ def _reference_logps(config: DPORunConfig, policy, tokenizer, groups) -> dict:
     device = precision.run_device(config.loop.cpu)
     precision.check_device(mixed, device)
     policy.to(device)  # accelerate would place it there anyway; a GPU scores far faster than the host
-    with precision.autocast(mixed, device):
+    kept = host_memory.kept(config.loop.keep_host_memory and device.type == "cpu")
+    with kept, precision.autocast(mixed, device):
         if config.ref is None or config.ref == config.model:
             tensors = ref_cache.compute(policy, groups, tokenizer.pad_token_id, config.loop.batch_size * 2,
                                         options=config.logprobs)

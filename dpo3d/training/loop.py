@@ -28,6 +28,7 @@ from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 from accelerate.utils import DistributedType, set_seed
 
+from .. import host_memory
 from ..lora import is_adapted, save_options
 from ..records import AppendLog, json_safe, read_log, write_json, write_records
 from . import batches, checkpoint, precision, sharding, tracking
@@ -159,7 +160,12 @@ def stop_unless_finite(accelerator, finite: bool, out: Path, step: int, what: st
 def train(model, tokenizer, task: Task, config: LoopConfig, callbacks: LoopCallbacks | None = None) -> RunResult:
     """Train ``model`` on ``task``; writes OUT/metrics.jsonl, OUT/checkpoint/, the final model into OUT."""
     config.validate()
-    callbacks = callbacks or LoopCallbacks()
+    on_cpu = precision.run_device(config.cpu).type == "cpu"
+    with host_memory.kept(config.keep_host_memory and on_cpu):  # a CPU step then reuses its pages
+        return _train(model, tokenizer, task, config, callbacks or LoopCallbacks())
+
+
+def _train(model, tokenizer, task: Task, config: LoopConfig, callbacks: LoopCallbacks) -> RunResult:
     out = Path(config.out)
     accelerator, trackers_wanted = make_accelerator(config.cpu, config.mixed_precision, config.report_to, out)
     set_seed(config.seed)

@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 from accelerate.utils import set_seed
 
-from .. import lora
+from .. import host_memory, lora
 from ..datasets import load_prompts
 from ..generation import SamplingConfig, chunk_seed, generate_ids
 from ..logprobs import collate
@@ -95,6 +95,7 @@ class PPOConfig:
     cpu: bool = False
     mixed_precision: str | None = LoopConfig.mixed_precision
     gradient_checkpointing: bool = LoopConfig.gradient_checkpointing
+    keep_host_memory: bool = LoopConfig.keep_host_memory
     report_to: str = LoopConfig.report_to
     load: LoadOptions = field(default_factory=LoadOptions)
     # r > 0: LoRA on the policy and the value model; the KL reference is then the policy with its adapter off
@@ -392,4 +393,6 @@ def clip_each(accelerator, groups, max_norm: float) -> None:
 
 
 def train_ppo(config: PPOConfig, callbacks: LoopCallbacks | None = None, on_status=lambda message: None) -> RunResult:
-    return PPOTrainer(config, callbacks, on_status).train()
+    on_cpu = precision.run_device(config.cpu).type == "cpu"
+    with host_memory.kept(config.keep_host_memory and on_cpu):  # rollouts and updates reuse their pages
+        return PPOTrainer(config, callbacks, on_status).train()
