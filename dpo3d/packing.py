@@ -12,10 +12,12 @@ ones before it in its row. Whether a model honours this is checked once per mode
 
 Rows: dense-mask attention (eager, sdpa) computes a (rows, W, W) score matrix whatever the mask,
 so one row of all L tokens would cost L² where the padded batch costs B·T². Sequences are
-therefore packed first-fit-decreasing into rows no wider than the longest sequence: never more
-attention work than padding, and the linear layers (most of the compute at these lengths) see
-only real tokens plus the rows' tails. Flash (varlen) and flex attention skip masked blocks, so
-there the whole batch is one row.
+therefore packed first-fit-decreasing into rows about as wide as the longest sequence T: of the
+widths T .. 1.25·T (in steps of T/32) the one with the fewest positions in all (rows × W), so the
+linear layers (most of the compute at these lengths) see only real tokens plus the rows' tails and
+attention costs at most 1.25× per position what padding would. The bench's 16 sequences (longest
+256) fill 10 rows of 272 (90% real tokens) instead of 11 of 256 (87%). Flash (varlen) and flex
+attention skip masked blocks, so there the whole batch is one row.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ import torch
 
 # attention implementations that skip what the block-diagonal mask hides (one row is cheapest)
 SPARSE_ATTENTION = ("flash", "flex")
+WIDEST_ROW = 1.25  # dense attention: rows at most this many times the longest sequence
+WIDTH_STEPS = 32  # the row widths tried go up in steps of the longest sequence / this
 
 
 @dataclass
@@ -47,10 +51,14 @@ class PackedBatch:
 
 def row_width(attn_implementation: str | None, lengths: list[int]) -> int | None:
     """Widest row for an attention implementation: None (one row) where masked blocks are skipped,
-    else the longest sequence (see the module docstring)."""
+    else the width from the longest sequence to WIDEST_ROW times it that packs the batch into the
+    fewest positions (the narrower on a tie; see the module docstring)."""
     if any(name in (attn_implementation or "") for name in SPARSE_ATTENTION):
         return None
-    return max(lengths)
+    longest = max(lengths)
+    step = max(1, longest // WIDTH_STEPS)
+    widths = range(longest, int(longest * WIDEST_ROW) + 1, step)
+    return min(widths, key=lambda width: (len(_rows(lengths, width)) * width, width))
 
 
 def _rows(lengths: list[int], width: int | None) -> list[list[int]]:

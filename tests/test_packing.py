@@ -53,6 +53,12 @@ def test_row_width_follows_the_attention_implementation():
     assert row_width("sdpa", [3, 9, 4]) == 9
     assert row_width("eager", [3, 9, 4]) == 9
     assert row_width("flash_attention_2", [3, 9, 4]) is None
+    # 8 | 5 | 5 | 5 | 5 in rows of 8 is 40 positions; rows of 10 (1.25 x 8) take 8 | 5 5 | 5 5, 30 positions
+    assert row_width("sdpa", [8, 5, 5, 5, 5]) == 10
+    assert row_width("sdpa", [8, 5, 3]) == 8  # 8 | 5 3 in rows of 8 or 10: 2 rows either way, 16 positions at 8
+    # the bench's 16 sequences: 10 rows of 272 (2,720 positions) instead of 11 of 256 (2,816)
+    bench = [256, 236, 228, 228, 188, 164, 150, 146, 136, 129, 120, 110, 103, 97, 89, 80]
+    assert row_width("sdpa", bench) == 272
     assert row_width("flex_attention", [3, 9, 4]) is None
 
 
