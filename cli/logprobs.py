@@ -88,13 +88,14 @@ def command(
     def scored(advance):
         records = inputs.stream(source, formats.as_pair_or_completion, ids=True)
         for chunk in inputs.chunks(records, CHUNK):
-            scores = score_records(lm, tokenizer, chunk, batch_size=batch_size, max_length=max_length)
+            if ches:  # CHES reads the hidden states of the forward that scores the log-probs
+                scores = ches_lib.ches_records(lm, tokenizer, chunk, batch_size=batch_size, max_length=max_length,
+                                               with_logprobs=True)
+            else:
+                scores = score_records(lm, tokenizer, chunk, batch_size=batch_size, max_length=max_length)
             if reference is not None:
                 base = score_records(*reference, chunk, batch_size=batch_size, max_length=max_length)
                 scores = [with_implicit_reward(score, base_score, beta) for score, base_score in zip(scores, base, strict=True)]
-            if ches:
-                similarity = ches_lib.ches_records(lm, tokenizer, chunk, batch_size=batch_size, max_length=max_length)
-                scores = [{**score, **pair_ches} for score, pair_ches in zip(scores, similarity, strict=True)]
             for record, score in zip(chunk, scores, strict=True):
                 shown.append((str(record.get(group_by, "—")) if group_by else "all", score))
                 yield {**record, **score}

@@ -36,8 +36,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .logprobs import PaddedBatch, collate, length_sorted_batches
-from .sequences import encode_pair
+from .logprobs import LogprobOptions, logprob_fields, scored_batches
 
 #: the fields :func:`ches_records` adds to each pair
 CHES_FIELDS = ("ches", "ches_normalized")
@@ -51,37 +50,6 @@ class Ches:
     normalized: torch.Tensor
 
 
-def last_hidden_states(model, batch: PaddedBatch) -> torch.Tensor:
-    """The last layer's hidden states, (n, T, d): what the LM head sees (after the final norm).
-
-    The LM head itself runs on one position only (``logits_to_keep=1``) where the model allows it.
-    A PEFT-wrapped model passes the arguments through to its base model.
-    """
-    inputs = {
-        "input_ids": batch.input_ids,
-        "attention_mask": batch.attention_mask,
-        "position_ids": batch.position_ids,
-        "output_hidden_states": True,
-    }
-    try:
-        outputs = model(**inputs, logits_to_keep=1)
-    except TypeError:  # a model whose forward has no logits_to_keep
-        outputs = model(**inputs)
-    return outputs.hidden_states[-1]
-
-
-def summed_hidden_states(model, batch: PaddedBatch) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per sequence: the sum, in float32, of the hidden states that predict its response tokens (n, d),
-    and how many there are (n,)."""
-    predicts = torch.zeros_like(batch.response_mask)
-    predicts[:, :-1] = batch.response_mask[:, 1:]  # position t predicts token t+1
-    count = predicts.sum(-1)
-    if bool((count == 0).any()):
-        raise ValueError("a sequence has no response tokens (empty response after truncation?)")
-    hidden = last_hidden_states(model, batch).float()
-    return (hidden * predicts.unsqueeze(-1).to(hidden.dtype)).sum(1), count.to(torch.float32)
-
-
 def ches_from_sums(chosen: torch.Tensor, chosen_len: torch.Tensor, rejected: torch.Tensor, rejected_len: torch.Tensor) -> Ches:
     """CHES and its length-normalised form from the summed hidden states H⁺, H⁻ (n, d) and |y⁺|, |y⁻| (n,)."""
     ches = (chosen * rejected).sum(-1) - chosen.pow(2).sum(-1)
@@ -89,7 +57,6 @@ def ches_from_sums(chosen: torch.Tensor, chosen_len: torch.Tensor, rejected: tor
     return Ches(ches, (chosen_mean * rejected_mean).sum(-1) - chosen_mean.pow(2).sum(-1))
 
 
-@torch.no_grad()
 def ches_records(
     model,
     tokenizer,
@@ -97,35 +64,35 @@ def ches_records(
     batch_size: int = 8,
     max_length: int | None = None,
     on_batch: Callable[[int], None] | None = None,
-) -> list[dict[str, float]]:
-    """``{"ches": ..., "ches_normalized": ...}`` for each pair (prompt/chosen/rejected), in input order.
+    options: LogprobOptions | None = None,
+    with_logprobs: bool = False,
+) -> list[dict[str, float | int]]:
+    """``{"ches": ..., "ches_normalized": ...}`` for each pair (prompt/chosen/rejected), in input order;
+    with ``with_logprobs`` also :func:`dpo3d.logprobs.score_records`'s fields, from the same forward.
 
-    Pairs are batched by length; chosen and rejected of a batch go through one forward.
-    Tokenisation and truncation are those of :func:`dpo3d.logprobs.score_records`.
-    ``on_batch(n)`` reports the number of pairs just scored.
+    The hidden states are the ones the LM head reads while :mod:`dpo3d.logprobs` scores the pairs
+    (batched by length, chosen and rejected of a batch in one forward, the same tokenisation and
+    truncation). ``on_batch(n)`` reports the number of pairs just scored.
     """
     for number, record in enumerate(records, 1):
         if "chosen" not in record or "rejected" not in record:
             name = f"id {record['id']!r}" if "id" in record else f"number {number}"
             raise ValueError(f"CHES needs preference pairs (prompt, chosen, rejected); the record with {name} is not a pair")
-    encoded = [
-        (encode_pair(tokenizer, r["prompt"], r["chosen"], max_length), encode_pair(tokenizer, r["prompt"], r["rejected"], max_length))
-        for r in records
-    ]
-    results: list[dict[str, float]] = [{} for _ in records]
-    device = next(model.parameters()).device
-    padding_side = getattr(tokenizer, "padding_side", "right")
-    sizes = [max(len(chosen), len(rejected)) for chosen, rejected in encoded]
-    for batch_indices in length_sorted_batches(sizes, batch_size):
-        sequences = [encoded[i][0] for i in batch_indices] + [encoded[i][1] for i in batch_indices]
-        batch = collate(sequences, tokenizer.pad_token_id, padding_side).to(device)
-        sums, counts = summed_hidden_states(model, batch)
-        k = len(batch_indices)
-        scores = ches_from_sums(sums[:k], counts[:k], sums[k:], counts[k:])
-        for row, index in enumerate(batch_indices):
-            results[index] = {"ches": float(scores.ches[row]), "ches_normalized": float(scores.normalized[row])}
+    results: list[dict[str, float | int]] = [{} for _ in records]
+    for slots, logps in scored_batches(model, tokenizer, records, batch_size, max_length, options, hidden_sums=True):
+        rows = {slot: row for row, slot in enumerate(slots)}
+        pairs = sorted({index for index, _ in slots})
+        chosen = torch.tensor([rows[index, "chosen"] for index in pairs])
+        rejected = torch.tensor([rows[index, "rejected"] for index in pairs])
+        sums, counts = logps.hidden_sum.float().cpu(), logps.count.float().cpu()
+        scores = ches_from_sums(sums[chosen], counts[chosen], sums[rejected], counts[rejected])
+        for k, index in enumerate(pairs):
+            if with_logprobs:
+                for name in ("chosen", "rejected"):
+                    results[index].update(logprob_fields(logps, rows[index, name], name))
+            results[index].update({"ches": float(scores.ches[k]), "ches_normalized": float(scores.normalized[k])})
         if on_batch is not None:
-            on_batch(k)
+            on_batch(len(pairs))
     return results
 
 

@@ -30,11 +30,17 @@ from torch import nn
 @dataclass
 class TokenStats:
     """Per scored token, flat: log π(target) (differentiable), and without gradient the policy's
-    entropy and log Σ_v π(v)² when asked (else None)."""
+    entropy, log Σ_v π(v)² and the last hidden state the head read (float32, (N, d); what CHES
+    sums) when asked (else None)."""
 
     logps: torch.Tensor
     entropy: torch.Tensor | None = None
     log_sum_sq: torch.Tensor | None = None
+    hidden: torch.Tensor | None = None
+
+    def select(self, index: torch.Tensor) -> TokenStats:
+        """The same tokens in another order (``index`` into the flat token axis)."""
+        return TokenStats(*(None if t is None else t[index] for t in (self.logps, self.entropy, self.log_sum_sq, self.hidden)))
 
 
 @dataclass(frozen=True)
@@ -190,19 +196,21 @@ def _kept_positions(scored: torch.Tensor) -> int:
     return scored.shape[1] - int(scored.float().argmax(-1).min())
 
 
-def _call(model, inputs: dict, keep: int):
+def _call(model, inputs: dict, keep: int, hidden_states: bool = False):
     """The forward with only the last ``keep`` positions through the head and no KV cache (a cache would
-    also hide packed position ids from transformers' mask builder)."""
+    also hide packed position ids from transformers' mask builder); ``hidden_states``: also every layer's."""
+    extra = {"output_hidden_states": True} if hidden_states else {}
     try:
-        return model(**inputs, use_cache=False, logits_to_keep=keep)
+        return model(**inputs, use_cache=False, logits_to_keep=keep, **extra)
     except TypeError as err:  # a forward without these keywords
         if "unexpected keyword" not in str(err):
             raise
-        return model(**inputs)
+        return model(**inputs, **extra)
 
 
 def chunked_token_stats(model, inputs: dict, scored: torch.Tensor, targets: torch.Tensor, chunk: int,
-                        temperature: float = 1.0, entropy: bool = False, log_sum_sq: bool = False) -> TokenStats:
+                        temperature: float = 1.0, entropy: bool = False, log_sum_sq: bool = False,
+                        hidden: bool = False) -> TokenStats:
     """Token stats of the positions ``scored`` (B, T) marks, through ``model``'s forward (wrapper included),
     the head chunked. ``targets``: each scored position's next token, row-major. Needs :func:`output_head`."""
     head = output_head(model)
@@ -212,13 +220,16 @@ def chunked_token_stats(model, inputs: dict, scored: torch.Tensor, targets: torc
     transform = head_transform(model, temperature)
     found: list[TokenStats] = []
 
-    def forward(hidden: torch.Tensor) -> torch.Tensor:
-        window = scored[:, scored.shape[1] - hidden.shape[1]:]  # the kept tail (all of it if keep was ignored)
-        stats = head_token_stats(hidden[window], head, targets, transform, chunk, entropy, log_sum_sq)
+    def forward(states: torch.Tensor) -> torch.Tensor:
+        window = scored[:, scored.shape[1] - states.shape[1]:]  # the kept tail (all of it if keep was ignored)
+        selected = states[window]
+        stats = head_token_stats(selected, head, targets, transform, chunk, entropy, log_sum_sq)
+        if hidden:
+            stats.hidden = selected.detach().float()
         found.append(stats)
         # what the model sees as its logits: one column, tied to the result so that a DDP with
         # find_unused_parameters, tracing from the outputs, finds every parameter used
-        return (stats.logps.sum() * 0).reshape(1, 1, 1).expand(*hidden.shape[:-1], 1)
+        return (stats.logps.sum() * 0).reshape(1, 1, 1).expand(*states.shape[:-1], 1)
 
     with _swapped_forward(head, forward):
         _call(model, inputs, keep)
@@ -243,11 +254,13 @@ class _swapped_forward:
 
 
 def logits_token_stats(model, inputs: dict, scored: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0,
-                       entropy: bool = False, log_sum_sq: bool = False) -> TokenStats:
+                       entropy: bool = False, log_sum_sq: bool = False, hidden: bool = False) -> TokenStats:
     """The same from the model's own logits (the whole vocabulary for every scored position at once):
     the reference path and the fallback for heads :func:`chunked_token_stats` cannot reproduce."""
     keep = _kept_positions(scored)
-    logits = _call(model, inputs, keep).logits[:, -keep:][scored[:, -keep:]].float()
+    outputs = _call(model, inputs, keep, hidden_states=hidden)
+    states = outputs.hidden_states[-1][:, -keep:][scored[:, -keep:]].detach().float() if hidden else None
+    logits = outputs.logits[:, -keep:][scored[:, -keep:]].float()
     if temperature != 1.0:
         logits = logits / temperature
     logps = -F.cross_entropy(logits, targets, reduction="none")
@@ -259,4 +272,4 @@ def logits_token_stats(model, inputs: dict, scored: torch.Tensor, targets: torch
                 ent = -(log_all.exp() * log_all).sum(-1)
             if log_sum_sq:
                 lsq = torch.logsumexp(2 * log_all, dim=-1)
-    return TokenStats(logps, ent, lsq)
+    return TokenStats(logps, ent, lsq, states)

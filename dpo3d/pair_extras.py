@@ -15,7 +15,15 @@ from collections.abc import Sequence
 
 import torch
 
-from .logprobs import LogprobOptions, SequenceLogps, collate, scored_positions, token_stats
+from .logprobs import (
+    LogprobOptions,
+    SequenceLogps,
+    collate,
+    response_counts,
+    sum_per_sequence,
+    token_rows,
+    token_stats,
+)
 from .sequences import EncodedPair
 
 
@@ -43,15 +51,12 @@ def pair_logps_with_extras(
     ``chosen_wpo``, ``rejected_wpo`` (shape (pairs,) each), as ``wanted`` asks."""
     device = next(model.parameters()).device
     batch = collate(list(chosen) + list(rejected), pad_id, padding_side).to(device)
-    rows = torch.nonzero(scored_positions(batch), as_tuple=True)[0]  # row-major: each row's tokens in order
+    rows = token_rows(batch)  # row-major: each row's tokens in order
     stats = token_stats(model, batch, options, log_sum_sq="wpo" in wanted)
     logps = stats.logps
-
     n = batch.input_ids.shape[0]
-    count = batch.response_mask[:, 1:].sum(-1).to(logps.dtype)
-    if bool((count == 0).any()):
-        raise ValueError("a sequence has no response tokens to score (empty response after truncation?)")
-    total = torch.zeros(n, dtype=logps.dtype, device=logps.device).index_add(0, rows, logps)
+    count = response_counts(batch, logps.dtype)
+    total = sum_per_sequence(logps, rows, n)
     pairs = len(chosen)
     extras: dict[str, torch.Tensor] = {}
     if "shared" in wanted:
@@ -59,12 +64,11 @@ def pair_logps_with_extras(
         position = torch.arange(len(rows), device=rows.device) - starts.long()[rows]
         shared_len = torch.minimum(count[:pairs], count[pairs:]).repeat(2)
         inside = (position < shared_len[rows]).to(logps.dtype)
-        shared = torch.zeros(n, dtype=logps.dtype, device=logps.device).index_add(0, rows, logps * inside)
+        shared = sum_per_sequence(logps * inside, rows, n)
         extras["chosen_shared"], extras["rejected_shared"] = shared[:pairs], shared[pairs:]
     if "wpo" in wanted:
         with torch.no_grad():
-            aligned = torch.zeros(n, dtype=logps.dtype, device=logps.device).index_add(0, rows, logps.detach() - stats.log_sum_sq)
-            weights = aligned / count
+            weights = sum_per_sequence(logps.detach() - stats.log_sum_sq, rows, n) / count
         extras["chosen_wpo"], extras["rejected_wpo"] = weights[:pairs], weights[pairs:]
     both = SequenceLogps(total, total / count, count)
     chosen_logps, rejected_logps = both.split(pairs)

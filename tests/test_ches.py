@@ -77,6 +77,26 @@ def test_left_and_right_padding_agree_across_batch_sizes(tiny_model, tokenizer, 
         assert a["ches_normalized"] == pytest.approx(b["ches_normalized"], rel=1e-5, abs=1e-5)
 
 
+def test_ches_and_the_log_probs_come_from_one_forward_per_batch(tiny_model, tokenizer):
+    from dpo3d.logprobs import score_records
+
+    plain = score_records(tiny_model, tokenizer, PAIRS, batch_size=3)  # also settles the once-per-model probes
+    calls: list[int] = []
+    hook = tiny_model.register_forward_hook(lambda module, args, output: calls.append(1))
+    try:
+        both = ches_records(tiny_model, tokenizer, PAIRS, batch_size=3, with_logprobs=True)
+    finally:
+        hook.remove()
+    assert len(calls) == 1  # 3 pairs, one batch: one forward for CHES and the log-probs together
+    for record, score, logps in zip(PAIRS, both, plain, strict=True):
+        assert list(score) == [*logps, "ches", "ches_normalized"]
+        for key, value in logps.items():
+            assert score[key] == pytest.approx(value, rel=1e-5, abs=1e-5), key
+        ches, normalized = by_hand(tiny_model, tokenizer, record)
+        assert score["ches"] == pytest.approx(ches, rel=1e-5, abs=1e-5)
+        assert score["ches_normalized"] == pytest.approx(normalized, rel=1e-5, abs=1e-5)
+
+
 def test_ches_refuses_completions(tiny_model, tokenizer):
     with pytest.raises(ValueError, match="the record with id 'x' is not a pair"):
         ches_records(tiny_model, tokenizer, [PAIRS[0], {"id": "x", "prompt": "p", "completion": "c"}])

@@ -91,7 +91,7 @@ def test_every_path_equals_a_plain_forwards_full_logits(tiny_model, tokenizer, p
 
 
 def test_logprob_options_refuse_a_chunk_of_no_positions():
-    assert LogprobOptions() == LogprobOptions(head_chunk=1024, packing=True)
+    assert LogprobOptions() == LogprobOptions(head_chunk=512, packing=True)
     with pytest.raises(ValueError, match="head_chunk"):
         LogprobOptions(head_chunk=0)
 
