@@ -104,6 +104,20 @@ class PeakTracker:
         return dict(r)
 
 
+def kernel_reading() -> tuple[float, int]:
+    """(kernel CPU seconds, minor page faults) of this process so far."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_stime, usage.ru_minflt
+
+
+def kernel_per_step(readings: list[tuple[float, int]]) -> dict:
+    """Kernel seconds and page faults between consecutive readings (one before and one after each step)."""
+    timed = list(zip(readings, readings[1:], strict=False))
+    return {"kernel_seconds": [b[0] - a[0] for a, b in timed], "page_faults": [b[1] - a[1] for a, b in timed]}
+
+
 # ---------------------------------------------------------------- compute
 
 

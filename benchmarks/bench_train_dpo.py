@@ -1,8 +1,11 @@
 """dpo3d `train-dpo` vs TRL's `DPOTrainer`, side by side in one run, each configuration in its own process.
 
-Configurations: dpo3d (defaults: chunked LM head + packing), dpo3d padded (packing off), dpo3d
-full-logits (head_chunk None, packing off: the old path), TRL default (reference model run in every
-step), TRL with precompute_ref_log_probs=True, and TRL precompute + padding_free=True (where TRL
+Configurations: dpo3d (defaults: chunked LM head + packing, host memory kept between steps), dpo3d
+with host memory released (glibc's default allocator behaviour, dpo3d.host_memory), dpo3d with the
+LM head 1,024 positions a chunk (the default before it became 512), dpo3d padded
+(packing off), dpo3d full-logits (head_chunk None, packing off: the old path), TRL default (reference
+model run in every step), TRL with precompute_ref_log_probs=True, the same with dpo3d's host-memory
+setting lent to it (what TRL would gain from it), and TRL precompute + padding_free=True (where TRL
 refuses or ignores it, what it said is recorded instead). The dpo3d variants need
 ``dpo3d.logprobs.LogprobOptions``; on a library without it only "dpo3d" (its one path) runs.
 
@@ -12,14 +15,16 @@ clipping at 1.0, no weight decay, gradient checkpointing off on both sides (TRL'
 by default; it trades speed for memory, which a speed comparison must not charge to TRL). float32 on
 CPU; ``--device cuda`` runs the same in bf16 autocast (float32 master weights) with CUDA peaks.
 
-Reported per configuration: seconds per step (the first step is warm-up and not timed), pairs/s,
+Reported per configuration: seconds per step (the first --warmup steps are not timed), pairs/s,
 real tokens/s, MFU of the policy's forward+backward (FLOP formula in _bench_common.py; policy-only
 for every trainer, so TRL default is not credited for its reference forward, which shows in the
-separate "work" column instead), the peak resident memory of the process and of its training steps,
-and the reference pass (the no-grad log-probs of the training pairs) in tokens/s. A separate worker
+separate "work" column instead) against the higher of two matmul peaks its own process reads just
+before and just after its steps (this host's rate drifts by tens of percent within minutes), the
+peak resident memory of the process and of its training steps, the kernel time and page faults per
+step, and the reference pass (the no-grad log-probs of the training pairs) in tokens/s. A separate worker
 times dpo3d's scoring pass over all pairs of data/examples, chunked+packed and full-logits.
 
-Run: just bench   (or python benchmarks/bench_train_dpo.py --steps 4 --json runs/bench/train_dpo.json)
+Run: just bench   (or python benchmarks/bench_train_dpo.py --steps 5 --json runs/bench/train_dpo.json)
 """
 
 from __future__ import annotations
@@ -38,6 +43,8 @@ from _bench_common import (
     StepsDone,
     emit,
     fmt,
+    kernel_per_step,
+    kernel_reading,
     load_rows,
     markdown_table,
     matmul_peak,
@@ -50,10 +57,13 @@ from _bench_common import (
 
 CONFIGS: dict[str, dict] = {
     "dpo3d": {"kind": "dpo3d", "logprobs": {}},
+    "dpo3d-released-memory": {"kind": "dpo3d", "logprobs": {}, "keep_host_memory": False},
+    "dpo3d-head-chunk-1024": {"kind": "dpo3d", "logprobs": {"head_chunk": 1024}},
     "dpo3d-padded": {"kind": "dpo3d", "logprobs": {"packing": False}},
     "dpo3d-full-logits": {"kind": "dpo3d", "logprobs": {"head_chunk": None, "packing": False}},
     "trl": {"kind": "trl", "precompute": False},
     "trl-precompute": {"kind": "trl", "precompute": True},
+    "trl-precompute-kept-memory": {"kind": "trl", "precompute": True, "keep_host_memory": True},
     "trl-precompute-padding-free": {"kind": "trl", "precompute": True, "padding_free": True},
     "logprobs": {"kind": "logprobs"},
 }
@@ -73,6 +83,13 @@ def _cuda(args) -> bool:
 
 
 # ---------------------------------------------------------------- workers (each in its own process)
+
+
+def timed_steps(stamps: list[float], kernel: list[tuple[float, int]], warmup: int) -> dict:
+    """Seconds, kernel seconds and page faults of each step after the ``warmup`` ones (stamps and
+    readings: one when training starts, one after every step)."""
+    return {"step_seconds": [b - a for a, b in zip(stamps[warmup:], stamps[warmup + 1:], strict=False)],
+            "warmup_seconds": stamps[warmup] - stamps[0], **kernel_per_step(kernel[warmup:])}
 
 
 def work_dpo3d(args, spec: dict) -> dict:
@@ -103,19 +120,28 @@ def work_dpo3d(args, spec: dict) -> dict:
     phases: list[tuple[str, float]] = []
     memory: dict = {}
 
+    kernel: list[tuple[float, int]] = []
+
+    peaks: list[float] = []
+
     def started(start: int, total: int) -> None:
+        peaks.append(matmul_peak(args.device, args.precision))
         tracker.start()
         stamps.append(time.perf_counter())
+        kernel.append(kernel_reading())
 
     def stepped(step: int) -> None:
         stamps.append(time.perf_counter())
+        kernel.append(kernel_reading())
         if step == args.steps:
             memory.update(tracker.stop())
+            peaks.append(matmul_peak(args.device, args.precision))
             raise StepsDone
 
     loop = LoopConfig(out=work / "run", lr=args.lr, batch_size=args.batch, grad_accum=1, max_steps=args.steps,
                       warmup_ratio=0.0, schedule="constant", log_every=args.steps, cpu=not _cuda(args),
-                      mixed_precision="bf16" if args.precision == "bf16" else "no", gradient_checkpointing=False)
+                      mixed_precision="bf16" if args.precision == "bf16" else "no", gradient_checkpointing=False,
+                      **({"keep_host_memory": spec["keep_host_memory"]} if "keep_host_memory" in spec else {}))
     config = DPORunConfig(model=BUNDLED, pairs=work / "pairs.jsonl", loop=loop, loss="dpo", max_length=args.max_length,
                           probe_size=1, unseen_limit=0, **extra)
     try:
@@ -126,8 +152,8 @@ def work_dpo3d(args, spec: dict) -> dict:
     begun = next(t for m, t in phases if m.startswith("reference"))
     ended = next(t for m, t in phases if t > begun)
     return {
-        "step_seconds": [b - a for a, b in zip(stamps[1:], stamps[2:], strict=False)],
-        "warmup_seconds": stamps[1] - stamps[0],
+        **timed_steps(stamps, kernel, args.warmup),
+        "worker_peaks": peaks,
         "tokens_per_step": sum(map(len, encoded)),
         "predicted_per_step": sum(len(e.response_ids) for e in encoded),
         "reference_in_step": False,
@@ -156,6 +182,8 @@ def work_trl(args, spec: dict) -> dict:
     ])
     tracker = PeakTracker(_cuda(args))
     stamps: list[float] = []
+    kernel: list[tuple[float, int]] = []
+    peaks: list[float] = []
     memory: dict = {}
     steps: list[tuple[int, int]] = []  # (real tokens, completion tokens) per training batch
     reference = {"seconds": 0.0, "tokens": 0}
@@ -176,13 +204,17 @@ def work_trl(args, spec: dict) -> dict:
 
     class Timer(TrainerCallback):
         def on_train_begin(self, args_, state, control, **kwargs):
+            peaks.append(matmul_peak(args.device, args.precision))
             tracker.start()
             stamps.append(time.perf_counter())
+            kernel.append(kernel_reading())
 
         def on_step_end(self, args_, state, control, **kwargs):
             stamps.append(time.perf_counter())
+            kernel.append(kernel_reading())
             if state.global_step == args.steps:
                 memory.update(tracker.stop())
+                peaks.append(matmul_peak(args.device, args.precision))
 
     heard: list[str] = []
 
@@ -205,11 +237,18 @@ def work_trl(args, spec: dict) -> dict:
         said = next((m for m in heard if "padding_free" in m), "padding_free switched off by the trainer")
         return {"skipped": f"TRL {trl.__version__} ignores padding_free here (it would time the precompute run "
                            f"again): {said}"}
-    trainer.train()
-    timed = steps[1:] or steps
+    if spec.get("keep_host_memory"):  # dpo3d's allocator setting (dpo3d.host_memory) lent to TRL's run
+        from dpo3d.host_memory import kept
+
+        with kept() as active:
+            notes.append("host memory kept (dpo3d.host_memory)" if active else "host memory: not glibc, unchanged")
+            trainer.train()
+    else:
+        trainer.train()
+    timed = steps[args.warmup:] or steps
     return {
-        "step_seconds": [b - a for a, b in zip(stamps[1:], stamps[2:], strict=False)],
-        "warmup_seconds": stamps[1] - stamps[0],
+        **timed_steps(stamps, kernel, args.warmup),
+        "worker_peaks": peaks,
         "tokens_per_step": statistics.mean(t for t, _ in timed),
         "predicted_per_step": statistics.mean(c for _, c in timed),
         "reference_in_step": not spec["precompute"],
@@ -269,23 +308,34 @@ def worker_main(args) -> None:
 # ---------------------------------------------------------------- the parent: run, measure, report
 
 
-def summarise(result: dict, shape: ModelShape, peak: float, batch: int) -> dict:
+def summarise(result: dict, shape: ModelShape, run_peak: float, batch: int) -> dict:
+    """Rates and MFU of one configuration: against the higher matmul peak its own process read just
+    before and after its steps (the host's rate drifts over a run), and against the run's highest."""
     if "step_seconds" not in result or not result["step_seconds"]:
         return result
     seconds = statistics.mean(result["step_seconds"])
     tokens, predicted = result["tokens_per_step"], result["predicted_per_step"]
     policy = shape.train_flops(tokens, predicted)
     work = policy + (shape.forward_flops(tokens, predicted) if result["reference_in_step"] else 0.0)
+    peak = max(result.get("worker_peaks") or [run_peak])
     return {**result, "seconds_per_step": seconds, "pairs_per_s": batch / seconds, "tokens_per_s": tokens / seconds,
-            "mfu": policy / seconds / peak, "mfu_6nt": shape.convention_flops(tokens) / seconds / peak,
+            "peak_flops": peak, "mfu": policy / seconds / peak, "mfu_6nt": shape.convention_flops(tokens) / seconds / peak,
+            "mfu_vs_run_peak": policy / seconds / max(run_peak, peak),
             "policy_gflop_per_step": policy / 1e9, "work_gflop_per_s": work / seconds / 1e9}
+
+
+def kernel_cell(result: dict) -> str:
+    """Mean kernel time and page faults per timed step: what re-faulting freed memory costs a trainer."""
+    if not result.get("kernel_seconds"):
+        return "—"
+    return f"{statistics.mean(result['kernel_seconds']):.2f} ({statistics.mean(result['page_faults']):,.0f})"
 
 
 def report(results: dict[str, dict], args, peak: dict, shape: ModelShape) -> dict:
     cuda = _cuda(args)
     mem = "cuda_phase_peak_mib" if cuda else "phase_peak_mib"
-    headers = ["config", "s/step", "pairs/s", "tokens/s", "MFU", "MFU 6NT", "work GFLOP/s", "peak process MiB",
-               "peak steps MiB", "steps growth MiB", "reference pass tok/s", "notes"]
+    headers = ["config", "s/step", "pairs/s", "tokens/s", "MFU (peak GFLOP/s)", "MFU 6NT", "work GFLOP/s", "peak process MiB",
+               "peak steps MiB", "steps growth MiB", "reference pass tok/s", "kernel s/step (page faults)", "notes"]
     if cuda:
         headers[7:10] = ["peak process RSS MiB", "peak CUDA steps MiB", "peak CUDA process MiB"]
     rows = []
@@ -301,21 +351,23 @@ def report(results: dict[str, dict], args, peak: dict, shape: ModelShape) -> dic
                          fmt(m.get("cuda_process_peak_mib"), ".0f")] if cuda else
                         [fmt(m.get("process_peak_mib"), ".0f"), fmt(m.get("phase_peak_mib"), ".0f"),
                          fmt(m.get("phase_growth_mib"), ".0f")])
-        rows.append([name, spread, f"{r['pairs_per_s']:.3f}", f"{r['tokens_per_s']:.0f}", f"{r['mfu']:.1%}",
+        rows.append([name, spread, f"{r['pairs_per_s']:.3f}", f"{r['tokens_per_s']:.0f}", f"{r['mfu']:.1%} ({r['peak_flops'] / 1e9:.0f})",
                      f"{r['mfu_6nt']:.1%}", f"{r['work_gflop_per_s']:.1f}", *memory_cells,
-                     fmt(ref["tokens"] / ref["seconds"] if ref else None, ".0f"),
+                     fmt(ref["tokens"] / ref["seconds"] if ref else None, ".0f"), kernel_cell(r),
                      "; ".join([*r.get("notes", []), "reference forward in every step" if r["reference_in_step"] else ""]).strip("; ")])
     tokens = next((r["tokens_per_step"] / args.batch for r in results.values() if "tokens_per_step" in r), float("nan"))
     print(f"\nSmolLM2-135M, {args.precision} on {args.device}, {args.batch} pairs/step (~{tokens:.0f} tokens/pair), "
-          f"max length {args.max_length}, {args.steps - 1} timed steps after 1 warm-up, {args.threads} threads; "
-          f"measured {args.precision} matmul peak {peak['used'] / 1e9:.0f} GFLOP/s "
-          f"(before {peak['before'] / 1e9:.0f}, after {peak['after'] / 1e9:.0f}; the higher is the MFU denominator)\n")
+          f"max length {args.max_length}, {args.steps - args.warmup} timed steps after {args.warmup} warm-up, "
+          f"{args.threads} threads; {args.precision} matmul peak measured before and after the runs "
+          f"{peak['before'] / 1e9:.0f} and {peak['after'] / 1e9:.0f} GFLOP/s, and by each trainer's process just before "
+          f"and after its steps (the higher of those two is its MFU denominator, in brackets)\n")
     print(markdown_table(headers, rows))
     print("\nMFU: policy forward+backward, 6·N_body·T + 6·V·d·P (T real tokens, P response positions, head FLOPs at "
           "prompt positions not credited), policy-only for every trainer; MFU 6NT: 6·N·T (N all parameters). work: the "
           "policy's FLOPs plus, where the reference model runs inside the step, its forward (2·N_body·T + 2·V·d·P). "
           "Peak steps: the peak resident set during the training steps (reset when training starts); growth: over the "
-          "resident set when training starts.")
+          "resident set when training starts. kernel: the process's system CPU seconds per timed step and its minor page "
+          "faults (mostly zeroing freshly mapped pages for tensors glibc took from, and gave back to, the kernel).")
     scoring = results.get("logprobs", {})
     if "passes" in scoring:
         print("\ndpo3d scoring pass (no grad, warm) over all pairs of data/examples:")
@@ -341,7 +393,9 @@ def report(results: dict[str, dict], args, peak: dict, shape: ModelShape) -> dic
                         f"{fmt(base['memory'].get('phase_growth_mib'), '.0f')} MiB)"}
     if "mfu" in ours:
         goals["MFU of dpo3d's step"] = {"value": ours["mfu"], "goal": f">= {GOAL_MFU:.0%}", "met": ours["mfu"] >= GOAL_MFU,
-                                        "text": f"{ours['mfu']:.1%} of {peak['used'] / 1e9:.0f} GFLOP/s "
+                                        "text": f"{ours['mfu']:.1%} of {ours['peak_flops'] / 1e9:.0f} GFLOP/s read around "
+                                                f"its steps; {ours['mfu_vs_run_peak']:.1%} of the run's highest reading, "
+                                                f"{max(peak['used'], ours['peak_flops']) / 1e9:.0f} GFLOP/s "
                                                 f"(6·N·T convention: {ours['mfu_6nt']:.1%})"}
     print(f"\nratios vs {BASELINE}:")
     for name, r in results.items():
@@ -361,7 +415,9 @@ def report(results: dict[str, dict], args, peak: dict, shape: ModelShape) -> dic
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=4, help="optimizer steps per trainer (the first is warm-up)")
+    parser.add_argument("--steps", type=int, default=5, help="optimizer steps per trainer, --warmup of them untimed")
+    parser.add_argument("--warmup", type=int, default=2,
+                        help="untimed first steps: the first allocates, the second still faults in what its heap lacked")
     parser.add_argument("--batch", type=int, default=8, help="pairs per step")
     parser.add_argument("--max-length", type=int, default=256)
     parser.add_argument("--lr", type=float, default=1e-6)
@@ -377,8 +433,8 @@ def main() -> None:
 
     args.threads = args.threads or torch.get_num_threads()
     args.precision = args.precision or ("bf16" if args.device == "cuda" else "fp32")
-    if args.steps < 2:
-        parser.error("--steps must be at least 2 (the first is warm-up)")
+    if args.warmup < 1 or args.steps <= args.warmup:
+        parser.error("--steps must exceed --warmup (the warm-up steps are not timed)")
     if args.worker:
         worker_main(args)
         return
@@ -389,7 +445,7 @@ def main() -> None:
 
     shape = ModelShape.of(load_causal_lm(BUNDLED))
     peak = {"before": matmul_peak(args.device, args.precision)}
-    passed = ["--steps", str(args.steps), "--batch", str(args.batch), "--max-length", str(args.max_length), "--lr",
+    passed = ["--steps", str(args.steps), "--warmup", str(args.warmup), "--batch", str(args.batch), "--max-length", str(args.max_length), "--lr",
               str(args.lr), "--threads", str(args.threads), "--device", args.device, "--precision", args.precision]
     results: dict[str, dict] = {}
     for name in args.only or list(CONFIGS):
