@@ -68,7 +68,7 @@ KEEP_HOST_MEMORY = typer.Option(
     LoopConfig.keep_host_memory, "--keep-host-memory/--release-host-memory",
     help="On the CPU, keep the memory a step frees in the process for the next step instead of returning it to "
          "the kernel (glibc): each step's activations reuse their pages instead of faulting them in again (on the "
-         "bundled model ~26,000 page faults a step instead of ~360,000). Costs some peak memory (a fragmented "
+         "bundled model a handful of page faults a step instead of ~300,000). Costs some peak memory (a fragmented "
          "heap, ~0.5 GiB there); the kept memory goes back when training ends.",
 )
 REPORT_TO = typer.Option(

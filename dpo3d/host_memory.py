@@ -4,13 +4,14 @@ glibc's malloc serves every block above its mmap threshold (at most 32 MiB, and 
 step's activations, head chunks and gradients are larger) with a fresh ``mmap`` and returns it to the
 kernel on ``free``. A CPU training step allocates gigabytes of such blocks and frees them again,
 so every step faults each page in anew and the kernel zeroes it. In ``just bench`` (the bundled
-model, 8 pairs a step, 2 cores) that is ~360,000 page faults and ~2.9 s of kernel time in each of
-dpo3d's steps, and 3.6 million faults and ~23 s in each of TRL's. Inside :func:`kept`, big blocks
-come from the heap and freed memory stays there (``M_MMAP_MAX = 0``, ``M_TRIM_THRESHOLD = -1``), so
-from the second step on the same pages serve again (~26,000 faults and ~0.5 s of kernel time a step
-in the same bench). The cost: the heap fragments, so the peak resident memory of the steps is a few
-hundred MiB above the released one's (538 MiB in that bench); what the run freed is returned to the
-kernel when it ends (``malloc_trim``). Elsewhere than glibc, nothing changes.
+model, 8 pairs a step, 2 cores) that is ~300,000 page faults and ~1.5 s of kernel time in each of
+dpo3d's 14 s steps, and 3.6 million faults and ~17 s in each of TRL's 35 s ones. Inside
+:func:`kept`, big blocks come from the heap and freed memory stays there (``M_MMAP_MAX = 0``,
+``M_TRIM_THRESHOLD = -1``), so from the second step on the same pages serve again (a handful of
+faults and ~0.1 s of kernel time a step in the same bench). The cost: the heap fragments, so the
+peak resident memory of the steps is a few hundred MiB above the released one's (472 MiB in that
+bench); what the run freed is returned to the kernel when it ends (``malloc_trim``). Elsewhere
+than glibc, nothing changes.
 """
 
 from __future__ import annotations
