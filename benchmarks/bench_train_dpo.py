@@ -1,7 +1,7 @@
 """dpo3d `train-dpo` vs TRL's `DPOTrainer`, side by side in one run, each configuration in its own process.
 
-Configurations: dpo3d (defaults: chunked LM head + packing, host memory kept between steps), dpo3d
-with host memory released (glibc's default allocator behaviour, dpo3d.host_memory), dpo3d with the
+Configurations: dpo3d (defaults: chunked LM head + packing), dpo3d with the host memory a step frees
+kept for the next one (--keep-host-memory, dpo3d.host_memory), dpo3d with the
 LM head 1,024 positions a chunk (the default before it became 512), dpo3d padded
 (packing off), dpo3d full-logits (head_chunk None, packing off: the old path), TRL default (reference
 model run in every step), TRL with precompute_ref_log_probs=True, the same with dpo3d's host-memory
@@ -57,7 +57,7 @@ from _bench_common import (
 
 CONFIGS: dict[str, dict] = {
     "dpo3d": {"kind": "dpo3d", "logprobs": {}},
-    "dpo3d-released-memory": {"kind": "dpo3d", "logprobs": {}, "keep_host_memory": False},
+    "dpo3d-kept-memory": {"kind": "dpo3d", "logprobs": {}, "keep_host_memory": True},
     "dpo3d-head-chunk-1024": {"kind": "dpo3d", "logprobs": {"head_chunk": 1024}},
     "dpo3d-padded": {"kind": "dpo3d", "logprobs": {"packing": False}},
     "dpo3d-full-logits": {"kind": "dpo3d", "logprobs": {"head_chunk": None, "packing": False}},

@@ -27,27 +27,28 @@ def faults_of_a_second_tensor() -> int:
     return faults
 
 
-def test_inside_kept_freed_pages_serve_again_and_after_it_glibc_maps_afresh():
+def test_inside_kept_freed_pages_serve_again_and_on_exit_they_go_back_to_the_kernel():
     with host_memory.kept() as active:
         assert active
-        for _ in range(2):  # the first rounds may land in never-touched holes of the heap
-            faults_of_a_second_tensor()
-        inside = faults_of_a_second_tensor()
+        # some rounds land in never-touched parts of the heap (which ones depends on what else the
+        # process allocates in between: under pytest e.g. [16384, 16384, 0, 16384, ..., 0, 0]); released,
+        # no round ever reuses a page (every one is a fresh mmap)
+        rounds = [faults_of_a_second_tensor() for _ in range(8)]
     after = faults_of_a_second_tensor()
-    assert inside < PAGES // 20, inside  # a few stray pages at most, not the tensor's 16,384
-    assert after >= PAGES * 9 // 10, after  # restored: every page of a fresh mmap faults in
+    assert min(rounds) < PAGES // 20, rounds  # a few stray pages at most, not the tensor's 16,384
+    assert after >= PAGES * 9 // 10, after  # malloc_trim on exit handed the kept pages back: they fault in anew
 
 
 def test_disabled_or_without_glibc_nothing_changes(monkeypatch):
     with host_memory.kept(enabled=False) as active:
         assert not active
-        assert faults_of_a_second_tensor() >= PAGES * 9 // 10
+        assert min(faults_of_a_second_tensor() for _ in range(8)) >= PAGES * 9 // 10
     monkeypatch.setattr(host_memory, "_glibc", lambda: None)
     with host_memory.kept() as active:
         assert not active
 
 
-def test_the_training_loop_keeps_host_memory_on_the_cpu_unless_told_not_to(monkeypatch, tmp_path):
+def test_the_training_loop_keeps_host_memory_on_the_cpu_only_when_told_to(monkeypatch, tmp_path):
     from dpo3d.training import loop
 
     seen: list[bool] = []
@@ -60,7 +61,7 @@ def test_the_training_loop_keeps_host_memory_on_the_cpu_unless_told_not_to(monke
         raise Stop
 
     monkeypatch.setattr(loop.host_memory, "kept", recording)
-    assert LoopConfig.keep_host_memory is True
+    assert LoopConfig.keep_host_memory is False  # off by default: it costs peak memory
     for keep in (True, False):
         with pytest.raises(Stop):
             loop.train(None, None, None, LoopConfig(out=tmp_path, cpu=True, keep_host_memory=keep))
