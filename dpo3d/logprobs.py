@@ -129,7 +129,9 @@ def _stats(model, batch: PaddedBatch, chunk: int | None, packed: bool, temperatu
 
 # per (unwrapped) model: does each feature reproduce the plain padded full-logits path? Probed once.
 _SUPPORT: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+FEATURES = ("chunked", "packing")
 PROBE_CHUNK = 3  # smaller than the probe's token count, so the probe crosses chunk boundaries
+PROBE_TOKENS = 12
 
 
 def _low_precision(model, device: torch.device) -> bool:
@@ -138,15 +140,20 @@ def _low_precision(model, device: torch.device) -> bool:
     return any(p.dtype in (torch.float16, torch.bfloat16) for p in unwrap(model).parameters())
 
 
+def _probe_batch(model, device: torch.device) -> PaddedBatch:
+    """Two short sequences of fixed token ids, the second shorter (so the batch pads): the same on every
+    process and for every dataset, so the probe's verdict and its number of forwards never depend on data."""
+    vocabulary = getattr(getattr(unwrap(model), "config", None), "vocab_size", None) or 256
+    tokens = [(7 * i + 3) % vocabulary for i in range(PROBE_TOKENS)]
+    other = tokens[::-1][: PROBE_TOKENS // 2 + 1]
+    return collate([EncodedPair(tokens[:1], tokens[1:]), EncodedPair(other[:1], other[1:])], tokens[0]).to(device)
+
+
 @torch.no_grad()
-def _probe(model, feature: str, batch: PaddedBatch) -> bool:
-    """The feature vs the plain path on two short sequences made of the batch's own tokens, in eval mode
-    (no dropout) so both see the same function. Through the wrapper: every process probes together."""
-    tokens = batch.input_ids[0][batch.attention_mask[0].bool()][:12].tolist()
-    tokens = (tokens * 4)[: max(len(tokens), 4)]
-    other = tokens[::-1][: len(tokens) // 2 + 1]
-    probe = collate([EncodedPair(tokens[:1], tokens[1:]), EncodedPair(other[:1], other[1:])], tokens[0])
-    probe = probe.to(batch.input_ids.device)
+def _probe(model, feature: str, device: torch.device) -> bool:
+    """The feature vs the plain path on :func:`_probe_batch`, in eval mode (no dropout) so both see the
+    same function: two forwards through the model as given (a wrapper's collectives included)."""
+    probe = _probe_batch(model, device)
     was_training = model.training
     model.eval()
     try:
@@ -157,21 +164,50 @@ def _probe(model, feature: str, batch: PaddedBatch) -> bool:
             got = _stats(model, probe, None, True, 1.0, False, False, width=None).logps
     finally:
         model.train(was_training)
-    tolerance = 5e-2 if _low_precision(model, probe.input_ids.device) else 1e-3
+    tolerance = 5e-2 if _low_precision(model, device) else 1e-3
     return bool((got.float() - plain.float()).abs().max() <= tolerance)
 
 
-def _supports(model, feature: str, batch: PaddedBatch) -> bool:
+def _warn_unsupported(model, feature: str) -> None:
+    what = "the chunked LM head" if feature == "chunked" else "packed sequences"
+    warnings.warn(f"{type(unwrap(model)).__name__}: {what} did not reproduce the padded full-logits log-probs; "
+                  "using the plain path for this model", stacklevel=4)
+
+
+def _supports(model, feature: str, device: torch.device) -> bool:
     if feature == "chunked" and output_head(model) is None:
         return False  # e.g. a LoRA-wrapped head: its own forward is the only one that knows it
     known = _SUPPORT.setdefault(unwrap(model), {})
     if feature not in known:
-        known[feature] = _probe(model, feature, batch)
+        known[feature] = _probe(model, feature, device)
         if not known[feature]:
-            what = "the chunked LM head" if feature == "chunked" else "packed sequences"
-            warnings.warn(f"{type(unwrap(model)).__name__}: {what} did not reproduce the padded full-logits log-probs; "
-                          "using the plain path for this model", stacklevel=3)
+            _warn_unsupported(model, feature)
     return known[feature]
+
+
+def settle_support(model, options: LogprobOptions | None = None, device: torch.device | None = None,
+                   agree: Callable[[list[bool]], list[bool]] | None = None) -> dict[str, bool]:
+    """Probe the features ``options`` asks for now, whatever is cached, and keep the verdicts.
+
+    A lazy probe runs inside the first scoring call, which under sharded parameters (FSDP, ZeRO-3) is a
+    set of collectives: a process that had probed earlier (say in an unsharded reference pass) and one
+    that had not would run different numbers of forwards and wait on each other for ever. A training
+    loop therefore calls this on every process at the same point, after wrapping the model: each runs
+    the same forwards, and ``agree`` (per feature: supported on every process?) makes the verdicts one.
+    Later scoring calls find them and run no probe."""
+    options = options or LogprobOptions()
+    device = device or next(unwrap(model).parameters()).device
+    wanted = [f for f, on in zip(FEATURES, (bool(options.head_chunk), options.packing), strict=True) if on]
+    known = _SUPPORT.setdefault(unwrap(model), {})
+    for feature in wanted:
+        known.pop(feature, None)
+    verdicts = [_supports(model, feature, device) for feature in wanted]
+    agreed = [bool(v) for v in agree(verdicts)] if agree is not None else verdicts
+    for feature, own, verdict in zip(wanted, verdicts, agreed, strict=True):
+        known[feature] = verdict
+        if own and not verdict:
+            _warn_unsupported(model, feature)
+    return dict(zip(wanted, agreed, strict=True))
 
 
 def token_stats(model, batch: PaddedBatch, options: LogprobOptions | None = None, temperature: float = 1.0,
@@ -184,10 +220,11 @@ def token_stats(model, batch: PaddedBatch, options: LogprobOptions | None = None
     forward goes through the wrapper so gradients synchronise.
     """
     options = options or LogprobOptions()
-    chunk = options.head_chunk if options.head_chunk and _supports(model, "chunked", batch) else None
+    device = batch.input_ids.device
+    chunk = options.head_chunk if options.head_chunk and _supports(model, "chunked", device) else None
     # nothing to gain on one sequence or a batch without padding
     padded = batch.input_ids.shape[0] > 1 and not bool(batch.attention_mask.bool().all())
-    packed = options.packing and padded and _supports(model, "packing", batch)
+    packed = options.packing and padded and _supports(model, "packing", device)
     return _stats(model, batch, chunk, packed, temperature, entropy, log_sum_sq, hidden=hidden)
 
 

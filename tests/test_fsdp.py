@@ -36,14 +36,16 @@ PROCESSES, STEPS = 2, 4
 RELATIVE, ABSOLUTE = 1e-4, 1e-5
 
 WORKER = """
-import json, sys
+import json, os, sys, time
 from pathlib import Path
 
 from accelerate import Accelerator, FullyShardedDataParallelPlugin
 from accelerate.state import AcceleratorState, PartialState
 from accelerate.utils import DistributedType
 
+import dpo3d.training.dpo as dpo
 import dpo3d.training.loop as loop
+from dpo3d.training import reference as ref_cache
 from dpo3d.training.config import LoopConfig
 from dpo3d.training.dpo import DPORunConfig, train_dpo
 from dpo3d.training.loop import LoopCallbacks
@@ -60,6 +62,19 @@ def fsdp_on_cpu(*args, **kwargs):
 
 loop.Accelerator = fsdp_on_cpu
 settings = json.loads(sys.argv[1])
+original_reference = dpo._reference_logps
+
+
+def reference_after_main(config, *args):
+    # the race CI once lost, made certain: process 1 finds the reference the main process stored and skips its
+    # own (unsharded) reference pass, so only the main process has scored with the bare model before training
+    if int(os.environ["RANK"]) == 1:
+        while not (Path(config.loop.out) / ref_cache.CACHE_FILE).exists():
+            time.sleep(0.05)
+    return original_reference(config, *args)
+
+
+dpo._reference_logps = reference_after_main
 
 
 class Stop(Exception):

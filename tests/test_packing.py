@@ -136,3 +136,56 @@ def test_nothing_to_pack_is_left_padded_as_is(tiny_model, tokenizer):
     finally:
         hook.remove()
     assert seen[-1]["attention_mask"] is not None and seen[-1]["input_ids"].shape == batch.input_ids.shape
+
+
+def count_forwards(model) -> list[int]:
+    calls = [0]
+    model.register_forward_pre_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+    return calls
+
+
+def test_settling_runs_the_same_forwards_whether_or_not_a_process_probed_before(tokenizer):
+    # under FSDP a forward is a collective: a process that probed lazily in its reference pass and one that
+    # did not must still run the same forwards when the loop settles the verdicts (the hang CI once hit)
+    from dpo3d.logprobs import settle_support
+
+    cold, warm = tiny_causal_lm(tokenizer, seed=3), tiny_causal_lm(tokenizer, seed=3)
+    batch = collate(sequences(tokenizer), tokenizer.pad_token_id, "right")
+    with torch.no_grad():
+        sequence_logps(warm, batch, LogprobOptions(head_chunk=4, packing=True))  # probes lazily
+    assert set(_SUPPORT[warm]) == {"chunked", "packing"} and cold not in _SUPPORT
+    counts = {name: count_forwards(model) for name, model in (("cold", cold), ("warm", warm))}
+    verdicts = {name: settle_support(model, LogprobOptions(head_chunk=4, packing=True))
+                for name, model in (("cold", cold), ("warm", warm))}
+    assert counts["cold"] == counts["warm"] == [4]  # plain + chunked, plain + packed: two per feature
+    assert verdicts["cold"] == verdicts["warm"] == {"chunked": True, "packing": True}
+    # the verdicts are kept: scoring afterwards runs one forward, no probe
+    with torch.no_grad():
+        sequence_logps(cold, batch, LogprobOptions(head_chunk=4, packing=True))
+    assert counts["cold"] == [5]
+    # only the features asked for are probed
+    assert settle_support(cold, LogprobOptions(head_chunk=None, packing=True)) == {"packing": True}
+    assert counts["cold"] == [7]
+
+
+def test_settling_keeps_the_verdict_every_process_agrees_on(tokenizer):
+    # one process where packing failed its probe makes every process pad
+    from dpo3d.logprobs import settle_support
+
+    model = tiny_causal_lm(tokenizer, seed=4)
+    asked: list[list[bool]] = []
+
+    def another_process_disagrees(flags: list[bool]) -> list[bool]:
+        asked.append(list(flags))
+        return [flags[0], False]
+
+    with pytest.warns(UserWarning, match="packed sequences did not reproduce"):
+        verdict = settle_support(model, LogprobOptions(head_chunk=4, packing=True), agree=another_process_disagrees)
+    assert asked == [[True, True]]  # this process's own probes passed
+    assert verdict == {"chunked": True, "packing": False} == _SUPPORT[model]
+    batch = collate(sequences(tokenizer), tokenizer.pad_token_id, "right")
+    with torch.no_grad():
+        got = sequence_logps(model, batch, LogprobOptions(head_chunk=None, packing=True)).sum
+        padded = _stats(model, batch, None, False, 1.0, False, False).logps
+    rows = torch.nonzero(scored_positions(batch), as_tuple=True)[0]
+    torch.testing.assert_close(got, torch.zeros(4).index_add(0, rows, padded), rtol=0, atol=0)  # padded, bit for bit

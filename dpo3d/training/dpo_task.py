@@ -56,6 +56,11 @@ class DPOTask:
             self.watch = RunWatch(self.loss_spec.name, self.settings.hyperparameters)
 
     @property
+    def logprob_options(self) -> LogprobOptions:
+        """How this task scores responses (the loop settles the features on every process before training)."""
+        return self.settings.logprobs
+
+    @property
     def detector(self) -> ThreeDDetector:
         return self.watch.detector
 

@@ -204,6 +204,9 @@ def _train(model, tokenizer, task: Task, config: LoopConfig, callbacks: LoopCall
                                            saved_best_step(out)):
                     warnings.warn(message, stacklevel=2)
         share_control(accelerator, task)
+    # after the optimizer state is back: FSDP2 sets itself up at its first forward, and the resumed state
+    # must find the parameters it was keyed by
+    sharding.settle_scoring(accelerator, model, task)
     run_config = {"steps": total, "global_batch": global_size, "processes": processes, **config.to_json(),
                   "mixed_precision": accelerator.mixed_precision}
     if main:

@@ -17,7 +17,7 @@ import torch
 from .. import formats, inputs, lora
 from ..datasets import BUILTINS, load_prompts
 from ..encoding_cache import default_cache, encode_cached
-from ..logprobs import collate, score_sequences, sequence_logps
+from ..logprobs import LogprobOptions, collate, score_sequences, sequence_logps
 from ..lora import LoRAConfig
 from ..models import LoadOptions, load_causal_lm, load_tokenizer
 from ..records import RecordError, is_text
@@ -74,13 +74,15 @@ class SFTTask:
     eval_every: int = 0
     padding_side: str = "right"
     total_steps: int = 0  # set by the loop: the last step is always evaluated
+    logprob_options: LogprobOptions = field(default_factory=LogprobOptions)  # chunked LM head, packing
 
     def lengths(self) -> list[int]:
         return [len(example) for example in self.examples]
 
     def loss(self, model, indices: list[int]):
         device = next(model.parameters()).device
-        logps = sequence_logps(model, collate([self.examples[i] for i in indices], self.pad_id, self.padding_side).to(device))
+        batch = collate([self.examples[i] for i in indices], self.pad_id, self.padding_side).to(device)
+        logps = sequence_logps(model, batch, self.logprob_options)
         nll = -logps.mean
         return nll.mean(), {"loss": nll, "response_logp": logps.sum, "response_tokens": logps.count}
 
@@ -88,7 +90,7 @@ class SFTTask:
         if not self.eval_examples or not (step in (0, self.total_steps) or (self.eval_every and step % self.eval_every == 0)):
             return {}
         with torch.no_grad():
-            logps = score_sequences(model, self.eval_examples, self.pad_id, 16, self.padding_side)
+            logps = score_sequences(model, self.eval_examples, self.pad_id, 16, self.padding_side, self.logprob_options)
         return {"eval_loss": float((-logps.mean).mean())}
 
     def check(self, record: dict) -> list[str]:

@@ -20,6 +20,8 @@ import os
 import torch
 from accelerate.utils import DistributedType, broadcast_object_list
 
+from .. import logprobs
+
 
 def is_fsdp(accelerator) -> bool:
     return accelerator.distributed_type == DistributedType.FSDP
@@ -34,6 +36,25 @@ def shards_parameters(accelerator) -> bool:
     if is_fsdp(accelerator):
         return True
     return is_deepspeed(accelerator) and accelerator.state.deepspeed_plugin.zero_stage == 3
+
+
+def on_every_process(accelerator, flags: list[bool]) -> list[bool]:
+    """Per flag: true on every process (a collective: every process calls it)."""
+    if not flags:
+        return []
+    counts = accelerator.reduce(torch.tensor([float(f) for f in flags], device=accelerator.device), "sum")
+    return [int(round(float(c))) == accelerator.num_processes for c in counts]
+
+
+def settle_scoring(accelerator, model, task) -> None:
+    """Every process probes the task's scorer features (chunked head, packing) through the prepared model,
+    together, and keeps the common verdict (:func:`dpo3d.logprobs.settle_support`): no scoring call probes
+    later, on one process and not the others, in the middle of a sharded forward."""
+    options = getattr(task, "logprob_options", None)
+    if options is None:  # a task that scores no tokens (reward models)
+        return
+    with accelerator.autocast():  # the verdict for the precision the run trains in
+        logprobs.settle_support(model, options, accelerator.device, agree=lambda flags: on_every_process(accelerator, flags))
 
 
 def gathers_to_save(accelerator) -> bool:
