@@ -127,7 +127,8 @@ def _stats(model, batch: PaddedBatch, chunk: int | None, packed: bool, temperatu
     return stats if layout is None else stats.select(layout.unpack)
 
 
-# per (unwrapped) model: does each feature reproduce the plain padded full-logits path? Probed once.
+# per (unwrapped) model: does each feature reproduce the plain padded full-logits path? Probed at the
+# first scoring call, or by settle_support (training loops, on every process at once).
 _SUPPORT: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 FEATURES = ("chunked", "packing")
 PROBE_CHUNK = 3  # smaller than the probe's token count, so the probe crosses chunk boundaries
