@@ -69,8 +69,8 @@ KEEP_HOST_MEMORY = typer.Option(
     help="On the CPU, keep the memory a step frees in the process for the next step instead of returning it to "
          "the kernel (glibc): each step's activations reuse their pages instead of faulting them in again (on the "
          "bundled model, 8 pairs a step: a handful of page faults a step instead of ~300,000, 1.10x faster). Costs "
-         "peak memory (a fragmented heap: ~0.5 GiB more there, and under a 5 GiB cap 8 pairs a step fit where 64 "
-         "do released); the kept memory goes back when training ends.",
+         "peak memory (a fragmented heap: up to ~0.5 GiB more there, and under a 5 GiB cap it ran out at 16 pairs a "
+         "step where released fit 64, when measured); the kept memory goes back when training ends.",
 )
 REPORT_TO = typer.Option(
     LoopConfig.report_to, "--report-to",
