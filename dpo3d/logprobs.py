@@ -172,18 +172,26 @@ def _probe(model, feature: str, device: torch.device) -> bool:
 def _warn_unsupported(model, feature: str) -> None:
     what = "the chunked LM head" if feature == "chunked" else "packed sequences"
     warnings.warn(f"{type(unwrap(model)).__name__}: {what} did not reproduce the padded full-logits log-probs; "
-                  "using the plain path for this model", stacklevel=4)
+                  "using the plain path for this model", stacklevel=5)
+
+
+def _applies(model, feature: str) -> bool:
+    # no chunking without a plain linear head (e.g. a LoRA-wrapped one: its own forward is the only one that knows it)
+    return feature != "chunked" or output_head(model) is not None
+
+
+def _keep(model, feature: str, verdict: bool, probed: bool = True) -> bool:
+    _SUPPORT.setdefault(unwrap(model), {})[feature] = verdict
+    if probed and not verdict:
+        _warn_unsupported(model, feature)
+    return verdict
 
 
 def _supports(model, feature: str, device: torch.device) -> bool:
-    if feature == "chunked" and output_head(model) is None:
-        return False  # e.g. a LoRA-wrapped head: its own forward is the only one that knows it
-    known = _SUPPORT.setdefault(unwrap(model), {})
-    if feature not in known:
-        known[feature] = _probe(model, feature, device)
-        if not known[feature]:
-            _warn_unsupported(model, feature)
-    return known[feature]
+    if not _applies(model, feature):
+        return False
+    known = _SUPPORT.get(unwrap(model), {})
+    return known[feature] if feature in known else _keep(model, feature, _probe(model, feature, device))
 
 
 def settle_support(model, options: LogprobOptions | None = None, device: torch.device | None = None,
@@ -199,16 +207,11 @@ def settle_support(model, options: LogprobOptions | None = None, device: torch.d
     options = options or LogprobOptions()
     device = device or next(unwrap(model).parameters()).device
     wanted = [f for f, on in zip(FEATURES, (bool(options.head_chunk), options.packing), strict=True) if on]
-    known = _SUPPORT.setdefault(unwrap(model), {})
-    for feature in wanted:
-        known.pop(feature, None)
-    verdicts = [_supports(model, feature, device) for feature in wanted]
+    applies = [_applies(model, feature) for feature in wanted]
+    verdicts = [bool(a and _probe(model, feature, device)) for feature, a in zip(wanted, applies, strict=True)]
     agreed = [bool(v) for v in agree(verdicts)] if agree is not None else verdicts
-    for feature, own, verdict in zip(wanted, verdicts, agreed, strict=True):
-        known[feature] = verdict
-        if own and not verdict:
-            _warn_unsupported(model, feature)
-    return dict(zip(wanted, agreed, strict=True))
+    return {feature: _keep(model, feature, verdict, probed=a)
+            for feature, a, verdict in zip(wanted, applies, agreed, strict=True)}
 
 
 def token_stats(model, batch: PaddedBatch, options: LogprobOptions | None = None, temperature: float = 1.0,

@@ -148,8 +148,7 @@ def make_accelerator(cpu: bool, mixed_precision: str | None, report_to: str, out
 
 def stop_unless_finite(accelerator, finite: bool, out: Path, step: int, what: str, advice: str) -> None:
     """Raise NonFiniteLoss on every process when any process saw a non-finite loss at ``step``."""
-    bad = accelerator.reduce(torch.tensor([0.0 if finite else 1.0], device=accelerator.device), "sum")
-    if float(bad) == 0:
+    if sharding.on_every_process(accelerator, [finite])[0]:
         return
     saved = checkpoint.latest(out)
     where = (f"the last good checkpoint is {saved} (step {torch.load(saved / checkpoint.STATE_FILE, weights_only=True)['step']})"
