@@ -65,6 +65,10 @@ def _register() -> None:
     app.add_typer(judge.app, name="judge")
     app.command("build-pairs")(build_pairs.command)
 
+    from . import edit_pairs
+
+    app.command("edit-pairs")(edit_pairs.command)
+
     from . import train_dpo
 
     app.command("train-dpo")(train_dpo.command)
