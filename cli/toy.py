@@ -12,6 +12,7 @@ from rich.table import Table
 
 from dpo3d.guard import KEEP_BEST, POLICIES, GuardSettings
 from dpo3d.losses import LOSSES, get_loss, parse_loss_args
+from dpo3d.toy.ablation import DEFAULT_SGD_LR, DEFAULT_TABULAR_LR
 from dpo3d.toy.indicators import TABLE_COLUMNS, indicators
 from dpo3d.toy.outputs import write_outputs
 from dpo3d.toy.parallel import run_toy_parallel
@@ -25,6 +26,7 @@ from dpo3d.toy.scenarios import (
     load_distribution,
     select_scenarios,
 )
+from dpo3d.toy.seeds import DEFAULT_SWEEP_SEEDS, seed_list
 from dpo3d.toy.train import DEFAULT_LR, DEFAULT_STEPS, ToyConfig, run_toy
 
 from .common import UsageError, console, progress, user_errors
@@ -47,11 +49,23 @@ HELP = (
     "log|∂L/∂x1|, log|∂L/∂x2| from the registry and the autograd-measured ∂L/∂x1, ∂L/∂x2; the loss), "
     "summary.json (the 3D indicators per run), likelihoods.png (Figure 2), scenarios.png (Figure 3), "
     "gradients.png, landscape.png (the loss over (x1, x2) with its gradient field) and, with --sweep, "
-    "sweep.png. The table of indicators goes to stderr.\n\n"
-    "**Reading it**: in sweep.png each row is a scenario and each column a loss; green is the chosen "
-    "response's probability, orange the rejected, purple the unseen 9–10, grey dashed the mass outside the "
-    "prompt's own pairs. A green curve that peaks (dot) and then sinks while the grey one rises is "
-    "degradation and dispersion.\n\n"
+    "sweep.png and sweep.md. The table of indicators goes to stderr.\n\n"
+    f"**Seeds**: --sweep runs {DEFAULT_SWEEP_SEEDS} seeds by default (--seeds N: N seeds from --seed; a seed sets the "
+    "MLP's init and the rejected drawn for each pair), other runs one. With several seeds each seed's "
+    "metrics.jsonl and summary.json go to seed-<k>/, and seeds.json, sweep.md and sweep.png report every number "
+    "as mean ± sd over the seeds (sample sd, n − 1; the figure: mean line, ±sd band). `--seeds 1` gives the "
+    "one-seed files above.\n\n"
+    "**Reading it**: each prompt's probability mass is split into four shares that sum to 1: its own chosen "
+    "(green), the rejected 5–8 (orange; the pair's own rejected x2 dotted), the other prompts' chosen responses "
+    "(grey dashed) and the unseen 9–10 (purple). Only mass gained by the unseen 9–10 is dispersion (Corollary 3: "
+    "mass on responses in no pair); the other prompts' chosen are in the data, so mass moving there is not "
+    "dispersion. In this toy the unseen 9–10 fall to ~1e-20 with the rejected, and what the chosen loses after "
+    "its peak goes to the other prompts' chosen. A green curve that peaks (dot) and then sinks while the margin "
+    "grows is degradation.\n\n"
+    "**--ablation** trains DPO in four set-ups over the seeds (5 by default): the default (shared MLP, Adam), "
+    "one prompt's pair alone, a logit table with no weights shared between prompts, and plain SGD; it writes "
+    "ablation.md, ablation.json and ablation.png with the chosen's peak → final and post-peak fall (mean ± sd) "
+    "and log10 x2 and log10 |∂L/∂x1| (the Corollary-2 check), to show what drives the toy's degradation.\n\n"
     "**Acting on it** (--guard): each step's probes (the chosen, rejected and unseen log-probs' change since "
     "step 0) go to train-dpo's live 3D detector, and a guard acts on its warnings, as Proposition 1 suggests. "
     f"`sft` adds an SFT term α·(−log π(chosen)) to the loss (α = {_GUARD.sft_weight:g}; each later warning "
@@ -61,7 +75,9 @@ HELP = (
     "chosen does without a guard). Actions go to metrics.jsonl, summary.json, stderr and the figures "
     "(magenta lines; the kept step black dotted).\n\n"
     "Examples:\n\n"
-    "- `dpo3d toy --sweep --out runs/toy`\n"
+    "- `dpo3d toy --sweep --out runs/toy` (5 seeds)\n"
+    "- `dpo3d toy --sweep --seeds 1 --seed 3 --out runs/toy-seed3`\n"
+    "- `dpo3d toy --ablation --out runs/toy-ablation`\n"
     "- `dpo3d toy --scenario 1 --loss flex --beta-chosen 0.1 --beta-rejected 0.02`\n"
     "- `dpo3d toy --init-dist my_init.json --loss dpo-sft --sft-weight 0.5`\n"
     "- `dpo3d toy --guard sft --out runs/toy-guard`"
@@ -162,7 +178,16 @@ def command(
         "--rejected-draw",
         help=f"How each pair's rejected is drawn from 5–8: {' or '.join(REJECTED_DRAWS)} (no repeat within a prompt).",
     ),
-    seed: int = typer.Option(0, "--seed", help="Seeds the MLP's init and the rejected draws; same seed, same metrics."),
+    seed: int = typer.Option(0, "--seed", help="Seeds the MLP's init and the rejected draws; same seed, same metrics. The first seed of --seeds."),
+    seeds: int | None = typer.Option(
+        None, "--seeds", min=1,
+        help=f"How many seeds (--seed, --seed+1, ...): mean ± sd over them. Default {DEFAULT_SWEEP_SEEDS} with --sweep or --ablation, else 1.",
+    ),
+    ablation: bool = typer.Option(
+        False, "--ablation", help="DPO in four set-ups (default, one prompt alone, logit table, SGD) over --seeds: what drives degradation."
+    ),
+    sgd_lr: float = typer.Option(DEFAULT_SGD_LR, "--sgd-lr", help="--ablation: the SGD variant's learning rate."),
+    tabular_lr: float = typer.Option(DEFAULT_TABULAR_LR, "--tabular-lr", help="--ablation: the logit table's Adam learning rate."),
     figures: bool = typer.Option(True, "--figures/--no-figures", help="Draw the PNGs (the slow part; skipped above 8 losses)."),
     metrics_every: int | None = typer.Option(
         None, "--metrics-every", min=1, help="Write every N-th step to metrics.jsonl (default 1; 25 above 8 losses)."
@@ -190,6 +215,12 @@ def command(
     if not loss_names:
         raise UsageError("--losses lists no loss")
     scenarios = (load_distribution(init_dist),) if init_dist is not None else select_scenarios(_split(scenario) or ["all"])
+    seed_count = seeds if seeds is not None else DEFAULT_SWEEP_SEEDS if sweep or ablation else 1
+    if ablation:
+        if sweep or guard is not None or loss != "dpo":
+            raise UsageError("--ablation trains DPO only; leave out --sweep, --guard and --loss")
+        _ablation(out, scenarios, seed_list(seed, seed_count), steps, lr, sgd_lr, tabular_lr, beta, hidden, sft_steps, sft_lr, figures)
+        return
     hyperparameters = {
         "beta": beta,
         "beta_chosen": beta_chosen,
@@ -224,7 +255,10 @@ def command(
         landscape = ["dpo", compare] if compare != "dpo" else ["dpo"]
 
     if workers is None:  # a big sweep uses two cores (its runs are independent); a small one is not worth a fork
-        workers = min(2, os.cpu_count() or 1) if len(scenarios) * len(loss_names) > 16 else 1
+        workers = min(2, os.cpu_count() or 1) if seed_count * len(scenarios) * len(loss_names) > 16 else 1
+    if seed_count > 1:
+        _several_seeds(config, seed_list(seed, seed_count), workers, out, figures and len(loss_names) <= 8, landscape, metrics_every, started)
+        return
     if workers > 1:
         console.print(f"toy: {len(scenarios)} scenario(s) × {len(loss_names)} losses on {workers} processes", highlight=False)
         result = run_toy_parallel(config, workers)
@@ -259,5 +293,59 @@ def command(
         highlight=False,
     )
 
+
+def _ablation(out, scenarios, seeds, steps, lr, sgd_lr, tabular_lr, beta, hidden, sft_steps, sft_lr, figures) -> None:
+    from dpo3d.toy.ablation import AblationConfig, run_ablation
+    from dpo3d.toy.report import write_ablation_outputs
+
+    started = time.perf_counter()
+    config = AblationConfig(
+        scenarios=tuple(scenarios), seeds=seeds, steps=steps, lr=lr, sgd_lr=sgd_lr, tabular_lr=tabular_lr,
+        beta=0.1 if beta is None else beta, hidden=hidden, sft_steps=sft_steps, sft_lr=sft_lr,
+    )  # fmt: skip
+    config.validate()
+    console.print(f"toy ablation: {len(config.variants)} variants × {len(scenarios)} scenario(s) × {len(seeds)} seeds", highlight=False)
+    results = run_ablation(config)
+    written, _, table = write_ablation_outputs(config, results, out, figures)
+    console.print(table, highlight=False, markup=False, soft_wrap=True)
+    console.print(f"wrote {', '.join(p.name for p in written)} to {out}/ in {time.perf_counter() - started:.1f} s", highlight=False)
+
+
+def _several_seeds(config, seeds, workers, out, figures, landscape, metrics_every, started) -> None:
+    from dpo3d.toy.report import write_seed_outputs
+    from dpo3d.toy.seeds import cell, run_seeds
+
+    console.print(f"toy: {len(config.scenarios)} scenario(s) × {len(config.losses)} losses × {len(seeds)} seeds "
+                  f"on {min(workers, len(seeds))} process(es)", highlight=False)  # fmt: skip
+    results = run_seeds(config, seeds, workers)
+    trained = time.perf_counter()
+    every = metrics_every if metrics_every is not None else 25
+    written, groups = write_seed_outputs(results, out, figures=figures, landscape_losses=landscape, metrics_every=every)
+    table = Table(title=f"mean ± sd over seeds {', '.join(map(str, seeds))} (all numbers in seeds.json)",
+                  box=box.SIMPLE_HEAD, padding=(0, 0), show_edge=False, header_style="bold")  # fmt: skip
+    columns = (
+        ("chosen\npeak", lambda g: cell(g["peak_chosen"])),
+        ("chosen\nfinal", lambda g: cell(g["final_chosen"])),
+        ("post-peak\nfall", lambda g: cell(g["post_peak_fall"])),
+        ("log10 x2\nfinal", lambda g: cell(g["log10_final_rejected"], "{:.0f}")),
+        ("other ch.\nend", lambda g: cell(g["other_chosen_end"])),
+        ("log10 unseen\n9–10 end", lambda g: cell(g["log10_unseen_end"], "{:.0f}")),
+    )
+    table.add_column("scen", no_wrap=True)
+    table.add_column("loss", no_wrap=True)
+    for header, _ in columns:
+        table.add_column(header, justify="right", no_wrap=True, min_width=max(map(len, header.split("\n"))))
+    for g in groups:
+        table.add_row(g["scenario"], g["loss_name"], *(read(g) for _, read in columns))
+    console.print(table)
+    finished = time.perf_counter()
+    console.print(
+        f"wrote {len(written)} files ({SEEDS_FILES}) to {out}/ in {finished - started:.1f} s "
+        f"(training {trained - started:.1f} s, files and figures {finished - trained:.1f} s)",
+        highlight=False,
+    )
+
+
+SEEDS_FILES = "seed-<k>/metrics.jsonl, seed-<k>/summary.json, seeds.json, sweep.md, sweep.png, landscape.png"
 
 command.__doc__ = HELP  # Typer shows the docstring; the constants above are formatted into it

@@ -19,16 +19,28 @@ def run(*args: str):
 def test_help_teaches():
     result = run("--help")
     assert result.exit_code == 0
-    for words in ("--sweep", "--scenario", "--beta-rejected", "--init-dist", "metrics.jsonl", "both on-policy", "0.12"):
+    for words in ("--sweep", "--scenario", "--beta-rejected", "--init-dist", "metrics.jsonl", "both on-policy", "0.12",
+                  "--seeds", "--ablation", "mean ± sd", "other prompts' chosen"):  # fmt: skip
         assert words in result.output
+
+
+def test_help_calls_only_the_unseen_9_10_dispersion():
+    text = " ".join(run("--help").output.replace("│", " ").split())
+    assert "grey dashed the mass outside" not in text
+    # the guard's sentence lists the detector's warning names (dpo3d.guard's stop_on), not a reading of the toy's mass
+    sentences = [s for s in text.replace("; ", ". ").split(". ") if "dispersion" in s.lower() and "freezes the run on" not in s]
+    assert sentences  # the help does say what dispersion is
+    for sentence in sentences:  # each names the unseen 9-10 (responses in no pair), or says what is *not* dispersion
+        assert "9–10" in sentence or "no pair" in sentence or "not dispersion" in sentence, sentence
+    assert any("not dispersion" in sentence and "other prompts' chosen" in sentence for sentence in sentences)
 
 
 def test_sweep_writes_metrics_summary_figures_and_table(tmp_path):
     out = tmp_path / "toy"
-    result = run("--sweep", "--losses", "dpo,flex", "--steps", "30", "--sft-steps", "100", "--out", str(out))
+    result = run("--sweep", "--seeds", "1", "--losses", "dpo,flex", "--steps", "30", "--sft-steps", "100", "--out", str(out))
     assert result.exit_code == 0, result.output
     assert result.stdout == ""  # stdout carries only JSONL; the table goes to stderr
-    for header in ("scen", "peak@step", "outside", "|g2/g1|"):
+    for header in ("scen", "peak@step", "oth-ch", "unseen 9–10", "|g2/g1|"):
         assert header in result.stderr
     assert "flex" in result.stderr and "wrote" in result.stderr
     for name in ("likelihoods.png", "scenarios.png", "gradients.png", "sweep.png", "landscape.png"):
@@ -87,12 +99,13 @@ def test_sweep_of_every_loss_writes_the_table(tmp_path):
     from dpo3d.losses import LOSSES
 
     out = tmp_path / "all"
-    result = run("--sweep", "--losses", "all", "--steps", "6", "--sft-steps", "10", "--out", str(out), "--workers", "2")
+    result = run("--sweep", "--seeds", "1", "--losses", "all", "--steps", "6", "--sft-steps", "10", "--out", str(out), "--workers", "2")
     assert result.exit_code == 0, result.output
     table = (out / "sweep.md").read_text()
     first, by_loss, mass = table.split("\n\n")
     lines = first.splitlines()
-    assert "chosen peak (step)" in lines[0] and "dispersed mass went to" in lines[0]
+    assert "chosen peak (step)" in lines[0] and "own-ch / rej 5–8 / oth-ch / unseen 9–10" in lines[0]
+    assert "dispers" not in first
     assert len(lines) == 2 + 4 * len(LOSSES)  # header, rule, one line per (scenario, loss)
     for name in LOSSES:
         assert f"| 1 | {name} |" in first and f"| 4 | {name} |" in first
@@ -114,3 +127,45 @@ def test_loss_arg_reaches_a_new_loss(tmp_path):
     assert row["hyperparameters"] == {"beta": 0.1, "alpha": 0.5}
     result = run("--loss", "dpo", "--loss-arg", "alpha=0.5", "--steps", "3", "--out", str(tmp_path / "x"))
     assert result.exit_code == 2 and "none of dpo takes 'alpha'" in result.stderr
+
+
+def test_sweep_runs_5_seeds_by_default_and_reports_mean_and_sd(tmp_path):
+    out = tmp_path / "seeds"
+    result = run("--sweep", "--scenario", "1", "--losses", "dpo", "--steps", "4", "--sft-steps", "10", "--no-figures", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    record = json.loads((out / "seeds.json").read_text())
+    assert record["seeds"] == [0, 1, 2, 3, 4] and record["sd_ddof"] == 1
+    assert sorted(p.name for p in out.iterdir()) == [f"seed-{k}" for k in range(5)] + ["seeds.json", "sweep.md"]
+    for k in range(5):
+        summary = json.loads((out / f"seed-{k}" / "summary.json").read_text())
+        assert summary["config"]["seed"] == k
+    (group,) = record["aggregate"]
+    finals = [row["final_chosen"] for row in record["per_seed"]]
+    assert group["final_chosen"]["values"] == finals and len(set(finals)) == 5
+    assert "over 5 seeds (0, 1, 2, 3, 4)" in (out / "sweep.md").read_text()
+    assert "±" in result.stderr
+
+
+def test_several_seeds_draw_the_band_figure(tmp_path):
+    out = tmp_path / "band"
+    args = ("--scenario", "1,4", "--seeds", "2", "--seed", "3", "--steps", "5", "--sft-steps", "10", "--out", str(out))
+    result = run("--sweep", "--losses", "dpo,flex", *args)
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "seeds.json").read_text())["seeds"] == [3, 4]
+    for name in ("sweep.png", "landscape.png"):
+        assert (out / name).read_bytes()[:8] == PNG
+
+
+def test_ablation_command(tmp_path):
+    out = tmp_path / "ablation"
+    result = run("--ablation", "--scenario", "3", "--seeds", "2", "--steps", "20", "--sft-steps", "30", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    table = (out / "ablation.md").read_text()
+    for variant in ("default", "alone", "tabular", "sgd"):
+        assert f"| 3 | {variant} |" in table
+    assert "over 2 seeds (0, 1)" in table and "post-peak fall" in table
+    record = json.loads((out / "ablation.json").read_text())
+    assert len(record["per_seed"]) == 2 * 4 and record["config"]["sgd_lr"] == 1.0
+    assert (out / "ablation.png").read_bytes()[:8] == PNG
+    result = run("--ablation", "--sweep", "--out", str(tmp_path / "x"))
+    assert result.exit_code == 2 and "--ablation trains DPO only" in result.stderr

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from dpo3d.toy.mass import MASS_CLASSES, class_masks, mass_moves
+from dpo3d.toy.mass import MASS_CLASSES, SHARES, class_masks, mass_moves, mass_shares, share_masks
 from dpo3d.toy.scenarios import Pairs, draw_pairs
 from dpo3d.toy.sweep_table import mass_markdown
 
@@ -67,3 +67,27 @@ def test_mass_table_cells():
         "| 1 | dpo | +0.30 / -0.30 | -0.12 / +0.00 | +0.28 / +0.30 | -0.36 / +0.00 | -0.10 / +0.00 "
         "| own-ch×4: +0.30 / -0.30 | own-ch×3, oth-ch×1 |"
     )
+
+
+def test_the_four_shares_by_hand():
+    probs = fake_run().history.probs
+    shares = mass_shares(probs)  # (1, 3, prompts, shares)
+    assert SHARES == ("own chosen", "rejected", "other chosen", "unseen")
+    # reference: own chosen 0.3, rejected 4 × 0.12, other chosen 3 × 0.04, unseen 2 × 0.05
+    assert shares[0, 0, 0].tolist() == pytest.approx([0.30, 0.48, 0.12, 0.10])
+    # last step, prompt 4: chosen 0.3, response 1 (another prompt's chosen) 0.7
+    assert shares[0, 2, 3].tolist() == pytest.approx([0.30, 0.0, 0.70, 0.0])
+    torch.testing.assert_close(shares.sum(-1), torch.ones(1, 3, 4, dtype=torch.float64))
+
+
+def test_the_four_shares_partition_and_sum_to_1_on_a_trained_run():
+    from dpo3d.toy.scenarios import SCENARIOS
+    from dpo3d.toy.train import ToyConfig, run_toy
+
+    masks = share_masks()
+    assert (masks.sum(0) == 1).all()  # every response in exactly one share, for every prompt
+    assert masks.sum(-1).T.tolist() == [[1, 4, 3, 2]] * 4
+    assert masks[3].nonzero()[:, 1].unique().tolist() == [8, 9]  # the unseen share is responses 9-10 only
+    result = run_toy(ToyConfig(scenarios=(SCENARIOS["1"],), steps=20, sft_steps=50))
+    shares = mass_shares(result.history.probs)
+    torch.testing.assert_close(shares.sum(-1), torch.ones(1, 21, 4, dtype=torch.float64), rtol=0, atol=1e-12)

@@ -11,7 +11,6 @@ import torch
 
 from dpo3d.losses import LOSSES
 from dpo3d.records import RecordError
-from dpo3d.toy.indicators import outside_mask
 from dpo3d.toy.model import Adam, ToyMLP
 from dpo3d.toy.outputs import metric_records, summary
 from dpo3d.toy.scenarios import (
@@ -83,8 +82,6 @@ def test_pairs_are_drawn_as_the_paper_builds_them():
     assert any(draw_pairs(4, "random", seed=s) != draw_pairs(4, "random", seed=0) for s in range(1, 4))
     with pytest.raises(ValueError, match="at most 4"):
         draw_pairs(5, "distinct")
-    mask = outside_mask(draw_pairs(1, seed=0))
-    assert mask.sum(-1).tolist() == [8, 8, 8, 8] and not mask[0, 0] and mask[0, 8]
 
 
 def test_step_1_reaches_the_scenario_distribution():

@@ -10,8 +10,11 @@ probes fed to train-dpo's live 3D detector, and dpo3d.guard acting on its warnin
 ``ToyConfig(guard="sft")``), indicators, mass (where the probability mass went, by
 class of response and the model's argmax), outputs (metrics.jsonl, summary.json),
 figures and landscape (PNGs; matplotlib is imported only there), sweep_table
-(sweep.md: every loss × every scenario) and parallel (the scenarios spread over
-processes; the same numbers, less wall time).
+(sweep.md: every loss × every scenario), parallel (the scenarios spread over
+processes; the same numbers, less wall time), seeds (one config over several seeds,
+mean ± sd), ablation (what drives degradation: DPO with the prompts alone, a logit
+table, SGD), report (the several-seed and ablation files) and figures_seeds (mean
+line ± sd band).
 """
 
 from .indicators import curves, indicators

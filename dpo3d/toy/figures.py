@@ -1,7 +1,10 @@
 """The toy's figures (PNG, Agg, no pyplot state): the paper's Figures 2 and 3, gradients, sweep grid.
 
-Colours are fixed across figures: chosen green, rejected orange, unseen (9–10)
-purple, mass outside the prompt's own pairs grey dashed. With --guard, each guard
+Colours are fixed across figures. Each prompt's mass is drawn in its four shares
+(mass.py; they sum to 1): its own chosen green, the rejected 5–8 orange, the other
+prompts' chosen grey dashed (in the data: not dispersion) and the unseen 9–10 purple
+(the only share whose gain is dispersion); the rejected of the pair, x2, is a thin
+orange dotted line. With --guard, each guard
 action is a vertical magenta line, and the step kept (--keep-best, or a guard's
 stop) a black dotted one.
 """
@@ -19,7 +22,15 @@ from .indicators import Curves, curves
 from .landscape import plot_landscapes
 from .train import ToyResult
 
-COLOURS = {"chosen": "#1b9e77", "rejected": "#d95f02", "unseen": "#7570b3", "outside": "#555555", "guard": "#e7298a"}
+COLOURS = {"chosen": "#1b9e77", "rejected": "#d95f02", "unseen": "#7570b3", "other chosen": "#555555", "guard": "#e7298a"}
+#: the curves of a likelihood panel: (colour key, label, Curves attribute, line style, width)
+SERIES = (
+    ("chosen", "own chosen π(i|i)", "chosen", "-", 1.6),
+    ("rejected", "rejected 5–8 (all four)", "rejected_mass", "-", 1.6),
+    ("other chosen", "other prompts' chosen", "other_chosen", "--", 1.6),
+    ("unseen", "unseen 9–10 (a gain = dispersion)", "unseen", "-", 1.6),
+    ("rejected", "rejected of the pair x2", "rejected", ":", 1.0),
+)
 LN10 = np.log(10)
 
 
@@ -43,14 +54,8 @@ def _guard_marks(ax: Axes, result: ToyResult, r: int) -> None:
 
 def _likelihood_panel(ax: Axes, c: Curves, r: int, legend: bool = True, log: bool = False, result: ToyResult | None = None) -> None:
     steps = np.arange(c.chosen.shape[1])
-    series = (
-        ("chosen", "chosen π(i|i)", c.chosen[r], "-"),
-        ("rejected", "rejected x2", c.rejected[r], "-"),
-        ("unseen", "unseen 9–10", c.unseen[r], "-"),
-        ("outside", "outside own pairs", c.outside[r], "--"),
-    )
-    for key, label, values, style in series:
-        ax.plot(steps, values.numpy(), style, color=COLOURS[key], label=label, lw=1.6)
+    for key, label, name, style, width in SERIES:
+        ax.plot(steps, getattr(c, name)[r].numpy(), style, color=COLOURS[key], label=label, lw=width)
     peak = int(c.chosen[r].argmax())
     ax.plot([peak], [float(c.chosen[r, peak])], "o", color=COLOURS["chosen"], ms=5)
     if result is not None:

@@ -1,7 +1,9 @@
 """The 3D indicators of a toy run: the numbers that say whether DPO dropped, degraded, dispersed.
 
 Curves are means over prompts (probabilities of a response class) or over pairs
-(x1, x2, gradients, margins), one value per step, for every run at once.
+(x1, x2, gradients, margins), one value per step, for every run at once. Each
+prompt's mass is split into four shares (mass.py: own chosen, rejected 5–8, the other
+prompts' chosen, unseen 9–10); only mass gained by the unseen 9–10 is called dispersion.
 """
 
 from __future__ import annotations
@@ -12,8 +14,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .mass import MASS_CLASSES, mass_moves
-from .scenarios import CHOSEN, N_PROMPTS, N_RESPONSES, REJECTED, UNSEEN, Pairs
+from .mass import MASS_CLASSES, SHARES, mass_moves, mass_shares
+from .scenarios import CHOSEN, N_PROMPTS, UNSEEN
 from .train import ToyResult
 
 #: chosen "starts to fall" when it ends more than this fraction below its peak
@@ -24,12 +26,12 @@ DRIFT_WINDOW = 0.1
 
 @dataclass
 class Curves:
-    """Per run, per step: shape (runs, steps+1) each."""
+    """Per run, per step: shape (runs, steps+1) each, except ``shares`` (runs, steps+1, 4)."""
 
     chosen: torch.Tensor  # π(i|i), mean over prompts
     rejected: torch.Tensor  # x2, mean over pairs
-    unseen: torch.Tensor  # π(9|x) + π(10|x), mean over prompts
-    outside: torch.Tensor  # mass on responses in none of the prompt's own pairs, mean over prompts
+    unseen: torch.Tensor  # π(9|x) + π(10|x), mean over prompts: the only mass that is dispersion
+    shares: torch.Tensor  # mass_shares (own chosen, rejected 5-8, other prompts' chosen, unseen), mean over prompts
     chosen_logp: torch.Tensor  # log x1, mean over pairs
     rejected_logp: torch.Tensor  # log x2, mean over pairs
     log_grad_chosen: torch.Tensor  # log|∂L/∂x1|, mean over pairs (analytic)
@@ -38,14 +40,15 @@ class Curves:
     margin: torch.Tensor  # (logp_w - ref_w) - (logp_l - ref_l), mean over pairs
     loss: torch.Tensor
 
+    @property
+    def other_chosen(self) -> torch.Tensor:
+        """Mass on the other prompts' chosen responses (in the data: not dispersion), mean over prompts."""
+        return self.shares[..., SHARES.index("other chosen")]
 
-def outside_mask(pairs: Pairs) -> torch.Tensor:
-    """(prompts, responses): True for responses in none of that prompt's pairs."""
-    mask = torch.ones(N_PROMPTS, N_RESPONSES, dtype=torch.bool)
-    for prompt in range(N_PROMPTS):
-        for response in pairs.responses_of(prompt):
-            mask[prompt, response] = False
-    return mask
+    @property
+    def rejected_mass(self) -> torch.Tensor:
+        """Mass on all four rejected responses 5-8, mean over prompts."""
+        return self.shares[..., SHARES.index("rejected")]
 
 
 def curves(result: ToyResult) -> Curves:
@@ -57,7 +60,7 @@ def curves(result: ToyResult) -> Curves:
         chosen=probs[:, :, torch.arange(N_PROMPTS), diagonal].mean(-1),
         rejected=history.rejected_logps.exp().mean(-1),
         unseen=probs[..., list(UNSEEN)].sum(-1).mean(-1),
-        outside=(probs * outside_mask(result.pairs)).sum(-1).mean(-1),
+        shares=mass_shares(probs).mean(-2),
         chosen_logp=history.chosen_logps.mean(-1),
         rejected_logp=history.rejected_logps.mean(-1),
         log_grad_chosen=history.log_abs_grad_chosen.mean(-1),
@@ -67,25 +70,6 @@ def curves(result: ToyResult) -> Curves:
         margin=history.margins.mean(-1),
         loss=history.loss,
     )
-
-
-#: where dispersed mass can land: responses outside the prompt's own pairs, by class
-DESTINATIONS = ("unseen", "other chosen", "other rejected")
-
-
-def mass_gains(result: ToyResult) -> torch.Tensor:
-    """(runs, 3): mean over prompts of the mass gained from the reference to the last step by the
-    responses outside the prompt's pairs, split into the unseen 9-10, the other prompts' chosen
-    and the rejected 5-8 that are in none of the prompt's pairs (DESTINATIONS)."""
-    probs = result.history.probs  # (R, T, P, V)
-    gain = probs[:, -1] - probs[:, 0]  # (R, P, V)
-    outside = outside_mask(result.pairs)
-    classes = torch.zeros(len(DESTINATIONS), N_RESPONSES, dtype=torch.bool)
-    classes[0, list(UNSEEN)] = True
-    classes[1, list(CHOSEN)] = True
-    classes[2, list(REJECTED)] = True
-    masks = classes[:, None, :] & outside[None]  # (3, P, V)
-    return torch.einsum("rpv,cpv->rc", gain, masks.to(gain.dtype)) / N_PROMPTS
 
 
 def _by_class(values: torch.Tensor) -> dict[str, float]:
@@ -102,19 +86,19 @@ def indicators(result: ToyResult) -> list[dict]:
     c = curves(result)
     steps = result.config.steps
     window = max(1, round(DRIFT_WINDOW * steps))
-    gains = mass_gains(result)
     moves = mass_moves(result)
     n_runs = len(result.runs)
     kept_steps = result.kept_step or [None] * n_runs
     rows = []
     for r, run in enumerate(result.runs):
-        gained = {name: float(gains[r, k]) for k, name in enumerate(DESTINATIONS)}
-        where = max(gained, key=gained.get)
         chosen = c.chosen[r]
         peak_step = int(chosen.argmax())
         peak = float(chosen[peak_step])
         final = float(chosen[-1])
         falls = final < peak * (1 - FALL_TOLERANCE)
+        shares = {name: c.shares[r, :, k] for k, name in enumerate(SHARES)}
+        after_peak = {name: float(values[-1] - values[peak_step]) for name, values in shares.items() if name != "own chosen"}
+        gainer = max(after_peak, key=after_peak.get)
         rise = float(c.chosen_logp[r, peak_step] - c.chosen_logp[r, 0])
         drop = float(c.rejected_logp[r, 0] - c.rejected_logp[r, peak_step])
         max_log_ratio = _finite_max(c.log_grad_ratio[r])
@@ -137,9 +121,18 @@ def indicators(result: ToyResult) -> list[dict]:
                 "final_rejected": float(c.rejected[r, -1]),
                 "unseen_start": float(c.unseen[r, 0]),
                 "unseen_end": float(c.unseen[r, -1]),
-                "outside_start": float(c.outside[r, 0]),
-                "outside_at_peak": float(c.outside[r, peak_step]),
-                "outside_end": float(c.outside[r, -1]),
+                "post_peak_fall": peak - final,
+                # each prompt's mass in four shares (mass.py), mean over prompts: at the start, the chosen peak, the end
+                "shares_start": {name: float(values[0]) for name, values in shares.items()},
+                "shares_at_peak": {name: float(values[peak_step]) for name, values in shares.items()},
+                "shares_end": {name: float(values[-1]) for name, values in shares.items()},
+                # dispersion (Corollary 3): mass gained by the unseen 9-10, in no pair; <= 0 means none
+                "dispersion": float(c.unseen[r, -1] - c.unseen[r, 0]),
+                # the most the unseen 9-10 ever held above their start (a transient dispersion), and when
+                "unseen_max_gain": float(c.unseen[r].max() - c.unseen[r, 0]),
+                "unseen_max_step": int(c.unseen[r].argmax()),
+                # which share gained most from the chosen peak to the end (None if none gained)
+                "after_peak_gain_to": gainer if after_peak[gainer] > 0 else None,
                 # Property 1 in log space, up to the chosen peak: nats the rejected lost per nat the chosen gained
                 "chosen_logp_rise_to_peak": rise,
                 "rejected_logp_drop_to_peak": drop,
@@ -153,11 +146,6 @@ def indicators(result: ToyResult) -> list[dict]:
                 "margin_drift": float(c.margin[r, -1] - c.margin[r, -1 - window]),
                 "final_loss": float(c.loss[r, -1]),
                 "stopped_at": result.stopped_at[r] if result.stopped_at else None,
-                "mass_gain_unseen": gained["unseen"],
-                "mass_gain_other_chosen": gained["other chosen"],
-                "mass_gain_other_rejected": gained["other rejected"],
-                # the class outside the pairs that gained most (None if none gained)
-                "dispersed_to": where if gained[where] > 0 else None,
                 # every class of response (mass.py), reference → last step and chosen peak → last step
                 "mass_change": _by_class(moves.to_final[r]),
                 "mass_change_after_peak": _by_class(moves.after_peak[r]),
@@ -196,8 +184,8 @@ TABLE_COLUMNS: tuple[tuple[str, Callable[[dict], str]], ...] = (
     ("chosen\nfinal", lambda row: f"{row['final_chosen']:.2f}"),
     ("falls\nfrom", lambda row: _number(row["chosen_fall_step"], "{:d}")),
     ("rejected\nfinal", lambda row: f"{row['final_rejected']:.0e}"),
-    ("unseen\nstart→end", lambda row: f"{row['unseen_start']:.2f}→{row['unseen_end']:.2f}"),
-    ("outside\nstart→end", lambda row: f"{row['outside_start']:.2f}→{row['outside_end']:.2f}"),
+    ("unseen 9–10\nstart→end", lambda row: f"{row['unseen_start']:.2f}→{row['unseen_end']:.0e}"),
+    ("oth-ch\nstart→end", lambda row: f"{row['shares_start']['other chosen']:.2f}→{row['shares_end']['other chosen']:.2f}"),
     ("max ln\n|g2/g1|", lambda row: ratio_cell(row)),
     ("margin\nfinal", lambda row: f"{row['final_margin']:.1f}"),
 )

@@ -13,6 +13,12 @@ Finetuning") says that a negative gradient on an unlikely response pushes mass t
 model's most likely one. Its change is reported beside the classes (it belongs to
 one of them: the own chosen when the chosen is on-policy, another prompt's chosen
 when it is off-policy).
+
+``mass_shares`` is the coarser split the curves, tables and figures report: for prompt i
+its own chosen (response i), the rejected 5–8 (all four, in a pair of i or not), the
+other prompts' chosen (the other three of 1–4) and the unseen 9–10. The four shares sum
+to 1 per prompt. Only the unseen share is dispersion in the paper's sense (mass on
+responses in *no* pair, Corollary 3): the other prompts' chosen are in the data.
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ from .scenarios import CHOSEN, N_PROMPTS, N_RESPONSES, REJECTED, UNSEEN, Pairs
 from .train import ToyResult
 
 MASS_CLASSES = ("own chosen", "own rejected", "other chosen", "other rejected", "unseen")
+#: the four shares of a prompt's mass (mass_shares); only "unseen" is dispersion
+SHARES = ("own chosen", "rejected", "other chosen", "unseen")
 SHORT = {"own chosen": "own-ch", "own rejected": "own-rej", "other chosen": "oth-ch", "other rejected": "oth-rej", "unseen": "unseen"}
 
 
@@ -47,6 +55,22 @@ def class_masks(pairs: Pairs) -> torch.Tensor:
                 kind = "unseen"
             masks[MASS_CLASSES.index(kind), prompt, response] = True
     return masks
+
+
+def share_masks() -> torch.Tensor:
+    """(shares, prompts, responses), True where the response is in that share for that prompt (a partition)."""
+    masks = torch.zeros(len(SHARES), N_PROMPTS, N_RESPONSES, dtype=torch.bool)
+    for prompt in range(N_PROMPTS):
+        masks[0, prompt, CHOSEN[prompt]] = True
+        masks[1, prompt, list(REJECTED)] = True
+        masks[2, prompt, [c for c in CHOSEN if c != CHOSEN[prompt]]] = True
+        masks[3, prompt, list(UNSEEN)] = True
+    return masks
+
+
+def mass_shares(probs: torch.Tensor) -> torch.Tensor:
+    """``probs`` (..., prompts, responses) -> (..., prompts, shares): each prompt's mass in each of SHARES."""
+    return torch.einsum("...pv,spv->...ps", probs, share_masks().to(probs.dtype))
 
 
 @dataclass

@@ -1,8 +1,9 @@
 """The sweep tables: every loss in every scenario, as Markdown (``sweep.md`` beside summary.json).
 
 ``sweep_markdown``: peak and final chosen probability π(i|i), final rejected x2, the largest
-log(|∂L/∂x2| / |∂L/∂x1|) over training, and where the dispersed mass went (the class outside
-the prompt's pairs that gained most, with the total mass the outside responses gained).
+log(|∂L/∂x2| / |∂L/∂x1|) over training, each prompt's mass at the end in four shares (own
+chosen, rejected 5–8, other prompts' chosen, unseen 9–10; only the last is dispersion) and
+the share that gained most after the chosen's peak.
 ``by_loss_markdown``: the same, one line per loss. ``mass_markdown``: where the mass went,
 exactly: every class of response and the reference's argmax (mass.py). ``guard_markdown``:
 chosen peak and final under each --guard, from one sweep per guard.
@@ -15,17 +16,20 @@ from collections.abc import Sequence
 from .indicators import ratio_cell
 from .mass import MASS_CLASSES, SHORT
 
+#: short names of the four shares (mass.SHARES) and of "no share gained"
+SHARE_SHORT = {"own chosen": "own-ch", "rejected": "rej", "other chosen": "oth-ch", "unseen": "unseen", None: "none"}
 
-def _dispersal(row: dict) -> str:
-    gained = row["outside_end"] - row["outside_start"]
-    if row["dispersed_to"] is None:
-        return f"none ({gained:+.2f})"
-    return f"{row['dispersed_to']} ({gained:+.2f})"
+
+def _shares_end(row: dict) -> str:
+    """own chosen / rejected 5–8 / other chosen / unseen 9–10 at the end (the last one with 1 significant digit)."""
+    end = row["shares_end"]
+    return f"{end['own chosen']:.2f} / {end['rejected']:.0e} / {end['other chosen']:.2f} / {end['unseen']:.0e}"
 
 
 HEADER = (
-    "| scenario | loss | chosen peak (step) | chosen final | rejected final | max ln\\|g2/g1\\| | dispersed mass went to (outside Δ) |",
-    "|---|---|---|---|---|---|---|",
+    "| scenario | loss | chosen peak (step) | chosen final | rejected final | max ln\\|g2/g1\\| "
+    "| mass at the end: own-ch / rej 5–8 / oth-ch / unseen 9–10 | after the peak, gained most |",
+    "|---|---|---|---|---|---|---|---|",
 )
 
 
@@ -46,7 +50,7 @@ def sweep_markdown(rows: Sequence[dict]) -> str:
         lines.append(
             f"| {row['scenario']} | {row['loss_name']}{stopped} | {row['peak_chosen']:.2f} ({row['peak_step']}) "
             f"| {row['final_chosen']:.2f} | {row['final_rejected']:.1e} "
-            f"| {ratio_cell(row)} | {_dispersal(row)} |"
+            f"| {ratio_cell(row)} | {_shares_end(row)} | {SHARE_SHORT[row['after_peak_gain_to']]} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -55,9 +59,8 @@ def by_loss_markdown(rows: Sequence[dict], scenarios: Sequence[str]) -> str:
     """Compact: one line per loss, the four scenarios side by side as chosen final / peak and max ln|g2/g1|."""
     losses = list(dict.fromkeys(row["loss_name"] for row in rows))
     table = {(row["scenario"], row["loss_name"]): row for row in rows}
-    header = "| loss | " + " | ".join(f"s{s}: chosen peak→final, rejected, ln\\|g2/g1\\|, went to" for s in scenarios) + " |"
+    header = "| loss | " + " | ".join(f"s{s}: chosen peak→final, rejected, ln\\|g2/g1\\|, gained after peak" for s in scenarios) + " |"
     lines = [header, "|---|" + "---|" * len(scenarios)]
-    short = {"unseen": "unseen", "other chosen": "oth-ch", "other rejected": "oth-rej", None: "none"}
     for loss in losses:
         cells = []
         for scenario in scenarios:
@@ -65,7 +68,7 @@ def by_loss_markdown(rows: Sequence[dict], scenarios: Sequence[str]) -> str:
             stopped = f" ({_stops(row).strip()})" if _stops(row) else ""
             cells.append(
                 f"{row['peak_chosen']:.2f}→{row['final_chosen']:.2f}, {row['final_rejected']:.0e}, "
-                f"{ratio_cell(row)}, {short[row['dispersed_to']]}{stopped}"
+                f"{ratio_cell(row)}, {SHARE_SHORT[row['after_peak_gain_to']]}{stopped}"
             )
         lines.append(f"| {loss} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
