@@ -9,7 +9,7 @@ from dpo3d.losses import LOSSES, UNAVAILABLE, format_defaults
 
 
 def loss_lines() -> list[str]:
-    """Plain lines (rich markup): name, log-probs, options with defaults, then the formula and the source."""
+    """Plain lines (rich markup): name, log-probs, options with defaults, then the formula, the source and any note."""
     lines = [f"[bold]{len(LOSSES)} losses[/] (dpo3d/losses); set options with --beta and --loss-arg name=value", ""]
     for name in sorted(LOSSES):
         spec = LOSSES[name]
@@ -18,6 +18,8 @@ def loss_lines() -> list[str]:
         lines.append(f"[bold cyan]{name}[/]  ({spec.log_probs} log-probs{reference}{extras})  options: {escape(format_defaults(spec.defaults))}")
         lines.append(f"    {escape(spec.summary)}")
         lines.append(f"    [dim]{escape(spec.source)}[/]")
+        if spec.note:
+            lines.append(f"    [yellow]note:[/] {escape(spec.note)}")
     lines.append("")
     for name, reason in UNAVAILABLE.items():
         lines.append(f"[bold yellow]{name}[/]  NOT IMPLEMENTED: {escape(reason)}")

@@ -21,6 +21,13 @@ from .registry import LossOutput, PreferenceBatch, register
     "adadpo",
     log_probs="sum",
     source="Chen et al. 2026, AdaDPO: Self-Adaptive DPO with Balanced Gradient Updates (arXiv 2605.28440)",
+    note=(
+        "AdaDPO's per-token form and its clipping bound are not in any text we could read: the paper's abstract "
+        "(arXiv 2605.28440) says only that its practical implementation balances per-token gradients and applies "
+        "a numerical clipping bound for stability. The sequence-level balance β_w/β = sg(x1/x2) follows from "
+        "Corollary 1 of the 3D-properties paper; per_token (the coefficient from length-averaged log-probs) and clip (an upper cap, "
+        "β_w <= clip·β, no lower bound) are dpo3d's own, not the paper's formulas."
+    ),
 )
 def adadpo(
     batch: PreferenceBatch,
@@ -34,12 +41,19 @@ def adadpo(
 
     Summed log-probs in the DPO term. The per-pair coefficient is held constant (stop-gradient,
     sg): with z the logit, ∂L/∂x1 = -β_w σ(-z)/x1 and ∂L/∂x2 = β σ(-z)/x2, so β_w/β = x1/x2
-    makes the two magnitudes equal; C = clip (AdaDPO's default 2) caps β_w for stability, so the
-    balance holds while x1/x2 <= C. use_reference: balance the ratios to the reference,
-    (x1/ref_w)/(x2/ref_l), instead of the probabilities; per_token: build the coefficient from
-    length-averaged log-probs ("stable AdaDPO"). The construction was checked against a public
-    summary of the paper (β_w = β·sg(P_θ(y_w|x)/P_θ(y_l|x)), clipping constant C = 2), not its
-    full text, so no equation number is cited.
+    makes the two magnitudes equal (PAPER.md, from Corollary 1). use_reference: balance the
+    ratios to the reference, (x1/ref_w)/(x2/ref_l), instead of the probabilities (the abstract
+    names the reference as an optional component).
+
+    What is dpo3d's own, not the paper's: the paper's per-token form and its clipping bound are
+    not in any text we could read (only its abstract, arXiv 2605.28440 and OpenReview, which
+    says the practical implementation "balances per-token gradients and applies a numerical
+    clipping bound for stability", with no formula). Here C = clip (2 by default, a value of
+    dpo3d's) caps β_w from above, so the balance holds while x1/x2 <= C; there is no lower
+    bound, so when x1 << x2 β_w -> 0 and the chosen's log-space gradient β_w σ(-z) vanishes.
+    Whether the paper's bound is upper or lower, which coefficient it bounds, and its value are
+    unknown. per_token builds the coefficient from length-averaged log-probs (the geometric
+    mean of the token probabilities), dpo3d's reading of "per-token", not a formula of the paper.
     """
     if clip <= 0:
         raise ValueError("adadpo needs clip > 0")

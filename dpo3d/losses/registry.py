@@ -127,6 +127,7 @@ class LossSpec:
     source: str
     defaults: Mapping[str, float | None] = field(default_factory=dict)
     inputs: frozenset[str] = frozenset()  # token-level extras the loss reads: "shared", "wpo"
+    note: str = ""  # a convention or a departure from the source a user must know; --list-losses prints it
 
     @property
     def summary(self) -> str:
@@ -168,8 +169,13 @@ def register(
     source: str,
     needs_reference: bool = True,
     inputs: tuple[str, ...] = (),
+    note: str = "",
 ):
-    """Decorator: add a loss to the registry under ``name``; its keyword-only parameters are its hyper-parameters."""
+    """Decorator: add a loss to the registry under ``name``; its keyword-only parameters are its hyper-parameters.
+
+    ``note``: what a reader of the source would get wrong about this implementation (a different
+    convention, a clamp the source lacks, a part of the source that could not be checked).
+    """
 
     def wrap(fn: LossFn) -> LossFn:
         if name in LOSSES:
@@ -179,7 +185,7 @@ def register(
             raise ValueError(f"loss '{name}' asks for unknown inputs {sorted(unknown)}")
         params = inspect.signature(fn).parameters
         defaults = {key: p.default for key, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY}
-        LOSSES[name] = LossSpec(name, fn, log_probs, needs_reference, source, defaults, frozenset(inputs))
+        LOSSES[name] = LossSpec(name, fn, log_probs, needs_reference, source, defaults, frozenset(inputs), note)
         return fn
 
     return wrap

@@ -50,16 +50,27 @@ def ld_dpo(batch: PreferenceBatch, *, beta: float = 0.1, ld_alpha: float = 0.5) 
     log_probs="sum",
     inputs=("wpo",),
     source="Zhou et al. 2024, WPO: Weighted Preference Optimization (arXiv 2406.11827), Eq. 2; TRL use_weighting",
+    note=(
+        "the pair weight w_w·w_l is clamped at max_weight=1.0, as the WPO authors' code (scripts/run_wpo.py) and "
+        "TRL up to 0.28 do: a pair weighs at most what it weighs in DPO. TRL 1.16 does not clamp (its DPO "
+        "refactor dropped it); max_weight=inf gives TRL 1.16's loss."
+    ),
 )
-def wpo(batch: PreferenceBatch, *, beta: float = 0.1) -> LossOutput:
-    """-w_w·w_l·log σ(h), w = exp(mean_t[log π(y_t) - log Σ_v π(v)²]) held constant: DPO weighted on-policy.
+def wpo(batch: PreferenceBatch, *, beta: float = 0.1, max_weight: float = 1.0) -> LossOutput:
+    """-min(w_w·w_l, C)·log σ(h), w = exp(mean_t[log π(y_t) - log Σ_v π(v)²]) held constant: DPO weighted on-policy.
 
     Summed log-probs in h; the weight of each response is the length-averaged log-prob of
     its tokens, each aligned by the policy's Σ_v π(v)² at that position (what TRL 1.16
     computes), without gradient. Pairs the current policy would rather sample weigh more.
+    A token more likely than Σ_v π(v)² (the chance that two samples agree) has a log-weight
+    above 0, so w_w·w_l can exceed 1: with C = max_weight (1, as in the WPO authors' code and
+    TRL up to 0.28) no pair weighs more than in DPO; max_weight = inf is TRL 1.16, which
+    dropped the clamp.
     """
+    if not max_weight > 0:
+        raise ValueError("wpo needs max_weight > 0")
     chosen_logratio, rejected_logratio = batch.logratios()
     chosen_weight, rejected_weight = batch.wpo_logweights()
-    weight = torch.exp(chosen_weight + rejected_weight).detach()
+    weight = torch.clamp(torch.exp(chosen_weight + rejected_weight).detach(), max=max_weight)
     chosen_rewards, rejected_rewards = beta * chosen_logratio, beta * rejected_logratio
     return LossOutput(-weight * F.logsigmoid(chosen_rewards - rejected_rewards), chosen_rewards, rejected_rewards)
