@@ -48,7 +48,8 @@ def command(
     (per token) and **chosen_tokens, rejected_tokens** to each pair — or completion_logp,
     completion_logp_mean, completion_tokens to a completion — and prints the paper's Table 1 view
     (mean per-token log-prob of chosen and rejected) on stderr. Run it before and after training
-    to see DPO's drastic drop: the rejected log-prob falls far more than the chosen one rises.
+    to see which 3D-property a run showed: compare the per-token changes (a drastic drop is the
+    rejected falling far faster than the chosen rises; a falling chosen is displacement or degradation).
 
     With `--ref BASE`, pairs also get **chosen_reward**, **rejected_reward** (β·(log π - log π_ref))
     and **implicit_margin**, and stderr gives the implicit-reward accuracy: a trained DPO

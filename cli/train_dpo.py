@@ -65,7 +65,7 @@ def command(
     loss: str = typer.Option("dpo", "--loss", "-l", help=LOSS_HELP),
     beta: float = typer.Option(None, "--beta", help="β (IPO: τ). Default: the loss's own (0.1 for dpo)."),
     beta_chosen: float = typer.Option(None, "--beta-chosen", help="flex: β_w on the chosen log-ratio."),
-    beta_rejected: float = typer.Option(None, "--beta-rejected", help="flex: β_l on the rejected log-ratio (β_l < β_w slows the drastic drop)."),
+    beta_rejected: float = typer.Option(None, "--beta-rejected", help="flex: β_l on the rejected log-ratio (β_l < β_w weighs the rejected side less; see docs/toy.md for what it does)."),
     sft_weight: float = typer.Option(None, "--sft-weight", help="dpo-sft: α on the chosen NLL; slic: λ."),
     label_smoothing: float = typer.Option(None, "--label-smoothing", help="cdpo/robust/exo: ε."),
     gamma: float = typer.Option(None, "--gamma", help="simpo: target margin γ."),
@@ -118,9 +118,12 @@ def command(
     Every logged step writes to OUT/metrics.jsonl: the loss; chosen/rejected log-probs of the batch
     (sum and per token) and their change from the reference; implicit rewards, margin, accuracy;
     log|∂L/∂x1| and log|∂L/∂x2| from the loss registry; and, on a fixed probe set, the chosen,
-    rejected and unseen log-probs and their change since step 0, beside the starting policy's own
-    greedy response and samples for the probe prompts (where the squeezed mass goes). A live
-    detector warns when the run shows a drastic drop, degradation or dispersion.
+    rejected and unseen log-probs and their change since step 0 (summed and per token), beside the
+    starting policy's own greedy response and samples for the probe prompts (where the squeezed mass
+    goes), and the next-token split where each probe pair first differs (p of the chosen's token, the
+    rejected's, every other: token-level dispersion). A live detector warns when the run shows a
+    drastic drop, likelihood displacement, degradation or dispersion, never for changes inside the
+    rounding noise measured at step 0; `dpo3d diagnose` reads a finished run again.
 
     Defaults follow the paper (App. D.1) where they fit a small model: AdamW, β = 0.1, one
     epoch, 2 accumulation steps; the learning rate is 1e-6 (the paper's 5e-7 was for 13-33B models).

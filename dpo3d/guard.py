@@ -1,7 +1,7 @@
 """The 3D guard: act on the live detector's warnings, as Proposition 1 of the paper suggests.
 
-The detector (``dpo3d.training.detector.ThreeDDetector``) warns when a run shows a
-drastic drop, degradation or dispersion. A guard turns those warnings into an
+The detector (``dpo3d.watch.detector.ThreeDDetector``) warns when a run shows a
+drastic drop, likelihood displacement, degradation or dispersion. A guard turns those warnings into an
 action on the loss, by one of three policies:
 
 * ``sft``: add an SFT term on the chosen response, loss + α·(−logp_w/|y_w|) (the
@@ -42,12 +42,11 @@ from typing import Any, Protocol
 
 from .losses.mixture import canonical_name, parse_mixture
 from .losses.registry import get_loss
+from .watch.detector import PROPERTIES
 
 POLICIES = ("sft", "flex", "stop")
 #: keep_best choices: the probe record field whose highest value marks the state to keep
 KEEP_BEST = {"chosen": "probe_chosen_logp_delta"}
-#: the detector's properties, as its events name them
-PROPERTIES = ("drastic_drop", "degradation", "dispersion")
 
 
 @dataclass(frozen=True)
@@ -59,7 +58,7 @@ class GuardSettings:
     #: stop waits for harm (the chosen falling, or mass leaving both responses)
     sft_on: tuple[str, ...] = PROPERTIES
     flex_on: tuple[str, ...] = PROPERTIES
-    stop_on: tuple[str, ...] = ("degradation", "dispersion")
+    stop_on: tuple[str, ...] = ("likelihood_displacement", "degradation", "dispersion")
     #: sft: the α added to a loss without an SFT term; each later warning multiplies α by
     #: ``sft_factor``, never past ``sft_cap`` (dpo-sft's default α = 1: a loss that already has it
     #: at the cap is left alone)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from .guard import BestTracker, Guard, GuardAction, GuardSettings, watch
 from .losses import get_loss
-from .training.detector import ThreeDDetector
+from .watch.detector import DetectorSettings, ThreeDDetector
 
 
 @dataclass
@@ -39,13 +39,14 @@ class RunWatch:
         guard: str | None,
         keep_best: str | None,
         settings: GuardSettings | None = None,
+        detector: DetectorSettings | None = None,
     ) -> RunWatch:
         made = Guard.for_loss(guard, loss, hyperparameters, settings) if guard is not None else None
         keep = keep_best or ("chosen" if guard == "stop" else None)  # a stop keeps the state where the chosen peaked
         best = None
         if keep is not None:  # the guard tracks the probe chosen log-prob already; without one, a tracker of its own
             best = made.best if made is not None else BestTracker.for_metric(keep)
-        return cls(loss, hyperparameters, made, best)
+        return cls(loss, hyperparameters, made, best, ThreeDDetector(detector or DetectorSettings()))
 
     @property
     def current_loss(self) -> tuple[str, dict[str, float]]:

@@ -9,7 +9,7 @@ import torch
 
 from dpo3d.guard import BestTracker, Guard, GuardSettings, watch
 from dpo3d.losses import PreferenceBatch, get_loss
-from dpo3d.training.detector import ThreeDDetector
+from dpo3d.watch.detector import ThreeDDetector
 
 
 def event(name: str, step: int) -> dict:

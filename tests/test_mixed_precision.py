@@ -136,3 +136,25 @@ def test_cli_warns_on_pure_bf16_and_refuses_fp16_on_cpu_and_unknown_precisions(t
     pure = dpo3d(*common, "--out", str(tmp_path / "c"), "--dtype", "bfloat16", "--batch-size", "2", "--probe-size", "2")
     assert pure.returncode == 0, pure.stderr[-2000:]
     assert "warning training with pure bfloat16 weights" in " ".join(pure.stderr.split())
+
+
+@pytest.mark.parametrize("mixed_precision", [None, "bf16"])
+def test_step_0_changes_sit_inside_the_measured_noise_floor(tmp_path, tiny_model_dir, mixed_precision):
+    """Before any update the policy is the reference: every change it shows is rounding. The step-0 record
+    states that rounding (probe_noise_nats: the probes in the run's precision against float32 alone), the step-1
+    record's pre-update changes sit inside it, and the detector raises nothing from it."""
+    # lr 1e-12: Adam moves each weight by ~1e-12, far below a float32 ulp of the tiny model's weights (~1e-9)
+    out = dpo_run(tmp_path, tiny_model_dir, f"noise-{mixed_precision}", lr=1e-12, max_steps=2,
+                  mixed_precision=mixed_precision, log_every=1)
+    first, second, *_ = read_log(out / "metrics.jsonl")
+    noise, noise_per_token = first["probe_noise_nats"], first["probe_noise_nats_per_token"]
+    # at least the compute precision's unit roundoff on the largest probe score (~-76 nats here), and no more
+    # than a few times it: float32 ~5e-6 nats, bf16 autocast ~0.3
+    eps = {None: torch.finfo(torch.float32).eps, "bf16": torch.finfo(torch.bfloat16).eps}[mixed_precision]
+    scale = max(abs(first["probe_chosen_logp"]), abs(first["probe_rejected_logp"]))
+    assert eps / 2 * scale <= noise <= 8 * eps * scale * 2 and noise_per_token <= noise
+    assert first["probe_chosen_logp_delta"] == 0.0 and first["probe_rejected_logp_delta"] == 0.0
+    # the policy does not move, so each later change is rounding, within 2x the noise (two scores)
+    for key in ("chosen_logp_change", "rejected_logp_change"):
+        assert abs(second[key]) <= 2 * noise + 1e-6, (key, second[key], noise)
+    assert json.loads((out / "summary.json").read_text())["three_d_events"] == []

@@ -216,8 +216,7 @@ def test_p3_where_the_mass_went_exactly_recorded(rows):
     s4 = rows["4", "dpo"]
     assert s4["reference_argmax_class"] == ["other chosen"] * 4
     assert s4["mass_change"]["argmax"] > s4["mass_change"]["other chosen"] > 0.15
-    # the detector's dispersion fires once, in scenario 4 under DPO, on the greedy (squeezing) probe: the
-    # reference's most likely response gains while chosen and rejected fall; never on the unseen 9-10
-    dispersed = {key: e for key, row in rows.items() for e in row["three_d_events"] if e["property"] == "dispersion"}
-    assert list(dispersed) == [("4", "dpo")] and dispersed["4", "dpo"]["step"] == 110
-    assert "greedy" in dispersed["4", "dpo"]["message"] and "unseen" not in dispersed["4", "dpo"]["message"]
+    # that argmax is in the data (another prompt's chosen), so its gain is not dispersion: the detector
+    # never names dispersion in the toy, where the only responses in no pair (9-10) sink in every run
+    dispersed = [(key, e["step"]) for key, row in rows.items() for e in row["three_d_events"] if e["property"] == "dispersion"]
+    assert dispersed == []

@@ -56,10 +56,11 @@ def test_plain_dpo_falls_more_than_0_05_where_the_issue_says_it_falls(plain):
 
 
 def test_the_guard_changes_the_loss_from_the_step_it_acts(plain, guarded):
-    # scenario 1: the detector warns of a drastic drop at step 73; until then the runs are identical
+    # scenario 1: the detector warns of a drastic drop at step 47 (rejected 5x faster down than the chosen up,
+    # both past 0.02 nats); until then the runs are identical
     (action,) = by_scenario(guarded)["1"]["guard_actions"]
     step = action["step"]
-    assert step == 73 and action["changes"]["loss"] == {"old": "dpo", "new": "dpo:1,sft:0.1"}
+    assert step == 47 and action["changes"]["loss"] == {"old": "dpo", "new": "dpo:1,sft:0.1"}
     assert torch.equal(guarded.history.probs[0, : step + 1], plain.history.probs[0, : step + 1])
     assert not torch.equal(guarded.history.probs[0, step + 1], plain.history.probs[0, step + 1])
     # the loss logged at that step is DPO + 0.1·(−log x1), through the registry's mixture
@@ -79,19 +80,19 @@ def test_the_probes_are_train_dpo_s_changes_since_step_0(plain):
     greedy = h.probs[3].gather(-1, h.probs[3, 0].argmax(-1)[None, :, None].expand(h.probs.shape[1], 4, 1)).log()
     torch.testing.assert_close(h.probe_greedy[3], (greedy - greedy[:1]).mean((-1, -2)), rtol=0, atol=1e-9)
     events = [(e["property"], e["step"]) for e in by_scenario(plain)["4"]["three_d_events"]]
-    assert events == [("drastic_drop", 42), ("dispersion", 110), ("degradation", 146)]
+    assert events == [("drastic_drop", 35), ("degradation", 57)]  # the greedy gain is another chosen: no dispersion
 
 
 def test_guard_stop_freezes_the_run_and_keeps_the_chosen_peak():
     result = run_toy(ToyConfig(scenarios=(SCENARIOS["1"], SCENARIOS["4"]), losses=("dpo",), steps=200, guard="stop"))
     s1, s4 = indicators(result)
-    # scenario 4: dispersion (the greedy probe rises) at step 110 stops it; the probe chosen log-prob peaked at step 42
-    assert s4["guard_stopped_at"] == 110 and s4["kept_step"] == 42
+    # scenario 4: degradation (the chosen 0.05 nats below its step-42 peak, the margin growing) at step 57 stops it
+    assert s4["guard_stopped_at"] == 57 and s4["kept_step"] == 42
     (action,) = s4["guard_actions"]
-    assert action["trigger"] == "dispersion"
+    assert action["trigger"] == "degradation"
     assert action["changes"] == {"stop": {"old": False, "new": True}, "keep_step": {"old": None, "new": 42}}
-    assert torch.equal(result.history.probs[1, 110], result.history.probs[1, -1])  # nothing moved after the stop
-    # scenario 1 never degrades by the detector's 1 nat, so it runs on; the step kept is its peak
+    assert torch.equal(result.history.probs[1, 57], result.history.probs[1, -1])  # nothing moved after the stop
+    # scenario 1 degrades only from step 479, past these 200 steps, so it runs on; the step kept is its peak
     assert s1["guard_stopped_at"] is None and s1["kept_step"] == 128 and s1["kept_chosen"] > 0.999
 
 
@@ -107,7 +108,7 @@ def test_guard_flex_lowers_beta_l_of_dpo():
     result = run_toy(ToyConfig(scenarios=(SCENARIOS["3"],), losses=("dpo",), steps=30, guard="flex"))
     (row,) = indicators(result)
     (action,) = row["guard_actions"]
-    assert action["step"] == 14 and action["changes"]["loss"] == {"old": "dpo", "new": "flex"}
+    assert action["step"] == 11 and action["changes"]["loss"] == {"old": "dpo", "new": "flex"}
     assert action["changes"]["beta_rejected"] == {"old": 0.1, "new": 0.05}
 
 
@@ -121,11 +122,11 @@ def test_cli_guard_logs_actions_to_metrics_summary_stderr_and_figures(tmp_path):
         ["toy", "--scenario", "3", "--guard", "sft", "--steps", "30", "--metrics-every", "25", "--no-figures", "--out", str(out)],
     )
     assert result.exit_code == 0, result.output
-    assert "s3-dpo: step 14: guard sft on drastic drop: sft_weight 0 → 0.1" in result.stderr
+    assert "s3-dpo: step 11: guard sft on drastic drop: sft_weight 0 → 0.1" in result.stderr
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in records] == [0, 14, 25, 30]  # the step the guard acted is always written
+    assert [r["step"] for r in records] == [0, 11, 25, 30]  # the step the guard acted is always written
     assert records[1]["guard_actions"][0]["changes"]["sft_weight"] == {"old": 0.0, "new": 0.1}
-    assert records[1]["warnings"][0].startswith("step 14: drastic drop")
+    assert records[1]["warnings"][0].startswith("step 11: drastic drop")
     assert "probe_chosen_logp_delta" in records[0]
     (row,) = json.loads((out / "summary.json").read_text())["runs"]
     assert row["guard"] == "sft" and len(row["guard_actions"]) == 1
@@ -141,7 +142,7 @@ def test_figures_mark_the_guard_actions_and_the_kept_step():
     ax = Figure().subplots()
     _guard_marks(ax, result, 0)
     lines = {line.get_label(): list(line.get_xdata()) for line in ax.get_lines()}
-    assert lines == {"guard sft": [14, 14], "kept": [result.kept_step[0]] * 2}
+    assert lines == {"guard sft": [11, 11], "kept": [result.kept_step[0]] * 2}
 
 
 def test_cli_guard_errors(tmp_path):

@@ -69,6 +69,11 @@ def test_metrics_hold_every_diagnostic(tmp_path, tiny_model_dir):
     ):
         assert key in last, key
     assert records[0]["probe_chosen_logp_delta"] == 0.0
+    # token-level dispersion at every logged step: one next-token distribution split three ways
+    for record in records:
+        assert record["probe_divergence_pairs"] >= 1
+        shares = [record[f"probe_divergence_{k}_p"] for k in ("chosen", "rejected", "other")]
+        assert all(0 <= p <= 1 for p in shares) and sum(shares) == pytest.approx(1.0, abs=1e-6)
     # DPO in log space: both sides get the same |∂L/∂logp|; in probability space the ratio is x1/x2
     assert last["logp_grad_chosen"] == pytest.approx(-last["logp_grad_rejected"], rel=1e-5)
     assert (result.out / "model.safetensors").is_file() and (result.out / "reference_logps.safetensors").is_file()

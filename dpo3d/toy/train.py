@@ -26,7 +26,7 @@ from ..guard import BestTracker, Guard, GuardSettings
 from ..losses import PreferenceBatch, compute_loss, get_loss, gradient_diagnostics_many
 from .model import DTYPE, Adam, ToyMLP, fit_distribution, one_thread
 from .scenarios import SCENARIOS, UNSEEN, Pairs, Scenario, draw_pairs
-from .watch import RunWatch
+from .watch import TOY_DETECTOR, RunWatch
 
 #: the default step-2 optimiser: Adam as in the paper (App. D.1); the paper's 5e-7 is for 13B/33B LLMs,
 #: a toy MLP needs the usual small-network rate, and 1000 steps reach the x2 ≈ 0 regime in every scenario
@@ -250,7 +250,8 @@ def _run(config: ToyConfig, on_step: Callable[[int, int], None] | None) -> ToyRe
     reference_rejected = run_reference[:, prompt, rejected]
 
     watches = [
-        RunWatch.start(run.loss, run.hyperparameters, config.guard, config.keep_best, config.guard_settings) for run in runs
+        RunWatch.start(run.loss, run.hyperparameters, config.guard, config.keep_best, config.guard_settings, TOY_DETECTOR)
+        for run in runs
     ]
     chunks = batch_chunks([watch.current_loss for watch in watches])
     unseen = list(UNSEEN)
@@ -258,6 +259,9 @@ def _run(config: ToyConfig, on_step: Callable[[int, int], None] | None) -> ToyRe
     # the squeezing probe: each prompt's most likely response under the reference (train-dpo's greedy one)
     greedy = run_reference.argmax(-1, keepdim=True)
     reference_greedy = run_reference.gather(-1, greedy)
+    # it is a response in no pair only where every prompt's most likely one is unseen (9-10); in the four
+    # scenarios it is some prompt's chosen or a rejected, so a gain there is not dispersion
+    greedy_unpaired = torch.isin(greedy, torch.tensor(unseen)).flatten(1).all(-1).tolist()
     history = ToyHistory.empty(len(runs), config.steps, len(pairs), *targets.shape[1:])
     # a run whose x1 or x2 underflows (a loss unbounded below, e.g. robust) is stopped at its last good
     # weights and reported with the step; the other runs go on. Only when every run stops is it an error.
@@ -304,7 +308,7 @@ def _run(config: ToyConfig, on_step: Callable[[int, int], None] | None) -> ToyRe
         changed = False
         for r, (watch, values) in enumerate(zip(watches, probe.T.tolist(), strict=True)):
             if not bool(stopped[r]):
-                changed |= watch.observe(step, *values)
+                changed |= watch.observe(step, *values, greedy_unpaired=greedy_unpaired[r])
                 if watch.stopped_at == step:
                     stopped[r] = True  # frozen from here on, as a run that underflowed
         if changed:

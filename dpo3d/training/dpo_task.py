@@ -10,8 +10,9 @@ from ..logprobs import LogprobOptions, pair_logps, score_sequences
 from ..losses import LossSpec, PreferenceBatch, get_loss, gradient_diagnostics
 from ..pair_extras import pair_logps_with_extras
 from ..run_watch import RunWatch
+from ..watch.detector import NOISE_PER_TOKEN, NOISE_SUMMED, ThreeDDetector
+from ..watch.divergence import divergence_probabilities
 from .control import StepControl
-from .detector import ThreeDDetector
 from .pairs_data import PairSet
 
 
@@ -149,6 +150,9 @@ class DPOTask:
             values[f"probe_{name}_logp_per_token"] = float(logps.mean.mean())
             if squeezing:  # mean over the responses of the policy's per-token entropy along each (nats)
                 values[f"probe_{name}_entropy"] = float(logps.entropy.mean())
+        # token-level dispersion: the next-token distribution where each probe pair first differs
+        values.update(divergence_probabilities(model, chosen, rejected, self.pad_id, self.settings.score_batch_size,
+                                               self.settings.logprobs, self.settings.padding_side))
         return values
 
     def _evaluate(self, model) -> dict[str, float]:
@@ -187,8 +191,27 @@ class DPOTask:
                 )
         return norms
 
+    def _noise_floor(self, model) -> dict[str, float]:
+        """The rounding noise of the probes' scores at step 0, where the policy is the reference: the larger of
+        the gap between the policy's scores and the reference pass's (same weights, other batches and wrappers)
+        and the compute precision's unit roundoff times the largest score (float32: ~1e-5 nats on a sum of
+        -100; bf16 autocast: ~0.4). The detector treats changes within a few times this as no change."""
+        probe = torch.tensor(self.probe_set)
+        sequences = [self.pairs.chosen[i] for i in self.probe_set] + [self.pairs.rejected[i] for i in self.probe_set]
+        scores = score_sequences(model, sequences, self.pad_id, self.settings.score_batch_size,
+                                 self.settings.padding_side, self.settings.logprobs)
+        reference = torch.cat([self.reference["chosen"][probe], self.reference["rejected"][probe]]).float()
+        device = next(model.parameters()).device.type
+        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else torch.float32
+        roundoff = torch.finfo(dtype).eps / 2
+        gap = (scores.sum - reference).abs()
+        return {NOISE_SUMMED: max(float(gap.max()), roundoff * float(scores.sum.abs().max())),
+                NOISE_PER_TOKEN: max(float((gap / scores.count).max()), roundoff * float(scores.mean.abs().max()))}
+
     def probe(self, model, step: int, indices: list[int]) -> dict[str, float]:
         values = self._probe_values(model)
+        if step == 0 and self.probe_set:  # measured before any update, read by the detector from the step-0 record
+            values.update(self._noise_floor(model))
         if self.baseline is None:
             self.baseline = dict(values)
         for key, value in list(values.items()):
