@@ -94,6 +94,10 @@ def _register() -> None:
 
     app.command("compare")(compare.command)
 
+    from . import diagnose
+
+    app.command("diagnose")(diagnose.command)
+
     from . import study
 
     app.command("study")(study.command)

@@ -5,6 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..records import read_log
+from ..watch.detector import ThreeDDetector, per_token_key
+from ..watch.diagnose import diagnose
+from ..watch.figures import mark_events
 
 
 def _series(records: list[dict], key: str) -> tuple[list[int], list[float]]:
@@ -12,11 +15,22 @@ def _series(records: list[dict], key: str) -> tuple[list[int], list[float]]:
     return [p[0] for p in points], [p[1] for p in points]
 
 
+def _below(ax, twin=None) -> None:
+    """The axis's legend (with its twin's) under it, never over its lines."""
+    handles, labels = ax.get_legend_handles_labels()
+    if twin is not None:
+        more = twin.get_legend_handles_labels()
+        handles, labels = handles + more[0], labels + more[1]
+    if handles:
+        ax.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=3, fontsize=7)
+
+
 def plot_run(run: str | Path, target: str | Path | None = None) -> Path:
-    """Four panels: probe log-prob changes (chosen/rejected/unseen, the starting policy's greedy
+    """Six panels: probe log-prob changes summed (chosen/rejected/unseen, the starting policy's greedy
     responses and samples, the policy's per-token entropy along those on the right axis, guard actions
-    as vertical marks), loss and accuracy,
-    log|∂L/∂x| per side, and the parameter-gradient norm per side (if measured)."""
+    as vertical lines) and per token, each detector event marked where it fired; loss and accuracy;
+    the next-token split at the first token where chosen and rejected differ; log|∂L/∂x| per side;
+    the parameter-gradient norm per side (if measured). The title names model, loss, β and lr."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -26,7 +40,12 @@ def plot_run(run: str | Path, target: str | Path | None = None) -> Path:
     records = read_log(run / "metrics.jsonl")
     if not records:
         raise ValueError(f"{run}: no metrics.jsonl to plot")
-    fig, axes = plt.subplots(2, 2, figsize=(12, 8), constrained_layout=True)
+    events = ThreeDDetector().read_all(records)
+    fig, axes = plt.subplots(3, 2, figsize=(12, 12.5), constrained_layout=True)
+    try:
+        fig.suptitle(diagnose(run).label)
+    except ValueError:  # no probe records: no label to read either
+        pass
     ax = axes[0][0]
     for key, label, color in (
         ("probe_chosen_logp_delta", "chosen", "tab:green"),
@@ -43,9 +62,10 @@ def plot_run(run: str | Path, target: str | Path | None = None) -> Path:
             ax.axvline(record["step"], color="tab:purple", lw=1, ls=":")
             ax.annotate(action.get("guard", "guard"), (record["step"], 0), xytext=(2, 4), textcoords="offset points",
                         color="tab:purple", fontsize=7, rotation=90)
+    mark_events(ax, events, records, "probe_chosen_logp_delta")
     ax.axhline(0, color="black", lw=0.5)
-    ax.set(title="log-prob change since step 0 (probe set, nats)", xlabel="step")
-    ax.legend(loc="lower left")
+    ax.set(title="log-prob change since step 0 (probe set, nats summed)", xlabel="step")
+    twin = None
     entropies = [(key, label, color) for key, label, color in (
         ("probe_greedy_entropy", "entropy on greedy", "tab:blue"),
         ("probe_samples_entropy", "entropy on samples", "tab:cyan"),
@@ -55,7 +75,7 @@ def plot_run(run: str | Path, target: str | Path | None = None) -> Path:
         for key, label, color in entropies:
             twin.plot(*_series(records, key), ":", marker=".", label=label, color=color)
         twin.set(ylabel="policy's per-token entropy (nats)")
-        twin.legend(loc="upper right", fontsize=7)
+    _below(ax, twin)
     ax = axes[0][1]
     ax.plot(*_series(records, "loss"), label="train loss", color="tab:blue")
     if any("eval_loss" in r for r in records):
@@ -66,14 +86,31 @@ def plot_run(run: str | Path, target: str | Path | None = None) -> Path:
     if any("eval_accuracy" in r for r in records):
         twin.plot(*_series(records, "eval_accuracy"), "s--", label="eval accuracy", color="tab:brown")
     twin.set(ylim=(-0.05, 1.05), ylabel="reward accuracy")
-    ax.legend(loc="upper left")
-    twin.legend(loc="lower right")
+    _below(ax, twin)
     ax = axes[1][0]
+    for side, color in (("chosen", "tab:green"), ("rejected", "tab:red")):
+        ax.plot(*_series(records, per_token_key(side)), label=side, color=color)
+    mark_events(ax, events, records, per_token_key("chosen"))
+    ax.axhline(0, color="black", lw=0.5)
+    ax.set(title="the same per token (nats/token): the fair rate comparison", xlabel="step")
+    _below(ax)
+    ax = axes[1][1]
+    split = [(f"probe_divergence_{name}_p", label, color) for name, label, color in (
+        ("chosen", "chosen's token", "tab:green"), ("rejected", "rejected's token", "tab:red"),
+        ("other", "every other token", "tab:gray"))]
+    if _series(records, split[0][0])[0]:
+        for key, label, color in split:
+            ax.plot(*_series(records, key), label=label, color=color)
+        mark_events(ax, [e for e in events if e["property"] == "dispersion"], records, split[2][0])
+        ax.set(ylim=(-0.02, 1.02))
+    ax.set(title="next-token probability at the first token where chosen and rejected differ", xlabel="step")
+    _below(ax)
+    ax = axes[2][0]
     ax.plot(*_series(records, "log_grad_chosen"), label="log|∂L/∂x1| (chosen)", color="tab:green")
     ax.plot(*_series(records, "log_grad_rejected"), label="log|∂L/∂x2| (rejected)", color="tab:red")
     ax.set(title="gradient w.r.t. the sequence probabilities (log scale)", xlabel="step")
-    ax.legend()
-    ax = axes[1][1]
+    _below(ax)
+    ax = axes[2][1]
     if any("grad_norm_chosen_side" in r for r in records):
         ax.plot(*_series(records, "grad_norm_chosen_side"), "o-", label="from chosen side", color="tab:green")
         ax.plot(*_series(records, "grad_norm_rejected_side"), "o-", label="from rejected side", color="tab:red")
@@ -82,7 +119,7 @@ def plot_run(run: str | Path, target: str | Path | None = None) -> Path:
         ax.plot(*_series(records, "margin"), label="reward margin", color="tab:blue")
         ax.set(title="implicit reward margin")
     ax.set(xlabel="step")
-    ax.legend()
+    _below(ax)
     target = Path(target) if target else run / "curves.png"
     fig.savefig(target, dpi=110)
     plt.close(fig)

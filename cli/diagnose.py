@@ -1,0 +1,73 @@
+"""`dpo3d diagnose`: the 3D detector over finished runs' metrics.jsonl, with these or other thresholds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from dpo3d import records as rec
+from dpo3d.watch.detector import DetectorSettings
+from dpo3d.watch.diagnose import diagnose, table
+from dpo3d.watch.figures import plot_runs
+
+from .common import console, user_errors
+
+_D = DetectorSettings
+
+
+@user_errors
+def command(
+    runs: list[Path] = typer.Argument(..., help="train-dpo run folders (each holds metrics.jsonl; run_config.json names "
+                                                "the model, loss, β and lr)."),
+    drop_ratio: float = typer.Option(_D.drop_ratio, "--drop-ratio", help="Drastic drop: the rejected falls at least this "
+                                     "many times faster than the chosen rises (per token)."),
+    min_rate: float = typer.Option(_D.min_rate, "--min-rate", help="Nats per token a side must move for its rate to count."),
+    min_fall: float = typer.Option(_D.min_fall, "--min-fall", help="Nats (summed) the chosen must fall from its start "
+                                   "(displacement) or peak (degradation), or a response in no pair gain (dispersion)."),
+    noise_multiple: float = typer.Option(_D.noise_multiple, "--noise-multiple", help="Changes within this many times "
+                                         "the run's measured rounding noise (step 0) are no change."),
+    min_mass: float = typer.Option(_D.min_mass, "--min-mass", help="Token-level dispersion: how much the share of "
+                                   "other tokens at the first differing token must grow."),
+    table_out: Path = typer.Option(None, "--table", help="Write the Markdown table here (one row per loss, mean ± sd "
+                                   "over its runs, then one per run)."),
+    figure: Path = typer.Option(None, "--figure", help="Draw the runs here (PNG): per loss mean ± sd of the chosen and "
+                                "rejected changes, the other tokens' share, each event marked."),
+) -> None:
+    """Name the 3D-property each run shows, again, from its logged probes: no training, no model.
+
+    The detector train-dpo runs live (see docs/diagnostics.md, "Reading the warnings"):
+    **drastic drop** (the chosen rises, the rejected falls ≥ --drop-ratio× faster, per token),
+    **likelihood displacement** (the chosen falls from the start), **degradation** (the chosen
+    rose, then fell from its peak while the margin grows) and **dispersion** (both fall while
+    responses in no pair, or other tokens at the first differing token, gain). Changes inside the
+    run's measured rounding noise never count.
+
+    Writes every event as a JSON line to stdout ({run, property, step, since, per_token, summed,
+    message, ...}); prints each run's events and the table on stderr.
+
+    Example: `dpo3d diagnose runs/dpo runs/flex --min-fall 2 --table t.md --figure f.png`
+    """
+    settings = DetectorSettings(drop_ratio=drop_ratio, min_rate=min_rate, min_fall=min_fall,
+                                noise_multiple=noise_multiple, min_mass=min_mass)
+    found = [diagnose(run, settings) for run in runs]
+    rec.write_records(({"run": str(d.run), **event} for d in found for event in d.events), rec.STDIO)
+    for d in found:
+        console.print(f"[bold]{d.run}[/bold] — {d.label}")
+        for event in d.events or [{"message": "no 3D-property above the thresholds"}]:
+            console.print(f"  {event['message']}")
+    summary = Table(title="what each run shows", title_justify="left")
+    for column in ("run", "loss", "peak step", "chosen Δ peak → final (nats)", "rejected Δ final", "events"):
+        summary.add_column(column)
+    for d in found:
+        row = d.row
+        summary.add_row(d.run.name, d.loss, str(row["peak_step"]), f"{row['chosen_peak']:+.2f} → {row['chosen_final']:+.2f}",
+                        f"{row['rejected_final']:+.2f}", ", ".join(e["property"] for e in d.events) or "none")
+    console.print(summary)
+    if table_out is not None:
+        with rec.open_output(table_out) as handle:
+            handle.write(table(found))
+        console.print(f"table → {table_out}")
+    if figure is not None:
+        console.print(f"figure → {plot_runs(found, figure)}")
