@@ -169,3 +169,11 @@ def test_ablation_command(tmp_path):
     assert (out / "ablation.png").read_bytes()[:8] == PNG
     result = run("--ablation", "--sweep", "--out", str(tmp_path / "x"))
     assert result.exit_code == 2 and "--ablation trains DPO only" in result.stderr
+
+
+def test_landscape_leaves_out_losses_that_read_more_than_x1_and_x2(tmp_path):
+    from dpo3d.toy.landscape import plot_landscapes
+
+    # wpo needs per-token weights the (x1, x2) plane does not fix: it used to fail the whole sweep's figures
+    assert plot_landscapes(["dpo", "wpo"], tmp_path / "l.png").stat().st_size > 10_000
+    assert plot_landscapes(["wpo"], tmp_path / "only.png").is_file()

@@ -24,7 +24,7 @@ import torch
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
-from ..losses import PreferenceBatch, compute_loss, gradient_diagnostics
+from ..losses import PreferenceBatch, compute_loss, get_loss, gradient_diagnostics
 
 REFERENCE_PROBABILITY = 0.1
 
@@ -71,10 +71,17 @@ def plot_landscapes(
     path: str | Path,
     hyperparameters: Mapping[str, float | None] | None = None,
 ) -> Path:
-    """One panel per loss, side by side: labelled loss contours, descent directions coloured by log10|∇L|."""
-    fig = Figure(figsize=(4.4 * len(names), 5.2), layout="constrained")
-    axes = fig.subplots(1, len(names), squeeze=False)[0]
-    for ax, name in zip(axes, names, strict=True):
+    """One panel per loss, side by side: labelled loss contours, descent directions coloured by log10|∇L|.
+
+    A loss that reads more than the two probabilities (wpo's per-token weights, ld-dpo's shared length) has no
+    single landscape over (x1, x2): it is left out, and the title says so."""
+    drawn = [name for name in names if not get_loss(name).inputs]
+    left_out = [name for name in names if name not in drawn]
+    fig = Figure(figsize=(4.4 * max(len(drawn), 1), 5.2), layout="constrained")
+    axes = fig.subplots(1, max(len(drawn), 1), squeeze=False)[0]
+    if not drawn:
+        axes[0].set_axis_off()
+    for ax, name in zip(axes, drawn, strict=False):
         field = landscape(name, hyperparameters)
         arrow = landscape(name, hyperparameters, points=15, low=0.04)  # arrows stay inside the axes
         loss = field.loss.numpy()
@@ -102,7 +109,8 @@ def plot_landscapes(
         ax.set_title(name, fontsize=11)
     fig.suptitle(
         f"Loss contours over (x1, x2) and descent directions (reference π = {REFERENCE_PROBABILITY} for both);\n"
-        "an arrow pointing down means |∂L/∂x2| ≫ |∂L/∂x1|",
+        "an arrow pointing down means |∂L/∂x2| ≫ |∂L/∂x1|"
+        + (f"\nnot drawn: {', '.join(left_out)} (they read more than x1 and x2)" if left_out else ""),
         fontsize=10,
     )
     fig.savefig(path, dpi=110)
