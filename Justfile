@@ -83,3 +83,33 @@ study out="runs/study" *args: setup
         -n 6 --max-new-tokens 200 --sample-batch-size 40 --all-prompts --steps 8 --batch-size 4 --grad-accum 1 --lr 2e-5 \
         --log-every 2 --eval-every 2 --save-every 4 --probe-size 6 --unseen 12 --max-length 384 \
         --eval-max-new-tokens 200 --eval-batch-size 20 --loss dpo --loss flex --loss dpo-sft --loss ipo {{args}}
+
+# likelihood displacement, degradation and (token-level) dispersion on the bundled SmolLM2: minimal-edit GSM8K pairs
+# (the dataset's solution vs the same text with only the final answer changed), dpo/dpo-sft/flex x 3 seeds x 60
+# steps of one pair, then the detector over every run: a table and a figure (~1 h on two cores; rerun to continue;
+# losses="dpo dpo-sft flex ipo" adds IPO, ~20 min more)
+displacement out="runs/displacement" steps="60" seeds="0 1 2" losses="dpo dpo-sft flex": setup
+    #!/usr/bin/env bash
+    set -euo pipefail
+    dpo3d="{{bin}}/dpo3d"; out="{{out}}"; mkdir -p "$out"
+    [ -s "$out/heldout.jsonl" ] || {
+        "$dpo3d" edit-pairs gsm8k:train --limit 76 --seed 0 -o "$out/all_pairs.jsonl"
+        head -n 64 "$out/all_pairs.jsonl" > "$out/pairs.jsonl"
+        tail -n +65 "$out/all_pairs.jsonl" > "$out/heldout.jsonl"  # never one of the training pairs
+    }
+    runs=()
+    for seed in {{seeds}}; do
+        for loss in {{losses}}; do
+            run="$out/$loss-seed$seed"; runs+=("$run")
+            [ -s "$run/summary.json" ] && continue  # done in an earlier call
+            rm -rf "$run"
+            echo "== $loss, seed $seed" >&2
+            SECONDS=0
+            "$dpo3d" train-dpo --pairs "$out/pairs.jsonl" --eval-pairs "$out/heldout.jsonl" --loss "$loss" --seed "$seed" \
+                --max-steps {{steps}} --batch-size 1 --grad-accum 1 --lr 5e-6 --schedule constant --warmup-ratio 0 \
+                --log-every 10 --eval-every 30 --probe-size 6 --unseen 0 --probe-samples 1 --probe-new-tokens 96 \
+                --max-length 320 --plot --out "$run"
+            echo "   $loss seed $seed: $SECONDS s" >&2
+        done
+    done
+    "$dpo3d" diagnose "${runs[@]}" --table "$out/table.md" --figure "$out/displacement.png"

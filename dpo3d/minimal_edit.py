@@ -29,6 +29,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
 
+from .prompting import boxed_spans
+
 #: why a record gives no pair (the keys of EditStats.skipped)
 NO_SOLUTION = "no reference solution"
 NO_ANSWER = "no final answer (\\boxed{} or ####) in the solution"
@@ -40,7 +42,6 @@ SOLUTION_KEYS = ("reference", "solution")
 
 _NUMBER = re.compile(r"-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?")
 _HASHES = re.compile(r"####[ \t]*(\S+)")
-_BOXED = "\\boxed{"
 
 
 @dataclass(frozen=True)
@@ -76,16 +77,15 @@ class Skipped(Exception):
 
 
 def _last_boxed(text: str) -> AnswerSpan | None:
-    opening = text.rfind(_BOXED)
-    if opening < 0:
-        return None
-    start = opening + len(_BOXED)
-    depth = 1
-    for position in range(start, len(text)):
-        depth += {"{": 1, "}": -1}.get(text[position], 0)
-        if depth == 0:
-            return AnswerSpan(start, position, text[start:position])
-    return None  # never closed: no answer we can trust
+    """The argument of the last ``\\boxed{...}`` (or ``\\fbox``, ``\\boxed 5``), as the math judge reads it."""
+    spans = boxed_spans(text)
+    if not spans:
+        return None  # none, or never closed: no answer we can trust
+    start, end, content = spans[-1]
+    opening = text.find("{", start, end)
+    if opening < 0:  # `\boxed 5`: the argument is the token that ends the span
+        return AnswerSpan(end - len(content), end, content)
+    return AnswerSpan(opening + 1, end - 1, text[opening + 1 : end - 1])
 
 
 def _last_hashes(text: str) -> AnswerSpan | None:

@@ -1,4 +1,5 @@
-"""The 3D detector on hand-made probe trajectories: one label per situation, never the wrong one."""
+"""The 3D detector on hand-made probe trajectories: the right labels for each situation, never the wrong one
+(displacement and dispersion may hold at once: the chosen fell, and the mass went to a response in no pair)."""
 
 from __future__ import annotations
 
@@ -142,3 +143,11 @@ def test_a_chosen_falling_now_is_no_drastic_drop_even_above_its_start():
     # since step 0 the chosen is +0.1/token and the rejected -2.5 (25x), but the chosen fell 0.3/token since step 2
     rows = [record(0, 0, 0), record(1, 1.0, -2.0), record(2, 4.0, -9.0), record(3, 1.0, -25.0)]
     assert labels(rows) == [(3, "degradation")]
+
+
+def test_a_group_logged_summed_only_is_read_in_nats():
+    # a trainer outside dpo3d may log only the summed unseen change: dispersion still reads (and shows) it
+    rows = [record(0, 0, 0, probe_unseen_logp_delta=0.0), record(1, -1.5, -3.0, probe_unseen_logp_delta=2.0)]
+    detector = ThreeDDetector()
+    assert (1, "dispersion") in labels(rows, detector)
+    assert "unseen candidates +2.000 nats/token (+2.00 summed)" in detector.events[-1]["message"]

@@ -42,7 +42,7 @@ def runs(tmp_path):
 def test_diagnose_reads_model_loss_and_names_what_each_run_shows(runs):
     a, _, c = runs
     found = diagnose(a)
-    assert found.label == "SmolLM2 · dpo (beta 0.1) · lr 1e-05"
+    assert found.label == "SmolLM2 · dpo (beta 0.1) · lr 1e-05 · seed 0"
     # step 10: the chosen up 0.3 nats/token, the rejected down 0.8 (8x faster); step 15: 2.5 nats below the peak
     assert [(e["property"], e["step"]) for e in found.events] == [("drastic_drop", 10), ("degradation", 15)]
     assert found.row["peak_step"] == 10 and found.row["chosen_peak"] == 3.0 and found.row["chosen_final"] == 0.5

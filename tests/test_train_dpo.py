@@ -69,11 +69,12 @@ def test_metrics_hold_every_diagnostic(tmp_path, tiny_model_dir):
     ):
         assert key in last, key
     assert records[0]["probe_chosen_logp_delta"] == 0.0
-    # token-level dispersion at every logged step: one next-token distribution split three ways
+    # token-level dispersion at every logged step (the values are checked by hand in test_divergence.py), and
+    # the training moves it: the chosen's token gains at the first differing position
     for record in records:
         assert record["probe_divergence_pairs"] >= 1
-        shares = [record[f"probe_divergence_{k}_p"] for k in ("chosen", "rejected", "other")]
-        assert all(0 <= p <= 1 for p in shares) and sum(shares) == pytest.approx(1.0, abs=1e-6)
+        assert all(0 < record[f"probe_divergence_{k}_p"] < 1 for k in ("chosen", "rejected"))
+    assert records[-1]["probe_divergence_chosen_p"] != records[0]["probe_divergence_chosen_p"]
     # DPO in log space: both sides get the same |∂L/∂logp|; in probability space the ratio is x1/x2
     assert last["logp_grad_chosen"] == pytest.approx(-last["logp_grad_rejected"], rel=1e-5)
     assert (result.out / "model.safetensors").is_file() and (result.out / "reference_logps.safetensors").is_file()

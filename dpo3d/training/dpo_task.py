@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..chunked_head import autocast_dtype
 from ..logprobs import LogprobOptions, pair_logps, score_sequences
 from ..losses import LossSpec, PreferenceBatch, get_loss, gradient_diagnostics
 from ..pair_extras import pair_logps_with_extras
@@ -135,7 +136,8 @@ class DPOTask:
 
     # ------------------------------------------------------------------ measurements at logged steps
 
-    def _probe_values(self, model) -> dict[str, float]:
+    def _probe_values(self, model, scored: dict | None = None) -> dict[str, float]:
+        """The probe means; ``scored``, when given, receives each group's per-sequence scores."""
         chosen = [self.pairs.chosen[i] for i in self.probe_set]
         rejected = [self.pairs.rejected[i] for i in self.probe_set]
         values = {}
@@ -146,6 +148,8 @@ class DPOTask:
             squeezing = name in self.probe_responses  # the policy's own responses: is its distribution narrowing?
             logps = score_sequences(model, seqs, self.pad_id, self.settings.score_batch_size, self.settings.padding_side,
                                     self.settings.logprobs, entropy=squeezing)
+            if scored is not None:
+                scored[name] = logps
             values[f"probe_{name}_logp"] = float(logps.sum.mean())
             values[f"probe_{name}_logp_per_token"] = float(logps.mean.mean())
             if squeezing:  # mean over the responses of the policy's per-token entropy along each (nats)
@@ -191,27 +195,27 @@ class DPOTask:
                 )
         return norms
 
-    def _noise_floor(self, model) -> dict[str, float]:
-        """The rounding noise of the probes' scores at step 0, where the policy is the reference: the larger of
-        the gap between the policy's scores and the reference pass's (same weights, other batches and wrappers)
-        and the compute precision's unit roundoff times the largest score (float32: ~1e-5 nats on a sum of
-        -100; bf16 autocast: ~0.4). The detector treats changes within a few times this as no change."""
-        probe = torch.tensor(self.probe_set)
+    def _noise_floor(self, model, scored: dict) -> dict[str, float]:
+        """The rounding noise of the probe pairs' scores: the larger of how far each response's score moves when
+        it is scored alone instead of in its probe batch (same weights, same precision, other shapes) and the
+        compute precision's unit roundoff times the largest score (float32: ~1e-5 nats on a sum of -170; bf16:
+        ~0.3 on -76). The detector treats changes within a few times this as no change."""
         sequences = [self.pairs.chosen[i] for i in self.probe_set] + [self.pairs.rejected[i] for i in self.probe_set]
-        scores = score_sequences(model, sequences, self.pad_id, self.settings.score_batch_size,
-                                 self.settings.padding_side, self.settings.logprobs)
-        reference = torch.cat([self.reference["chosen"][probe], self.reference["rejected"][probe]]).float()
-        device = next(model.parameters()).device.type
-        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else torch.float32
+        alone = score_sequences(model, sequences, self.pad_id, 1, self.settings.padding_side, self.settings.logprobs)
+        batched = torch.cat([scored["chosen"].sum, scored["rejected"].sum])
+        batched_mean = torch.cat([scored["chosen"].mean, scored["rejected"].mean])
+        parameter = next(model.parameters())
+        dtype = autocast_dtype(parameter.device.type) or parameter.dtype  # the matmuls' precision
         roundoff = torch.finfo(dtype).eps / 2
-        gap = (scores.sum - reference).abs()
-        return {NOISE_SUMMED: max(float(gap.max()), roundoff * float(scores.sum.abs().max())),
-                NOISE_PER_TOKEN: max(float((gap / scores.count).max()), roundoff * float(scores.mean.abs().max()))}
+        return {NOISE_SUMMED: max(float((batched - alone.sum).abs().max()), roundoff * float(batched.abs().max())),
+                NOISE_PER_TOKEN: max(float((batched_mean - alone.mean).abs().max()),
+                                     roundoff * float(batched_mean.abs().max()))}
 
     def probe(self, model, step: int, indices: list[int]) -> dict[str, float]:
-        values = self._probe_values(model)
+        scored: dict = {}
+        values = self._probe_values(model, scored)
         if step == 0 and self.probe_set:  # measured before any update, read by the detector from the step-0 record
-            values.update(self._noise_floor(model))
+            values.update(self._noise_floor(model, scored))
         if self.baseline is None:
             self.baseline = dict(values)
         for key, value in list(values.items()):

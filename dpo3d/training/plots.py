@@ -5,14 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..records import read_log
-from ..watch.detector import ThreeDDetector, per_token_key
+from ..watch.detector import per_token_key
 from ..watch.diagnose import diagnose
-from ..watch.figures import mark_events
-
-
-def _series(records: list[dict], key: str) -> tuple[list[int], list[float]]:
-    points = [(r["step"], r[key]) for r in records if isinstance(r.get(key), (int, float))]
-    return [p[0] for p in points], [p[1] for p in points]
+from ..watch.divergence import PREFIX
+from ..watch.figures import mark_events, series
 
 
 def _below(ax, twin=None) -> None:
@@ -40,12 +36,13 @@ def plot_run(run: str | Path, target: str | Path | None = None) -> Path:
     records = read_log(run / "metrics.jsonl")
     if not records:
         raise ValueError(f"{run}: no metrics.jsonl to plot")
-    events = ThreeDDetector().read_all(records)
     fig, axes = plt.subplots(3, 2, figsize=(12, 12.5), constrained_layout=True)
     try:
-        fig.suptitle(diagnose(run).label)
-    except ValueError:  # no probe records: no label to read either
-        pass
+        found = diagnose(run)  # the detector over the records, and the run's model, loss, β and lr
+        events = found.events
+        fig.suptitle(found.label)
+    except ValueError:  # no probe records: nothing for the detector to read
+        events = []
     ax = axes[0][0]
     for key, label, color in (
         ("probe_chosen_logp_delta", "chosen", "tab:green"),
@@ -54,7 +51,7 @@ def plot_run(run: str | Path, target: str | Path | None = None) -> Path:
         ("probe_greedy_logp_delta", "policy's greedy", "tab:blue"),
         ("probe_samples_logp_delta", "policy's samples", "tab:cyan"),
     ):
-        steps, values = _series(records, key)
+        steps, values = series(records, key)
         if steps:
             ax.plot(steps, values, "--" if "policy" in label else "-", label=label, color=color)
     for record in records:  # what a --guard did, where it did it
@@ -69,54 +66,55 @@ def plot_run(run: str | Path, target: str | Path | None = None) -> Path:
     entropies = [(key, label, color) for key, label, color in (
         ("probe_greedy_entropy", "entropy on greedy", "tab:blue"),
         ("probe_samples_entropy", "entropy on samples", "tab:cyan"),
-    ) if _series(records, key)[0]]
+    ) if series(records, key)[0]]
     if entropies:  # squeezing narrows the policy along its own responses: its per-token entropy falls
         twin = ax.twinx()
         for key, label, color in entropies:
-            twin.plot(*_series(records, key), ":", marker=".", label=label, color=color)
+            twin.plot(*series(records, key), ":", marker=".", label=label, color=color)
         twin.set(ylabel="policy's per-token entropy (nats)")
     _below(ax, twin)
     ax = axes[0][1]
-    ax.plot(*_series(records, "loss"), label="train loss", color="tab:blue")
+    ax.plot(*series(records, "loss"), label="train loss", color="tab:blue")
     if any("eval_loss" in r for r in records):
-        ax.plot(*_series(records, "eval_loss"), "o-", label="eval loss", color="tab:purple")
+        ax.plot(*series(records, "eval_loss"), "o-", label="eval loss", color="tab:purple")
     ax.set(title="loss", xlabel="step")
     twin = ax.twinx()
-    twin.plot(*_series(records, "accuracy"), ":", label="train accuracy", color="tab:orange")
+    twin.plot(*series(records, "accuracy"), ":", label="train accuracy", color="tab:orange")
     if any("eval_accuracy" in r for r in records):
-        twin.plot(*_series(records, "eval_accuracy"), "s--", label="eval accuracy", color="tab:brown")
+        twin.plot(*series(records, "eval_accuracy"), "s--", label="eval accuracy", color="tab:brown")
     twin.set(ylim=(-0.05, 1.05), ylabel="reward accuracy")
     _below(ax, twin)
     ax = axes[1][0]
     for side, color in (("chosen", "tab:green"), ("rejected", "tab:red")):
-        ax.plot(*_series(records, per_token_key(side)), label=side, color=color)
+        ax.plot(*series(records, per_token_key(side)), label=side, color=color)
     mark_events(ax, events, records, per_token_key("chosen"))
     ax.axhline(0, color="black", lw=0.5)
     ax.set(title="the same per token (nats/token): the fair rate comparison", xlabel="step")
     _below(ax)
     ax = axes[1][1]
-    split = [(f"probe_divergence_{name}_p", label, color) for name, label, color in (
+    split = [(f"{PREFIX}{name}_p", label, color) for name, label, color in (
         ("chosen", "chosen's token", "tab:green"), ("rejected", "rejected's token", "tab:red"),
         ("other", "every other token", "tab:gray"))]
-    if _series(records, split[0][0])[0]:
+    if series(records, split[0][0])[0]:
         for key, label, color in split:
-            ax.plot(*_series(records, key), label=label, color=color)
-        mark_events(ax, [e for e in events if e["property"] == "dispersion"], records, split[2][0])
+            ax.plot(*series(records, key), label=label, color=color)
+        token_level = [e for e in events if e["property"] == "dispersion" and "first differing token" in e["message"]]
+        mark_events(ax, token_level, records, split[2][0])  # only the dispersion this panel shows
         ax.set(ylim=(-0.02, 1.02))
     ax.set(title="next-token probability at the first token where chosen and rejected differ", xlabel="step")
     _below(ax)
     ax = axes[2][0]
-    ax.plot(*_series(records, "log_grad_chosen"), label="log|∂L/∂x1| (chosen)", color="tab:green")
-    ax.plot(*_series(records, "log_grad_rejected"), label="log|∂L/∂x2| (rejected)", color="tab:red")
+    ax.plot(*series(records, "log_grad_chosen"), label="log|∂L/∂x1| (chosen)", color="tab:green")
+    ax.plot(*series(records, "log_grad_rejected"), label="log|∂L/∂x2| (rejected)", color="tab:red")
     ax.set(title="gradient w.r.t. the sequence probabilities (log scale)", xlabel="step")
     _below(ax)
     ax = axes[2][1]
     if any("grad_norm_chosen_side" in r for r in records):
-        ax.plot(*_series(records, "grad_norm_chosen_side"), "o-", label="from chosen side", color="tab:green")
-        ax.plot(*_series(records, "grad_norm_rejected_side"), "o-", label="from rejected side", color="tab:red")
+        ax.plot(*series(records, "grad_norm_chosen_side"), "o-", label="from chosen side", color="tab:green")
+        ax.plot(*series(records, "grad_norm_rejected_side"), "o-", label="from rejected side", color="tab:red")
         ax.set(title="parameter-gradient norm by side")
     else:
-        ax.plot(*_series(records, "margin"), label="reward margin", color="tab:blue")
+        ax.plot(*series(records, "margin"), label="reward margin", color="tab:blue")
         ax.set(title="implicit reward margin")
     ax.set(xlabel="step")
     _below(ax)
@@ -160,9 +158,9 @@ def plot_panels(run: str | Path, task: str, target: str | Path | None = None) ->
         raise ValueError(f"{run}: no metrics.jsonl to plot")
     panels = PANELS[task]
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), constrained_layout=True, squeeze=False)
-    for ax, (title, series) in zip(axes[0], panels, strict=True):
-        for key, label in series:
-            steps, values = _series(records, key)
+    for ax, (title, lines) in zip(axes[0], panels, strict=True):
+        for key, label in lines:
+            steps, values = series(records, key)
             if steps:
                 ax.plot(steps, values, "o-" if len(steps) < 30 else "-", ms=3, label=label)
         ax.set(title=title, xlabel="step")

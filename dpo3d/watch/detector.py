@@ -23,8 +23,8 @@ when they differ in length (a long rejected beside a short chosen makes any summ
 in no pair gained?) is read summed: the factor by which the whole response became less or more
 likely. Each event reports both views. A change counts only above its threshold and above
 ``noise_multiple`` × the rounding noise the run measured at step 0 (``probe_noise_nats`` and
-``probe_noise_nats_per_token``: how far the probes' scores in the run's precision are from float32
-scores of the same weights).
+``probe_noise_nats_per_token``: how far a probe's score moves with the batch it is scored in, and
+at least the compute precision's unit roundoff times the score).
 
 An *episode* is a run of consecutive logged records where a condition holds: one event when it
 starts, none again until it has stopped holding. The detector is a pure reader of dicts: train-dpo,
@@ -42,7 +42,7 @@ SIDES = ("chosen", "rejected")
 ELSEWHERE = {"unseen": "unseen candidates", "greedy": "the starting policy's greedy responses",
              "samples": "the starting policy's samples"}
 NOISE_SUMMED, NOISE_PER_TOKEN = "probe_noise_nats", "probe_noise_nats_per_token"
-OTHER_P = "probe_divergence_other_p"
+OTHER_P = "probe_divergence_other_p"  # divergence.PREFIX + "other_p" (the detector imports nothing of dpo3d)
 
 
 def summed_key(group: str) -> str:
@@ -97,6 +97,7 @@ class Changes:
         per_token = {g: float(record[per_token_key(g)]) for g in summed if _number(record.get(per_token_key(g)))}
         if not all(side in per_token for side in SIDES):
             per_token = dict(summed)
+        per_token = {**summed, **per_token}  # a group logged summed only is read (and shown) in its summed value
         other = record.get(OTHER_P)
         return cls(int(record["step"]), per_token, summed, float(other) if _number(other) else None)
 
@@ -185,7 +186,7 @@ class ThreeDDetector:
             # rejected still plunges (a chosen falling over the interval is not this property)
             rose = chosen - self.previous.per_token["chosen"]
             fell, since = self.previous.per_token["rejected"] - rejected, self.previous.step
-            holds = rose > -t and fell > t and fell >= ratio * max(rose, t)
+            holds = fell > t and fell >= ratio * max(rose, t)  # not falling: rose > -t already
         ratio_seen = fell / max(rose, t)
         return self._episode(
             "drastic_drop", holds, now, since,

@@ -16,9 +16,10 @@ from pathlib import Path
 
 from ..losses import LOSSES, get_loss
 from ..records import read_log
-from .detector import DetectorSettings, ThreeDDetector, per_token_key, summed_key
+from .detector import OTHER_P, DetectorSettings, ThreeDDetector, per_token_key, summed_key
+from .divergence import PREFIX
 
-OTHER_P, CHOSEN_P = "probe_divergence_other_p", "probe_divergence_chosen_p"
+CHOSEN_P = f"{PREFIX}chosen_p"
 
 
 @dataclass
@@ -38,7 +39,8 @@ class Diagnosis:
     @property
     def label(self) -> str:
         beta = ", ".join(f"{k} {v:g}" for k, v in self.hyperparameters.items() if isinstance(v, (int, float)))
-        return f"{self.model} · {self.loss}" + (f" ({beta})" if beta else "") + (f" · lr {self.lr:g}" if self.lr else "")
+        return (f"{self.model} · {self.loss}" + (f" ({beta})" if beta else "") + (f" · lr {self.lr:g}" if self.lr else "")
+                + (f" · seed {self.seed}" if self.seed is not None else ""))
 
 
 def _probe_records(records: Sequence[dict]) -> list[dict]:
@@ -54,7 +56,6 @@ def summarise(records: Sequence[dict]) -> dict:
     peak = max(probes, key=lambda r: r[summed_key("chosen")])
     first, last = probes[0], probes[-1]
     row = {
-        "steps": last["step"],
         "peak_step": peak["step"],
         "chosen_peak": peak[summed_key("chosen")],
         "chosen_final": last[summed_key("chosen")],

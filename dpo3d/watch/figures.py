@@ -29,7 +29,7 @@ def mark_events(ax, events: Sequence[dict], records: Sequence[dict], key: str) -
                 label=event["property"].replace("_", " "), zorder=5)
 
 
-def _series(records: Sequence[dict], key: str) -> tuple[list[int], list[float]]:
+def series(records: Sequence[dict], key: str) -> tuple[list[int], list[float]]:
     points = [(r["step"], r[key]) for r in records if isinstance(r.get(key), (int, float))]
     return [p[0] for p in points], [p[1] for p in points]
 
@@ -66,7 +66,7 @@ def plot_runs(runs: Sequence[Diagnosis], target: str | Path) -> Path:
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for (loss, members), color in zip(groups.items(), colors, strict=False):
         for ax, (key, _) in zip(axes.flat, PANELS, strict=True):
-            curves = [dict(zip(*_series(m.records, key), strict=True)) for m in members]
+            curves = [dict(zip(*series(m.records, key), strict=True)) for m in members]
             steps = sorted(set.intersection(*(set(c) for c in curves))) if curves else []
             if not steps:
                 continue
