@@ -213,8 +213,8 @@ class ThreeDDetector:
         how = f"while the margin grew to {margin}" if grows else f"with the rejected ({now.show('rejected')}); margin {margin}"
         return self._episode(
             "likelihood_displacement", displaced, now, 0,
-            f"step {now.step}: likelihood displacement — the chosen log-prob fell {now.show('chosen')} since step 0 "
-            f"without having risen, {how}: training pushes the chosen response down too",
+            f"step {now.step}: likelihood displacement — the chosen log-prob moved {now.show('chosen')} since step 0 "
+            f"and never rose, {how}: training pushes the chosen response down too",
         ) + self._episode(
             "degradation", degraded, now, self.chosen_peak_step,
             f"step {now.step}: degradation — the chosen log-prob is {self.chosen_peak - chosen:.2f} nats below "
