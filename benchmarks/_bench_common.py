@@ -201,7 +201,7 @@ def optional_logprob_options():
 def quiet_probe_responses() -> dict:
     """DPORunConfig keywords that switch off the squeezing probes' generation (not part of any step)."""
     try:
-        from dpo3d.training.probe_responses import ProbeResponseConfig
+        from dpo3d.watch.probe_responses import ProbeResponseConfig
     except ImportError:
         return {}
     return {"probe_responses": ProbeResponseConfig(greedy=False, samples=0)}

@@ -10,7 +10,6 @@ import typer
 from rich import box
 from rich.table import Table
 
-from dpo3d.guard import KEEP_BEST, POLICIES, GuardSettings
 from dpo3d.losses import LOSSES, get_loss, parse_loss_args
 from dpo3d.toy.ablation import DEFAULT_SGD_LR, DEFAULT_TABULAR_LR
 from dpo3d.toy.indicators import TABLE_COLUMNS, indicators
@@ -28,6 +27,7 @@ from dpo3d.toy.scenarios import (
 )
 from dpo3d.toy.seeds import DEFAULT_SWEEP_SEEDS, seed_list
 from dpo3d.toy.train import DEFAULT_LR, DEFAULT_STEPS, ToyConfig, run_toy
+from dpo3d.watch.guard import KEEP_BEST, POLICIES, GuardSettings
 
 from .common import UsageError, console, progress, user_errors
 

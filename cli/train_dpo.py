@@ -6,12 +6,12 @@ from pathlib import Path
 
 import typer
 
-from dpo3d.guard import KEEP_BEST, POLICIES, GuardSettings
 from dpo3d.logprobs import LogprobOptions
 from dpo3d.losses import LOSSES, get_loss, parse_loss_args
 from dpo3d.training.dpo import DPORunConfig, train_dpo
 from dpo3d.training.loop import NonFiniteLoss
-from dpo3d.training.probe_responses import ProbeResponseConfig
+from dpo3d.watch.guard import KEEP_BEST, POLICIES, GuardSettings
+from dpo3d.watch.probe_responses import ProbeResponseConfig
 
 from . import options
 from . import training_options as t

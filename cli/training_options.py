@@ -134,5 +134,5 @@ class LiveDisplay:
         self.progress.console.print(f"[bold yellow]warning[/] {message}", highlight=False)
 
     def warn(self, message: str) -> None:
-        acted = message.split(": ", 1)[-1].startswith("guard ")  # dpo3d.guard's action messages
+        acted = message.split(": ", 1)[-1].startswith("guard ")  # dpo3d.watch.guard's action messages
         self.progress.console.print(f"[bold cyan]guard[/] {message}" if acted else f"[bold yellow]3D warning[/] {message}")

@@ -1,4 +1,4 @@
-"""The 3D guard policy (dpo3d.guard) on detector events worked by hand."""
+"""The 3D guard policy (dpo3d.watch.guard) on detector events worked by hand."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
-from dpo3d.guard import BestTracker, Guard, GuardSettings, watch
 from dpo3d.losses import PreferenceBatch, get_loss
 from dpo3d.watch.detector import ThreeDDetector
+from dpo3d.watch.guard import BestTracker, Guard, GuardSettings, watch
 
 
 def event(name: str, step: int) -> dict:

@@ -216,7 +216,7 @@ def test_lora_reward_model_trains_its_head_and_loads_as_a_reward_model(tmp_path,
 
     assert is_reward_model(str(result.out)) and is_reward_model(str(result.out / lora.MERGED_FOLDER))
     model, tokenizer = load_reward_model(str(result.out))
-    from dpo3d.training.pairs_data import load_pairs
+    from dpo3d.pair_set import load_pairs
 
     encoded = load_pairs(pairs, tokenizer, 1024, 0)
     expected = score_sequences(trained, encoded.chosen, tokenizer.pad_token_id)

@@ -152,7 +152,7 @@ def write_jsonl(path, rows):
 
 
 def test_the_command_writes_pairs_train_dpo_reads_and_the_tally_on_stderr(tmp_path, tiny_model_dir, tokenizer):
-    from dpo3d.training.pairs_data import load_pairs
+    from dpo3d.pair_set import load_pairs
 
     sources = [INTEGER, DECIMAL, NEGATIVE, COMMAS, record("plain", "No answer.", "3")]
     prompts = write_jsonl(tmp_path / "prompts.jsonl", sources)

@@ -12,11 +12,11 @@ from dpo3d.logprobs import score_sequences
 from dpo3d.models import load_causal_lm, load_tokenizer
 from dpo3d.records import read_log
 from dpo3d.sequences import EncodedPair
-from dpo3d.training import probe_responses
 from dpo3d.training.config import LoopConfig
 from dpo3d.training.dpo import DPORunConfig, train_dpo
 from dpo3d.training.loop import LoopCallbacks
-from dpo3d.training.probe_responses import FILE, ProbeResponseConfig
+from dpo3d.watch import probe_responses
+from dpo3d.watch.probe_responses import FILE, ProbeResponseConfig
 
 from .test_train_dpo import write_pairs
 

@@ -27,7 +27,7 @@ def test_help_teaches():
 def test_help_calls_only_the_unseen_9_10_dispersion():
     text = " ".join(run("--help").output.replace("│", " ").split())
     assert "grey dashed the mass outside" not in text
-    # the guard's sentence lists the detector's warning names (dpo3d.guard's stop_on), not a reading of the toy's mass
+    # the guard's sentence lists the detector's warning names (dpo3d.watch.guard's stop_on), not a reading of the toy's mass
     sentences = [s for s in text.replace("; ", ". ").split(". ") if "dispersion" in s.lower() and "freezes the run on" not in s]
     assert sentences  # the help does say what dispersion is
     for sentence in sentences:  # each names the unseen 9-10 (responses in no pair), or says what is *not* dispersion

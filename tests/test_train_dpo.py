@@ -14,7 +14,7 @@ from dpo3d.records import read_log
 from dpo3d.training.config import LoopConfig
 from dpo3d.training.dpo import DPORunConfig, train_dpo
 from dpo3d.training.loop import LoopCallbacks, NonFiniteLoss
-from dpo3d.training.probe_responses import ProbeResponseConfig
+from dpo3d.watch.probe_responses import ProbeResponseConfig
 
 PROMPT = [{"role": "user", "content": "Pick a colour."}]
 

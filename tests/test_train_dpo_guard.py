@@ -23,12 +23,13 @@ from typer.testing import CliRunner
 
 from dpo3d.logprobs import score_sequences
 from dpo3d.models import load_causal_lm
+from dpo3d.pair_set import load_pairs
 from dpo3d.records import read_log
 from dpo3d.training.config import LoopConfig
 from dpo3d.training.dpo import DPORunConfig, train_dpo
 from dpo3d.training.loop import LoopCallbacks
-from dpo3d.training.pairs_data import load_pairs, probe_indices
-from dpo3d.training.probe_responses import ProbeResponseConfig
+from dpo3d.watch.probe_responses import ProbeResponseConfig
+from dpo3d.watch.probes import probe_indices
 from dpo3d_cli.app import app
 
 from .test_train_dpo import write_pairs
@@ -167,7 +168,7 @@ WORKER = """
 import json, sys
 from dpo3d.training.config import LoopConfig
 from dpo3d.training.dpo import DPORunConfig, train_dpo
-from dpo3d.training.probe_responses import ProbeResponseConfig
+from dpo3d.watch.probe_responses import ProbeResponseConfig
 settings = json.loads(sys.argv[1])
 run = {**settings["run"], "probe_responses": ProbeResponseConfig(greedy=False, samples=0)}
 result = train_dpo(DPORunConfig(**run, loop=LoopConfig(**settings["loop"])))

@@ -59,8 +59,8 @@ def test_reward_gradients_are_equal_and_opposite(trained_rm):
 def test_measured_reward_gradients_match_the_closed_form(tmp_path, tiny_model_dir):
     import torch
 
+    from dpo3d.pair_set import load_pairs
     from dpo3d.reward_model import load_reward_model
-    from dpo3d.training.pairs_data import load_pairs
     from dpo3d.training.rm import RMTask
 
     model, tokenizer = load_reward_model(str(tiny_model_dir))

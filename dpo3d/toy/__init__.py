@@ -6,7 +6,7 @@
 
 Modules: scenarios (prompts, responses, pairs, step-1 distributions), model (the
 stacked MLP, step 1, Adam), train (both steps, the per-step record), watch (the
-probes fed to train-dpo's live 3D detector, and dpo3d.guard acting on its warnings:
+probes fed to train-dpo's live 3D detector, and dpo3d.watch.guard acting on its warnings:
 ``ToyConfig(guard="sft")``), indicators, mass (where the probability mass went, by
 class of response and the model's argmax), outputs (metrics.jsonl, summary.json),
 figures and landscape (PNGs; matplotlib is imported only there), sweep_table

@@ -11,7 +11,7 @@ probability, and differentiated with respect to x).
 
 Every step also feeds each run's probe values to train-dpo's live 3D detector
 (watch.py); with ``guard`` its warnings change the run's loss (an SFT term, a
-lower β_l) or stop the run, as ``dpo3d.guard`` decides.
+lower β_l) or stop the run, as ``dpo3d.watch.guard`` decides.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from functools import lru_cache
 
 import torch
 
-from ..guard import BestTracker, Guard, GuardSettings
 from ..losses import PreferenceBatch, compute_loss, get_loss, gradient_diagnostics_many
+from ..watch.guard import BestTracker, Guard, GuardSettings
 from .model import DTYPE, Adam, ToyMLP, fit_distribution, one_thread
 from .scenarios import SCENARIOS, UNSEEN, Pairs, Scenario, draw_pairs
 from .watch import TOY_DETECTOR, RunWatch
@@ -53,7 +53,7 @@ class ToyConfig:
     pairs_per_prompt: int = 1
     rejected_draw: str = "random"
     seed: int = 0
-    guard: str | None = None  # sft, flex or stop (dpo3d.guard); None: the detector only warns
+    guard: str | None = None  # sft, flex or stop (dpo3d.watch.guard); None: the detector only warns
     keep_best: str | None = None  # "chosen": report the state where the probe chosen log-prob peaked
     guard_settings: GuardSettings = field(default_factory=GuardSettings)
 

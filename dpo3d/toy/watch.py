@@ -14,8 +14,8 @@ by --guard stop) remembers the step where the probe chosen log-prob peaked.
 
 from __future__ import annotations
 
-from ..run_watch import RunWatch as _RunWatch
 from ..watch.detector import DetectorSettings, per_token_key, summed_key
+from ..watch.run import RunWatch as _RunWatch
 
 #: one-token responses: a fall of 0.05 nats is a 5% fall of the response's probability (train-dpo's 1 nat is
 #: meant for sums over a response's tokens)
@@ -23,7 +23,7 @@ TOY_DETECTOR = DetectorSettings(min_fall=0.05)
 
 
 class RunWatch(_RunWatch):
-    """One toy run's detector, guard and best-step tracker (``dpo3d.run_watch``), read from its four probes."""
+    """One toy run's detector, guard and best-step tracker (``dpo3d.watch.run``), read from its four probes."""
 
     def observe(self, step: int, chosen: float, rejected: float, unseen: float, greedy: float,
                 greedy_unpaired: bool = False) -> bool:

@@ -7,21 +7,22 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .. import host_memory, inputs, lora
-from ..guard import GuardSettings
 from ..logprobs import LogprobOptions
 from ..lora import LoRAConfig
 from ..losses import get_loss
 from ..models import LoadOptions, load_causal_lm, load_tokenizer
 from ..pair_extras import truncate_to_shared
+from ..pair_set import load_pairs
 from ..records import read_log, write_json
-from ..run_watch import RunWatch
+from ..watch.guard import GuardSettings
+from ..watch.probe_responses import ProbeResponseConfig, probe_responses
+from ..watch.probes import probe_indices
+from ..watch.run import RunWatch
 from . import precision
 from . import reference as ref_cache
 from .config import LoopConfig, is_main_process
 from .dpo_task import DPOSettings, DPOTask
 from .loop import LoopCallbacks, RunResult, train
-from .pairs_data import load_pairs, probe_indices
-from .probe_responses import ProbeResponseConfig, probe_responses
 
 
 @dataclass
@@ -42,7 +43,7 @@ class DPORunConfig:
     lora: LoRAConfig = field(default_factory=LoRAConfig)  # r = 0: full fine-tuning
     probe_responses: ProbeResponseConfig = field(default_factory=ProbeResponseConfig)  # the squeezing probes
     logprobs: LogprobOptions = field(default_factory=LogprobOptions)  # how log-probs are computed (chunked head, packing)
-    guard: str | None = None  # sft | flex | stop (dpo3d.guard): act on the 3D detector's warnings; None: only warn
+    guard: str | None = None  # sft | flex | stop (dpo3d.watch.guard): act on the 3D detector's warnings; None: only warn
     keep_best: str | None = None  # "chosen": keep OUT/best, the state where the probe chosen log-prob peaked
     guard_settings: GuardSettings = field(default_factory=GuardSettings)
 

@@ -6,15 +6,14 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..chunked_head import autocast_dtype
-from ..logprobs import LogprobOptions, pair_logps, score_sequences
+from ..logprobs import LogprobOptions, pair_logps
 from ..losses import LossSpec, PreferenceBatch, get_loss, gradient_diagnostics
 from ..pair_extras import pair_logps_with_extras
-from ..run_watch import RunWatch
-from ..watch.detector import NOISE_PER_TOKEN, NOISE_SUMMED, ThreeDDetector
-from ..watch.divergence import divergence_probabilities
+from ..pair_set import PairSet
+from ..watch.detector import ThreeDDetector
+from ..watch.probes import ProbeScorer, probe_sets
+from ..watch.run import RunWatch
 from .control import StepControl
-from .pairs_data import PairSet
 
 
 @dataclass
@@ -45,17 +44,21 @@ class DPOTask:
     pad_id: int
     probe_set: list[int]
     eval_pairs: PairSet | None = None
-    baseline: dict[str, float] | None = None  # probe values at step 0 (read back on resume)
+    baseline: dict[str, float] | None = None  # probe values at step 0 (read back on resume), given to the scorer
     watch: RunWatch | None = None  # None: the detector alone (no guard, no keep-best)
     total_steps: int = 0  # set by the loop: the last step is always evaluated
     # the squeezing probes: the starting policy's greedy response and samples per probe prompt
     probe_responses: dict[str, list] = field(default_factory=dict)
 
     _control: StepControl = field(default_factory=StepControl, repr=False)
+    scorer: ProbeScorer = field(init=False, repr=False)  # the probe set and its baseline (dpo3d.watch.probes)
 
     def __post_init__(self) -> None:
         if self.watch is None:
             self.watch = RunWatch(self.loss_spec.name, self.settings.hyperparameters)
+        probes = probe_sets(self.pairs.chosen, self.pairs.rejected, self.probe_set, self.pairs.unseen, self.probe_responses)
+        self.scorer = ProbeScorer(probes, self.pad_id, self.settings.score_batch_size, self.settings.padding_side,
+                                  self.settings.logprobs, self.baseline)
 
     @property
     def logprob_options(self) -> LogprobOptions:
@@ -136,29 +139,6 @@ class DPOTask:
 
     # ------------------------------------------------------------------ measurements at logged steps
 
-    def _probe_values(self, model, scored: dict | None = None) -> dict[str, float]:
-        """The probe means; ``scored``, when given, receives each group's per-sequence scores."""
-        chosen = [self.pairs.chosen[i] for i in self.probe_set]
-        rejected = [self.pairs.rejected[i] for i in self.probe_set]
-        values = {}
-        groups = {"chosen": chosen, "rejected": rejected, "unseen": self.pairs.unseen, **self.probe_responses}
-        for name, seqs in groups.items():
-            if not seqs:
-                continue
-            squeezing = name in self.probe_responses  # the policy's own responses: is its distribution narrowing?
-            logps = score_sequences(model, seqs, self.pad_id, self.settings.score_batch_size, self.settings.padding_side,
-                                    self.settings.logprobs, entropy=squeezing)
-            if scored is not None:
-                scored[name] = logps
-            values[f"probe_{name}_logp"] = float(logps.sum.mean())
-            values[f"probe_{name}_logp_per_token"] = float(logps.mean.mean())
-            if squeezing:  # mean over the responses of the policy's per-token entropy along each (nats)
-                values[f"probe_{name}_entropy"] = float(logps.entropy.mean())
-        # token-level dispersion: the next-token distribution where each probe pair first differs
-        values.update(divergence_probabilities(model, chosen, rejected, self.pad_id, self.settings.score_batch_size,
-                                               self.settings.logprobs, self.settings.padding_side))
-        return values
-
     def _evaluate(self, model) -> dict[str, float]:
         pairs = self.eval_pairs
         totals = {"loss": 0.0, "accuracy": 0.0, "margin": 0.0}
@@ -195,32 +175,8 @@ class DPOTask:
                 )
         return norms
 
-    def _noise_floor(self, model, scored: dict) -> dict[str, float]:
-        """The rounding noise of the probe pairs' scores: the larger of how far each response's score moves when
-        it is scored alone instead of in its probe batch (same weights, same precision, other shapes) and the
-        compute precision's unit roundoff times the largest score (float32: ~1e-5 nats on a sum of -170; bf16:
-        ~0.3 on -76). The detector treats changes within a few times this as no change."""
-        sequences = [self.pairs.chosen[i] for i in self.probe_set] + [self.pairs.rejected[i] for i in self.probe_set]
-        alone = score_sequences(model, sequences, self.pad_id, 1, self.settings.padding_side, self.settings.logprobs)
-        batched = torch.cat([scored["chosen"].sum, scored["rejected"].sum])
-        batched_mean = torch.cat([scored["chosen"].mean, scored["rejected"].mean])
-        parameter = next(model.parameters())
-        dtype = autocast_dtype(parameter.device.type) or parameter.dtype  # the matmuls' precision
-        roundoff = torch.finfo(dtype).eps / 2
-        return {NOISE_SUMMED: max(float((batched - alone.sum).abs().max()), roundoff * float(batched.abs().max())),
-                NOISE_PER_TOKEN: max(float((batched_mean - alone.mean).abs().max()),
-                                     roundoff * float(batched_mean.abs().max()))}
-
     def probe(self, model, step: int, indices: list[int]) -> dict[str, float]:
-        scored: dict = {}
-        values = self._probe_values(model, scored)
-        if step == 0 and self.probe_set:  # measured before any update, read by the detector from the step-0 record
-            values.update(self._noise_floor(model, scored))
-        if self.baseline is None:
-            self.baseline = dict(values)
-        for key, value in list(values.items()):
-            if key.endswith("_logp") or key.endswith("_logp_per_token"):
-                values[f"{key[: -len('_logp')]}_logp_delta" if key.endswith("_logp") else f"{key}_delta"] = value - self.baseline[key]
+        values = self.scorer.measure(model, step)
         every = self.settings.eval_every
         if self.eval_pairs is not None and (step in (0, self.total_steps) or (every and step % every == 0)):
             values.update(self._evaluate(model))

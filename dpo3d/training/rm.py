@@ -19,11 +19,11 @@ from .. import inputs, lora
 from ..lora import LoRAConfig
 from ..losses.reward import bradley_terry_rm
 from ..models import LoadOptions
+from ..pair_set import PairSet, load_pairs
 from ..records import write_json
 from ..reward_model import load_reward_model, score_sequences, sequence_rewards
 from .config import LoopConfig, is_main_process
 from .loop import LoopCallbacks, RunResult, train
-from .pairs_data import PairSet, load_pairs
 
 #: the reward model's learning rate by default (its head starts fresh)
 RM_LR = 1e-5

@@ -1,4 +1,5 @@
-"""Preference pairs as training examples: encoded chosen/rejected, unseen candidates, probes."""
+"""Preference pairs as training examples: encoded chosen/rejected and unseen candidates (train-dpo, train-rm and
+the 3D probes read pairs through it)."""
 
 from __future__ import annotations
 
@@ -6,10 +7,10 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import formats, inputs
-from ..encoding_cache import default_cache, encode_cached
-from ..records import RecordError
-from ..sequences import EncodedPair
+from . import formats, inputs
+from .encoding_cache import default_cache, encode_cached
+from .records import RecordError
+from .sequences import EncodedPair
 
 
 @dataclass
@@ -65,10 +66,3 @@ def load_pairs(
         if not c.response_ids or not r.response_ids:
             raise RecordError(source.name, None, f"pair '{record['id']}': a response is empty after tokenisation/truncation (raise --max-length)")
     return PairSet(records, chosen, rejected, unseen, [i for i, _ in candidates])
-
-
-def probe_indices(n: int, size: int, seed: int) -> list[int]:
-    """A fixed, seeded subset of pairs whose log-probs are tracked at every logged step."""
-    indices = list(range(n))
-    random.Random(f"probe:{seed}").shuffle(indices)
-    return sorted(indices[: min(size, n)])

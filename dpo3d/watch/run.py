@@ -15,9 +15,9 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from ..losses import get_loss
+from .detector import DetectorSettings, ThreeDDetector
 from .guard import BestTracker, Guard, GuardAction, GuardSettings, watch
-from .losses import get_loss
-from .watch.detector import DetectorSettings, ThreeDDetector
 
 
 @dataclass

@@ -40,9 +40,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from .losses.mixture import canonical_name, parse_mixture
-from .losses.registry import get_loss
-from .watch.detector import PROPERTIES
+from ..losses.mixture import canonical_name, parse_mixture
+from ..losses.registry import get_loss
+from .detector import PROPERTIES
 
 POLICIES = ("sft", "flex", "stop")
 #: keep_best choices: the probe record field whose highest value marks the state to keep
