@@ -1,4 +1,5 @@
-"""`dpo3d diagnose`: the 3D detector over finished runs' metrics.jsonl, with these or other thresholds."""
+"""`dpo3d diagnose`: the 3D detector over finished runs' metrics.jsonl, with these or other thresholds; with
+--pairs, over any trainer's saved checkpoints (scored first)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import typer
 from rich.table import Table
 
 from dpo3d import records as rec
+from dpo3d.watch.checkpoints import ProbeOptions, find_checkpoints, score_checkpoints
 from dpo3d.watch.detector import DetectorSettings
 from dpo3d.watch.diagnose import diagnose, table
 from dpo3d.watch.figures import plot_runs
@@ -15,12 +17,26 @@ from dpo3d.watch.figures import plot_runs
 from .common import console, user_errors
 
 _D = DetectorSettings
+_P = ProbeOptions
+SCORED = "3d-checkpoints"  # where a run's scored checkpoints go without --out
 
 
 @user_errors
 def command(
-    runs: list[Path] = typer.Argument(..., help="train-dpo run folders (each holds metrics.jsonl; run_config.json names "
-                                                "the model, loss, β and lr)."),
+    runs: list[Path] = typer.Argument(..., help="Run folders: train-dpo's or the TRL callback's (each holds "
+                                                "metrics.jsonl; run_config.json names the model, loss, β and lr), "
+                                                "or with --pairs any trainer's output_dir of checkpoint-N folders."),
+    pairs: str = typer.Option(None, "--pairs", help="Score each RUN's checkpoint-N folders (TRL, 🤗 Trainer; full "
+                              "models or PEFT adapters) on these probe pairs first (any pair source dpo3d reads), "
+                              "then read them: the same record train-dpo writes live."),
+    base: str = typer.Option(None, "--base", help="With --pairs: the model training started from (step 0, the "
+                             "baseline). Default: the base model the adapter checkpoints name."),
+    probe_size: int = typer.Option(_P.probe_size, "--probe-size", help="With --pairs: pairs probed (seeded subset)."),
+    seed: int = typer.Option(_P.seed, "--seed", help="With --pairs: picks the probed pairs (as train-dpo's --seed)."),
+    max_length: int = typer.Option(_P.max_length, "--max-length", help="With --pairs: tokens per prompt+response."),
+    greedy_tokens: int = typer.Option(_P.greedy_tokens, "--greedy-tokens", help="With --pairs: length of the "
+                                      "starting model's greedy response per probe prompt (a response in no pair); 0: none."),
+    out: Path = typer.Option(None, "--out", help=f"With --pairs and one RUN: where the scores go (default RUN/{SCORED})."),
     drop_ratio: float = typer.Option(_D.drop_ratio, "--drop-ratio", help="Drastic drop: the rejected falls at least this "
                                      "many times faster than the chosen rises (per token)."),
     min_rate: float = typer.Option(_D.min_rate, "--min-rate", help="Nats per token a side must move for its rate to count."),
@@ -47,10 +63,28 @@ def command(
     Writes every event as a JSON line to stdout ({run, property, step, since, per_token, summed,
     message, ...}); prints each run's events and the table on stderr.
 
-    Example: `dpo3d diagnose runs/dpo runs/flex --min-fall 2 --table t.md --figure f.png`
+    With --pairs, each RUN is another trainer's output_dir: its checkpoint-N folders (and --base as step 0)
+    are scored on the probe pairs into RUN/3d-checkpoints (metrics.jsonl, summary.json), then read the same way.
+
+    Examples: `dpo3d diagnose runs/dpo runs/flex --min-fall 2 --table t.md --figure f.png`;
+    `dpo3d diagnose trl_out --pairs pairs.jsonl --base HuggingFaceTB/SmolLM2-135M-Instruct`
     """
     settings = DetectorSettings(drop_ratio=drop_ratio, min_rate=min_rate, min_fall=min_fall,
                                 noise_multiple=noise_multiple, min_mass=min_mass)
+    if pairs is not None:
+        if out is not None and len(runs) > 1:
+            raise typer.BadParameter("--out takes one RUN (each run's scores go to RUN/" + SCORED + " otherwise)")
+        options = ProbeOptions(probe_size=probe_size, seed=seed, max_length=max_length, greedy_tokens=greedy_tokens)
+        scored = []
+        for run in runs:
+            checkpoints = find_checkpoints(run)
+            if not checkpoints:
+                raise typer.BadParameter(f"{run}: no checkpoint-N folders to score")
+            target = out or run / SCORED
+            score_checkpoints(checkpoints, pairs, target, base, options, settings,
+                              on_step=lambda step, run=run: console.print(f"{run}: scoring step {step}"))
+            scored.append(target)
+        runs = scored
     found = [diagnose(run, settings) for run in runs]
     rec.write_records(({"run": str(d.run), **event} for d in found for event in d.events), rec.STDIO)
     for d in found:

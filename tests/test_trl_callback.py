@@ -142,3 +142,38 @@ def test_flex_and_unknown_guards_are_refused():
         ThreeDCallback("pairs.jsonl", guard="flex")
     with pytest.raises(ValueError, match="positive"):
         ThreeDCallback("pairs.jsonl", every=0)
+
+
+def test_diagnose_on_trls_checkpoints_gives_the_callbacks_records_and_events(plain, pairs, tiny_model_dir):
+    """`dpo3d diagnose OUT --pairs P --base START`: the checkpoints (every 2 steps) scored afterwards give the
+    callback's records at those steps, and the detector over them the events the live callback raises when it
+    probes every 2 steps (its records at the even steps)."""
+    from typer.testing import CliRunner
+
+    from dpo3d.watch.detector import ThreeDDetector
+    from dpo3d_cli.app import app
+
+    out, _, callback = plain
+    result = CliRunner().invoke(app, ["diagnose", str(out), "--pairs", str(pairs), "--base", str(tiny_model_dir),
+                                      "--probe-size", "4", "--greedy-tokens", "8"])
+    assert result.exit_code == 0, result.output
+    scored = read_log(out / "3d-checkpoints" / "metrics.jsonl")
+    assert [r["step"] for r in scored] == [0, 2, 4, 6, 8, 10]
+    for record in scored:
+        live = callback.records[record["step"]]
+        for key, value in record.items():
+            assert live[key] == pytest.approx(value, abs=1e-5), (record["step"], key)
+    every_two = ThreeDDetector(callback.detector_settings).read_all([callback.records[s] for s in range(0, 11, 2)])
+    printed = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [(e["step"], e["property"]) for e in printed] == [(e["step"], e["property"]) for e in every_two]
+    assert every_two  # the run does show a property at this spacing
+
+
+def test_diagnose_needs_a_base_for_full_model_checkpoints(plain, pairs, tmp_path):
+    from typer.testing import CliRunner
+
+    from dpo3d_cli.app import app
+
+    out, _, _ = plain
+    result = CliRunner().invoke(app, ["diagnose", str(out), "--pairs", str(pairs), "--out", str(tmp_path / "s")])
+    assert result.exit_code != 0 and "--base" in result.output
