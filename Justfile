@@ -37,7 +37,7 @@ test-fast *args: setup
 
 # lint
 lint: setup
-    "{{bin}}/ruff" check dpo3d cli tests scripts benchmarks
+    "{{bin}}/ruff" check dpo3d cli tests scripts benchmarks examples
 
 # benchmarks: train-dpo vs TRL's DPOTrainer (pairs/s, MFU), peak memory with/without gradient checkpointing, sampling tokens/s, judge math answers/s
 bench: setup

@@ -5,7 +5,7 @@ and leaves every base weight frozen; B starts at zero, so the adapted model
 computes exactly what its base did until the first step. A run folder then holds
 the adapter (``adapter_config.json`` + ``adapter_model.safetensors``), whose
 ``base_model_name_or_path`` is the ``--model`` spec the run started from (an
-absolute path for a local folder); :mod:`dpo3d.models` loads such a folder as
+absolute path for a local folder, the cached folder for the bundled model); :mod:`dpo3d.models` loads such a folder as
 its base with the adapter merged in, so an adapter trained on another adapter
 (DPO on an SFT adapter) stacks by merging, down to a full model.
 
@@ -66,8 +66,14 @@ class LoRAConfig:
 
 
 def base_reference(spec: str) -> str:
-    """What an adapter records as its base: a local folder as an absolute path (the run may be
-    loaded from another directory), anything else (the bundled name, a hub id) as given."""
+    """What an adapter records as its base, in a form plain transformers/peft resolve
+    (``AutoPeftModelForCausalLM.from_pretrained(run)``): a local folder as an absolute path (the run
+    may be loaded from another directory), the bundled model's name as its converted folder in the
+    cache (the name itself stays in the run's run_config.json), a hub id as given."""
+    from .models import BUNDLED, bundled_folder
+
+    if spec == BUNDLED:
+        return str(bundled_folder().resolve())
     path = Path(spec).expanduser()
     return str(path.resolve()) if path.is_dir() else spec
 

@@ -177,3 +177,26 @@ def test_diagnose_needs_a_base_for_full_model_checkpoints(plain, pairs, tmp_path
     out, _, _ = plain
     result = CliRunner().invoke(app, ["diagnose", str(out), "--pairs", str(pairs), "--out", str(tmp_path / "s")])
     assert result.exit_code != 0 and "--base" in result.output
+
+
+def test_two_process_ddp_run_probes_on_every_rank(tmp_path, pairs, tiny_model_dir):
+    """accelerate launch, 2 processes (gloo): every rank runs the probe forwards (a sharded model needs each rank
+    in them) and gets the same records; only rank 0 writes them. (The run's data order differs from a 1-process
+    run's, so its values are not compared with one.)"""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).with_name("trl_ddp_run.py")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    launcher = str(Path(sys.executable).parent / "accelerate")
+    two = subprocess.run([launcher, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+                          "--mixed_precision", "no", "--dynamo_backend", "no", str(script), str(tmp_path / "two"),
+                          str(pairs), str(tiny_model_dir), "1"], capture_output=True, text=True, env=env, timeout=600)
+    assert two.returncode == 0, two.stderr[-3000:]
+    ranks = [json.loads((tmp_path / "two" / f"records-rank{r}.json").read_text()) for r in (0, 1)]
+    assert [r["step"] for r in ranks[0]] == [0, 2, 4]
+    assert ranks[0][-1]["probe_chosen_logp_delta"] != 0  # it trained
+    assert ranks[0] == ranks[1]
+    assert read_log(tmp_path / "two" / FOLDER / "metrics.jsonl") == ranks[0]

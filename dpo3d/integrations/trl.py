@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -114,6 +115,7 @@ class ThreeDCallback(TrainerCallback):
         self._pending: dict[str, float] = {}
         self._main = True
         self._dir = Path(FOLDER)  # set at train start: out, or <output_dir>/3d
+        self.probe_seconds = 0.0  # wall time spent probing (the overhead on the run)
 
     # ------------------------------------------------------------------ setup
 
@@ -224,6 +226,7 @@ class ThreeDCallback(TrainerCallback):
     # ------------------------------------------------------------------ measuring and reading
 
     def _measure(self, model, step: int) -> dict:
+        started = time.perf_counter()
         was_training = model.training
         model.eval()  # dropout off: the probes measure the weights, not a random mask
         try:
@@ -231,6 +234,7 @@ class ThreeDCallback(TrainerCallback):
                 values = self.scorer.measure(model, step)
         finally:
             model.train(was_training)
+        self.probe_seconds += time.perf_counter() - started
         record = {"step": step, **values}
         self._read(record)
         if self._main:
