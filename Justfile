@@ -88,6 +88,19 @@ study out="runs/study" *args: setup
 # (the dataset's solution vs the same text with only the final answer changed), dpo/dpo-sft/flex x 3 seeds x 60
 # steps of one pair, then the detector over every run: a table and a figure (~1 h on two cores; rerun to continue;
 # losses="dpo dpo-sft flex ipo" adds IPO, ~20 min more)
+# TRL's DPOTrainer with dpo3d's 3D callback on the bundled SmolLM2 and minimal-edit pairs, then diagnose on its checkpoints
+trl-example out="runs/trl-3d" steps="60": setup
+    #!/usr/bin/env bash
+    set -euo pipefail
+    dpo3d="{{bin}}/dpo3d"; out="{{out}}"; mkdir -p "$out"
+    [ -s "$out/pairs.jsonl" ] || "$dpo3d" edit-pairs gsm8k:train --limit 64 --seed 0 -o "$out/pairs.jsonl"
+    "{{bin}}/python" examples/trl_dpo_3d.py --pairs "$out/pairs.jsonl" --out "$out" --steps {{steps}}
+    # the same probes again, afterwards, from TRL's checkpoints (step 0: the bundled model's folder)
+    base="$("{{bin}}/python" -c 'from dpo3d.models import BUNDLED, resolve; print(resolve(BUNDLED))')"
+    "$dpo3d" diagnose "$out" --pairs "$out/pairs.jsonl" --base "$base" --probe-size 6 --greedy-tokens 96 \
+        --max-length 320 --figure "$out/checkpoints.png" > "$out/checkpoint-events.jsonl"
+    "$dpo3d" diagnose "$out/3d" --figure "$out/live.png" > "$out/live-events.jsonl"
+
 displacement out="runs/displacement" steps="60" seeds="0 1 2" losses="dpo dpo-sft flex": setup
     #!/usr/bin/env bash
     set -euo pipefail

@@ -3,8 +3,8 @@
     pip install -e ".[trl]"                        # or: just trl-example (sets up, builds the pairs, runs this)
     dpo3d edit-pairs gsm8k:train --limit 64 -o pairs.jsonl
     python examples/trl_dpo_3d.py --pairs pairs.jsonl --out runs/trl-3d
-    dpo3d diagnose runs/trl-3d/3d                  # the live records again, a table and a figure
-    dpo3d diagnose runs/trl-3d --pairs pairs.jsonl --probe-size 6 --greedy-tokens 96 \
+    dpo3d diagnose runs/trl-3d/3d --table t.md --figure live.png     # the live records read again
+    dpo3d diagnose runs/trl-3d --pairs pairs.jsonl --probe-size 6 --greedy-tokens 96 --max-length 320 \
         --base "$(python -c 'from dpo3d.models import resolve; print(resolve("smollm2-135m-instruct"))')"
 
 The model is the bundled SmolLM2-135M-Instruct as a plain Hugging Face folder (any hub id or folder works:
@@ -56,7 +56,7 @@ def main() -> None:
     train = train.map(as_conversation)  # TRL wants chat responses beside a chat prompt
     config = DPOConfig(output_dir=args.out, max_steps=args.steps, learning_rate=args.lr, lr_scheduler_type="constant",
                        per_device_train_batch_size=1, max_length=args.max_length, logging_steps=args.every,
-                       save_steps=args.save_steps, report_to=["tensorboard"], use_cpu=True, seed=0)
+                       save_steps=args.save_steps, save_only_model=True, report_to=["tensorboard"], use_cpu=True, seed=0)
     trainer = DPOTrainer(model=model, args=config, train_dataset=train, processing_class=tokenizer)
 
     callback = ThreeDCallback(args.pairs, every=args.every, guard=args.guard, probe_size=args.probe_size,

@@ -36,14 +36,15 @@ def pairs(tmp_path_factory):
     return path
 
 
-def run(out, pairs, tokenizer, guard=None, max_steps=10, save_steps=100, resume=None, report_to=()):
+def run(out, pairs, tokenizer, guard=None, max_steps=10, save_steps=100, resume=None, report_to=(), every=1,
+        logging_steps=1):
     model = tiny_causal_lm(tokenizer, seed=0)
-    args = DPOConfig(output_dir=str(out), max_steps=max_steps, per_device_train_batch_size=2, logging_steps=1,
+    args = DPOConfig(output_dir=str(out), max_steps=max_steps, per_device_train_batch_size=2, logging_steps=logging_steps,
                      save_steps=save_steps, report_to=list(report_to), learning_rate=5e-2, lr_scheduler_type="constant", use_cpu=True, bf16=False,
                      disable_tqdm=True, seed=0)
     trainer = DPOTrainer(model=model, ref_model=copy.deepcopy(model), args=args, train_dataset=Dataset.from_list(ROWS),
                          processing_class=tokenizer)
-    callback = ThreeDCallback(pairs, every=1, probe_size=4, greedy_tokens=8, guard=guard).attach(trainer)
+    callback = ThreeDCallback(pairs, every=every, probe_size=4, greedy_tokens=8, guard=guard).attach(trainer)
     trainer.train(resume_from_checkpoint=resume)
     return trainer, callback
 
@@ -91,6 +92,18 @@ def test_metrics_reach_the_trainers_log_history_and_tensorboard(plain):
     scalars = accumulator.Scalars(f"train/{PREFIX}probe_chosen_logp_delta")
     assert [s.step for s in scalars] == list(range(1, 11))
     assert scalars[-1].value == pytest.approx(callback.records[10]["probe_chosen_logp_delta"], rel=1e-6)
+
+
+def test_probe_steps_off_the_logging_steps_are_logged_at_their_own_step(tmp_path, pairs, tokenizer):
+    """every=2 against logging_steps=3: the callback asks for a log at steps 2 and 4, its fields are on exactly those
+    log entries (and on 6, a step both want), never on the trainer's own step-3 log."""
+    trainer, callback = run(tmp_path, pairs, tokenizer, max_steps=6, every=2, logging_steps=3)
+    logged = [entry for entry in trainer.state.log_history if "loss" in entry]
+    assert [entry["step"] for entry in logged] == [2, 3, 4, 6]
+    assert [entry["step"] for entry in logged if f"{PREFIX}probe_chosen_logp_delta" in entry] == [2, 4, 6]
+    for entry in logged[0], logged[2], logged[3]:
+        step = entry["step"]
+        assert entry[f"{PREFIX}probe_chosen_logp_delta"] == callback.records[step // 2]["probe_chosen_logp_delta"]
 
 
 def test_records_and_events_are_written_for_diagnose(plain):

@@ -9,12 +9,15 @@
     ThreeDCallback("pairs.jsonl", every=10, guard="sft").attach(trainer)
     trainer.train()
 
-What it does, on every process (a sharded model needs every rank in each forward):
+What it does, on every process (each runs the probe forwards; rank 0's scores are broadcast, so every rank
+takes the same decisions):
 
 * at train start it encodes the probe pairs with the trainer's tokenizer (``dpo3d.pair_set``, the same
   encoding train-dpo uses), generates the starting policy's greedy response to each probe prompt (the
   squeezing probe, a response in no pair) and scores everything once (``dpo3d.watch.probes``): the step-0
-  record, with the rounding noise floor the detector needs;
+  record, with the rounding noise floor the detector needs (written to ``OUT/metrics.jsonl``; the trainer logs
+  nothing at step 0). Changes are taken from the policy's own step-0 scores, as train-dpo's are; TRL's
+  reference model is not scored (TRL logs the rewards against it);
 * every ``every`` optimizer steps (and at the last) it scores them again under the current weights and
   feeds the record to the detector (``dpo3d.watch.detector``) and the guard (``dpo3d.watch.guard``);
 * the record's fields reach the trainer's own log as ``3d/<field>``, so every tracker the trainer reports
@@ -27,19 +30,22 @@ What it does, on every process (a sharded model needs every rank in each forward
   train-dpo run folder;
 * the guard acts through TRL's own knobs: ``stop`` sets ``control.should_training_stop``; ``sft`` adds
   TRL's ``"sft"`` loss type (``trainer.loss_types``/``loss_weights``, TRL ≥ 1.0) with the guard's α, raised
-  on later warnings as train-dpo's guard does. TRL's sft term averages the NLL over the batch's chosen
+  on later warnings as train-dpo's guard does, from the weight of an ``"sft"`` term the config already has. TRL's sft term averages the NLL over the batch's chosen
   tokens where dpo3d's ``dpo-sft`` averages per pair, so the two differ by that weighting only.
-  ``flex`` is refused: TRL's ``DPOTrainer`` has one β for both sides and no β_l;
+  ``flex`` is refused: TRL's ``DPOTrainer`` has one β for both sides and no β_l. ``stop`` names the step where
+  the probe chosen log-prob peaked (``keep_step`` in the action); keeping that state is up to TRL's checkpoints;
 * resume (``trainer.train(resume_from_checkpoint=...)``): the records up to the checkpoint's step are read
   back from ``OUT/metrics.jsonl`` and replayed, so the baseline, the detector's episodes and the guard's
   actions (an added sft term included) are what they were.
 
-Tested with TRL 1.16.0 and transformers 5.25 (``tests/test_trl_callback.py``). Nothing here imports TRL: the
-callback needs only ``transformers``; the sft guard needs a trainer with TRL's ``loss_types``.
+Tested with TRL 1.16.0 and transformers 5.25 (``tests/test_trl_callback.py``: one process, and DDP with two
+processes; sharded models, FSDP or ZeRO-3, are not tested yet). The probes run under the trainer's autocast.
+Nothing here imports TRL: the callback needs only ``transformers``; the sft guard needs TRL's ``loss_types``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import time
@@ -50,6 +56,8 @@ from typing import Any
 import torch
 from transformers import TrainerCallback
 
+from ..logprobs import settle_support
+from ..losses.mixture import canonical_name
 from ..pair_set import load_pairs
 from ..records import write_json
 from ..run_log import AppendLog, read_log
@@ -64,6 +72,25 @@ logger = logging.getLogger("dpo3d")
 PREFIX = "3d/"  # the log keys' prefix: one section in TensorBoard and W&B
 FOLDER = "3d"  # under the trainer's output_dir
 GUARDS = ("sft", "stop")
+
+
+def _distributed() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1
+
+
+def _from_main(value):
+    """Rank 0's ``value`` on every rank: one set of decisions for the whole run (on a GPU, ranks' own probe scores
+    can differ by rounding, and a rank that stops or changes its loss alone would hang or split the run)."""
+    if not _distributed():
+        return value
+    box = [value]
+    torch.distributed.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def _barrier() -> None:
+    if _distributed():
+        torch.distributed.barrier()
 
 
 def _tokenizer(processing_class):
@@ -141,6 +168,9 @@ class ThreeDCallback(TrainerCallback):
         if tokenizer is None:
             raise ValueError("ThreeDCallback needs the trainer's tokenizer (processing_class)")
         self._main = state.is_world_process_zero
+        self.records, self._pending, self.probe_seconds = [], {}, 0.0  # a callback reused for another train()
+        # the lazy scoring features (chunked head, packing) decided now, on every rank alike (settle_support)
+        settle_support(model, agree=_from_main)
         pairs = load_pairs(self.probe_pairs, tokenizer, self.max_length, self.unseen, self.seed, cache=None)
         indices = probe_indices(len(pairs), self.probe_size, self.seed)
         folder = self._dir = self._folder(args)
@@ -157,8 +187,8 @@ class ThreeDCallback(TrainerCallback):
             # stored beside the records: a resumed run probes the starting policy's responses, not its own
             if resuming:
                 responses = load(folder, config, self.seed, prompts)
-            else:  # every process generates (greedy: the same on each), the main one stores
-                responses = generate(model, tokenizer, prompts, config, self.seed)
+            else:  # every process generates (a sharded model needs each in the forward); rank 0's are kept
+                responses = _from_main(generate(model, tokenizer, prompts, config, self.seed))
                 if self._main:
                     store(folder, config, self.seed, responses)
             if responses is None:
@@ -167,7 +197,8 @@ class ThreeDCallback(TrainerCallback):
         probes = probe_sets(pairs.chosen, pairs.rejected, indices, pairs.unseen, responses)
         self.scorer = ProbeScorer(probes, tokenizer.pad_token_id, self.batch_size, tokenizer.padding_side or "right")
         beta = self.beta if self.beta is not None else float(getattr(args, "beta", 0.1))
-        self.watch = RunWatch.start("dpo", {"beta": beta}, self.guard, None, self.guard_settings, self.detector_settings)
+        self.watch = RunWatch.start(self._loss_name(), {"beta": beta}, self.guard, None, self.guard_settings,
+                                    self.detector_settings)
         if self.trainer is None:
             logger.warning("ThreeDCallback was given through callbacks=[...]: the trainer's trackers run before it and "
                            "miss its fields (they still reach state.log_history and %s); use .attach(trainer)", folder)
@@ -175,6 +206,13 @@ class ThreeDCallback(TrainerCallback):
             self._resume(folder, state.global_step)
             return
         self._measure(model, 0)
+
+    def _loss_name(self) -> str:
+        """DPO, with the sft term the user's TRL config already has (the sft guard raises it from there)."""
+        types = list(getattr(self.trainer, "loss_types", None) or [])
+        if "sft" not in types:
+            return "dpo"
+        return canonical_name([("dpo", 1.0), ("sft", float(self.trainer.loss_weights[types.index("sft")]))])
 
     def _resume(self, folder: Path, step: int) -> None:
         path = folder / "metrics.jsonl"
@@ -185,6 +223,7 @@ class ThreeDCallback(TrainerCallback):
         self.records = []
         for record in kept:
             self._read(record, replay=True)
+        _barrier()  # every rank has read the file before rank 0 rewrites it
         if self._main:  # records past the checkpoint belong to a run that is being redone
             path.unlink()
             with AppendLog(path) as log:
@@ -195,6 +234,9 @@ class ThreeDCallback(TrainerCallback):
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
         step = state.global_step
+        if self.watch is not None and self.watch.should_stop:  # a resumed run the guard had stopped
+            control.should_training_stop = True
+            return control
         if self.scorer is None or not (step % self.every == 0 or step >= state.max_steps):
             return control
         record = self._measure(model, step)
@@ -229,13 +271,15 @@ class ThreeDCallback(TrainerCallback):
         started = time.perf_counter()
         was_training = model.training
         model.eval()  # dropout off: the probes measure the weights, not a random mask
+        # the trainer's autocast (bf16/fp16): the probes, and the noise floor they read, in the training precision
+        precision = self.trainer.accelerator.autocast() if self.trainer is not None else contextlib.nullcontext()
         try:
-            with torch.no_grad():
+            with torch.no_grad(), precision:
                 values = self.scorer.measure(model, step)
         finally:
             model.train(was_training)
         self.probe_seconds += time.perf_counter() - started
-        record = {"step": step, **values}
+        record = _from_main({"step": step, **values})  # every rank reads rank 0's record: one set of decisions
         self._read(record)
         if self._main:
             with AppendLog(self._dir / "metrics.jsonl") as log:

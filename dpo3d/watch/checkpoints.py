@@ -43,7 +43,7 @@ class ProbeOptions:
 def find_checkpoints(run: Path) -> list[tuple[int, Path]]:
     """``run``'s ``checkpoint-N`` sub-folders as (N, folder), by step."""
     found = [(int(m.group(1)), path) for path in Path(run).iterdir()
-             if path.is_dir() and (m := CHECKPOINT.match(path.name))]
+             if path.is_dir() and (m := CHECKPOINT.match(path.name)) and int(m.group(1)) > 0]  # step 0 is the base
     return sorted(found)
 
 

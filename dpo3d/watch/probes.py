@@ -9,8 +9,9 @@ group) and ``_logp_per_token``, their changes since the first measurement (``_de
 policy's entropy on its own responses, the token-level split at each pair's first differing token
 (:mod:`dpo3d.watch.divergence`) and, at the first measurement, the rounding noise of the scores.
 
-train-dpo (``DPOTask``) and the TRL callback (``dpo3d.integrations.trl``) both measure through it,
-so a value logged by either is the same number for the same weights.
+train-dpo (``DPOTask``), the TRL callback (``dpo3d.integrations.trl``) and ``dpo3d diagnose --pairs`` all
+measure through it: for the same weights, probe set and batch size they log the same numbers (other batch
+sizes or precisions agree to rounding, which the step-0 noise floor measures).
 """
 
 from __future__ import annotations
