@@ -8,7 +8,7 @@ from ..records import read_log
 from ..watch.detector import per_token_key
 from ..watch.diagnose import diagnose
 from ..watch.divergence import PREFIX
-from ..watch.figures import mark_events, series
+from ..watch.figures import mark_events, series, shown_on
 
 
 def _below(ax, twin=None) -> None:
@@ -98,8 +98,7 @@ def plot_run(run: str | Path, target: str | Path | None = None) -> Path:
     if series(records, split[0][0])[0]:
         for key, label, color in split:
             ax.plot(*series(records, key), label=label, color=color)
-        token_level = [e for e in events if e["property"] == "dispersion" and "first differing token" in e["message"]]
-        mark_events(ax, token_level, records, split[2][0])  # only the dispersion this panel shows
+        mark_events(ax, shown_on(events, split[2][0]), records, split[2][0])  # only the dispersion this panel shows
         ax.set(ylim=(-0.02, 1.02))
     ax.set(title="next-token probability at the first token where chosen and rejected differ", xlabel="step")
     _below(ax)

@@ -29,6 +29,14 @@ def mark_events(ax, events: Sequence[dict], records: Sequence[dict], key: str) -
                 label=event["property"].replace("_", " "), zorder=5)
 
 
+def shown_on(events: Sequence[dict], key: str) -> list[dict]:
+    """The events a panel of ``key`` shows: on the next-token split at the first differing token only the
+    dispersion read there (token level); every event on the log-prob panels."""
+    if key != OTHER_P:
+        return list(events)
+    return [e for e in events if e["property"] == "dispersion" and "first differing token" in e["message"]]
+
+
 def series(records: Sequence[dict], key: str) -> tuple[list[int], list[float]]:
     points = [(r["step"], r[key]) for r in records if isinstance(r.get(key), (int, float))]
     return [p[0] for p in points], [p[1] for p in points]
@@ -77,7 +85,7 @@ def plot_runs(runs: Sequence[Diagnosis], target: str | Path) -> Path:
                 sd = values.std(0, ddof=1)
                 ax.fill_between(steps, mean - sd, mean + sd, color=color, alpha=0.2)
             for m in members:
-                mark_events(ax, m.events, m.records, key)
+                mark_events(ax, shown_on(m.events, key), m.records, key)
     for ax, (_, title) in zip(axes.flat, PANELS, strict=True):
         ax.set(title=title, xlabel="step")
         ax.axhline(0, color="black", lw=0.5)
