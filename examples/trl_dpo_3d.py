@@ -47,6 +47,8 @@ def main() -> None:
     parser.add_argument("--probe-size", type=int, default=6)
     parser.add_argument("--greedy-tokens", type=int, default=96)
     parser.add_argument("--max-length", type=int, default=320)
+    parser.add_argument("--bf16", action="store_true", help="train (and probe) under bf16 autocast, TRL's own default; "
+                        "float32 without it: bf16 rounding of ~170-nat sums is ~1 nat, which hides smaller moves")
     parser.add_argument("--save-steps", type=int, default=10, help="checkpoints, for dpo3d diagnose --pairs afterwards")
     args = parser.parse_args()
 
@@ -56,7 +58,8 @@ def main() -> None:
     train = train.map(as_conversation)  # TRL wants chat responses beside a chat prompt
     config = DPOConfig(output_dir=args.out, max_steps=args.steps, learning_rate=args.lr, lr_scheduler_type="constant",
                        per_device_train_batch_size=1, max_length=args.max_length, logging_steps=args.every,
-                       save_steps=args.save_steps, save_only_model=True, report_to=["tensorboard"], use_cpu=True, seed=0)
+                       save_steps=args.save_steps, save_only_model=True, report_to=["tensorboard"], use_cpu=True, seed=0,
+                       bf16=args.bf16)
     trainer = DPOTrainer(model=model, args=config, train_dataset=train, processing_class=tokenizer)
 
     callback = ThreeDCallback(args.pairs, every=args.every, guard=args.guard, probe_size=args.probe_size,
