@@ -9,10 +9,11 @@ import typer
 from rich.table import Table
 
 from dpo3d import records as rec
-from dpo3d.watch.checkpoints import ProbeOptions, find_checkpoints, score_checkpoints
+from dpo3d.watch.checkpoints import find_checkpoints, score_checkpoints
 from dpo3d.watch.detector import DetectorSettings
 from dpo3d.watch.diagnose import diagnose, table
 from dpo3d.watch.figures import plot_runs
+from dpo3d.watch.probes import ProbeOptions
 
 from .common import console, user_errors
 

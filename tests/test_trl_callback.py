@@ -70,7 +70,7 @@ def test_probe_values_equal_dpo3d_scorer_on_the_saved_checkpoints(plain, tokeniz
     out, _, callback = plain
     for step in (2, 4, 6):
         model = AutoModelForCausalLM.from_pretrained(out / f"checkpoint-{step}")
-        scorer = ProbeScorer(callback.scorer.probes, tokenizer.pad_token_id, callback.batch_size,
+        scorer = ProbeScorer(callback.scorer.probes, tokenizer.pad_token_id, callback.options.batch_size,
                              baseline=callback.scorer.baseline)
         again = scorer.measure(model, step)
         live = callback.records[step]

@@ -58,13 +58,12 @@ from transformers import TrainerCallback
 
 from ..logprobs import settle_support
 from ..losses.mixture import canonical_name
-from ..pair_set import load_pairs
 from ..records import write_json
 from ..run_log import AppendLog, read_log
 from ..watch.detector import DetectorSettings
 from ..watch.guard import GuardSettings
-from ..watch.probe_responses import FILE, ProbeResponseConfig, generate, load, store
-from ..watch.probes import ProbeScorer, probe_indices, probe_sets
+from ..watch.probe_responses import FILE, generate, load, store
+from ..watch.probes import ProbeOptions, ProbeScorer, baseline_of, probe_sets, select
 from ..watch.run import RunWatch
 
 logger = logging.getLogger("dpo3d")
@@ -114,12 +113,12 @@ class ThreeDCallback(TrainerCallback):
         *,
         every: int = 10,
         guard: str | None = None,
-        probe_size: int = 16,
-        max_length: int = 1024,
-        unseen: int = 64,
-        greedy_tokens: int = 128,
-        batch_size: int = 8,
-        seed: int = 0,
+        probe_size: int = ProbeOptions.probe_size,
+        max_length: int = ProbeOptions.max_length,
+        unseen: int = ProbeOptions.unseen,
+        greedy_tokens: int = ProbeOptions.greedy_tokens,
+        batch_size: int = ProbeOptions.batch_size,
+        seed: int = ProbeOptions.seed,
         beta: float | None = None,
         detector: DetectorSettings | None = None,
         guard_settings: GuardSettings | None = None,
@@ -130,9 +129,10 @@ class ThreeDCallback(TrainerCallback):
         if guard is not None and guard not in GUARDS:
             raise ValueError(f"guard '{guard}': choose from {', '.join(GUARDS)} (flex needs a separate β for the "
                              f"rejected side, which TRL's DPOTrainer does not have)")
-        self.probe_pairs, self.every, self.guard, self.probe_size = probe_pairs, every, guard, probe_size
-        self.max_length, self.unseen, self.greedy_tokens = max_length, unseen, greedy_tokens
-        self.batch_size, self.seed, self.beta = batch_size, seed, beta
+        self.probe_pairs, self.every, self.guard, self.beta = probe_pairs, every, guard, beta
+        # what is probed, as diagnose --pairs probes it (dpo3d.watch.probes.ProbeOptions)
+        self.options = ProbeOptions(probe_size=probe_size, seed=seed, max_length=max_length, unseen=unseen,
+                                    greedy_tokens=greedy_tokens, batch_size=batch_size)
         self.detector_settings, self.guard_settings = detector or DetectorSettings(), guard_settings
         self.out = Path(out) if out is not None else None
         self.trainer = None
@@ -171,31 +171,28 @@ class ThreeDCallback(TrainerCallback):
         self.records, self._pending, self.probe_seconds = [], {}, 0.0  # a callback reused for another train()
         # the lazy scoring features (chunked head, packing) decided now, on every rank alike (settle_support)
         settle_support(model, agree=_from_main)
-        pairs = load_pairs(self.probe_pairs, tokenizer, self.max_length, self.unseen, self.seed, cache=None)
-        indices = probe_indices(len(pairs), self.probe_size, self.seed)
+        pairs, indices, prompts = select(self.probe_pairs, tokenizer, self.options)
         folder = self._dir = self._folder(args)
         resuming = state.global_step > 0
         if self._main and not resuming:  # a new run: nothing of an earlier one in this folder is read back
             folder.mkdir(parents=True, exist_ok=True)
             for stale in ("metrics.jsonl", FILE):
                 (folder / stale).unlink(missing_ok=True)
-        responses = {}
-        if self.greedy_tokens:  # the starting policy's own response: where squeezed-off mass would go
-            prompts = [list(p) for p in dict.fromkeys(tuple(pairs.chosen[i].prompt_ids) for i in indices)]
-            config = ProbeResponseConfig(greedy=True, samples=0, max_new_tokens=self.greedy_tokens,
-                                         batch_size=self.batch_size)
+        responses, config, seed = {}, self.options.greedy, self.options.seed
+        if config is not None:  # the starting policy's own response: where squeezed-off mass would go
             # stored beside the records: a resumed run probes the starting policy's responses, not its own
             if resuming:
-                responses = load(folder, config, self.seed, prompts)
+                responses = load(folder, config, seed, prompts)
             else:  # every process generates (a sharded model needs each in the forward); rank 0's are kept
-                responses = _from_main(generate(model, tokenizer, prompts, config, self.seed))
+                responses = _from_main(generate(model, tokenizer, prompts, config, seed))
                 if self._main:
-                    store(folder, config, self.seed, responses)
+                    store(folder, config, seed, responses)
             if responses is None:
                 raise ValueError(f"resume at step {state.global_step}: {folder / FILE} has no probe responses of "
                                  f"the starting policy for these settings")
         probes = probe_sets(pairs.chosen, pairs.rejected, indices, pairs.unseen, responses)
-        self.scorer = ProbeScorer(probes, tokenizer.pad_token_id, self.batch_size, tokenizer.padding_side or "right")
+        self.scorer = ProbeScorer(probes, tokenizer.pad_token_id, self.options.batch_size,
+                                  tokenizer.padding_side or "right")
         beta = self.beta if self.beta is not None else float(getattr(args, "beta", 0.1))
         self.watch = RunWatch.start(self._loss_name(), {"beta": beta}, self.guard, None, self.guard_settings,
                                     self.detector_settings)
@@ -219,7 +216,7 @@ class ThreeDCallback(TrainerCallback):
         kept = [r for r in read_log(path) if r.get("step", 0) <= step] if path.is_file() else []
         if not kept or kept[0].get("step") != 0:
             raise ValueError(f"resume at step {step}: {path} has no step-0 probe record to take the changes from")
-        self.scorer.baseline = {k: v for k, v in kept[0].items() if k.startswith("probe_") and not k.endswith("_delta")}
+        self.scorer.baseline = baseline_of(kept[0])
         self.records = []
         for record in kept:
             self._read(record, replay=True)
@@ -274,7 +271,7 @@ class ThreeDCallback(TrainerCallback):
         # the trainer's autocast (bf16/fp16): the probes, and the noise floor they read, in the training precision
         precision = self.trainer.accelerator.autocast() if self.trainer is not None else contextlib.nullcontext()
         try:
-            with torch.no_grad(), precision:
+            with precision:  # measure() runs without gradients
                 values = self.scorer.measure(model, step)
         finally:
             model.train(was_training)

@@ -16,7 +16,7 @@ from ..pair_set import load_pairs
 from ..records import read_log, write_json
 from ..watch.guard import GuardSettings
 from ..watch.probe_responses import ProbeResponseConfig, probe_responses
-from ..watch.probes import probe_indices
+from ..watch.probes import baseline_of, probe_indices, probe_prompts
 from ..watch.run import RunWatch
 from . import precision
 from . import reference as ref_cache
@@ -111,14 +111,14 @@ def train_dpo(config: DPORunConfig, callbacks: LoopCallbacks | None = None, on_s
             groups.update(zip(("eval_chosen_shared", "eval_rejected_shared"), truncate_to_shared(eval_pairs.chosen, eval_pairs.rejected), strict=True))
     probe_set = probe_indices(len(pairs), config.probe_size, config.loop.seed)
     # the squeezing probes, from the starting policy before any update (stored: a resumed run reuses them)
-    prompts = list(dict.fromkeys(tuple(pairs.chosen[i].prompt_ids) for i in probe_set))
+    prompts = probe_prompts(pairs.chosen, probe_set)
     if config.probe_responses.enabled:
         on_status(f"the starting policy's greedy response and {config.probe_responses.samples} sample(s) "
                   f"for {len(prompts)} probe prompt(s)")
         policy.to(precision.run_device(config.loop.cpu))
     out = Path(config.loop.out)
     keeps = config.loop.resume or not (out / "metrics.jsonl").exists()  # else the loop refuses the folder: leave it be
-    own = probe_responses(policy, tokenizer, [list(p) for p in prompts], config.probe_responses, config.loop.seed,
+    own = probe_responses(policy, tokenizer, prompts, config.probe_responses, config.loop.seed,
                           out, main=is_main_process() and keeps)
     on_status("reference log-probs (once, cached beside the run)")
     # reference-free losses (simpo, slic) ignore it, but the diagnostics still measure change from it
@@ -129,7 +129,7 @@ def train_dpo(config: DPORunConfig, callbacks: LoopCallbacks | None = None, on_s
     baseline = None
     if config.loop.resume:
         first = next((r for r in read_log(Path(config.loop.out) / "metrics.jsonl") if r.get("step") == 0), None)
-        baseline = {k: v for k, v in (first or {}).items() if k.startswith("probe_") and not k.endswith("_delta")} or None
+        baseline = baseline_of(first or {}) or None
     settings = DPOSettings(
         hyperparameters=hyper,
         probe_size=config.probe_size,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 
 import torch
 
@@ -44,7 +44,7 @@ class DPOTask:
     pad_id: int
     probe_set: list[int]
     eval_pairs: PairSet | None = None
-    baseline: dict[str, float] | None = None  # probe values at step 0 (read back on resume), given to the scorer
+    baseline: InitVar[dict[str, float] | None] = None  # probe values at step 0 (read back on resume): the scorer's
     watch: RunWatch | None = None  # None: the detector alone (no guard, no keep-best)
     total_steps: int = 0  # set by the loop: the last step is always evaluated
     # the squeezing probes: the starting policy's greedy response and samples per probe prompt
@@ -53,12 +53,12 @@ class DPOTask:
     _control: StepControl = field(default_factory=StepControl, repr=False)
     scorer: ProbeScorer = field(init=False, repr=False)  # the probe set and its baseline (dpo3d.watch.probes)
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, baseline: dict[str, float] | None) -> None:
         if self.watch is None:
             self.watch = RunWatch(self.loss_spec.name, self.settings.hyperparameters)
         probes = probe_sets(self.pairs.chosen, self.pairs.rejected, self.probe_set, self.pairs.unseen, self.probe_responses)
         self.scorer = ProbeScorer(probes, self.pad_id, self.settings.score_batch_size, self.settings.padding_side,
-                                  self.settings.logprobs, self.baseline)
+                                  self.settings.logprobs, baseline)
 
     @property
     def logprob_options(self) -> LogprobOptions:

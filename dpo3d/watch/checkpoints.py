@@ -12,32 +12,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from ..models import LoadOptions, adapter_base, load_causal_lm, load_tokenizer
-from ..pair_set import load_pairs
 from ..records import write_json
 from ..run_log import AppendLog
 from .detector import DetectorSettings, ThreeDDetector
-from .probe_responses import ProbeResponseConfig, generate
-from .probes import ProbeScorer, probe_indices, probe_sets
+from .probe_responses import generate
+from .probes import ProbeOptions, ProbeScorer, probe_sets, select
 
 CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")  # 🤗 Trainer / TRL: <output_dir>/checkpoint-<global_step>
-
-
-@dataclass(frozen=True)
-class ProbeOptions:
-    """What is probed: as train-dpo's --probe-size/--seed/--max-length, and the TRL callback's greedy probe."""
-
-    probe_size: int = 16
-    seed: int = 0
-    max_length: int = 1024
-    unseen: int = 64
-    greedy_tokens: int = 128  # the starting model's greedy response per probe prompt; 0: none
-    batch_size: int = 8
 
 
 def find_checkpoints(run: Path) -> list[tuple[int, Path]]:
@@ -69,14 +53,10 @@ def score_checkpoints(
         raise ValueError("no checkpoints to score")
     start = starting_model(checkpoints, base)
     tokenizer = load_tokenizer(start, load)
-    data = load_pairs(pairs, tokenizer, options.max_length, options.unseen, options.seed, cache=None)
-    indices = probe_indices(len(data), options.probe_size, options.seed)
+    data, indices, prompts = select(pairs, tokenizer, options)
     model = load_causal_lm(start, load)
-    responses = {}
-    if options.greedy_tokens:  # as the TRL callback: the starting model's own greedy response
-        prompts = [list(p) for p in dict.fromkeys(tuple(data.chosen[i].prompt_ids) for i in indices)]
-        responses = generate(model, tokenizer, prompts, ProbeResponseConfig(
-            greedy=True, samples=0, max_new_tokens=options.greedy_tokens, batch_size=options.batch_size), options.seed)
+    # as the TRL callback: the starting model's own greedy response
+    responses = generate(model, tokenizer, prompts, options.greedy, options.seed) if options.greedy else {}
     scorer = ProbeScorer(probe_sets(data.chosen, data.rejected, indices, data.unseen, responses),
                          tokenizer.pad_token_id, options.batch_size, tokenizer.padding_side or "right")
     watch = ThreeDDetector(detector or DetectorSettings())
@@ -90,8 +70,7 @@ def score_checkpoints(
             if step:
                 del model
                 model = load_causal_lm(spec, load)
-            with torch.no_grad():
-                record = {"step": step, **scorer.measure(model, step)}
+            record = {"step": step, **scorer.measure(model, step)}
             watch.update(record)
             log.write(record)
             records.append(record)

@@ -24,9 +24,31 @@ import torch
 
 from ..chunked_head import autocast_dtype
 from ..logprobs import LogprobOptions, score_sequences
+from ..pair_set import PairSet, load_pairs
 from ..sequences import EncodedPair
 from .detector import NOISE_PER_TOKEN, NOISE_SUMMED
 from .divergence import divergence_probabilities
+from .probe_responses import ProbeResponseConfig
+
+
+@dataclass(frozen=True)
+class ProbeOptions:
+    """What is probed outside train-dpo (the TRL callback, ``diagnose --pairs``): as train-dpo's --probe-size,
+    --seed, --max-length and --unseen, and the starting model's greedy response as the squeezing probe."""
+
+    probe_size: int = 16
+    seed: int = 0
+    max_length: int = 1024
+    unseen: int = 64
+    greedy_tokens: int = 128  # the starting model's greedy response per probe prompt; 0: none
+    batch_size: int = 8
+
+    @property
+    def greedy(self) -> ProbeResponseConfig | None:
+        """The squeezing probe's generation settings (None without one)."""
+        if not self.greedy_tokens:
+            return None
+        return ProbeResponseConfig(greedy=True, samples=0, max_new_tokens=self.greedy_tokens, batch_size=self.batch_size)
 
 
 @dataclass
@@ -116,6 +138,23 @@ class ProbeScorer:
         if self.baseline is None:
             self.baseline = dict(values)
         return with_deltas(values, self.baseline)
+
+
+def probe_prompts(chosen: Sequence[EncodedPair], indices: Sequence[int]) -> list[list[int]]:
+    """The distinct prompts (token ids, first-seen order) of the pairs at ``indices``: the squeezing probes' prompts."""
+    return [list(p) for p in dict.fromkeys(tuple(chosen[i].prompt_ids) for i in indices)]
+
+
+def baseline_of(record: Mapping) -> dict[str, float]:
+    """The probe values of a logged step-0 record (its deltas left out): what a resumed run takes changes from."""
+    return {k: v for k, v in record.items() if k.startswith("probe_") and not k.endswith("_delta")}
+
+
+def select(pairs, tokenizer, options: ProbeOptions) -> tuple[PairSet, list[int], list[list[int]]]:
+    """The pairs of any source dpo3d reads, encoded; the probed ones (seeded); their distinct prompts."""
+    data = load_pairs(pairs, tokenizer, options.max_length, options.unseen, options.seed, cache=None)
+    indices = probe_indices(len(data), options.probe_size, options.seed)
+    return data, indices, probe_prompts(data.chosen, indices)
 
 
 def probe_sets(chosen: Sequence[EncodedPair], rejected: Sequence[EncodedPair], indices: Sequence[int],
