@@ -9,9 +9,9 @@ from pathlib import Path
 
 import typer
 
+from dpo3d.cache import cache_dir
 from dpo3d.judges.llm_judge import LLMJudge, LLMJudgeConfig
 from dpo3d.judges.rubric import DEFAULT_RUBRIC, load_rubric
-from dpo3d.models import cache_dir
 
 from . import options
 from .common import UsageError, user_errors

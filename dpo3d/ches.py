@@ -38,9 +38,6 @@ import torch
 
 from .logprobs import LogprobOptions, logprob_fields, scored_batches
 
-#: the fields :func:`ches_records` adds to each pair
-CHES_FIELDS = ("ches", "ches_normalized")
-
 
 @dataclass
 class Ches:

@@ -96,6 +96,6 @@ def encode_cached(
 
 
 def default_cache() -> Path:
-    from .models import cache_dir
+    from dpo3d.cache import cache_dir
 
     return cache_dir() / "encoded"

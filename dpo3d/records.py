@@ -377,7 +377,3 @@ def json_safe(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [json_safe(item) for item in value]
     return value
-
-
-# append-only run logs live in run_log.py; imported here so `records` stays the one place to import from
-from .run_log import AppendLog, read_log  # noqa: E402, F401

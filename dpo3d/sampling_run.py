@@ -27,6 +27,7 @@ from typing import TextIO
 
 from . import records as rec
 from .generation import ChunkResult, SamplingConfig, chunks, sample_all
+from .run_log import AppendLog, read_log
 
 
 class RunMismatch(ValueError):
@@ -114,7 +115,7 @@ class ResumePlan:
 
 def plan_resume(path: str | Path, prompts: Sequence[dict], config: SamplingConfig, source: str) -> ResumePlan:
     """What to keep of an interrupted run's file, after checking it is a prefix of this run."""
-    on_disk = rec.read_log(path)
+    on_disk = read_log(path)
     expected: list[tuple[dict, int, int]] = [  # (prompt record, sample_index, chunk index)
         (prompt, index, chunk_index)
         for chunk_index, chunk in chunks(prompts, config)
@@ -213,7 +214,7 @@ def sample_to_file(
         rec.write_records(plan.kept, path)  # atomic: the half-written chunk goes
         skip = plan.done_chunks
     rec.write_json(run_settings, settings_path(path))
-    with rec.AppendLog(path) as log:
+    with AppendLog(path) as log:
         return _run(sampler, prompts, source, skip, log.write, on_start, on_chunk)
 
 

@@ -14,7 +14,6 @@ tokens are exactly the ones scored.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,7 +77,3 @@ def encode_pair(tokenizer, prompt: Any, response: Any, max_length: int | None = 
         response_ids = response_ids[:response_budget]
         prompt_ids = prompt_ids[len(prompt_ids) - (max_length - len(response_ids)) :]
     return EncodedPair(prompt_ids, response_ids)
-
-
-def encode_many(tokenizer, prompts: Sequence[Any], responses: Sequence[Any], max_length: int | None = None) -> list[EncodedPair]:
-    return [encode_pair(tokenizer, p, r, max_length) for p, r in zip(prompts, responses, strict=True)]

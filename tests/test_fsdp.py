@@ -22,7 +22,7 @@ import torch
 from accelerate.utils import DistributedType
 from safetensors.torch import load_file
 
-from dpo3d.records import read_log
+from dpo3d.run_log import read_log
 from dpo3d.training import sharding
 from dpo3d.training.config import LoopConfig
 from dpo3d.training.dpo import DPORunConfig, train_dpo

@@ -19,7 +19,8 @@ from dpo3d import lora
 from dpo3d.logprobs import score_records
 from dpo3d.lora import LoRAConfig
 from dpo3d.models import LoadOptions, full_model_folder, load_causal_lm, load_tokenizer
-from dpo3d.records import PAIRS_OR_COMPLETIONS, read_log, read_records
+from dpo3d.records import PAIRS_OR_COMPLETIONS, read_records
+from dpo3d.run_log import read_log
 from dpo3d.training import dpo as dpo_module
 from dpo3d.training import rm as rm_module
 from dpo3d.training.config import LoopConfig

@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 from dpo3d.models import LoadOptions
-from dpo3d.records import read_log
+from dpo3d.run_log import read_log
 from dpo3d.training.config import LoopConfig
 from dpo3d.training.dpo import DPORunConfig, train_dpo
 from dpo3d.training.reference import CACHE_FILE

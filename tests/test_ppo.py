@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from dpo3d.records import read_log
+from dpo3d.run_log import read_log
 from dpo3d.training.config import LoopConfig
 from dpo3d.training.loop import LoopCallbacks
 from dpo3d.training.ppo import PPOConfig, train_ppo

@@ -10,7 +10,7 @@ import torch
 from dpo3d.generation import SamplingConfig, generate_ids
 from dpo3d.logprobs import score_sequences
 from dpo3d.models import load_causal_lm, load_tokenizer
-from dpo3d.records import read_log
+from dpo3d.run_log import read_log
 from dpo3d.sequences import EncodedPair
 from dpo3d.training.config import LoopConfig
 from dpo3d.training.dpo import DPORunConfig, train_dpo

@@ -15,18 +15,17 @@ from dpo3d.records import (
     COMPLETIONS,
     PAIRS,
     PAIRS_OR_COMPLETIONS,
-    AppendLog,
     RecordError,
     Schema,
     is_messages,
     iter_records,
     json_safe,
     open_output,
-    read_log,
     read_records,
     write_json,
     write_records,
 )
+from dpo3d.run_log import AppendLog, read_log
 
 PAIR = {"prompt": "Say hi", "chosen": "Hi!", "rejected": "No."}
 CHAT = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Say hi"}]

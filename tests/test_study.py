@@ -14,7 +14,8 @@ import pytest
 
 from dpo3d.judges import scored
 from dpo3d.judges.base import Judge
-from dpo3d.records import read_log, read_records
+from dpo3d.records import read_records
+from dpo3d.run_log import read_log
 from dpo3d.study import StudyConfig, StudyEvents, run_study
 from dpo3d.study.config import SCENARIOS
 from dpo3d.training.loop import LoopCallbacks

@@ -24,7 +24,7 @@ from typer.testing import CliRunner
 from dpo3d.logprobs import score_sequences
 from dpo3d.models import load_causal_lm
 from dpo3d.pair_set import load_pairs
-from dpo3d.records import read_log
+from dpo3d.run_log import read_log
 from dpo3d.training.config import LoopConfig
 from dpo3d.training.dpo import DPORunConfig, train_dpo
 from dpo3d.training.loop import LoopCallbacks

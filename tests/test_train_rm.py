@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from dpo3d.records import read_log, read_records
+from dpo3d.records import read_records
+from dpo3d.run_log import read_log
 from dpo3d.training.compare import load_curve, steadiness
 from dpo3d.training.config import LoopConfig
 from dpo3d.training.loop import LoopCallbacks

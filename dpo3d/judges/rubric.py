@@ -16,7 +16,6 @@ from ..records import message_text
 from . import completion_text
 
 REQUIRED_PLACEHOLDERS = ("{question}", "{response}")
-OPTIONAL_PLACEHOLDERS = ("{reference}",)
 
 #: the paper's rubric (App. C), for questions with a final answer
 DEFAULT_RUBRIC = """\

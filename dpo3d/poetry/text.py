@@ -180,7 +180,3 @@ def title_matches(found: str | None, wanted: str, tune: str | None = None) -> bo
     if tune:
         return key.startswith(normalise_title(tune))
     return key == normalise_title(wanted)
-
-
-def han_count(text: str) -> int:
-    return sum(1 for char in text if is_han(char))

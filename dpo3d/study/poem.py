@@ -24,8 +24,8 @@ from .cells import pairs_fingerprint, plan, train_cell
 from .config import START, Layout, StudyConfig
 from .data import JudgeFactory, load_study_prompts
 from .evaluate import evaluate_model
+from .prepare import begin, prepare_data
 from .progress import Stages, StudyEvents, is_main, sync
-from .run import begin, prepare_data
 
 #: the poem task trains one scenario: the policy's best poem against its worst
 SCENARIO = 1

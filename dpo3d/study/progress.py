@@ -22,7 +22,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..records import read_log, write_json
+from dpo3d.records import write_json
+from dpo3d.run_log import read_log
+
 from ..training.loop import LoopCallbacks
 
 

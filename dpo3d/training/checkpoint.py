@@ -21,7 +21,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from ..lora import is_adapted, load_adapter_weights, save_options
+from dpo3d.lora import load_adapter_weights
+from dpo3d.models import is_adapted, save_options
 
 STATE_FILE = "trainer_state.pt"
 LATEST = "checkpoint"

@@ -6,6 +6,9 @@ import gc
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from dpo3d.records import write_json
+from dpo3d.run_log import read_log
+
 from .. import host_memory, inputs, lora
 from ..logprobs import LogprobOptions
 from ..lora import LoRAConfig
@@ -13,7 +16,6 @@ from ..losses import get_loss
 from ..models import LoadOptions, load_causal_lm, load_tokenizer
 from ..pair_extras import truncate_to_shared
 from ..pair_set import load_pairs
-from ..records import read_log, write_json
 from ..watch.guard import GuardSettings
 from ..watch.probe_responses import ProbeResponseConfig, probe_responses
 from ..watch.probes import baseline_of, probe_indices, probe_prompts

@@ -28,9 +28,11 @@ from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 from accelerate.utils import DistributedType, set_seed
 
+from dpo3d.models import is_adapted, save_options
+from dpo3d.records import json_safe, write_json, write_records
+from dpo3d.run_log import AppendLog, read_log
+
 from .. import host_memory
-from ..lora import is_adapted, save_options
-from ..records import AppendLog, json_safe, read_log, write_json, write_records
 from . import batches, checkpoint, precision, sharding, tracking
 from .config import LoopConfig
 from .control import keep_best_as_final, save_best, saved_best_step, share_control

@@ -29,11 +29,15 @@ from pathlib import Path
 import torch
 from accelerate.utils import set_seed
 
+from dpo3d.lora import LoRAConfig
+from dpo3d.models import save_options
+from dpo3d.records import RecordError, json_safe, write_json
+from dpo3d.run_log import AppendLog
+
 from .. import host_memory, lora
 from ..datasets import load_prompts
 from ..generation import SamplingConfig, chunk_seed, generate_ids
 from ..logprobs import collate
-from ..lora import LoRAConfig, save_options
 from ..losses.ppo import (
     clipped_policy_loss,
     clipped_value_loss,
@@ -43,7 +47,6 @@ from ..losses.ppo import (
     masked_whiten,
 )
 from ..models import LoadOptions, load_causal_lm, load_tokenizer
-from ..records import AppendLog, RecordError, json_safe, write_json
 from ..rewards import make_reward, needed_fields
 from ..sequences import EncodedPair, encode_prompt
 from . import checkpoint, precision, sharding, tracking

@@ -14,8 +14,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dpo3d.run_log import read_log
+
 from ..losses import LOSSES, get_loss
-from ..records import read_log
 from .detector import OTHER_P, DetectorSettings, ThreeDDetector, per_token_key, summed_key
 from .divergence import PREFIX
 
