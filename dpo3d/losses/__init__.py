@@ -5,7 +5,7 @@ bradley_terry (DPO and its -log σ(margin) kin), pointwise (per-response rewards
 (squared / hinge margins), balanced (the balanced-gradient family: adadpo, bpo, bdpo),
 trl_variants (aot, discopop, sigmoid-norm, bco-pair), divergences (f-DPO), token_level
 (ld-dpo, wpo: token-level inputs), reference_free (orpo, cpo, sft). ``get_loss`` also builds
-weighted mixtures (mixture.py); options.py parses ``name=value`` loss options.
+weighted mixtures (mixture.py, lookup.py); options.py parses ``name=value`` loss options.
 """
 
 from . import (  # noqa: F401  (registration side effect)
@@ -19,6 +19,7 @@ from . import (  # noqa: F401  (registration side effect)
     trl_variants,
 )
 from .diagnostics import GradientDiagnostics, gradient_diagnostics, gradient_diagnostics_many
+from .lookup import compute_loss, get_loss
 from .options import format_defaults, parse_loss_args
 from .registry import (
     LOSS_INPUTS,
@@ -27,8 +28,6 @@ from .registry import (
     LossOutput,
     LossSpec,
     PreferenceBatch,
-    compute_loss,
-    get_loss,
     register,
 )
 

@@ -15,7 +15,8 @@ from dataclasses import dataclass, fields, replace
 
 import torch
 
-from .registry import PreferenceBatch, get_loss
+from .lookup import get_loss
+from .registry import PreferenceBatch
 
 
 @dataclass

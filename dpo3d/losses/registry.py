@@ -2,9 +2,9 @@
 
 A loss is a pure function ``fn(batch: PreferenceBatch, **hyperparameters) -> LossOutput``
 of sequence log-prob tensors. Training loops and the toy model look losses up
-here and never branch on a loss's name; ``--loss`` choices come from ``LOSSES``.
+through ``lookup.get_loss`` and never branch on a loss's name; ``--loss`` choices come from ``LOSSES``.
 A loss that needs more than the sequence sums declares it in ``inputs`` (``LOSS_INPUTS``)
-and the loop fills those fields of the batch; ``get_loss("dpo:0.8,sft:1")`` builds a
+and the loop fills those fields of the batch; ``lookup.get_loss("dpo:0.8,sft:1")`` builds a
 weighted mixture; ``UNAVAILABLE`` names losses deliberately absent, with the reason.
 """
 
@@ -189,22 +189,3 @@ def register(
         return fn
 
     return wrap
-
-
-def get_loss(name: str) -> LossSpec:
-    """A registered loss, or a weighted mixture written ``dpo:0.8,bco:0.2,sft:1.0``."""
-    if any(separator in name for separator in MIXTURE_SEPARATORS):
-        from .mixture import mixture_spec
-
-        return mixture_spec(name)
-    try:
-        return LOSSES[name]
-    except KeyError:
-        if name in UNAVAILABLE:
-            raise ValueError(UNAVAILABLE[name]) from None
-        raise ValueError(f"unknown loss '{name}'; choose from: {', '.join(sorted(LOSSES))}") from None
-
-
-def compute_loss(name: str, batch: PreferenceBatch, **hyperparameters: float | None) -> LossOutput:
-    """Look a loss up and apply it; hyper-parameters it does not take are ignored."""
-    return get_loss(name)(batch, **hyperparameters)

@@ -2,7 +2,7 @@
 or per-token weights from the policy's whole distribution (WPO).
 
 They declare those extras in ``inputs``; ``train-dpo`` fills them from the per-token
-log-probs (``dpo3d.logprobs.pair_token_extras``) and the toy model from its softmax.
+log-probs (``dpo3d.scoring.logprobs.pair_token_extras``) and the toy model from its softmax.
 """
 
 from __future__ import annotations
