@@ -96,7 +96,7 @@ trl-example out="runs/trl-3d" steps="60": setup
     [ -s "$out/pairs.jsonl" ] || "$dpo3d" edit-pairs gsm8k:train --limit 64 --seed 0 -o "$out/pairs.jsonl"
     "{{bin}}/python" examples/trl_dpo_3d.py --pairs "$out/pairs.jsonl" --out "$out" --steps {{steps}}
     # the same probes again, afterwards, from TRL's checkpoints (step 0: the bundled model's folder)
-    base="$("{{bin}}/python" -c 'from dpo3d.models import BUNDLED, resolve; print(resolve(BUNDLED))')"
+    base="$("{{bin}}/python" -c 'from dpo3d.models.loading import BUNDLED, resolve; print(resolve(BUNDLED))')"
     "$dpo3d" diagnose "$out" --pairs "$out/pairs.jsonl" --base "$base" --probe-size 6 --greedy-tokens 96 \
         --max-length 320 --figure "$out/checkpoints.png" > "$out/checkpoint-events.jsonl"
     "$dpo3d" diagnose "$out/3d" --figure "$out/live.png" > "$out/live-events.jsonl"

@@ -2,7 +2,7 @@
 
 1. 100,000 preference pairs in TRL's conversational implicit-prompt form (no prompt column:
    chosen/rejected are whole conversations with a shared system and user message), written as
-   one Parquet file, read through `dpo3d.inputs` with the pair check that splits the prompt off
+   one Parquet file, read through `dpo3d.data.inputs` with the pair check that splits the prompt off
    and gives each record an id: what `train-dpo --pairs pairs.parquet` does before tokenising.
    The same for the standard explicit form (prompt, chosen, rejected strings). Goal: <= 10 s.
 2. The encoding cache on 20,000 real-looking pairs (GSM8K questions and solutions) with the
@@ -22,10 +22,10 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from dpo3d import formats, inputs
-from dpo3d.datasets import load_builtin
-from dpo3d.encoding_cache import encode_cached
-from dpo3d.models import BUNDLED, load_tokenizer
+from dpo3d.data import formats, inputs
+from dpo3d.data.datasets import load_builtin
+from dpo3d.data.encoding_cache import encode_cached
+from dpo3d.models.loading import BUNDLED, load_tokenizer
 
 SYSTEM = {"role": "system", "content": "You are a careful math tutor."}
 

@@ -17,9 +17,9 @@ import resource
 import sys
 import time
 
-from dpo3d.datasets import load_builtin
+from dpo3d.data.datasets import load_builtin
+from dpo3d.data.prompting import boxed_spans
 from dpo3d.judges.math_judge import MathJudgeConfig, judge_math
-from dpo3d.prompting import boxed_spans
 
 PER_PROMPT = 8
 

@@ -44,8 +44,8 @@ def child(args) -> dict:
     """One train-dpo run of ``args.steps`` steps; raises (and the parent records it) when it cannot allocate."""
     import torch
 
-    from dpo3d.models import BUNDLED
-    from dpo3d.records import write_records
+    from dpo3d.data.records import write_records
+    from dpo3d.models.loading import BUNDLED
     from dpo3d.training.config import LoopConfig
     from dpo3d.training.dpo import DPORunConfig, train_dpo
     from dpo3d.training.loop import LoopCallbacks

@@ -23,9 +23,9 @@ import time
 
 import torch
 
-from dpo3d.datasets import load_prompts
-from dpo3d.generation import HFSampler, SamplingConfig, sample_all
-from dpo3d.models import BUNDLED, LoadOptions, load_model_and_tokenizer
+from dpo3d.data.datasets import load_prompts
+from dpo3d.generation.sampler import HFSampler, SamplingConfig, sample_all
+from dpo3d.models.loading import BUNDLED, LoadOptions, load_model_and_tokenizer
 
 
 def run(model, tokenizer, prompts: list[dict], config: SamplingConfig) -> tuple[int, int, float]:

@@ -1,13 +1,13 @@
 """dpo3d `train-dpo` vs TRL's `DPOTrainer`, side by side in one run, each configuration in its own process.
 
 Configurations: dpo3d (defaults: chunked LM head + packing), dpo3d with the host memory a step frees
-kept for the next one (--keep-host-memory, dpo3d.host_memory), dpo3d with the
+kept for the next one (--keep-host-memory, dpo3d.models.host_memory), dpo3d with the
 LM head 1,024 positions a chunk (the default before it became 512), dpo3d padded
 (packing off), dpo3d full-logits (head_chunk None, packing off: the old path), TRL default (reference
 model run in every step), TRL with precompute_ref_log_probs=True, the same with dpo3d's host-memory
 setting lent to it (what TRL would gain from it), and TRL precompute + padding_free=True (where TRL
 refuses or ignores it, what it said is recorded instead). The dpo3d variants need
-``dpo3d.logprobs.LogprobOptions``; on a library without it only "dpo3d" (its one path) runs.
+``dpo3d.scoring.logprobs.LogprobOptions``; on a library without it only "dpo3d" (its one path) runs.
 
 Same model (the bundled SmolLM2-135M-Instruct), same pairs (the first --batch of data/examples), one
 batch of them per step, same max length, same lr, constant schedule, no warm-up, beta 0.1, gradient
@@ -93,9 +93,9 @@ def timed_steps(stamps: list[float], kernel: list[tuple[float, int]], warmup: in
 
 
 def work_dpo3d(args, spec: dict) -> dict:
-    from dpo3d.models import BUNDLED, load_tokenizer
-    from dpo3d.records import write_records
-    from dpo3d.sequences import encode_pair
+    from dpo3d.data.records import write_records
+    from dpo3d.data.sequences import encode_pair
+    from dpo3d.models.loading import BUNDLED, load_tokenizer
     from dpo3d.training.config import LoopConfig
     from dpo3d.training.dpo import DPORunConfig, train_dpo
     from dpo3d.training.loop import LoopCallbacks
@@ -107,7 +107,7 @@ def work_dpo3d(args, spec: dict) -> dict:
         extra["logprobs"] = options
         notes.append(f"head_chunk={options.head_chunk}, packing={options.packing}")
     elif spec["logprobs"]:
-        return {"skipped": "this dpo3d has no dpo3d.logprobs.LogprobOptions on DPORunConfig: one path only"}
+        return {"skipped": "this dpo3d has no dpo3d.scoring.logprobs.LogprobOptions on DPORunConfig: one path only"}
     else:
         notes.append("library without LogprobOptions: its only path")
     rows = load_rows(args.batch)
@@ -170,7 +170,7 @@ def work_trl(args, spec: dict) -> dict:
     from transformers import TrainerCallback
     from trl import DPOConfig, DPOTrainer
 
-    from dpo3d.models import BUNDLED, load_model_and_tokenizer
+    from dpo3d.models.loading import BUNDLED, load_model_and_tokenizer
 
     model, tokenizer = load_model_and_tokenizer(BUNDLED)
     model.train()
@@ -237,11 +237,11 @@ def work_trl(args, spec: dict) -> dict:
         said = next((m for m in heard if "padding_free" in m), "padding_free switched off by the trainer")
         return {"skipped": f"TRL {trl.__version__} ignores padding_free here (it would time the precompute run "
                            f"again): {said}"}
-    if spec.get("keep_host_memory"):  # dpo3d's allocator setting (dpo3d.host_memory) lent to TRL's run
-        from dpo3d.host_memory import kept
+    if spec.get("keep_host_memory"):  # dpo3d's allocator setting (dpo3d.models.host_memory) lent to TRL's run
+        from dpo3d.models.host_memory import kept
 
         with kept() as active:
-            notes.append("host memory kept (dpo3d.host_memory)" if active else "host memory: not glibc, unchanged")
+            notes.append("host memory kept (dpo3d.models.host_memory)" if active else "host memory: not glibc, unchanged")
             trainer.train()
     else:
         trainer.train()
@@ -264,9 +264,9 @@ def work_logprobs(args, spec: dict) -> dict:
 
     import torch
 
-    from dpo3d.logprobs import score_sequences
-    from dpo3d.models import BUNDLED, load_model_and_tokenizer
-    from dpo3d.sequences import encode_pair
+    from dpo3d.data.sequences import encode_pair
+    from dpo3d.models.loading import BUNDLED, load_model_and_tokenizer
+    from dpo3d.scoring.logprobs import score_sequences
 
     options_cls, _ = optional_logprob_options()
     model, tokenizer = load_model_and_tokenizer(BUNDLED)
@@ -441,7 +441,7 @@ def main() -> None:
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device here")
     torch.set_num_threads(args.threads)
-    from dpo3d.models import BUNDLED, load_causal_lm
+    from dpo3d.models.loading import BUNDLED, load_causal_lm
 
     shape = ModelShape.of(load_causal_lm(BUNDLED))
     peak = {"before": matmul_peak(args.device, args.precision)}

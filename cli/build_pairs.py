@@ -7,8 +7,8 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from dpo3d import records as rec
-from dpo3d.pairs import REFERENCE, PairConfig, PairStats, build_pairs, read_candidates
+from dpo3d.data import records as rec
+from dpo3d.pairs.building import REFERENCE, PairConfig, PairStats, build_pairs, read_candidates
 
 from . import options
 from .common import console, user_errors

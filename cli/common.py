@@ -19,7 +19,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from dpo3d.records import RecordError
+from dpo3d.data.records import RecordError
 
 #: everything for humans goes to stderr; stdout carries only JSONL
 # under `accelerate launch` every process runs the command: only the first one talks to the user

@@ -11,9 +11,9 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from dpo3d import datasets as ds
-from dpo3d import prompting
-from dpo3d import records as rec
+from dpo3d.data import datasets as ds
+from dpo3d.data import prompting
+from dpo3d.data import records as rec
 
 from . import options
 from .common import console, user_errors

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from dpo3d import records as rec
+from dpo3d.data import records as rec
 from dpo3d.watch.checkpoints import find_checkpoints, score_checkpoints
 from dpo3d.watch.detector import DetectorSettings
 from dpo3d.watch.diagnose import diagnose, table

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import typer
 
-from dpo3d import records as rec
-from dpo3d.minimal_edit import MinimalEditConfig, build_edit_pairs
+from dpo3d.data import records as rec
+from dpo3d.pairs.minimal_edit import MinimalEditConfig, build_edit_pairs
 
 from . import datasets as prompt_options
 from . import options

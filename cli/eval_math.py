@@ -15,12 +15,12 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from dpo3d import datasets as ds
-from dpo3d import evaluation as ev
-from dpo3d import inputs
-from dpo3d import records as rec
+from dpo3d.data import datasets as ds
+from dpo3d.data import inputs
+from dpo3d.data import records as rec
+from dpo3d.judges import evaluation as ev
 from dpo3d.judges.math_judge import MathJudge, MathJudgeConfig, check_candidate
-from dpo3d.models import BUNDLED, display_name
+from dpo3d.models.loading import BUNDLED, display_name
 
 from . import options
 from .common import UsageError, console, progress, user_errors

@@ -10,9 +10,9 @@ from rich import box
 from rich.markup import escape
 from rich.table import Table
 
-from dpo3d import datasets as ds
-from dpo3d import evaluation as ev
-from dpo3d import records as rec
+from dpo3d.data import datasets as ds
+from dpo3d.data import records as rec
+from dpo3d.judges import evaluation as ev
 from dpo3d.poetry import POEM_METRICS, SLOGAN_METRICS
 
 from . import options

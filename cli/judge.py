@@ -1,6 +1,6 @@
 """`dpo3d judge ...`: score candidates. One sub-command per judge (`llm` in judge_llm.py).
 
-Every judge runs through :func:`run_judge`: its input (any source :mod:`dpo3d.inputs` reads)
+Every judge runs through :func:`run_judge`: its input (any source :mod:`dpo3d.data.inputs` reads)
 is checked and judged as it streams, and written back with `score`, `judge` and `verdict`
 added, ready for `dpo3d build-pairs`.
 """
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import typer
 
-from dpo3d import inputs
-from dpo3d import records as rec
+from dpo3d.data import inputs
+from dpo3d.data import records as rec
 from dpo3d.judges.base import Judge, size_hint
 from dpo3d.judges.math_judge import MathJudge, MathJudgeConfig
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from dpo3d.cache import cache_dir
+from dpo3d.data.cache import cache_dir
 from dpo3d.judges.llm_judge import LLMJudge, LLMJudgeConfig
 from dpo3d.judges.rubric import DEFAULT_RUBRIC, load_rubric
 

@@ -8,11 +8,11 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from dpo3d import ches as ches_lib
-from dpo3d import formats, inputs
-from dpo3d import records as rec
-from dpo3d.logprobs import score_records
-from dpo3d.models import display_name, load_model_and_tokenizer, pick_device
+from dpo3d.data import formats, inputs
+from dpo3d.data import records as rec
+from dpo3d.models.loading import display_name, load_model_and_tokenizer, pick_device
+from dpo3d.scoring import ches as ches_lib
+from dpo3d.scoring.logprobs import score_records
 
 from . import options
 from .common import console, progress, user_errors

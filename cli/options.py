@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from dpo3d.models import BUNDLED, DTYPES, LoadOptions
+from dpo3d.models.loading import BUNDLED, DTYPES, LoadOptions
 
 MODEL = typer.Option(
     BUNDLED,
@@ -28,7 +28,7 @@ def load_options(dtype: str, trust_remote_code: bool, padding_side: str = "right
         raise ValueError(f"--dtype must be one of {', '.join(DTYPES)}, got '{dtype}'")
     return LoadOptions(dtype=DTYPES[dtype], trust_remote_code=trust_remote_code, padding_side=padding_side)
 
-# --------------------------------------------------------------------------- data sources (dpo3d.inputs)
+# --------------------------------------------------------------------------- data sources (dpo3d.data.inputs)
 
 SOURCE_HELP = (
     "JSONL ('-' = stdin), .json, .parquet, .arrow, .csv, a save_to_disk or Parquet-shard folder "
@@ -44,6 +44,6 @@ SUBSET = typer.Option(None, "--subset", help="The hub dataset's config (subset) 
 
 def data_spec(source, subset: str | None, columns: str | None):
     """The command's data options as one library DataSpec."""
-    from dpo3d.inputs import DataSpec
+    from dpo3d.data.inputs import DataSpec
 
     return DataSpec.of(source, subset, columns)

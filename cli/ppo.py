@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from dpo3d.rewards import REWARD_HELP
+from dpo3d.judges.rewards import REWARD_HELP
 from dpo3d.training.loop import NonFiniteLoss
 from dpo3d.training.ppo import PPOConfig, train_ppo
 

@@ -7,16 +7,22 @@ from pathlib import Path
 
 import typer
 
-from dpo3d import records as rec
-from dpo3d.generation import BACKENDS, HFSampler, SamplingConfig, VLLMSampler, check_backend
-from dpo3d.models import (
+from dpo3d.data import records as rec
+from dpo3d.generation.sampler import BACKENDS, HFSampler, SamplingConfig, VLLMSampler, check_backend
+from dpo3d.generation.sampling_run import (
+    check_output,
+    prepare_prompts,
+    sample_to_file,
+    sample_to_stream,
+    settings_path,
+)
+from dpo3d.models.loading import (
     display_name,
     full_model_folder,
     load_model_and_tokenizer,
     load_tokenizer,
     pick_device,
 )
-from dpo3d.sampling_run import check_output, prepare_prompts, sample_to_file, sample_to_stream, settings_path
 
 from . import datasets as prompt_options
 from . import options

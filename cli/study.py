@@ -70,7 +70,7 @@ def command(
     temperature: float = typer.Option(_D.temperature, "--temperature", min=0.0, help="The policy's sampling temperature."),
     max_new_tokens: int = typer.Option(_D.max_new_tokens, "--max-new-tokens", min=1, help="Length cap of a sampled candidate (and of a PPO rollout)."),
     sample_batch_size: int = typer.Option(_D.sample_batch_size, "--sample-batch-size", min=1, help="Sequences generated together."),
-    weak_model: str = typer.Option(None, "--weak-model", help="The off-policy model whose answers are the rejected responses of scenarios 3 and 4 (the paper: a weaker LLM). Default: the policy itself at --weak-temperature, a stand-in (see the README)."),
+    weak_model: str = typer.Option(None, "--weak-model", help="The off-policy model whose answers are the rejected responses of scenarios 3 and 4 (the paper: a weaker LLM). Default: the policy itself at --weak-temperature, a stand-in (see docs/study.md)."),
     weak_temperature: float = typer.Option(_D.weak_temperature, "--weak-temperature", min=0.01, help="Sampling temperature of the off-policy responses."),
     all_prompts: bool = typer.Option(False, "--all-prompts", help="Let each scenario train on every prompt it has a pair for (default: only the prompts every scenario has one for)."),
     heldout_share: float = typer.Option(_D.heldout_share, "--heldout-share", help="Share of the training prompts whose pairs are held out (Fig. 4, held-out accuracy)."),

@@ -17,8 +17,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from dpo3d.lora import LoRAConfig
-from dpo3d.models import DTYPES
+from dpo3d.models.loading import DTYPES
+from dpo3d.models.lora import LoRAConfig
 from dpo3d.training.config import LoopConfig
 from dpo3d.training.loop import LoopCallbacks
 
@@ -40,7 +40,7 @@ MAX_GRAD_NORM = typer.Option(LoopConfig.max_grad_norm, "--max-grad-norm", help="
 DEVICE = typer.Option("auto", "--device", help="auto (accelerate's choice: each process's GPU, else the CPU) or cpu.")
 PLOT = typer.Option(False, "--plot", help="Draw the run's curves to OUT/curves.png at the end.")
 
-# LoRA (dpo3d.lora): the defaults are LoRAConfig's
+# LoRA (dpo3d.models.lora): the defaults are LoRAConfig's
 _LORA = LoRAConfig()
 LORA_R = typer.Option(_LORA.r, "--lora-r", min=0, help="LoRA rank: train low-rank adapters (peft) on a frozen base instead of every weight; OUT is then an adapter folder that every --model loads. 0: full fine-tuning.")
 LORA_ALPHA = typer.Option(_LORA.alpha, "--lora-alpha", help="LoRA α: the adapter's update is scaled by α / r.")

@@ -5,7 +5,7 @@
     python examples/trl_dpo_3d.py --pairs pairs.jsonl --out runs/trl-3d
     dpo3d diagnose runs/trl-3d/3d --table t.md --figure live.png     # the live records read again
     dpo3d diagnose runs/trl-3d --pairs pairs.jsonl --probe-size 6 --greedy-tokens 96 --max-length 320 \
-        --base "$(python -c 'from dpo3d.models import resolve; print(resolve("smollm2-135m-instruct"))')"
+        --base "$(python -c 'from dpo3d.models.loading import resolve; print(resolve("smollm2-135m-instruct"))')"
 
 The model is the bundled SmolLM2-135M-Instruct as a plain Hugging Face folder (any hub id or folder works:
 ``--model``). The pairs are minimal edits (chosen = the GSM8K solution, rejected = the same text with only
@@ -23,7 +23,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import DPOConfig, DPOTrainer
 
 from dpo3d.integrations.trl import ThreeDCallback
-from dpo3d.models import BUNDLED, resolve
+from dpo3d.models.loading import BUNDLED, resolve
 
 
 def as_conversation(pair: dict) -> dict:

@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 from poem_corpus import NPM_VERSION, Poem, fetch_tarball, load_song_ci, load_tang_poems  # noqa: E402
 
-from dpo3d.records import write_records  # noqa: E402
+from dpo3d.data.records import write_records  # noqa: E402
 
 POEM_DIR = ROOT / "data" / "poems"
 SLOGAN_DIR = ROOT / "data" / "slogans"

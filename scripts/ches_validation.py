@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dpo3d.models import BUNDLED
+from dpo3d.models.loading import BUNDLED
 
 ROOT = Path(__file__).resolve().parents[1]
 PERMUTATIONS = 20_000

@@ -7,14 +7,14 @@ import pytest
 
 @pytest.fixture(scope="session")
 def tokenizer():
-    from dpo3d.models import BUNDLED, load_tokenizer
+    from dpo3d.models.loading import BUNDLED, load_tokenizer
 
     return load_tokenizer(BUNDLED)
 
 
 @pytest.fixture(scope="session")
 def tiny_model(tokenizer):
-    from dpo3d.tiny import tiny_causal_lm
+    from dpo3d.models.tiny import tiny_causal_lm
 
     return tiny_causal_lm(tokenizer, seed=0)
 
@@ -22,8 +22,8 @@ def tiny_model(tokenizer):
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory, tokenizer):
     """A tiny model saved as a Hugging Face folder, for CLI tests (`--model DIR`)."""
-    from dpo3d.models import save_pretrained
-    from dpo3d.tiny import tiny_causal_lm
+    from dpo3d.models.loading import save_pretrained
+    from dpo3d.models.tiny import tiny_causal_lm
 
     folder = tmp_path_factory.mktemp("models") / "tiny"
     save_pretrained(tiny_causal_lm(tokenizer, seed=0), tokenizer, folder)
@@ -33,6 +33,6 @@ def tiny_model_dir(tmp_path_factory, tokenizer):
 @pytest.fixture(scope="session")
 def bundled_model():
     """The real SmolLM2-135M-Instruct (converted once into the cache). For `slow` tests."""
-    from dpo3d.models import BUNDLED, load_model_and_tokenizer
+    from dpo3d.models.loading import BUNDLED, load_model_and_tokenizer
 
     return load_model_and_tokenizer(BUNDLED)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from dpo3d.run_log import read_log
+from dpo3d.data.run_log import read_log
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs" / "accelerate"

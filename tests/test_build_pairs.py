@@ -7,8 +7,8 @@ import random
 
 import pytest
 
-from dpo3d.pairs import PairConfig, build_pairs, read_candidates
-from dpo3d.records import RecordError
+from dpo3d.data.records import RecordError
+from dpo3d.pairs.building import PairConfig, build_pairs, read_candidates
 
 PROMPT = [{"role": "user", "content": "What is 2+2?"}]
 
@@ -178,7 +178,7 @@ def test_the_same_file_twice_is_caught(tmp_path):
 
 
 def test_candidates_the_judge_could_not_score_are_left_out(tmp_path):
-    from dpo3d.pairs import build_pairs, read_candidates
+    from dpo3d.pairs.building import build_pairs, read_candidates
 
     rows = [
         {"id": "a", "prompt": "p", "completion": "good", "score": 5.0, "source": "m", "sample_index": 0},

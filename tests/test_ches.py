@@ -9,8 +9,8 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from dpo3d.ches import ches_from_sums, ches_records, highest_ches
-from dpo3d.sequences import encode_pair
+from dpo3d.data.sequences import encode_pair
+from dpo3d.scoring.ches import ches_from_sums, ches_records, highest_ches
 from dpo3d_cli.app import app
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "data" / "examples" / "pairs.jsonl"
@@ -78,7 +78,7 @@ def test_left_and_right_padding_agree_across_batch_sizes(tiny_model, tokenizer, 
 
 
 def test_ches_and_the_log_probs_come_from_one_forward_per_batch(tiny_model, tokenizer):
-    from dpo3d.logprobs import score_records
+    from dpo3d.scoring.logprobs import score_records
 
     plain = score_records(tiny_model, tokenizer, PAIRS, batch_size=3)  # also settles the once-per-model probes
     calls: list[int] = []

@@ -1,4 +1,4 @@
-"""The chunked LM head (dpo3d.chunked_head): the same log-probs, gradients, entropy and log Σp² as the
+"""The chunked LM head (dpo3d.scoring.heads): the same log-probs, gradients, entropy and log Σp² as the
 full logits, without ever keeping a tokens x vocabulary tensor for backward; through DDP, peft, accelerate.
 
 Tolerances: float32 log-probs agree with a float64 log-softmax to 1e-5 per token (the float32 log-
@@ -13,10 +13,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dpo3d.chunked_head import ChunkedHeadLogps, HeadTransform, head_transform, unwrap
-from dpo3d.logprobs import _SUPPORT, LogprobOptions, collate, scored_positions, sequence_logps, token_stats
-from dpo3d.sequences import encode_pair
-from dpo3d.tiny import tiny_causal_lm
+from dpo3d.data.sequences import encode_pair
+from dpo3d.models.tiny import tiny_causal_lm
+from dpo3d.scoring.heads import ChunkedHeadLogps, HeadTransform, head_transform, unwrap
+from dpo3d.scoring.logprobs import (
+    _SUPPORT,
+    LogprobOptions,
+    collate,
+    scored_positions,
+    sequence_logps,
+    token_stats,
+)
 
 PROMPT = [{"role": "user", "content": "What is 3 + 4?"}]
 FULL = LogprobOptions(head_chunk=None, packing=False)
@@ -241,7 +248,7 @@ def _tiny(kind: str):
 
 @pytest.mark.parametrize("kind", ["gemma2", "granite", "cohere"])
 def test_head_transforms_of_other_architectures_are_reproduced(kind):
-    from dpo3d.logprobs import PaddedBatch
+    from dpo3d.scoring.logprobs import PaddedBatch
 
     model = _tiny(kind)
     transform = head_transform(model)

@@ -90,8 +90,8 @@ def test_real_model_gives_finite_logprobs_on_examples(tmp_path):
 
 
 def test_ref_gives_implicit_rewards_and_their_accuracy(tmp_path, tiny_model_dir, tokenizer):
-    from dpo3d.models import save_pretrained
-    from dpo3d.tiny import tiny_causal_lm
+    from dpo3d.models.loading import save_pretrained
+    from dpo3d.models.tiny import tiny_causal_lm
 
     other = tmp_path / "other"
     save_pretrained(tiny_causal_lm(tokenizer, seed=1), tokenizer, other)

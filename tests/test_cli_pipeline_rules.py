@@ -13,7 +13,7 @@ import sys
 import pytest
 from typer.testing import CliRunner
 
-from dpo3d.datasets import load_prompts
+from dpo3d.data.datasets import load_prompts
 from dpo3d_cli.app import app
 
 runner = CliRunner()

@@ -13,8 +13,8 @@ import pytest
 from datasets import Dataset
 from typer.testing import CliRunner
 
-from dpo3d.records import read_records
-from dpo3d.run_log import read_log
+from dpo3d.data.records import read_records
+from dpo3d.data.run_log import read_log
 from dpo3d_cli.app import app
 
 from .test_cli_train import ROOT, comparable, dpo3d, train_args

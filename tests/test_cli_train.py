@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from dpo3d.run_log import read_log
+from dpo3d.data.run_log import read_log
 
 from .test_train_dpo import write_pairs
 

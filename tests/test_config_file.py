@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from dpo3d.run_log import read_log
+from dpo3d.data.run_log import read_log
 from dpo3d.training.config import LoopConfig
 from dpo3d.training.dpo import DPORunConfig
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from dpo3d import encoding_cache
-from dpo3d.pair_set import load_pairs
-from dpo3d.sequences import encode_pair
+from dpo3d.data import encoding_cache
+from dpo3d.data.sequences import encode_pair
+from dpo3d.pairs.pair_set import load_pairs
 
 from .test_train_dpo import write_pairs
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from dpo3d import evaluation as ev
-from dpo3d.records import RecordError
+from dpo3d.data.records import RecordError
+from dpo3d.judges import evaluation as ev
 
 
 def judged(id_, source, correct, level=None, type_=None, status=None, llm=...):
@@ -172,7 +172,7 @@ def test_as_chat_wraps_plain_prompts_only():
 
 
 def test_limit_counts_problems_not_answers():
-    from dpo3d.evaluation import first_problems
+    from dpo3d.judges.evaluation import first_problems
 
     rows = [{"id": "a"}, {"id": "a"}, {"id": "b"}, {"id": "a"}, {"id": "c"}, {"id": "b"}]
     assert first_problems(rows, 2) == [0, 1, 2, 3, 5]  # every answer to a and b, in file order

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from dpo3d import formats
-from dpo3d.records import RecordError
+from dpo3d.data import formats
+from dpo3d.data.records import RecordError
 
 
 def user(text):

@@ -22,7 +22,7 @@ import torch
 from accelerate.utils import DistributedType
 from safetensors.torch import load_file
 
-from dpo3d.run_log import read_log
+from dpo3d.data.run_log import read_log
 from dpo3d.training import sharding
 from dpo3d.training.config import LoopConfig
 from dpo3d.training.dpo import DPORunConfig, train_dpo
@@ -202,7 +202,7 @@ def test_fsdp_two_processes_train_resume_and_save_like_one(tmp_path, tiny_model_
         assert weights[key].shape == tensor.shape, key
         assert torch.allclose(weights[key], tensor, rtol=RELATIVE, atol=ABSOLUTE), key
     assert not (fsdp_run / "checkpoint").exists()
-    from dpo3d.models import load_causal_lm
+    from dpo3d.models.loading import load_causal_lm
 
     ids = torch.tensor([[1, 17, 300, 4000, 12, 9]])
     with torch.no_grad():

@@ -1,4 +1,4 @@
-"""dpo3d.host_memory: inside `kept`, a freed big tensor's pages serve the next one without page faults
+"""dpo3d.models.host_memory: inside `kept`, a freed big tensor's pages serve the next one without page faults
 (once the heap has settled, as a training loop's does after its first steps)."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import resource
 import pytest
 import torch
 
-from dpo3d import host_memory
+from dpo3d.models import host_memory
 from dpo3d.training.config import LoopConfig
 
 pytestmark = pytest.mark.skipif(host_memory._glibc() is None, reason="glibc's mallopt only")

@@ -12,8 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 from datasets import Dataset, DatasetDict
 
-from dpo3d import formats, inputs
-from dpo3d.records import RecordError, Row, read_records, write_records
+from dpo3d.data import formats, inputs
+from dpo3d.data.records import RecordError, Row, read_records, write_records
 
 ROWS = [
     {"id": f"q{i}", "prompt": f"Question {i}?", "chosen": f"Right {i}.", "rejected": f"Wrong {i}.", "score": i / 2}

@@ -1,5 +1,5 @@
 """The judges, build-pairs and the evaluators' --completions on the data researchers have: a
-Parquet file and a `Dataset.save_to_disk` folder (through dpo3d.inputs), with exact outputs, a
+Parquet file and a `Dataset.save_to_disk` folder (through dpo3d.data.inputs), with exact outputs, a
 Parquet row named in errors, and the one Judge interface (checks, streaming, summaries)."""
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from dpo3d.data.records import RecordError, Row
 from dpo3d.judges.base import Judge, ScoreTally, size_hint
 from dpo3d.judges.math_judge import MathJudge, MathJudgeConfig
 from dpo3d.judges.rules import poem_judge, slogan_judge
-from dpo3d.records import RecordError, Row
 from dpo3d_cli import build_pairs, eval_math, eval_poem, judge
 
 from .test_cli_eval import MATH as ANSWERS  # base: 2 of 3 right; dpo: 1 of 3 right
@@ -169,8 +169,8 @@ def test_judge_poem_and_slogan_name_the_parquet_row(tmp_path):
 @pytest.fixture(scope="module")
 def reward_model_dir(tmp_path_factory, tiny_model_dir):
     """A reward model (the tiny LM with a fresh scalar head) saved as `train-rm` saves one."""
-    from dpo3d.models import save_pretrained
-    from dpo3d.reward_model import load_reward_model
+    from dpo3d.judges.reward_model import load_reward_model
+    from dpo3d.models.loading import save_pretrained
 
     folder = tmp_path_factory.mktemp("rm") / "tiny-rm"
     model, tokenizer = load_reward_model(str(tiny_model_dir))
@@ -186,7 +186,7 @@ RM_ROWS = [
 
 @pytest.mark.parametrize("shape", SHAPES)
 def test_judge_rm_reads_a_table(tmp_path, shape, reward_model_dir):
-    from dpo3d.reward_model import load_reward_model, reward_of_records
+    from dpo3d.judges.reward_model import load_reward_model, reward_of_records
 
     model, tokenizer = load_reward_model(str(reward_model_dir))
     expected = reward_of_records(model, tokenizer, RM_ROWS, 128)

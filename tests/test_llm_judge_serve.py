@@ -1,6 +1,6 @@
 """`judge llm` against a real OpenAI-compatible server: `transformers serve` on loopback.
 
-The server runs a tiny random model (dpo3d.tiny), so its replies are noise: the test
+The server runs a tiny random model (dpo3d.models.tiny), so its replies are noise: the test
 checks the plumbing (request, reply, record fields, cache), not the grades.
 """
 
@@ -82,7 +82,7 @@ def served_model(tmp_path):
     ok, reason = serve_available()
     if not ok:
         pytest.skip(reason)
-    from dpo3d.tiny import write_tiny_model
+    from dpo3d.models.tiny import write_tiny_model
 
     model = write_tiny_model(tmp_path / "tiny-judge")
     port = free_port()

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dpo3d.logprobs import LogprobOptions, collate, pair_logps, score_records, sequence_logps
-from dpo3d.sequences import EncodedPair, encode_pair
+from dpo3d.data.sequences import EncodedPair, encode_pair
+from dpo3d.scoring.logprobs import LogprobOptions, collate, pair_logps, score_records, sequence_logps
 
 PROMPT = [{"role": "user", "content": "What is 3 + 4?"}]
 

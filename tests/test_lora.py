@@ -1,4 +1,4 @@
-"""LoRA (dpo3d.lora, peft) on tiny models: it trains, its folder loads everywhere --model goes,
+"""LoRA (dpo3d.models.lora, peft) on tiny models: it trains, its folder loads everywhere --model goes,
 resume and 2 processes are exact, the reward head trains, PPO's reference is the base."""
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from dpo3d import lora
-from dpo3d.logprobs import score_records
-from dpo3d.lora import LoRAConfig
-from dpo3d.models import LoadOptions, full_model_folder, load_causal_lm, load_tokenizer
-from dpo3d.records import PAIRS_OR_COMPLETIONS, read_records
-from dpo3d.run_log import read_log
+from dpo3d.data.records import PAIRS_OR_COMPLETIONS, read_records
+from dpo3d.data.run_log import read_log
+from dpo3d.models import lora
+from dpo3d.models.loading import LoadOptions, full_model_folder, load_causal_lm, load_tokenizer
+from dpo3d.models.lora import LoRAConfig
+from dpo3d.scoring.logprobs import score_records
 from dpo3d.training import dpo as dpo_module
 from dpo3d.training import rm as rm_module
 from dpo3d.training.config import LoopConfig
@@ -168,7 +168,7 @@ def test_two_process_lora_dpo_equals_one_process(tmp_path, tiny_model_dir):
 
 
 def test_trainable_summary_is_the_adapter_and_its_real_adamw_state(tokenizer):
-    from dpo3d.tiny import tiny_causal_lm
+    from dpo3d.models.tiny import tiny_causal_lm
 
     base = tiny_causal_lm(tokenizer, seed=0)
     total = sum(p.numel() for p in base.parameters())
@@ -198,7 +198,7 @@ def test_trainable_summary_is_the_adapter_and_its_real_adamw_state(tokenizer):
 
 
 def test_lora_reward_model_trains_its_head_and_loads_as_a_reward_model(tmp_path, tiny_model_dir, monkeypatch):
-    from dpo3d.reward_model import is_reward_model, load_reward_model, score_sequences
+    from dpo3d.judges.reward_model import is_reward_model, load_reward_model, score_sequences
 
     seen = capture_trained(monkeypatch, rm_module)
     pairs = write_pairs(tmp_path / "pairs.jsonl")
@@ -217,7 +217,7 @@ def test_lora_reward_model_trains_its_head_and_loads_as_a_reward_model(tmp_path,
 
     assert is_reward_model(str(result.out)) and is_reward_model(str(result.out / lora.MERGED_FOLDER))
     model, tokenizer = load_reward_model(str(result.out))
-    from dpo3d.pair_set import load_pairs
+    from dpo3d.pairs.pair_set import load_pairs
 
     encoded = load_pairs(pairs, tokenizer, 1024, 0)
     expected = score_sequences(trained, encoded.chosen, tokenizer.pad_token_id)
@@ -247,7 +247,7 @@ def test_dpo_on_an_sft_adapter_merges_it_first(tmp_path, tiny_model_dir, tokeniz
 
 
 def test_an_sft_adapter_starts_reward_and_value_models(tmp_path, tiny_model_dir):
-    from dpo3d.reward_model import is_reward_model, load_reward_model
+    from dpo3d.judges.reward_model import is_reward_model, load_reward_model
     from dpo3d.training.ppo_tokens import load_value_model
     from dpo3d.training.sft import SFTRunConfig, train_sft
 
@@ -323,7 +323,7 @@ def test_ppo_lora_reference_is_the_base_with_the_adapter_off(tmp_path, tiny_mode
 @pytest.mark.slow
 def test_smollm2_rank_8_trains_under_2_percent():
     """The README's figures: SmolLM2-135M with --lora-r 8 on every linear layer."""
-    from dpo3d.models import BUNDLED
+    from dpo3d.models.loading import BUNDLED
 
     full = lora.trainable_summary(load_causal_lm(BUNDLED))
     adapted = lora.trainable_summary(lora.add_adapter(load_causal_lm(BUNDLED), LoRAConfig(r=8), BUNDLED))
@@ -336,7 +336,7 @@ def test_smollm2_rank_8_trains_under_2_percent():
 
 def test_a_bare_peft_adapter_folder_loads_and_a_broken_one_is_named(tmp_path, tiny_model_dir, tokenizer):
     """An adapter written by peft itself (no tokenizer beside it, as other tools save them)."""
-    from dpo3d.models import ModelNotFound
+    from dpo3d.models.loading import ModelNotFound
 
     model = lora.add_adapter(load_causal_lm(str(tiny_model_dir)), LoRAConfig(r=2, targets="q_proj,v_proj"), str(tiny_model_dir))
     with torch.no_grad():

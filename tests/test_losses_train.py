@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from dpo3d.logprobs import pair_logps, score_sequences
-from dpo3d.pair_extras import pair_logps_with_extras, truncate_to_shared
-from dpo3d.run_log import read_log
-from dpo3d.sequences import EncodedPair
+from dpo3d.data.run_log import read_log
+from dpo3d.data.sequences import EncodedPair
+from dpo3d.scoring.logprobs import pair_logps, score_sequences
+from dpo3d.scoring.pair_logps import pair_logps_with_extras, truncate_to_shared
 from dpo3d.training.config import LoopConfig
 from dpo3d.training.dpo import DPORunConfig, train_dpo
 

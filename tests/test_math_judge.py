@@ -6,7 +6,8 @@ import threading
 
 import pytest
 
-from dpo3d.datasets import load_builtin
+from dpo3d.data.datasets import load_builtin
+from dpo3d.data.records import RecordError
 from dpo3d.judges import completion_text
 from dpo3d.judges.math_judge import (
     INLINE_BELOW,
@@ -17,7 +18,6 @@ from dpo3d.judges.math_judge import (
     judge_math,
     verify_answer,
 )
-from dpo3d.records import RecordError
 
 
 @pytest.mark.parametrize(

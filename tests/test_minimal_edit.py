@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cli.app import app
-from dpo3d.minimal_edit import (
+from dpo3d.pairs.minimal_edit import (
     MISMATCH,
     NO_ANSWER,
     NO_SOLUTION,
@@ -32,7 +32,7 @@ def record(id_, reference, answer, **extra):
 
 
 def boxed(steps: str, answer: str) -> str:
-    # the shape of a built-in's reference (see dpo3d.datasets.gsm8k_reference)
+    # the shape of a built-in's reference (see dpo3d.data.datasets.gsm8k_reference)
     return f"{steps}\nThe answer is $\\boxed{{{answer}}}$."
 
 
@@ -152,7 +152,7 @@ def write_jsonl(path, rows):
 
 
 def test_the_command_writes_pairs_train_dpo_reads_and_the_tally_on_stderr(tmp_path, tiny_model_dir, tokenizer):
-    from dpo3d.pair_set import load_pairs
+    from dpo3d.pairs.pair_set import load_pairs
 
     sources = [INTEGER, DECIMAL, NEGATIVE, COMMAS, record("plain", "No answer.", "3")]
     prompts = write_jsonl(tmp_path / "prompts.jsonl", sources)

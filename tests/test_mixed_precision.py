@@ -13,8 +13,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from dpo3d.models import LoadOptions
-from dpo3d.run_log import read_log
+from dpo3d.data.run_log import read_log
+from dpo3d.models.loading import LoadOptions
 from dpo3d.training.config import LoopConfig
 from dpo3d.training.dpo import DPORunConfig, train_dpo
 from dpo3d.training.reference import CACHE_FILE
@@ -84,7 +84,7 @@ def test_pure_bf16_weights_warn_and_barely_train(tmp_path, tiny_model_dir):
 
 
 def test_gradient_checkpointing_gives_the_same_run(tmp_path, tiny_model_dir, tokenizer):
-    from dpo3d.tiny import tiny_causal_lm
+    from dpo3d.models.tiny import tiny_causal_lm
     from dpo3d.training.precision import enable_gradient_checkpointing
 
     model = tiny_causal_lm(tokenizer)

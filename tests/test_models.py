@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from dpo3d import models
+from dpo3d.models import loading as models
 
 
 def test_folder_without_config_is_rejected(tmp_path):

@@ -7,10 +7,10 @@ import json
 
 import torch
 
-from dpo3d import lora
-from dpo3d.lora import LoRAConfig
-from dpo3d.models import BUNDLED, bundled_folder, load_causal_lm
-from dpo3d.reward_model import load_reward_model
+from dpo3d.judges.reward_model import load_reward_model
+from dpo3d.models import lora
+from dpo3d.models.loading import BUNDLED, bundled_folder, load_causal_lm
+from dpo3d.models.lora import LoRAConfig
 from dpo3d.training.config import LoopConfig
 from dpo3d.training.dpo import DPORunConfig, train_dpo
 from dpo3d.training.rm import RMRunConfig, train_rm

@@ -1,4 +1,4 @@
-"""Padding-free packing (dpo3d.packing): the rows it builds, and log-probs and gradients equal to the
+"""Padding-free packing (dpo3d.scoring.packing): the rows it builds, and log-probs and gradients equal to the
 padded batch's (left and right padding); a model that ignores packed position ids falls back to padding.
 
 Tolerance: 1e-5 per sequence sum (float32; the same tokens through the same layers, in other rows).
@@ -9,10 +9,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dpo3d.logprobs import _SUPPORT, LogprobOptions, _stats, collate, scored_positions, sequence_logps
-from dpo3d.packing import pack, row_width
-from dpo3d.sequences import EncodedPair, encode_pair
-from dpo3d.tiny import tiny_causal_lm
+from dpo3d.data.sequences import EncodedPair, encode_pair
+from dpo3d.models.tiny import tiny_causal_lm
+from dpo3d.scoring.logprobs import _SUPPORT, LogprobOptions, _stats, collate, scored_positions, sequence_logps
+from dpo3d.scoring.packing import pack, row_width
 
 PADDED, PACKED = LogprobOptions(head_chunk=None, packing=False), LogprobOptions(head_chunk=None, packing=True)
 PROMPT = [{"role": "user", "content": "What is 3 + 4?"}]
@@ -147,7 +147,7 @@ def count_forwards(model) -> list[int]:
 def test_settling_runs_the_same_forwards_whether_or_not_a_process_probed_before(tokenizer):
     # under FSDP a forward is a collective: a process that probed lazily in its reference pass and one that
     # did not must still run the same forwards when the loop settles the verdicts (the hang CI once hit)
-    from dpo3d.logprobs import settle_support
+    from dpo3d.scoring.logprobs import settle_support
 
     cold, warm = tiny_causal_lm(tokenizer, seed=3), tiny_causal_lm(tokenizer, seed=3)
     batch = collate(sequences(tokenizer), tokenizer.pad_token_id, "right")
@@ -170,7 +170,7 @@ def test_settling_runs_the_same_forwards_whether_or_not_a_process_probed_before(
 
 def test_settling_keeps_the_verdict_every_process_agrees_on(tokenizer):
     # one process where packing failed its probe makes every process pad
-    from dpo3d.logprobs import settle_support
+    from dpo3d.scoring.logprobs import settle_support
 
     model = tiny_causal_lm(tokenizer, seed=4)
     asked: list[list[bool]] = []

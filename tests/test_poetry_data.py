@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from dpo3d.data.records import read_records
 from dpo3d.poetry import POEM_FORMS, score_poem, score_slogan
 from dpo3d.poetry.ci_tunes import known_tunes
-from dpo3d.records import read_records
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 POEM_FILES = ["train.jsonl", "test.jsonl", "english_train.jsonl", "english_test.jsonl"]

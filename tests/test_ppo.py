@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from dpo3d.run_log import read_log
+from dpo3d.data.run_log import read_log
 from dpo3d.training.config import LoopConfig
 from dpo3d.training.loop import LoopCallbacks
 from dpo3d.training.ppo import PPOConfig, train_ppo
@@ -59,7 +59,7 @@ def test_ppo_raises_a_rule_reward_with_the_kl_bounded(yes_no, tmp_path):
     for key in ("entropy", "clip_fraction", "value_loss", "policy_loss", "response_length", "approx_kl"):
         assert isinstance(records[-1][key], float)
     # the policy folder loads as a causal LM for sample/logprobs, the value model as a token classifier
-    from dpo3d.models import load_causal_lm
+    from dpo3d.models.loading import load_causal_lm
 
     load_causal_lm(str(result.out))
     load_value_model(str(result.out / "value"), load_causal_lm.__defaults__[0])

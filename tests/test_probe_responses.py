@@ -7,11 +7,11 @@ import json
 import pytest
 import torch
 
-from dpo3d.generation import SamplingConfig, generate_ids
-from dpo3d.logprobs import score_sequences
-from dpo3d.models import load_causal_lm, load_tokenizer
-from dpo3d.run_log import read_log
-from dpo3d.sequences import EncodedPair
+from dpo3d.data.run_log import read_log
+from dpo3d.data.sequences import EncodedPair
+from dpo3d.generation.sampler import SamplingConfig, generate_ids
+from dpo3d.models.loading import load_causal_lm, load_tokenizer
+from dpo3d.scoring.logprobs import score_sequences
 from dpo3d.training.config import LoopConfig
 from dpo3d.training.dpo import DPORunConfig, train_dpo
 from dpo3d.training.loop import LoopCallbacks

@@ -1,4 +1,4 @@
-"""The records layer (dpo3d/records.py): bad input, chat prompts, round trips,
+"""The records layer (dpo3d/data/records.py): bad input, chat prompts, round trips,
 atomic writes, stdin/stdout and JSON safety (issue 2, item 5)."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from dpo3d.records import (
+from dpo3d.data.records import (
     COMPLETIONS,
     PAIRS,
     PAIRS_OR_COMPLETIONS,
@@ -25,7 +25,7 @@ from dpo3d.records import (
     write_json,
     write_records,
 )
-from dpo3d.run_log import AppendLog, read_log
+from dpo3d.data.run_log import AppendLog, read_log
 
 PAIR = {"prompt": "Say hi", "chosen": "Hi!", "rejected": "No."}
 CHAT = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Say hi"}]

@@ -8,8 +8,8 @@ from collections import Counter
 
 import pytest
 
-from dpo3d.generation import HFSampler, SamplingConfig, check_backend, chunks, sample_all
-from dpo3d.sampling_run import (
+from dpo3d.generation.sampler import HFSampler, SamplingConfig, check_backend, chunks, sample_all
+from dpo3d.generation.sampling_run import (
     RunMismatch,
     content_id,
     plan_resume,

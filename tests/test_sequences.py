@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from dpo3d.sequences import encode_pair, render_prompt, render_response
+from dpo3d.data.sequences import encode_pair, render_prompt, render_response
 
 MESSAGES = [{"role": "user", "content": "Name a prime."}]
 

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from dpo3d.data.records import read_records
+from dpo3d.data.run_log import read_log
 from dpo3d.judges import scored
 from dpo3d.judges.base import Judge
-from dpo3d.records import read_records
-from dpo3d.run_log import read_log
 from dpo3d.study import StudyConfig, StudyEvents, run_study
 from dpo3d.study.config import SCENARIOS
 from dpo3d.training.loop import LoopCallbacks
@@ -347,7 +347,7 @@ def test_the_llm_judge_fills_table2s_two_columns(tmp_path, tiny_model_dir):
     """--judge llm: each test answer's 1-5 score (a fake OpenAI client here) gives Table 2's shares of 5 and 4-or-5."""
     from types import SimpleNamespace
 
-    from dpo3d import evaluation as ev
+    from dpo3d.judges import evaluation as ev
     from dpo3d.study import LLMJudgeSettings
     from dpo3d.study.evaluate import llm_scored
     from dpo3d.study.tables import table2

@@ -200,7 +200,7 @@ def test_ipo_margin_stops_at_its_target(rows, trace):
 
 
 def test_p3_where_the_mass_went_exactly_recorded(rows):
-    # Recorded (mass.py, README's toy section): under DPO the unseen 9-10 and every rejected lose all
+    # Recorded (mass.py, docs/toy.md): under DPO the unseen 9-10 and every rejected lose all
     # their mass; what the chosen loses after its peak goes to the other prompts' chosen responses
     for scenario in "1234":
         total = rows[scenario, "dpo"]["mass_change"]

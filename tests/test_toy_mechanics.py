@@ -9,8 +9,8 @@ import math
 import pytest
 import torch
 
+from dpo3d.data.records import RecordError
 from dpo3d.losses import LOSSES
-from dpo3d.records import RecordError
 from dpo3d.toy.model import Adam, ToyMLP
 from dpo3d.toy.outputs import metric_records, summary
 from dpo3d.toy.scenarios import (

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from dpo3d.run_log import read_log
+from dpo3d.data.run_log import read_log
 from dpo3d.training import tracking
 from dpo3d.training.config import LoopConfig
 

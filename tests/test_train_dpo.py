@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from dpo3d.data.run_log import read_log
 from dpo3d.losses import LOSSES, LossOutput, register
 from dpo3d.losses.registry import LOSSES as REGISTRY
-from dpo3d.run_log import read_log
 from dpo3d.training.config import LoopConfig
 from dpo3d.training.dpo import DPORunConfig, train_dpo
 from dpo3d.training.loop import LoopCallbacks, NonFiniteLoss

@@ -21,10 +21,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from dpo3d.logprobs import score_sequences
-from dpo3d.models import load_causal_lm
-from dpo3d.pair_set import load_pairs
-from dpo3d.run_log import read_log
+from dpo3d.data.run_log import read_log
+from dpo3d.models.loading import load_causal_lm
+from dpo3d.pairs.pair_set import load_pairs
+from dpo3d.scoring.logprobs import score_sequences
 from dpo3d.training.config import LoopConfig
 from dpo3d.training.dpo import DPORunConfig, train_dpo
 from dpo3d.training.loop import LoopCallbacks
@@ -53,7 +53,7 @@ def comparable(records: list[dict]) -> list[dict]:
 
 def probe_chosen_logp(model_dir: Path, run: DPORunConfig) -> float:
     """The probe chosen log-prob (mean over the probe pairs' summed log-probs) of the model saved in ``model_dir``."""
-    from dpo3d.models import load_tokenizer
+    from dpo3d.models.loading import load_tokenizer
 
     tokenizer = load_tokenizer(str(model_dir))
     pairs = load_pairs(run.pairs, tokenizer, run.max_length, 0, run.loop.seed)

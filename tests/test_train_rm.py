@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from dpo3d.records import read_records
-from dpo3d.run_log import read_log
+from dpo3d.data.records import read_records
+from dpo3d.data.run_log import read_log
 from dpo3d.training.compare import load_curve, steadiness
 from dpo3d.training.config import LoopConfig
 from dpo3d.training.loop import LoopCallbacks
@@ -60,8 +60,8 @@ def test_reward_gradients_are_equal_and_opposite(trained_rm):
 def test_measured_reward_gradients_match_the_closed_form(tmp_path, tiny_model_dir):
     import torch
 
-    from dpo3d.pair_set import load_pairs
-    from dpo3d.reward_model import load_reward_model
+    from dpo3d.judges.reward_model import load_reward_model
+    from dpo3d.pairs.pair_set import load_pairs
     from dpo3d.training.rm import RMTask
 
     model, tokenizer = load_reward_model(str(tiny_model_dir))

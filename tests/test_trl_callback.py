@@ -19,9 +19,9 @@ from datasets import Dataset  # noqa: E402
 from transformers import AutoModelForCausalLM  # noqa: E402
 from trl import DPOConfig, DPOTrainer  # noqa: E402
 
+from dpo3d.data.run_log import read_log  # noqa: E402
 from dpo3d.integrations.trl import FOLDER, PREFIX, ThreeDCallback  # noqa: E402
-from dpo3d.run_log import read_log  # noqa: E402
-from dpo3d.tiny import tiny_causal_lm  # noqa: E402
+from dpo3d.models.tiny import tiny_causal_lm  # noqa: E402
 from dpo3d.watch.probes import ProbeScorer  # noqa: E402
 
 ROWS = [{"prompt": [{"role": "user", "content": f"What is {i}+{i}?"}],

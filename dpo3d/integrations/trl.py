@@ -12,7 +12,7 @@
 What it does, on every process (each runs the probe forwards; rank 0's scores are broadcast, so every rank
 takes the same decisions):
 
-* at train start it encodes the probe pairs with the trainer's tokenizer (``dpo3d.pair_set``, the same
+* at train start it encodes the probe pairs with the trainer's tokenizer (``dpo3d.pairs.pair_set``, the same
   encoding train-dpo uses), generates the starting policy's greedy response to each probe prompt (the
   squeezing probe, a response in no pair) and scores everything once (``dpo3d.watch.probes``): the step-0
   record, with the rounding noise floor the detector needs (written to ``OUT/metrics.jsonl``; the trainer logs
@@ -56,10 +56,11 @@ from typing import Any
 import torch
 from transformers import TrainerCallback
 
-from ..logprobs import settle_support
+from dpo3d.data.records import write_json
+from dpo3d.data.run_log import AppendLog, read_log
+from dpo3d.scoring.logprobs import settle_support
+
 from ..losses.mixture import canonical_name
-from ..records import write_json
-from ..run_log import AppendLog, read_log
 from ..watch.detector import DetectorSettings
 from ..watch.guard import GuardSettings
 from ..watch.probe_responses import FILE, generate, load, store

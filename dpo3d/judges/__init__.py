@@ -18,7 +18,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from ..records import message_text
+from dpo3d.data.records import message_text
+
 from .base import Judge  # noqa: F401  (the interface, importable as dpo3d.judges.Judge)
 
 

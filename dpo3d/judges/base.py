@@ -9,7 +9,7 @@ A judge is used in three steps, the same for all of them::
     print(judge.summary())
 
 - ``check(record, source, position)`` has the input layer's check signature: it raises
-  :class:`~dpo3d.records.RecordError` for a record this judge cannot read, naming the file and
+  :class:`~dpo3d.data.records.RecordError` for a record this judge cannot read, naming the file and
   line (or row), and may return a replacement record (a TRL ``messages`` row as prompt/completion).
 - ``judge(records, on_progress)`` streams: it reads records only as far as the batch it works on
   (the math judge's chunks for its worker pool, the LLM judge's window of requests in flight, the

@@ -33,7 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..formats import as_completion
+from dpo3d.data.formats import as_completion
+
 from . import judge_failed
 from .base import Judge, ScoreTally
 from .rubric import DEFAULT_RUBRIC, check_rubric, judge_messages, parse_score

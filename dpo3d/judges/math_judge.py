@@ -24,9 +24,10 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from ..inputs import chunks
-from ..prompting import boxed_answer
-from ..records import RecordError, is_text
+from dpo3d.data.inputs import chunks
+from dpo3d.data.prompting import boxed_answer
+from dpo3d.data.records import RecordError, is_text
+
 from . import completion_text, scored
 from .base import Judge
 

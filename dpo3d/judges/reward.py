@@ -2,7 +2,7 @@
 
 ``score`` is the reward r(x, y), an unbounded real (only its order matters to ``build-pairs``);
 ``verdict`` is ``{reward}``. Records are read in chunks of ``batch_size * chunk_batches``, each
-scored in length-sorted batches (:func:`dpo3d.reward_model.reward_of_records`), so a large input
+scored in length-sorted batches (:func:`dpo3d.judges.reward_model.reward_of_records`), so a large input
 is never held whole. The only judge that needs torch: it is imported when a model is loaded or
 scored, never by importing this module.
 """
@@ -12,8 +12,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-from ..formats import as_completion
-from ..inputs import chunks
+from dpo3d.data.formats import as_completion
+from dpo3d.data.inputs import chunks
+
 from . import scored
 from .base import Judge, Progress, ScoreTally
 
@@ -36,8 +37,8 @@ class RewardModelJudge(Judge):
     @classmethod
     def load(cls, spec: str, options=None, device: str | None = None, **settings) -> RewardModelJudge:
         """The judge of a reward-model folder, named ``rm:<folder name>``; ValueError for any other model."""
-        from ..models import LoadOptions, display_name, pick_device
-        from ..reward_model import is_reward_model, load_reward_model
+        from dpo3d.judges.reward_model import is_reward_model, load_reward_model
+        from dpo3d.models.loading import LoadOptions, display_name, pick_device
 
         if not is_reward_model(spec):
             raise ValueError(
@@ -52,7 +53,7 @@ class RewardModelJudge(Judge):
         return as_completion(record, source, position)
 
     def judge(self, records: Iterable[Mapping], on_progress: Progress | None = None) -> Iterator[dict]:
-        from ..reward_model import reward_of_records
+        from dpo3d.judges.reward_model import reward_of_records
 
         self.tally = ScoreTally()
         for chunk in chunks(records, self.batch_size * self.chunk_batches):

@@ -12,7 +12,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ..records import message_text
+from dpo3d.data.records import message_text
+
 from . import completion_text
 
 REQUIRED_PLACEHOLDERS = ("{question}", "{response}")

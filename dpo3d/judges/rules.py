@@ -11,8 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
-from ..formats import as_completion
-from ..records import RecordError
+from dpo3d.data.formats import as_completion
+from dpo3d.data.records import RecordError
+
 from . import scored
 from .base import Judge, Progress, ScoreTally
 

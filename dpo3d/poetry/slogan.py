@@ -34,9 +34,9 @@ import unicodedata
 from collections.abc import Mapping
 from typing import Any
 
+from dpo3d.data.records import message_text
 from dpo3d.poetry.text import FENCE, NOTES, PREAMBLE, clean_line
 from dpo3d.poetry.tones import is_han
-from dpo3d.records import message_text
 
 _SLOGAN_LABEL = re.compile(r"^\s*(?:slogan|tagline|标语|口号|广告语|宣传语)\s*[:：]\s*", re.IGNORECASE)
 _QUOTES = "\"'“”‘’「」『』《》"

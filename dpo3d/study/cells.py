@@ -15,8 +15,9 @@ import json
 import shutil
 from pathlib import Path
 
-from .. import records as rec
-from ..models import LoadOptions
+from dpo3d.data import records as rec
+from dpo3d.models.loading import LoadOptions
+
 from ..training import checkpoint
 from ..training.config import LoopConfig
 from ..training.dpo import DPORunConfig, train_dpo

@@ -14,8 +14,8 @@ import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ..models import LoadOptions
-from ..pairs import REFERENCE
+from dpo3d.models.loading import LoadOptions
+from dpo3d.pairs.building import REFERENCE
 
 #: the labels the study gives its two samplers' candidates (their `source`)
 POLICY = "policy"
@@ -68,7 +68,7 @@ class StudyConfig:
     max_new_tokens: int = 256
     sample_batch_size: int = 32
     weak_model: str | None = None  # None: the stand-in, the policy itself at weak_temperature
-    weak_temperature: float = 1.2  # measured on SmolLM2 (README): 1.2 reads as a weak answer, 1.6 as word salad
+    weak_temperature: float = 1.2  # measured on SmolLM2 (docs/study.md): 1.2 reads as a weak answer, 1.6 as word salad
     # pairs
     same_prompts: bool = True  # every scenario trains on the prompts all of them have a pair for
     heldout_share: float = 0.25  # training prompts whose pairs are held out (Fig. 4, eval accuracy)

@@ -1,8 +1,8 @@
 """The study's data: candidates from the policy and from an off-policy model, judged, paired.
 
-Every step is a library stage used as it is: :func:`dpo3d.sampling_run.sample_to_file`
+Every step is a library stage used as it is: :func:`dpo3d.generation.sampling_run.sample_to_file`
 (chunked, seeded, resumable), a :class:`~dpo3d.judges.base.Judge` (math-verify, or the
-poem rules), :func:`dpo3d.pairs.build_pairs` with the ``--chosen-from/--rejected-from``
+poem rules), :func:`dpo3d.pairs.building.build_pairs` with the ``--chosen-from/--rejected-from``
 sources of each scenario. Held-out pairs are taken by prompt, the same prompts for
 every scenario, so the reward model and DPO of Fig. 4 are scored on the same pairs.
 """
@@ -14,14 +14,15 @@ import hashlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from .. import datasets as ds
-from .. import records as rec
-from ..evaluation import as_chat, resolve_poem_data
-from ..generation import HFSampler, SamplingConfig
+from dpo3d.data import datasets as ds
+from dpo3d.data import records as rec
+from dpo3d.generation.sampler import HFSampler, SamplingConfig
+from dpo3d.generation.sampling_run import prepare_prompts, sample_to_file
+from dpo3d.judges.evaluation import as_chat, resolve_poem_data
+from dpo3d.models.loading import LoadOptions, load_model_and_tokenizer, pick_device
+from dpo3d.pairs.building import PairConfig, build_pairs, read_candidates
+
 from ..judges.base import Judge
-from ..models import LoadOptions, load_model_and_tokenizer, pick_device
-from ..pairs import PairConfig, build_pairs, read_candidates
-from ..sampling_run import prepare_prompts, sample_to_file
 from .config import POLICY, SCENARIOS, WEAK, Layout, StudyConfig
 from .progress import StudyEvents, Tally
 

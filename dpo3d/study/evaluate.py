@@ -1,10 +1,10 @@
 """Evaluating the start and every cell: test accuracy (Table 2) and per-token log-probs (Table 1).
 
 One model is loaded at a time. It answers the held-out test prompts (greedy, one answer
-each: :func:`dpo3d.evaluation.generate`), the answers are judged (math-verify, with the
+each: :func:`dpo3d.judges.evaluation.generate`), the answers are judged (math-verify, with the
 LLM judge's 1-5 score when asked; or the poem rules) and summarised by
-:func:`dpo3d.evaluation.math_summary` / :func:`~dpo3d.evaluation.poem_summary`. The same
-loaded model scores the log-probs the tables need with :func:`dpo3d.logprobs.score_records`:
+:func:`dpo3d.judges.evaluation.math_summary` / :func:`~dpo3d.judges.evaluation.poem_summary`. The same
+loaded model scores the log-probs the tables need with :func:`dpo3d.scoring.logprobs.score_records`:
 the start scores every scenario's training pairs (Table 1, "before") and each source's
 candidates (why the off-policy stand-in is off-policy); a cell scores its own scenario's
 pairs ("after").
@@ -18,9 +18,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .. import evaluation as ev
-from .. import records as rec
-from ..logprobs import score_records
+from dpo3d.data import records as rec
+from dpo3d.judges import evaluation as ev
+from dpo3d.scoring.logprobs import score_records
+
 from .config import LLMJudgeSettings, StudyConfig
 from .data import JudgeFactory, judge_records, sampler_for
 from .progress import StudyEvents, Tally

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from dpo3d.run_log import read_log
+from dpo3d.data.run_log import read_log
 
 from ..training.compare import load_curve, plot_curves, steadiness
 from .config import SCENARIO_TEXT

@@ -5,7 +5,7 @@ DPO: ``n`` candidates per training prompt from the policy, scored by the poem ru
 then ``train_dpo``. PPO: ``train_ppo`` with ``--reward poem`` on the same prompts, for
 as many steps as it takes to generate the same number of samples
 (``ceil(prompts × n / rollout batch)``). Both, and the start, write one poem per test
-prompt, scored by the same rules (:func:`dpo3d.evaluation.poem_summary`), reported as
+prompt, scored by the same rules (:func:`dpo3d.judges.evaluation.poem_summary`), reported as
 Table 3: Row Number, Words per Row, Rhythm, Tone Pattern, Title.
 """
 
@@ -17,7 +17,8 @@ import math
 import time
 from pathlib import Path
 
-from .. import records as rec
+from dpo3d.data import records as rec
+
 from ..poetry import POEM_METRICS
 from ..training.ppo import PPOConfig, train_ppo
 from .cells import pairs_fingerprint, plan, train_cell

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from .. import records as rec
+from dpo3d.data import records as rec
+
 from .config import POLICY, Layout, StudyConfig, check_folder
 from .data import (
     JudgeFactory,

@@ -22,8 +22,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from dpo3d.records import write_json
-from dpo3d.run_log import read_log
+from dpo3d.data.records import write_json
+from dpo3d.data.run_log import read_log
 
 from ..training.loop import LoopCallbacks
 

@@ -18,7 +18,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .. import records as rec
+from dpo3d.data import records as rec
+
 from .cells import pairs_fingerprint, state, train_cell, train_reward_model
 from .config import START, Layout, StudyConfig, cell_label
 from .data import (

@@ -26,7 +26,8 @@ from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from ..records import dumps, json_safe, open_output, write_json
+from dpo3d.data.records import dumps, json_safe, open_output, write_json
+
 from .indicators import indicators
 from .model import one_thread
 from .train import ToyResult

@@ -17,7 +17,8 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-from ..records import json_safe, write_json
+from dpo3d.data.records import json_safe, write_json
+
 from .ablation import AblationConfig, Trace, ablation_groups, ablation_markdown, per_seed_numbers
 from .model import one_thread
 from .outputs import write_outputs

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from ..records import RecordError
+from dpo3d.data.records import RecordError
 
 N_PROMPTS = 4
 N_RESPONSES = 10

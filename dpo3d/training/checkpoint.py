@@ -21,8 +21,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from dpo3d.lora import load_adapter_weights
-from dpo3d.models import is_adapted, save_options
+from dpo3d.models.loading import is_adapted, save_options
+from dpo3d.models.lora import load_adapter_weights
 
 STATE_FILE = "trainer_state.pt"
 LATEST = "checkpoint"

@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from dpo3d.run_log import read_log
+from dpo3d.data.run_log import read_log
 
 
 @dataclass

@@ -27,7 +27,7 @@ class LoopConfig:
     cpu: bool = False
     mixed_precision: str | None = None  # no | bf16 | fp16 (float32 master weights, autocast); None: accelerate launch's, else no
     gradient_checkpointing: bool = False  # recompute activations in the backward pass: less memory, ~30% more compute
-    keep_host_memory: bool = False  # on the CPU, freed memory stays in the process for the next step (dpo3d.host_memory): faster, more peak memory
+    keep_host_memory: bool = False  # on the CPU, freed memory stays in the process for the next step (dpo3d.models.host_memory): faster, more peak memory
     report_to: str = "none"  # comma list of experiment trackers (tensorboard, wandb, mlflow, trackio, ...), or none
     extra: dict = field(default_factory=dict)  # the task's own settings, recorded in run_config.json
     invocation: dict | None = None  # the command line that started the run (run_config.json; --config replays it)

@@ -16,7 +16,8 @@ from pathlib import Path
 
 from accelerate.utils import broadcast_object_list
 
-from ..records import write_json
+from dpo3d.data.records import write_json
+
 from . import sharding
 
 #: where the loop keeps the state a task's ``StepControl.save_best`` marked (--keep-best, --guard stop)

@@ -6,16 +6,17 @@ import gc
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from dpo3d.records import write_json
-from dpo3d.run_log import read_log
+from dpo3d.data import inputs
+from dpo3d.data.records import write_json
+from dpo3d.data.run_log import read_log
+from dpo3d.models import host_memory, lora
+from dpo3d.models.loading import LoadOptions, load_causal_lm, load_tokenizer
+from dpo3d.models.lora import LoRAConfig
+from dpo3d.pairs.pair_set import load_pairs
+from dpo3d.scoring.logprobs import LogprobOptions
+from dpo3d.scoring.pair_logps import truncate_to_shared
 
-from .. import host_memory, inputs, lora
-from ..logprobs import LogprobOptions
-from ..lora import LoRAConfig
 from ..losses import get_loss
-from ..models import LoadOptions, load_causal_lm, load_tokenizer
-from ..pair_extras import truncate_to_shared
-from ..pair_set import load_pairs
 from ..watch.guard import GuardSettings
 from ..watch.probe_responses import ProbeResponseConfig, probe_responses
 from ..watch.probes import baseline_of, probe_indices, probe_prompts

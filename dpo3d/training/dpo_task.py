@@ -6,10 +6,11 @@ from dataclasses import InitVar, dataclass, field
 
 import torch
 
-from ..logprobs import LogprobOptions, pair_logps
+from dpo3d.pairs.pair_set import PairSet
+from dpo3d.scoring.logprobs import LogprobOptions, pair_logps
+from dpo3d.scoring.pair_logps import pair_logps_with_extras
+
 from ..losses import LossSpec, PreferenceBatch, get_loss, gradient_diagnostics
-from ..pair_extras import pair_logps_with_extras
-from ..pair_set import PairSet
 from ..watch.detector import ThreeDDetector
 from ..watch.probes import ProbeScorer, probe_sets
 from ..watch.run import RunWatch

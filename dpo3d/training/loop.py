@@ -28,11 +28,11 @@ from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 from accelerate.utils import DistributedType, set_seed
 
-from dpo3d.models import is_adapted, save_options
-from dpo3d.records import json_safe, write_json, write_records
-from dpo3d.run_log import AppendLog, read_log
+from dpo3d.data.records import json_safe, write_json, write_records
+from dpo3d.data.run_log import AppendLog, read_log
+from dpo3d.models import host_memory
+from dpo3d.models.loading import is_adapted, save_options
 
-from .. import host_memory
 from . import batches, checkpoint, precision, sharding, tracking
 from .config import LoopConfig
 from .control import keep_best_as_final, save_best, saved_best_step, share_control

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dpo3d.run_log import read_log
+from dpo3d.data.run_log import read_log
 
 from ..watch.detector import per_token_key
 from ..watch.diagnose import diagnose

@@ -1,7 +1,7 @@
 """`ppo`: RLHF-PPO on prompts — rollouts, a frozen reference for the per-token KL, a value model, GAE.
 
 Each step: take a batch of prompts, sample one response each from the policy,
-score it (``dpo3d.rewards``), measure the old policy's, the reference's and the
+score it (``dpo3d.judges.rewards``), measure the old policy's, the reference's and the
 value model's per-token numbers, turn the score minus the KL penalty into
 advantages with GAE (whitened), then run ``ppo_epochs`` passes of minibatch
 updates on the clipped surrogate and the clipped value loss (one optimizer over
@@ -29,15 +29,17 @@ from pathlib import Path
 import torch
 from accelerate.utils import set_seed
 
-from dpo3d.lora import LoRAConfig
-from dpo3d.models import save_options
-from dpo3d.records import RecordError, json_safe, write_json
-from dpo3d.run_log import AppendLog
+from dpo3d.data.datasets import load_prompts
+from dpo3d.data.records import RecordError, json_safe, write_json
+from dpo3d.data.run_log import AppendLog
+from dpo3d.data.sequences import EncodedPair, encode_prompt
+from dpo3d.generation.sampler import SamplingConfig, chunk_seed, generate_ids
+from dpo3d.judges.rewards import make_reward, needed_fields
+from dpo3d.models import host_memory, lora
+from dpo3d.models.loading import LoadOptions, load_causal_lm, load_tokenizer, save_options
+from dpo3d.models.lora import LoRAConfig
+from dpo3d.scoring.logprobs import collate
 
-from .. import host_memory, lora
-from ..datasets import load_prompts
-from ..generation import SamplingConfig, chunk_seed, generate_ids
-from ..logprobs import collate
 from ..losses.ppo import (
     clipped_policy_loss,
     clipped_value_loss,
@@ -46,9 +48,6 @@ from ..losses.ppo import (
     masked_mean,
     masked_whiten,
 )
-from ..models import LoadOptions, load_causal_lm, load_tokenizer
-from ..rewards import make_reward, needed_fields
-from ..sequences import EncodedPair, encode_prompt
 from . import checkpoint, precision, sharding, tracking
 from .config import LoopConfig
 from .loop import (

@@ -3,15 +3,15 @@
 Everything is laid out on a ``(batch, response_tokens)`` grid, right-padded, row
 by row in the order the tokens were generated, so the pure functions of
 :mod:`dpo3d.losses.ppo` can take it as it is. The policy's log-probs are those of
-:mod:`dpo3d.logprobs` (the LM head only on positions that predict a response token).
+:mod:`dpo3d.scoring.logprobs` (the LM head only on positions that predict a response token).
 """
 
 from __future__ import annotations
 
 import torch
 
-from ..logprobs import LogprobOptions, PaddedBatch, token_stats
-from ..models import LoadOptions, load_config, load_pretrained
+from dpo3d.models.loading import LoadOptions, load_config, load_pretrained
+from dpo3d.scoring.logprobs import LogprobOptions, PaddedBatch, token_stats
 
 
 def load_value_model(spec: str, options: LoadOptions):
@@ -51,7 +51,7 @@ def policy_token_stats(model, batch: PaddedBatch, lengths: torch.Tensor, tempera
                        options: LogprobOptions | None = None):
     """Per-token log-probs of the response under ``model`` at ``temperature`` (B, R), and the entropy.
 
-    Computed as every scorer does (:func:`dpo3d.logprobs.token_stats`: the LM head from the earliest
+    Computed as every scorer does (:func:`dpo3d.scoring.logprobs.token_stats`: the LM head from the earliest
     response position on, in chunks); the entropy is a measurement, computed without gradients.
     """
     _, grid = response_grid(batch, lengths)

@@ -16,8 +16,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from ..logprobs import LogprobOptions, score_sequences
-from ..sequences import EncodedPair
+from dpo3d.data.sequences import EncodedPair
+from dpo3d.scoring.logprobs import LogprobOptions, score_sequences
 
 CACHE_FILE = "reference_logps.safetensors"
 

@@ -15,13 +15,15 @@ from pathlib import Path
 
 import torch
 
-from .. import inputs, lora
-from ..lora import LoRAConfig
+from dpo3d.data import inputs
+from dpo3d.data.records import write_json
+from dpo3d.judges.reward_model import load_reward_model, score_sequences, sequence_rewards
+from dpo3d.models import lora
+from dpo3d.models.loading import LoadOptions
+from dpo3d.models.lora import LoRAConfig
+from dpo3d.pairs.pair_set import PairSet, load_pairs
+
 from ..losses.reward import bradley_terry_rm
-from ..models import LoadOptions
-from ..pair_set import PairSet, load_pairs
-from ..records import write_json
-from ..reward_model import load_reward_model, score_sequences, sequence_rewards
 from .config import LoopConfig, is_main_process
 from .loop import LoopCallbacks, RunResult, train
 

@@ -14,14 +14,16 @@ from pathlib import Path
 
 import torch
 
-from .. import formats, inputs, lora
-from ..datasets import BUILTINS, load_prompts
-from ..encoding_cache import default_cache, encode_cached
-from ..logprobs import LogprobOptions, collate, score_sequences, sequence_logps
-from ..lora import LoRAConfig
-from ..models import LoadOptions, load_causal_lm, load_tokenizer
-from ..records import RecordError, is_text
-from ..sequences import EncodedPair
+from dpo3d.data import formats, inputs
+from dpo3d.data.datasets import BUILTINS, load_prompts
+from dpo3d.data.encoding_cache import default_cache, encode_cached
+from dpo3d.data.records import RecordError, is_text
+from dpo3d.data.sequences import EncodedPair
+from dpo3d.models import lora
+from dpo3d.models.loading import LoadOptions, load_causal_lm, load_tokenizer
+from dpo3d.models.lora import LoRAConfig
+from dpo3d.scoring.logprobs import LogprobOptions, collate, score_sequences, sequence_logps
+
 from .config import LoopConfig, is_main_process
 from .loop import LoopCallbacks, RunResult, train
 
@@ -51,7 +53,7 @@ def sft_examples(
     limit: int | None = None,
     cache: Path | None | str = "default",
 ) -> list[EncodedPair]:
-    """Encode (prompt, target) examples from a built-in dataset or any source of :mod:`dpo3d.inputs`
+    """Encode (prompt, target) examples from a built-in dataset or any source of :mod:`dpo3d.data.inputs`
     (see :func:`sft_record`), through the encoding cache (None disables it)."""
     if str(source) in BUILTINS:
         records, name = load_prompts(str(source), limit=limit), str(source)

@@ -14,9 +14,10 @@ import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from ..models import LoadOptions, adapter_base, load_causal_lm, load_tokenizer
-from ..records import write_json
-from ..run_log import AppendLog
+from dpo3d.data.records import write_json
+from dpo3d.data.run_log import AppendLog
+from dpo3d.models.loading import LoadOptions, adapter_base, load_causal_lm, load_tokenizer
+
 from .detector import DetectorSettings, ThreeDDetector
 from .probe_responses import generate
 from .probes import ProbeOptions, ProbeScorer, probe_sets, select

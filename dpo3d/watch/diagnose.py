@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dpo3d.run_log import read_log
+from dpo3d.data.run_log import read_log
 
 from ..losses import LOSSES, get_loss
 from .detector import OTHER_P, DetectorSettings, ThreeDDetector, per_token_key, summed_key

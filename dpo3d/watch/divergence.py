@@ -14,8 +14,8 @@ from collections.abc import Sequence
 
 import torch
 
-from ..logprobs import LogprobOptions, score_sequences
-from ..sequences import EncodedPair
+from dpo3d.data.sequences import EncodedPair
+from dpo3d.scoring.logprobs import LogprobOptions, score_sequences
 
 PREFIX = "probe_divergence_"
 

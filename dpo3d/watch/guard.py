@@ -40,8 +40,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from ..losses.lookup import get_loss
 from ..losses.mixture import canonical_name, parse_mixture
-from ..losses.registry import get_loss
 from .detector import PROPERTIES
 
 POLICIES = ("sft", "flex", "stop")

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import torch
 
-from ..generation import SamplingConfig, generate_ids
-from ..records import write_json
-from ..sequences import EncodedPair
+from dpo3d.data.records import write_json
+from dpo3d.data.sequences import EncodedPair
+from dpo3d.generation.sampler import SamplingConfig, generate_ids
 
 FILE = "probe_responses.json"
 GREEDY, SAMPLES = "greedy", "samples"

@@ -3,7 +3,7 @@
 A :class:`ProbeSet` is what is measured: some preference pairs (chosen and rejected), responses
 in no pair (the pairs' ``unseen`` candidates) and the squeezing probes (the starting policy's own
 greedy response and samples, :mod:`dpo3d.watch.probe_responses`). A :class:`ProbeScorer` scores
-them with dpo3d's one scorer (:func:`dpo3d.logprobs.score_sequences`) and returns the flat record
+them with dpo3d's one scorer (:func:`dpo3d.scoring.logprobs.score_sequences`) and returns the flat record
 the detector reads: for each group ``probe_<group>_logp`` (summed over the response, mean over the
 group) and ``_logp_per_token``, their changes since the first measurement (``_delta``), the
 policy's entropy on its own responses, the token-level split at each pair's first differing token
@@ -22,10 +22,11 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..chunked_head import autocast_dtype
-from ..logprobs import LogprobOptions, score_sequences
-from ..pair_set import PairSet, load_pairs
-from ..sequences import EncodedPair
+from dpo3d.data.sequences import EncodedPair
+from dpo3d.pairs.pair_set import PairSet, load_pairs
+from dpo3d.scoring.heads import autocast_dtype
+from dpo3d.scoring.logprobs import LogprobOptions, score_sequences
+
 from .detector import NOISE_PER_TOKEN, NOISE_SUMMED
 from .divergence import divergence_probabilities
 from .probe_responses import ProbeResponseConfig

@@ -13,7 +13,7 @@ head turns into logits) at the position that predicts response token ``y_k``, an
 (the length-normalised form is the one the paper's Section 6 filters data by). The
 positions are the last prompt token through the second-to-last response token,
 |y| of them, the same positions whose logits score the response in
-:mod:`dpo3d.logprobs`. A high CHES means the rejected response's hidden states
+:mod:`dpo3d.scoring.logprobs`. A high CHES means the rejected response's hidden states
 point the way the chosen one's do, so pushing the rejected down drags the
 chosen down too (likelihood displacement); the paper filters out the pairs
 with the highest CHES.
@@ -36,7 +36,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .logprobs import LogprobOptions, logprob_fields, scored_batches
+from dpo3d.scoring.logprobs import LogprobOptions, logprob_fields, scored_batches
 
 
 @dataclass
@@ -65,9 +65,9 @@ def ches_records(
     with_logprobs: bool = False,
 ) -> list[dict[str, float | int]]:
     """``{"ches": ..., "ches_normalized": ...}`` for each pair (prompt/chosen/rejected), in input order;
-    with ``with_logprobs`` also :func:`dpo3d.logprobs.score_records`'s fields, from the same forward.
+    with ``with_logprobs`` also :func:`dpo3d.scoring.logprobs.score_records`'s fields, from the same forward.
 
-    The hidden states are the ones the LM head reads while :mod:`dpo3d.logprobs` scores the pairs
+    The hidden states are the ones the LM head reads while :mod:`dpo3d.scoring.logprobs` scores the pairs
     (batched by length, chosen and rejected of a batch in one forward, the same tokenisation and
     truncation). ``on_batch(n)`` reports the number of pairs just scored.
     """

@@ -7,7 +7,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from .records import RecordError, dumps
+from dpo3d.data.records import RecordError, dumps
 
 
 class AppendLog:

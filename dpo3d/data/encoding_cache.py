@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from .sequences import EncodedPair, encode_pair
+from dpo3d.data.sequences import EncodedPair, encode_pair
 
 #: bump when encode_pair's output changes for the same inputs
 ENCODER_VERSION = "1"
@@ -96,6 +96,6 @@ def encode_cached(
 
 
 def default_cache() -> Path:
-    from dpo3d.cache import cache_dir
+    from dpo3d.data.cache import cache_dir
 
     return cache_dir() / "encoded"

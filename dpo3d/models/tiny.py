@@ -11,7 +11,7 @@ import os
 
 import torch
 
-from .models import BUNDLED, LoadOptions, load_tokenizer, save_pretrained
+from dpo3d.models.loading import BUNDLED, LoadOptions, load_tokenizer, save_pretrained
 
 
 def tiny_causal_lm(tokenizer, hidden_size: int = 32, layers: int = 2, heads: int = 4, seed: int = 0):

@@ -7,7 +7,7 @@ dropped), checks that it is a prefix of *this* run (same prompt ids in the same
 order, same ``-n``, same prompts and source), keeps the whole chunks, rewrites the
 file atomically with just those (a half-written chunk goes, so none of its
 candidates can appear twice) and samples the chunks that remain. Chunk ``c`` is
-seeded from ``(seed, c)`` (see :mod:`dpo3d.generation`), so the resumed file is the
+seeded from ``(seed, c)`` (see :mod:`dpo3d.generation.sampler`), so the resumed file is the
 file an uninterrupted run writes, line for line.
 
 The settings that change the candidates without showing in them (seed, temperature,
@@ -25,9 +25,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TextIO
 
-from . import records as rec
-from .generation import ChunkResult, SamplingConfig, chunks, sample_all
-from .run_log import AppendLog, read_log
+from dpo3d.data import records as rec
+from dpo3d.data.run_log import AppendLog, read_log
+from dpo3d.generation.sampler import ChunkResult, SamplingConfig, chunks, sample_all
 
 
 class RunMismatch(ValueError):

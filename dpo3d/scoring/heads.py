@@ -13,7 +13,7 @@ passes (DDP, FSDP2, peft, accelerate): the output embedding's ``forward`` is swa
 call, for a function that runs the chunked head *inside* the wrapped forward, where FSDP has the
 head's weight gathered and DDP's hooks see it used. What the architecture does to the logits after
 its head (Gemma's soft-capping, Cohere's and Granite's scaling) is reproduced from the config;
-anything else is caught by :func:`dpo3d.logprobs`'s first-use check, which falls back to
+anything else is caught by :func:`dpo3d.scoring.logprobs`'s first-use check, which falls back to
 :func:`logits_token_stats`, the full-logits path.
 """
 

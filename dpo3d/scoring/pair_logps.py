@@ -15,7 +15,8 @@ from collections.abc import Sequence
 
 import torch
 
-from .logprobs import (
+from dpo3d.data.sequences import EncodedPair
+from dpo3d.scoring.logprobs import (
     LogprobOptions,
     SequenceLogps,
     collate,
@@ -24,7 +25,6 @@ from .logprobs import (
     token_rows,
     token_stats,
 )
-from .sequences import EncodedPair
 
 
 def truncate_to_shared(chosen: Sequence[EncodedPair], rejected: Sequence[EncodedPair]) -> tuple[list[EncodedPair], list[EncodedPair]]:

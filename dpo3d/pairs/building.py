@@ -27,9 +27,9 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from . import inputs
-from . import records as rec
-from .judges import judge_failed
+from dpo3d.data import inputs
+from dpo3d.data import records as rec
+from dpo3d.judges import judge_failed
 
 REFERENCE = "reference"
 
@@ -111,7 +111,7 @@ def read_candidates(
     subset: str | None = None,
     columns: str | Mapping[str, str] | None = None,
 ) -> list[Candidate]:
-    """Validated candidates from any sources :mod:`dpo3d.inputs` reads (``-`` = stdin), in input order.
+    """Validated candidates from any sources :mod:`dpo3d.data.inputs` reads (``-`` = stdin), in input order.
 
     Raises RecordError naming the file and line (or row) of a bad record, or of a candidate
     that repeats another's (id, source, sample_index) — e.g. one file given twice.

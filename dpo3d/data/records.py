@@ -138,7 +138,7 @@ def read_records(
 ) -> list[dict]:
     """Every record of a JSONL file, validated against ``schema``; empty input is an error.
 
-    Subcommands read through :mod:`dpo3d.inputs` (any format); this is the JSONL-only core.
+    Subcommands read through :mod:`dpo3d.data.inputs` (any format); this is the JSONL-only core.
     """
     records = []
     for number, record in iter_records(path):

@@ -2,7 +2,7 @@
 
 Every prompt record is ``{id, prompt, question, reference, answer, meta}``:
 ``prompt`` is a chat messages list asking for step-by-step reasoning and a boxed
-final answer (see :mod:`dpo3d.prompting`), ``reference`` the dataset's own worked
+final answer (see :mod:`dpo3d.data.prompting`), ``reference`` the dataset's own worked
 solution (``None`` where a dataset has none), ``answer`` its final answer as a
 string, ``meta`` what a filter can select on (MATH's ``level`` and ``type``).
 
@@ -20,8 +20,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import inputs, prompting
-from . import records as rec
+from dpo3d.data import inputs, prompting
+from dpo3d.data import records as rec
 
 
 @dataclass(frozen=True)
@@ -236,7 +236,7 @@ def _prompt_record(record: dict, source: str, position: int, template: str | Non
 
 
 def read_prompt_file(spec: str | Path | inputs.DataSpec, template: str | None = None) -> list[dict]:
-    """Prompt records from any source of :mod:`dpo3d.inputs` (``-`` = stdin); records without an
+    """Prompt records from any source of :mod:`dpo3d.data.inputs` (``-`` = stdin); records without an
     ``id`` get ``<stem>-<line>`` (``<stem>-<row>`` for tables); ids must be unique."""
     source = inputs.open_source(spec)
     seen: dict[str, int] = {}
@@ -307,9 +307,9 @@ def load_prompts(
     seed: int | None = None,
     limit: int | None = None,
 ) -> list[dict]:
-    """Prompt records from a built-in name (see BUILTINS) or any source of :mod:`dpo3d.inputs`.
+    """Prompt records from a built-in name (see BUILTINS) or any source of :mod:`dpo3d.data.inputs`.
 
-    ``template`` is a template's name, text or file (see :func:`dpo3d.prompting.resolve_template`);
+    ``template`` is a template's name, text or file (see :func:`dpo3d.data.prompting.resolve_template`);
     it is used for built-ins and for file records that carry a ``question`` instead of a ``prompt``.
     """
     template = prompting.resolve_template(template)

@@ -7,10 +7,10 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import formats, inputs
-from .encoding_cache import default_cache, encode_cached
-from .records import RecordError
-from .sequences import EncodedPair
+from dpo3d.data import formats, inputs
+from dpo3d.data.encoding_cache import default_cache, encode_cached
+from dpo3d.data.records import RecordError
+from dpo3d.data.sequences import EncodedPair
 
 
 @dataclass
@@ -50,7 +50,7 @@ def load_pairs(
     seed: int = 0,
     cache: Path | None | str = "default",
 ) -> PairSet:
-    """Pairs in any TRL preference format from any source of :mod:`dpo3d.inputs`, tokenised
+    """Pairs in any TRL preference format from any source of :mod:`dpo3d.data.inputs`, tokenised
     (through the encoding cache: ``"default"`` is ``$DPO3D_CACHE/encoded``, None disables it)."""
     source = inputs.open_source(spec)
     records = inputs.read(source, formats.as_pair, ids=True)

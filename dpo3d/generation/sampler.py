@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .sequences import encode_prompt
+from dpo3d.data.sequences import encode_prompt
 
 
 @dataclass(frozen=True)

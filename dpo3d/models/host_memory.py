@@ -11,7 +11,7 @@ dpo3d's 14 s steps, and 3.6 million faults and ~17 s in each of TRL's 35 s ones.
 faults and ~0.1 s of kernel time a step in the same bench). The cost: the heap fragments, so the
 peak resident memory of the steps is a few hundred MiB above the released one's (472 MiB in that
 bench), and under a memory cap the fragmented heap runs out first (5 GiB of RLIMIT_DATA, gradient
-checkpointing on: 8 pairs a step fit kept where 64 fit released when measured; re-runs in the README),
+checkpointing on: 8 pairs a step fit kept where 64 fit released when measured; re-runs in docs/benchmarks.md),
 so training keeps it only when asked
 (``LoopConfig.keep_host_memory``, ``--keep-host-memory``). What the run freed is returned to the
 kernel when it ends (``malloc_trim``). Elsewhere than glibc, nothing changes.

@@ -2,20 +2,20 @@
 
 A source is named by one string:
 
-- a JSONL file or ``-`` (stdin), streamed line by line (jsonlines; see :mod:`dpo3d.records`);
+- a JSONL file or ``-`` (stdin), streamed line by line (jsonlines; see :mod:`dpo3d.data.records`);
 - a ``.json`` (array or JSON lines), ``.parquet``, ``.arrow``/``.feather`` or ``.csv`` file;
 - a folder written by ``Dataset.save_to_disk`` (``DIR:split`` picks a split of a DatasetDict),
   or a folder of Parquet shards (as a hub repository lays them out);
 - a hub dataset id ``org/name`` with an optional ``:split`` (``subset`` picks the config);
   offline it fails with one line naming the id and ``HF_HUB_OFFLINE``.
 
-Built-in dataset names (``gsm8k:train``, ...) are prompt sources: :mod:`dpo3d.datasets` resolves
+Built-in dataset names (``gsm8k:train``, ...) are prompt sources: :mod:`dpo3d.data.datasets` resolves
 them and reads everything else through here.
 
 Tables are read with pyarrow (🤗 datasets for dataset folders, ``.json`` and the hub) and turned
 into Python dicts one record batch at a time, so a large file is copied into Python once, lazily.
-Positions are 1-based line numbers for text files and 0-based :class:`~dpo3d.records.Row` indices
-for tables; :class:`~dpo3d.records.RecordError` prints each the way a user finds it.
+Positions are 1-based line numbers for text files and 0-based :class:`~dpo3d.data.records.Row` indices
+for tables; :class:`~dpo3d.data.records.RecordError` prints each the way a user finds it.
 No torch here.
 """
 
@@ -29,8 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import records as rec
-from .records import STDIO, RecordError, Row
+from dpo3d.data import records as rec
+from dpo3d.data.records import STDIO, RecordError, Row
 
 #: file formats by suffix
 SUFFIXES = {

@@ -5,7 +5,7 @@ and leaves every base weight frozen; B starts at zero, so the adapted model
 computes exactly what its base did until the first step. A run folder then holds
 the adapter (``adapter_config.json`` + ``adapter_model.safetensors``), whose
 ``base_model_name_or_path`` is the ``--model`` spec the run started from (an
-absolute path for a local folder, the cached folder for the bundled model); :mod:`dpo3d.models` loads such a folder as
+absolute path for a local folder, the cached folder for the bundled model); :mod:`dpo3d.models.loading` loads such a folder as
 its base with the adapter merged in, so an adapter trained on another adapter
 (DPO on an SFT adapter) stacks by merging, down to a full model.
 
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from .models import BUNDLED, bundled_folder, is_adapted, save_pretrained
+from dpo3d.models.loading import BUNDLED, bundled_folder, is_adapted, save_pretrained
 
 ALL_LINEAR = "all-linear"  # peft: every linear layer except the output (LM) head
 HEADS = ("score", "classifier")  # scalar heads of reward/value models: trained in full

@@ -29,7 +29,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from .prompting import boxed_spans
+from dpo3d.data.prompting import boxed_spans
 
 #: why a record gives no pair (the keys of EditStats.skipped)
 NO_SOLUTION = "no reference solution"

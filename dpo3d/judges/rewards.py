@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from .models import LoadOptions
+from dpo3d.models.loading import LoadOptions
 
 RewardFn = Callable[[Sequence[dict]], list[float]]
 
@@ -22,7 +22,7 @@ REWARD_HELP = (
 
 
 def _math(records: Sequence[dict]) -> list[float]:
-    from .judges.math_judge import gold_text, verify_answer
+    from dpo3d.judges.math_judge import gold_text, verify_answer
 
     return [1.0 if verify_answer(r["completion"], gold_text(r["answer"]))["correct"] else 0.0 for r in records]
 
@@ -41,18 +41,18 @@ def make_reward(spec: str, device=None, options: LoadOptions = LoadOptions(), ma
     if spec == "math":
         return _math
     if spec == "poem":
-        from .poetry import score_poem
+        from dpo3d.poetry import score_poem
 
         return _rule(score_poem)
     if spec == "slogan":
-        from .poetry import score_slogan
+        from dpo3d.poetry import score_slogan
 
         return _rule(score_slogan)
     if spec.startswith("contains:") and len(spec) > len("contains:"):
         target = spec[len("contains:") :]
         return lambda records: [1.0 if target in r["completion"] else 0.0 for r in records]
     if spec.startswith("rm:"):
-        from .reward_model import is_reward_model, load_reward_model, reward_of_records
+        from dpo3d.judges.reward_model import is_reward_model, load_reward_model, reward_of_records
 
         path = spec[3:]
         if not is_reward_model(path):

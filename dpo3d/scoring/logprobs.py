@@ -8,8 +8,8 @@ The LM head runs only from the first position that predicts a response token
 (``logits_to_keep``): the batch's common prompt prefix never reaches the
 vocabulary-sized output layer, which saves memory and time on long prompts. By
 default (:class:`LogprobOptions`) the head also runs in chunks of positions with
-the logits recomputed in backward (:mod:`dpo3d.chunked_head`), and the sequences
-are packed without padding (:mod:`dpo3d.packing`).
+the logits recomputed in backward (:mod:`dpo3d.scoring.heads`), and the sequences
+are packed without padding (:mod:`dpo3d.scoring.packing`).
 """
 
 from __future__ import annotations
@@ -21,8 +21,9 @@ from dataclasses import dataclass
 
 import torch
 
-from . import packing
-from .chunked_head import (
+from dpo3d.data.sequences import EncodedPair, encode_pair
+from dpo3d.scoring import packing
+from dpo3d.scoring.heads import (
     TokenStats,
     autocast_dtype,
     chunked_token_stats,
@@ -30,7 +31,6 @@ from .chunked_head import (
     output_head,
     unwrap,
 )
-from .sequences import EncodedPair, encode_pair
 
 
 @dataclass
@@ -85,9 +85,9 @@ def collate(sequences: Sequence[EncodedPair], pad_id: int, padding_side: str = "
 class LogprobOptions:
     """How response log-probs are computed (not what): the numbers agree either way, to rounding.
 
-    ``head_chunk``: positions per pass through the LM head (:mod:`dpo3d.chunked_head`; memory
+    ``head_chunk``: positions per pass through the LM head (:mod:`dpo3d.scoring.heads`; memory
     ``head_chunk x vocab`` instead of ``tokens x vocab``); None: the model's full logits.
-    ``packing``: sequences packed into rows without padding (:mod:`dpo3d.packing`).
+    ``packing``: sequences packed into rows without padding (:mod:`dpo3d.scoring.packing`).
     Either falls back, with a warning, on a model where it does not reproduce the plain path.
     """
 

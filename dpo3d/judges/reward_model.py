@@ -19,9 +19,9 @@ from pathlib import Path
 
 import torch
 
-from .logprobs import collate, length_sorted_batches
-from .models import ADAPTER_CONFIG, LoadOptions, load_pretrained, load_tokenizer
-from .sequences import EncodedPair, encode_pair
+from dpo3d.data.sequences import EncodedPair, encode_pair
+from dpo3d.models.loading import ADAPTER_CONFIG, LoadOptions, load_pretrained, load_tokenizer
+from dpo3d.scoring.logprobs import collate, length_sorted_batches
 
 
 def reward_pad_id(tokenizer) -> int:

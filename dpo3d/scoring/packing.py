@@ -8,7 +8,7 @@ sequence a causal mask of its own, the block-diagonal mask of a packed row, for 
 and flash attention alike. Two conditions: the 2D attention mask must be None and there must be no
 KV cache (``use_cache=False``), or the position ids are ignored and every sequence attends to the
 ones before it in its row. Whether a model honours this is checked once per model by
-:mod:`dpo3d.logprobs` (packed vs padded on a small probe); one that does not is padded as before.
+:mod:`dpo3d.scoring.logprobs` (packed vs padded on a small probe); one that does not is padded as before.
 
 Rows: dense-mask attention (eager, sdpa) computes a (rows, W, W) score matrix whatever the mask,
 so one row of all L tokens would cost L² where the padded batch costs B·T². Sequences are

@@ -1,0 +1,1 @@
+"""Generation: batched seeded sampling from a policy and the resumable sampling run."""

@@ -1,0 +1,1 @@
+"""Pairs: chosen/rejected pairs built from judged samples, pair sets, minimal-edit pairs."""
