@@ -301,7 +301,7 @@ DEFAULT_POEM_DATA = "poems:english-test"
 
 def data_dir() -> Path:
     """The repository's ``data`` folder (beside the ``dpo3d`` package; present in a source checkout)."""
-    return Path(__file__).resolve().parent.parent / "data"
+    return Path(__file__).resolve().parents[2] / "data"
 
 
 def resolve_poem_data(spec: str | Path) -> Path:
