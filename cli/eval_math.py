@@ -7,105 +7,33 @@ shows the models side by side. `eval-poem` shares the generation helpers here.
 
 from __future__ import annotations
 
-import gc
-import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 
 import typer
 from rich.table import Table
 
 from dpo3d.data import datasets as ds
-from dpo3d.data import inputs
 from dpo3d.data import records as rec
 from dpo3d.judges import evaluation as ev
 from dpo3d.judges.math_judge import MathJudge, MathJudgeConfig, check_candidate
-from dpo3d.models.loading import BUNDLED, display_name
 
 from . import options
 from .common import UsageError, console, progress, user_errors
-from .sample import _sampler
-
-# --------------------------------------------------------------------------- options eval-poem shares
-
-MODELS = typer.Option(
-    None, "--model", "-m",
-    help=f"A model to evaluate (repeatable: models side by side): a Hugging Face folder, a hub id or "
-    f"'{BUNDLED}' (the default).",
+from .evaluating import (
+    BATCH_SIZE,
+    LIMIT,
+    MODELS,
+    OUT,
+    SEED,
+    SUMMARY,
+    TEMPERATURE,
+    N,
+    check_models,
+    generate_all,
+    print_costs,
+    write_summary,
 )
-N = typer.Option(1, "-n", min=1, help="Completions per prompt; 1 = greedy, more = sampled (the scores are then over all completions).")
-TEMPERATURE = typer.Option(
-    None, "--temperature", min=0.0, help="Sampling temperature (default: 0 = greedy with -n 1, else 0.7)."
-)
-SEED = typer.Option(0, "--seed", help="Seed of the sampling (with -n > 1 or --temperature > 0).")
-BATCH_SIZE = typer.Option(16, "--batch-size", "-b", min=1, help="Sequences generated together.")
-LIMIT = typer.Option(None, "--limit", min=0, help="Evaluate the first N problems (with --completions: every answer to them).")
-OUT = typer.Option(None, "--out", "-o", help="Write every scored completion as JSONL here ('-' = stdout).")
-SUMMARY = typer.Option(None, "--summary", help="Write the summary (what the table shows, and more) as JSON here.")
-
-
-def model_labels(models: Sequence[str]) -> dict[str, str]:
-    """Each model spec's label (the `source` of its completions): its short name, or the spec
-    itself where two specs share a short name (two checkpoints called `final`)."""
-    short = [display_name(model) for model in models]
-    return {model: name if short.count(name) == 1 else model for model, name in zip(models, short, strict=True)}
-
-
-def check_models(models: list[str] | None, completions: str | None) -> list[str]:
-    """The models to run (the bundled one by default); none with --completions."""
-    if completions is not None:
-        if models:
-            raise UsageError("give --model (generate) or --completions (score existing outputs), not both")
-        return []
-    models = list(models or [BUNDLED])
-    duplicates = sorted({model for model in models if models.count(model) > 1})
-    if duplicates:
-        raise UsageError(f"--model {duplicates[0]} is given twice")
-    return models
-
-
-def generate_all(
-    models: Sequence[str], prompts: list[dict], config, dtype: str, device: str, trust_remote_code: bool,
-    backend: str = "hf",
-) -> tuple[list[dict], dict[str, dict]]:
-    """Every model's completions of ``prompts`` (loaded one model at a time, progress on stderr),
-    and per model what it cost: ``{label: {seconds, new_tokens}}``."""
-    labels = model_labels(models)
-    completions: list[dict] = []
-    costs: dict[str, dict] = {}
-    for model in models:
-        label = labels[model]
-        sampler = _sampler(backend, model, config, dtype, device, trust_remote_code)
-        totals = {"tokens": 0, "seconds": 0.0}
-        start = time.perf_counter()
-        with progress() as bar:
-            task = bar.add_task(f"generate {label}", total=len(prompts), rate="")
-
-            def chunk_done(result, bar=bar, task=task, totals=totals) -> None:
-                totals["tokens"] += result.new_tokens
-                totals["seconds"] += result.seconds
-                rate = totals["tokens"] / totals["seconds"] if totals["seconds"] else 0.0
-                bar.update(task, advance=result.prompts_done, rate=f"{rate:,.0f} tok/s")
-
-            completions.extend(ev.generate(sampler, prompts, label, on_chunk=chunk_done))
-        costs[label] = {"seconds": round(time.perf_counter() - start, 2), "new_tokens": totals["tokens"]}
-        del sampler
-        gc.collect()
-    return completions, costs
-
-
-def read_completions(spec: str, check) -> tuple[list[dict], list[int], inputs.Source]:
-    """The records of a ``--completions`` source (any the input layer reads), each given an id
-    (``<stem>-<position>`` where it has none) and passed through ``check(record, name, position)``;
-    their positions (for later errors); and the source, whose ``stem`` labels records that name no model."""
-    source = inputs.open_source(spec)
-    positions: list[int] = []
-
-    def checked(record: dict, name: str, position: int):
-        positions.append(position)
-        return check(record, name, position)
-
-    return inputs.read(source, checked, ids=True), positions, source
 
 
 def percent(value: float | None) -> str:
@@ -173,7 +101,7 @@ def command(
     models = check_models(model, completions)
     costs: dict[str, dict] = {}
     if completions is not None:
-        records, _, source = read_completions(completions, check_candidate)
+        records, _, source = ev.read_completions(completions, check_candidate)
         records = [{**record, "source": ev.model_of(record, source.stem)} for record in records]
         records = [records[i] for i in ev.first_problems(records, limit)]
     else:
@@ -198,13 +126,11 @@ def command(
     if out is not None:
         rec.write_records(judged, out)
     if summary is not None:
-        settings = {"data": str(completions) if completions is not None else data, "limit": limit}
-        if completions is None:
-            settings.update(n=n, temperature=config.temperature, seed=seed, max_new_tokens=max_new_tokens)
-        rec.write_json({"task": "math", **settings, **result, "generation": costs}, summary)
+        generation = None if completions is not None else {
+            "n": n, "temperature": config.temperature, "seed": seed, "max_new_tokens": max_new_tokens}
+        write_summary(summary, "math", completions or data, limit, generation, result, costs)
     console.print(math_table(result))
-    for label, cost in costs.items():
-        console.print(f"{label}: generated {cost['new_tokens']} tokens in {cost['seconds']:.1f} s", highlight=False)
+    print_costs(costs)
 
 
 def llm_scores(records: list[dict], base_url: str, judge_model: str, api_key_env: str = "OPENAI_API_KEY",
@@ -213,15 +139,13 @@ def llm_scores(records: list[dict], base_url: str, judge_model: str, api_key_env
     its reply (``verdict.reply``) as ``llm_verdict`` and any failure (``verdict.error``) as
     ``llm_error``; the math judge's fields stay. Replies are cached where `dpo3d judge llm`
     caches them, so a rerun asks nothing again."""
-    from dpo3d.judges.llm_judge import LLMJudge, LLMJudgeConfig
+    from dpo3d.judges.llm_judge import LLMJudge, LLMJudgeConfig, default_cache_path
     from dpo3d.judges.rubric import DEFAULT_RUBRIC, load_rubric
-
-    from .judge_llm import default_cache
 
     with progress() as bar:
         task = bar.add_task(f"LLM judge {judge_model}", total=len(records), rate="")
         config = LLMJudgeConfig(base_url=base_url, model=judge_model, api_key_env=api_key_env,
-                                rubric=load_rubric(rubric) if rubric else DEFAULT_RUBRIC, cache_path=default_cache())
+                                rubric=load_rubric(rubric) if rubric else DEFAULT_RUBRIC, cache_path=default_cache_path())
         with LLMJudge(config) as judge:
             judged = list(judge.judge(records, on_progress=lambda k: bar.advance(task, k)))
     out = ev.with_llm_scores(records, judged)

@@ -17,7 +17,7 @@ from dpo3d.poetry import POEM_METRICS, SLOGAN_METRICS
 
 from . import options
 from .common import UsageError, console, user_errors
-from .eval_math import (
+from .evaluating import (
     BATCH_SIZE,
     LIMIT,
     MODELS,
@@ -28,7 +28,8 @@ from .eval_math import (
     N,
     check_models,
     generate_all,
-    read_completions,
+    print_costs,
+    write_summary,
 )
 
 _NAMES = ", ".join(ev.POEM_DATA)
@@ -84,7 +85,7 @@ def command(
     models = check_models(model, completions)
     costs: dict[str, dict] = {}
     if completions is not None:
-        records, positions, source = read_completions(completions, _check_completion)
+        records, positions, source = ev.read_completions(completions, _check_completion)
         keep = ev.first_problems(records, limit)
         records, positions = [records[i] for i in keep], [positions[i] for i in keep]
         scored = ev.score_poem_records(records, source.name, positions)
@@ -109,14 +110,12 @@ def command(
     if out is not None:
         rec.write_records(scored, out)
     if summary is not None:
-        settings = {"data": str(completions) if completions is not None else data, "limit": limit}
-        if completions is None:
-            settings.update(n=n, temperature=config.temperature, seed=seed, max_new_tokens=max_new_tokens)
-        rec.write_json({"task": "poem", **settings, **result, "generation": costs}, summary)
+        generation = None if completions is not None else {
+            "n": n, "temperature": config.temperature, "seed": seed, "max_new_tokens": max_new_tokens}
+        write_summary(summary, "poem", completions or data, limit, generation, result, costs)
     for table in poem_tables(result):
         console.print(table)
-    for label, cost in costs.items():
-        console.print(f"{label}: generated {cost['new_tokens']} tokens in {cost['seconds']:.1f} s", highlight=False)
+    print_costs(costs)
 
 
 def poem_tables(result: Mapping) -> list[Table]:

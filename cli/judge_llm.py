@@ -9,19 +9,13 @@ from pathlib import Path
 
 import typer
 
-from dpo3d.data.cache import cache_dir
-from dpo3d.judges.llm_judge import LLMJudge, LLMJudgeConfig
+from dpo3d.judges.llm_judge import LLMJudge, LLMJudgeConfig, default_cache_path
 from dpo3d.judges.rubric import DEFAULT_RUBRIC, load_rubric
 
 from . import options
 from .common import UsageError, user_errors
 
 INPUT = typer.Argument("-", help=f"Candidates, e.g. the output of `dpo3d sample`: {options.SOURCE_HELP}.")
-
-
-def default_cache() -> Path:
-    """``$DPO3D_CACHE/llm_judge.sqlite`` (default ``~/.cache/dpo3d/llm_judge.sqlite``)."""
-    return cache_dir() / "llm_judge.sqlite"
 
 
 @user_errors
@@ -92,7 +86,7 @@ def llm_command(
         concurrency=concurrency,
         max_retries=max_retries,
         timeout_s=timeout,
-        cache_path=None if no_cache else (cache if cache is not None else default_cache()),
+        cache_path=None if no_cache else (cache if cache is not None else default_cache_path()),
     )
     # local import: run_judge lives in judge.py, which imports this module to register the command
     from .judge import run_judge

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from dpo3d.data import records as rec
-from dpo3d.generation.sampler import BACKENDS, HFSampler, SamplingConfig, VLLMSampler, check_backend
+from dpo3d.generation.sampler import BACKENDS, SamplingConfig, check_backend, load_sampler
 from dpo3d.generation.sampling_run import (
     check_output,
     prepare_prompts,
@@ -18,10 +18,6 @@ from dpo3d.generation.sampling_run import (
 )
 from dpo3d.models.loading import (
     display_name,
-    full_model_folder,
-    load_model_and_tokenizer,
-    load_tokenizer,
-    pick_device,
 )
 
 from . import datasets as prompt_options
@@ -83,7 +79,7 @@ def command(
     if not records:
         raise UsageError(f"{prompts}: no prompts left to sample (after --where and --limit)")
     label = source or display_name(model)
-    sampler = _sampler(backend, model, config, dtype, device, trust_remote_code)
+    sampler = open_sampler(backend, model, config, dtype, device, trust_remote_code)
 
     with progress() as bar:
         task = bar.add_task("sample", total=len(records), rate="")
@@ -125,11 +121,8 @@ def command(
     )
 
 
-def _sampler(backend: str, model: str, config: SamplingConfig, dtype: str, device: str, trust_remote_code: bool):
+def open_sampler(backend: str, model: str, config: SamplingConfig, dtype: str, device: str, trust_remote_code: bool):
+    """The library's sampler for the command's flags, loaded under a status line."""
     load = options.load_options(dtype, trust_remote_code, padding_side="left")
     with console.status(f"loading {model}"):
-        if backend == "vllm":
-            return VLLMSampler(full_model_folder(model, load), load_tokenizer(model, load), config, trust_remote_code=trust_remote_code)
-        lm, tokenizer = load_model_and_tokenizer(model, load)
-        lm.to(pick_device(device))
-        return HFSampler(lm, tokenizer, config)
+        return load_sampler(backend, model, config, load, device)

@@ -133,10 +133,10 @@ def command(
     defaults = POEM_DEFAULTS if task == "poem" else MATH_DEFAULTS
     llm = None
     if judge == "llm":
-        from .judge_llm import default_cache
+        from dpo3d.judges.llm_judge import default_cache_path
 
         llm = LLMJudgeSettings(base_url=base_url, model=judge_model, api_key_env=api_key_env,
-                               cache_path=str(default_cache()))
+                               cache_path=str(default_cache_path()))
     config = StudyConfig(
         out=out, model=model, train_prompts=train_prompts or defaults[0], test_prompts=test_prompts or defaults[1],
         train_limit=train_limit, test_limit=test_limit, task=task, scenarios=_scenarios(scenario),

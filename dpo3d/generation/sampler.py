@@ -18,6 +18,13 @@ from dataclasses import dataclass
 import torch
 
 from dpo3d.data.sequences import encode_prompt
+from dpo3d.models.loading import (
+    LoadOptions,
+    full_model_folder,
+    load_model_and_tokenizer,
+    load_tokenizer,
+    pick_device,
+)
 
 
 @dataclass(frozen=True)
@@ -207,3 +214,16 @@ def sample_all(
         if on_chunk is not None:
             on_chunk(result)
         yield result
+
+
+def load_sampler(backend: str, model: str, config: SamplingConfig, load: LoadOptions, device: str = "auto"):
+    """A sampler of ``model`` (a folder, hub id or the bundled name) with ``config``: the 🤗 backend
+    on ``device``, or vLLM on a full model folder (an adapter run is merged first). ``load`` should
+    pad on the left, as generation needs."""
+    check_backend(backend)
+    if backend == "vllm":
+        return VLLMSampler(full_model_folder(model, load), load_tokenizer(model, load), config,
+                           trust_remote_code=load.trust_remote_code)
+    lm, tokenizer = load_model_and_tokenizer(model, load)
+    lm.to(pick_device(device))
+    return HFSampler(lm, tokenizer, config)

@@ -21,10 +21,12 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
+from dpo3d.data import inputs
 from dpo3d.data import records as rec
 from dpo3d.data.records import message_text
 from dpo3d.generation.sampler import ChunkResult, SamplingConfig, sample_all
 from dpo3d.generation.sampling_run import prepare_prompts
+from dpo3d.models.loading import display_name
 from dpo3d.poetry import POEM_METRICS, SLOGAN_METRICS, poem_form, score_poem, score_slogan
 
 #: the label of records that name no model
@@ -42,6 +44,26 @@ def model_of(record: Mapping, default: str = UNNAMED) -> str:
             return value
     return default
 
+
+def model_labels(models: Sequence[str]) -> dict[str, str]:
+    """Each model spec's label (the `source` of its completions): its short name, or the spec
+    itself where two specs share a short name (two checkpoints called `final`)."""
+    short = [display_name(model) for model in models]
+    return {model: name if short.count(name) == 1 else model for model, name in zip(models, short, strict=True)}
+
+
+def read_completions(spec: str, check) -> tuple[list[dict], list[int], inputs.Source]:
+    """The records of a completions source (any the input layer reads), each given an id
+    (``<stem>-<position>`` where it has none) and passed through ``check(record, name, position)``;
+    their positions (for later errors); and the source, whose ``stem`` labels records that name no model."""
+    source = inputs.open_source(spec)
+    positions: list[int] = []
+
+    def checked(record: dict, name: str, position: int):
+        positions.append(position)
+        return check(record, name, position)
+
+    return inputs.read(source, checked, ids=True), positions, source
 
 def _by_model(records: Iterable[Mapping], default: str) -> dict[str, list[Mapping]]:
     groups: dict[str, list[Mapping]] = defaultdict(list)

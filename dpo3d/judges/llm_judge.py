@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dpo3d.data.cache import cache_dir
 from dpo3d.data.formats import as_completion
 
 from . import judge_failed
@@ -49,6 +50,13 @@ MAX_BACKOFF_S = 60.0
 
 # --------------------------------------------------------------------------- configuration and cache
 
+
+
+def default_cache_path() -> Path:
+    """Where replies are cached unless told otherwise: ``$DPO3D_CACHE/llm_judge.sqlite``
+    (default ``~/.cache/dpo3d/llm_judge.sqlite``); shared by `judge llm`, `eval-math --judge llm`
+    and the study, so a rerun of any of them asks nothing again."""
+    return cache_dir() / "llm_judge.sqlite"
 
 @dataclass(frozen=True)
 class LLMJudgeConfig:
