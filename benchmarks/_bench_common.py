@@ -186,9 +186,9 @@ def load_rows(n: int | None = None, path: Path = PAIRS) -> list[dict]:
 
 
 def optional_logprob_options():
-    """dpo3d.scoring.logprobs.LogprobOptions and whether DPORunConfig takes it; (None, False) on a library without it."""
+    """dpo3d.scoring.forward.LogprobOptions and whether DPORunConfig takes it; (None, False) on a library without it."""
     try:
-        from dpo3d.scoring.logprobs import LogprobOptions
+        from dpo3d.scoring.forward import LogprobOptions
     except ImportError:
         return None, False
     from dataclasses import fields

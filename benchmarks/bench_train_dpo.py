@@ -7,7 +7,7 @@ LM head 1,024 positions a chunk (the default before it became 512), dpo3d padded
 model run in every step), TRL with precompute_ref_log_probs=True, the same with dpo3d's host-memory
 setting lent to it (what TRL would gain from it), and TRL precompute + padding_free=True (where TRL
 refuses or ignores it, what it said is recorded instead). The dpo3d variants need
-``dpo3d.scoring.logprobs.LogprobOptions``; on a library without it only "dpo3d" (its one path) runs.
+``dpo3d.scoring.forward.LogprobOptions``; on a library without it only "dpo3d" (its one path) runs.
 
 Same model (the bundled SmolLM2-135M-Instruct), same pairs (the first --batch of data/examples), one
 batch of them per step, same max length, same lr, constant schedule, no warm-up, beta 0.1, gradient
@@ -107,7 +107,7 @@ def work_dpo3d(args, spec: dict) -> dict:
         extra["logprobs"] = options
         notes.append(f"head_chunk={options.head_chunk}, packing={options.packing}")
     elif spec["logprobs"]:
-        return {"skipped": "this dpo3d has no dpo3d.scoring.logprobs.LogprobOptions on DPORunConfig: one path only"}
+        return {"skipped": "this dpo3d has no dpo3d.scoring.forward.LogprobOptions on DPORunConfig: one path only"}
     else:
         notes.append("library without LogprobOptions: its only path")
     rows = load_rows(args.batch)

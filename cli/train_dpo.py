@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from dpo3d.losses import LOSSES, get_loss, parse_loss_args
-from dpo3d.scoring.logprobs import LogprobOptions
+from dpo3d.scoring.forward import LogprobOptions
 from dpo3d.training.dpo import DPORunConfig, train_dpo
 from dpo3d.training.loop import NonFiniteLoss
 from dpo3d.watch.guard import KEEP_BEST, POLICIES, GuardSettings

@@ -15,15 +15,12 @@ import torch.nn.functional as F
 
 from dpo3d.data.sequences import encode_pair
 from dpo3d.models.tiny import tiny_causal_lm
-from dpo3d.scoring.heads import ChunkedHeadLogps, HeadTransform, head_transform, unwrap
-from dpo3d.scoring.logprobs import (
-    _SUPPORT,
-    LogprobOptions,
-    collate,
-    scored_positions,
-    sequence_logps,
-    token_stats,
-)
+from dpo3d.models.wrappers import unwrap
+from dpo3d.scoring.batches import collate, scored_positions
+from dpo3d.scoring.features import _SUPPORT
+from dpo3d.scoring.forward import LogprobOptions
+from dpo3d.scoring.heads import ChunkedHeadLogps, HeadTransform, head_transform
+from dpo3d.scoring.logprobs import sequence_logps, token_stats
 
 PROMPT = [{"role": "user", "content": "What is 3 + 4?"}]
 FULL = LogprobOptions(head_chunk=None, packing=False)
@@ -248,7 +245,7 @@ def _tiny(kind: str):
 
 @pytest.mark.parametrize("kind", ["gemma2", "granite", "cohere"])
 def test_head_transforms_of_other_architectures_are_reproduced(kind):
-    from dpo3d.scoring.logprobs import PaddedBatch
+    from dpo3d.scoring.batches import PaddedBatch
 
     model = _tiny(kind)
     transform = head_transform(model)

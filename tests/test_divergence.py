@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from dpo3d.data.sequences import EncodedPair
-from dpo3d.scoring.logprobs import LogprobOptions
+from dpo3d.scoring.forward import LogprobOptions
 from dpo3d.watch.divergence import divergence_probabilities, first_divergence
 
 PLAIN = LogprobOptions(head_chunk=None, packing=False)

@@ -11,7 +11,10 @@ import torch
 
 from dpo3d.data.sequences import EncodedPair, encode_pair
 from dpo3d.models.tiny import tiny_causal_lm
-from dpo3d.scoring.logprobs import _SUPPORT, LogprobOptions, _stats, collate, scored_positions, sequence_logps
+from dpo3d.scoring.batches import collate, scored_positions
+from dpo3d.scoring.features import _SUPPORT
+from dpo3d.scoring.forward import LogprobOptions, forward_token_stats
+from dpo3d.scoring.logprobs import sequence_logps
 from dpo3d.scoring.packing import pack, row_width
 
 PADDED, PACKED = LogprobOptions(head_chunk=None, packing=False), LogprobOptions(head_chunk=None, packing=True)
@@ -117,8 +120,8 @@ def test_a_model_that_ignores_packed_position_ids_falls_back_to_padding(tokenize
         with pytest.warns(UserWarning, match="packed sequences did not reproduce"):
             got = sequence_logps(model, batch, PACKED)
         padded = sequence_logps(model, batch, PADDED)
-        forced = _stats(model, batch, None, True, 1.0, False, False).logps  # what packing would have given
-        plain = _stats(model, batch, None, False, 1.0, False, False).logps
+        forced = forward_token_stats(model, batch, chunk=None, packed=True).logps  # what packing would have given
+        plain = forward_token_stats(model, batch, chunk=None, packed=False).logps
     assert _SUPPORT[model]["packing"] is False
     torch.testing.assert_close(got.sum, padded.sum, rtol=0, atol=0)
     assert float((forced - plain).abs().max()) > 1e-2
@@ -147,7 +150,7 @@ def count_forwards(model) -> list[int]:
 def test_settling_runs_the_same_forwards_whether_or_not_a_process_probed_before(tokenizer):
     # under FSDP a forward is a collective: a process that probed lazily in its reference pass and one that
     # did not must still run the same forwards when the loop settles the verdicts (the hang CI once hit)
-    from dpo3d.scoring.logprobs import settle_support
+    from dpo3d.scoring.features import settle_support
 
     cold, warm = tiny_causal_lm(tokenizer, seed=3), tiny_causal_lm(tokenizer, seed=3)
     batch = collate(sequences(tokenizer), tokenizer.pad_token_id, "right")
@@ -170,7 +173,7 @@ def test_settling_runs_the_same_forwards_whether_or_not_a_process_probed_before(
 
 def test_settling_keeps_the_verdict_every_process_agrees_on(tokenizer):
     # one process where packing failed its probe makes every process pad
-    from dpo3d.scoring.logprobs import settle_support
+    from dpo3d.scoring.features import settle_support
 
     model = tiny_causal_lm(tokenizer, seed=4)
     asked: list[list[bool]] = []
@@ -186,6 +189,6 @@ def test_settling_keeps_the_verdict_every_process_agrees_on(tokenizer):
     batch = collate(sequences(tokenizer), tokenizer.pad_token_id, "right")
     with torch.no_grad():
         got = sequence_logps(model, batch, LogprobOptions(head_chunk=None, packing=True)).sum
-        padded = _stats(model, batch, None, False, 1.0, False, False).logps
+        padded = forward_token_stats(model, batch, chunk=None, packed=False).logps
     rows = torch.nonzero(scored_positions(batch), as_tuple=True)[0]
     torch.testing.assert_close(got, torch.zeros(4).index_add(0, rows, padded), rtol=0, atol=0)  # padded, bit for bit

@@ -58,7 +58,7 @@ from transformers import TrainerCallback
 
 from dpo3d.data.records import write_json
 from dpo3d.data.run_log import AppendLog, read_log
-from dpo3d.scoring.logprobs import settle_support
+from dpo3d.scoring.features import settle_support
 
 from ..losses.mixture import canonical_name
 from ..watch.detector import DetectorSettings

@@ -21,7 +21,7 @@ import torch
 
 from dpo3d.data.sequences import EncodedPair, encode_pair
 from dpo3d.models.loading import ADAPTER_CONFIG, LoadOptions, load_pretrained, load_tokenizer
-from dpo3d.scoring.logprobs import collate, length_sorted_batches
+from dpo3d.scoring.batches import collate, length_sorted_batches
 
 
 def reward_pad_id(tokenizer) -> int:

@@ -36,7 +36,8 @@ from dataclasses import dataclass
 
 import torch
 
-from dpo3d.scoring.logprobs import LogprobOptions, logprob_fields, scored_batches
+from dpo3d.scoring.forward import LogprobOptions
+from dpo3d.scoring.logprobs import logprob_fields, scored_batches
 
 
 @dataclass

@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dpo3d.models.wrappers import unwrap
+
 
 @dataclass
 class TokenStats:
@@ -67,18 +69,6 @@ class HeadTransform:
 
     def slope(self) -> float:
         return self.multiplier / self.temperature
-
-
-def unwrap(model) -> nn.Module:
-    """The module a DDP, torch.compile or peft wrapper holds (FSDP2 shards in place: nothing to unwrap)."""
-    while True:
-        if hasattr(model, "get_base_model") and callable(model.get_base_model):  # peft
-            inner = model.get_base_model()
-        else:
-            inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
-        if inner is None or inner is model:
-            return model
-        model = inner
 
 
 def output_head(model) -> nn.Linear | None:

@@ -9,28 +9,30 @@ The LM head runs only from the first position that predicts a response token
 vocabulary-sized output layer, which saves memory and time on long prompts. By
 default (:class:`LogprobOptions`) the head also runs in chunks of positions with
 the logits recomputed in backward (:mod:`dpo3d.scoring.heads`), and the sequences
-are packed without padding (:mod:`dpo3d.scoring.packing`).
+are packed without padding (:mod:`dpo3d.scoring.packing`); batches and their scored
+positions are :mod:`dpo3d.scoring.batches`, the forward on a path
+:mod:`dpo3d.scoring.forward`, which paths a model supports :mod:`dpo3d.scoring.features`.
 """
 
 from __future__ import annotations
 
-import warnings
-import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
 
 from dpo3d.data.sequences import EncodedPair, encode_pair
-from dpo3d.scoring import packing
-from dpo3d.scoring.heads import (
-    TokenStats,
-    autocast_dtype,
-    chunked_token_stats,
-    logits_token_stats,
-    output_head,
-    unwrap,
+from dpo3d.scoring.batches import (
+    PaddedBatch,
+    collate,
+    length_sorted_batches,
+    response_counts,
+    sum_per_sequence,
+    token_rows,
 )
+from dpo3d.scoring.features import supports
+from dpo3d.scoring.forward import LogprobOptions, forward_token_stats
+from dpo3d.scoring.heads import TokenStats
 
 
 @dataclass
@@ -51,169 +53,6 @@ class SequenceLogps:
                 SequenceLogps(*(None if f is None else f[first:] for f in fields)))
 
 
-@dataclass
-class PaddedBatch:
-    input_ids: torch.Tensor  # (n, T)
-    attention_mask: torch.Tensor  # (n, T) 1 on real tokens
-    position_ids: torch.Tensor  # (n, T) positions counted over real tokens only
-    response_mask: torch.Tensor  # (n, T) 1 on response tokens (the ones scored)
-
-    def to(self, device) -> PaddedBatch:
-        return PaddedBatch(*(t.to(device) for t in (self.input_ids, self.attention_mask, self.position_ids, self.response_mask)))
-
-
-def collate(sequences: Sequence[EncodedPair], pad_id: int, padding_side: str = "right") -> PaddedBatch:
-    """Pad a list of (prompt, response) id lists into one batch, left or right."""
-    if padding_side not in ("left", "right"):
-        raise ValueError("padding_side must be 'left' or 'right'")
-    width = max(len(seq) for seq in sequences)
-    n = len(sequences)
-    input_ids = torch.full((n, width), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros((n, width), dtype=torch.long)
-    response_mask = torch.zeros((n, width), dtype=torch.bool)
-    for row, seq in enumerate(sequences):
-        ids = seq.prompt_ids + seq.response_ids
-        start = 0 if padding_side == "right" else width - len(ids)
-        input_ids[row, start : start + len(ids)] = torch.tensor(ids, dtype=torch.long)
-        attention_mask[row, start : start + len(ids)] = 1
-        response_mask[row, start + len(seq.prompt_ids) : start + len(ids)] = True
-    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-    return PaddedBatch(input_ids, attention_mask, position_ids, response_mask)
-
-
-@dataclass(frozen=True)
-class LogprobOptions:
-    """How response log-probs are computed (not what): the numbers agree either way, to rounding.
-
-    ``head_chunk``: positions per pass through the LM head (:mod:`dpo3d.scoring.heads`; memory
-    ``head_chunk x vocab`` instead of ``tokens x vocab``); None: the model's full logits.
-    ``packing``: sequences packed into rows without padding (:mod:`dpo3d.scoring.packing`).
-    Either falls back, with a warning, on a model where it does not reproduce the plain path.
-    """
-
-    head_chunk: int | None = 512  # as fast as 1024 on the bench, ~300 MiB less at its peak
-    packing: bool = True
-
-    def __post_init__(self):
-        if self.head_chunk is not None and self.head_chunk < 1:
-            raise ValueError(f"head_chunk must be a positive number of positions or None, not {self.head_chunk}")
-
-
-def scored_positions(batch: PaddedBatch) -> torch.Tensor:
-    """(n, T) bool: position t predicts token t+1, so t is scored when token t+1 is a response token."""
-    predicts = torch.zeros_like(batch.response_mask)
-    predicts[:, :-1] = batch.response_mask[:, 1:]
-    return predicts
-
-
-def _stats(model, batch: PaddedBatch, chunk: int | None, packed: bool, temperature: float, entropy: bool,
-           log_sum_sq: bool, width: int | None | str = "auto", hidden: bool = False) -> TokenStats:
-    scored = scored_positions(batch)
-    layout = None
-    if packed:
-        lengths = batch.attention_mask.sum(-1).tolist()
-        if width == "auto":
-            width = packing.row_width(getattr(getattr(unwrap(model), "config", None), "_attn_implementation", None), lengths)
-        layout = packing.pack(batch.input_ids, batch.attention_mask, scored, width)
-        inputs, scored, ids = layout.inputs(), layout.scored, layout.input_ids
-    else:
-        inputs = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask, "position_ids": batch.position_ids}
-        ids = batch.input_ids
-    targets = ids[:, 1:][scored[:, :-1]]
-    if chunk:
-        stats = chunked_token_stats(model, inputs, scored, targets, chunk, temperature, entropy, log_sum_sq, hidden)
-    else:
-        stats = logits_token_stats(model, inputs, scored, targets, temperature, entropy, log_sum_sq, hidden)
-    return stats if layout is None else stats.select(layout.unpack)
-
-
-# per (unwrapped) model: does each feature reproduce the plain padded full-logits path? Probed at the
-# first scoring call, or by settle_support (training loops, on every process at once).
-_SUPPORT: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-FEATURES = ("chunked", "packing")
-PROBE_CHUNK = 3  # smaller than the probe's token count, so the probe crosses chunk boundaries
-PROBE_TOKENS = 12
-
-
-def _low_precision(model, device: torch.device) -> bool:
-    if autocast_dtype(device.type) in (torch.float16, torch.bfloat16):
-        return True
-    return any(p.dtype in (torch.float16, torch.bfloat16) for p in unwrap(model).parameters())
-
-
-def _probe_batch(model, device: torch.device) -> PaddedBatch:
-    """Two short sequences of fixed token ids, the second shorter (so the batch pads): the same on every
-    process and for every dataset, so the probe's verdict and its number of forwards never depend on data."""
-    vocabulary = getattr(getattr(unwrap(model), "config", None), "vocab_size", None) or 256
-    tokens = [(7 * i + 3) % vocabulary for i in range(PROBE_TOKENS)]
-    other = tokens[::-1][: PROBE_TOKENS // 2 + 1]
-    return collate([EncodedPair(tokens[:1], tokens[1:]), EncodedPair(other[:1], other[1:])], tokens[0]).to(device)
-
-
-@torch.no_grad()
-def _probe(model, feature: str, device: torch.device) -> bool:
-    """The feature vs the plain path on :func:`_probe_batch`, in eval mode (no dropout) so both see the
-    same function: two forwards through the model as given (a wrapper's collectives included)."""
-    probe = _probe_batch(model, device)
-    was_training = model.training
-    model.eval()
-    try:
-        plain = _stats(model, probe, None, False, 1.0, False, False).logps
-        if feature == "chunked":
-            got = _stats(model, probe, PROBE_CHUNK, False, 1.0, False, False).logps
-        else:  # one row, so the second sequence follows the first
-            got = _stats(model, probe, None, True, 1.0, False, False, width=None).logps
-    finally:
-        model.train(was_training)
-    tolerance = 5e-2 if _low_precision(model, device) else 1e-3
-    return bool((got.float() - plain.float()).abs().max() <= tolerance)
-
-
-def _warn_unsupported(model, feature: str) -> None:
-    what = "the chunked LM head" if feature == "chunked" else "packed sequences"
-    warnings.warn(f"{type(unwrap(model)).__name__}: {what} did not reproduce the padded full-logits log-probs; "
-                  "using the plain path for this model", stacklevel=5)
-
-
-def _applies(model, feature: str) -> bool:
-    # no chunking without a plain linear head (e.g. a LoRA-wrapped one: its own forward is the only one that knows it)
-    return feature != "chunked" or output_head(model) is not None
-
-
-def _keep(model, feature: str, verdict: bool, probed: bool = True) -> bool:
-    _SUPPORT.setdefault(unwrap(model), {})[feature] = verdict
-    if probed and not verdict:
-        _warn_unsupported(model, feature)
-    return verdict
-
-
-def _supports(model, feature: str, device: torch.device) -> bool:
-    if not _applies(model, feature):
-        return False
-    known = _SUPPORT.get(unwrap(model), {})
-    return known[feature] if feature in known else _keep(model, feature, _probe(model, feature, device))
-
-
-def settle_support(model, options: LogprobOptions | None = None, device: torch.device | None = None,
-                   agree: Callable[[list[bool]], list[bool]] | None = None) -> dict[str, bool]:
-    """Probe the features ``options`` asks for now, whatever is cached, and keep the verdicts.
-
-    A lazy probe runs inside the first scoring call, which under sharded parameters (FSDP, ZeRO-3) is a
-    set of collectives: a process that had probed earlier (say in an unsharded reference pass) and one
-    that had not would run different numbers of forwards and wait on each other for ever. A training
-    loop therefore calls this on every process at the same point, after wrapping the model: each runs
-    the same forwards, and ``agree`` (per feature: supported on every process?) makes the verdicts one.
-    Later scoring calls find them and run no probe."""
-    options = options or LogprobOptions()
-    device = device or next(unwrap(model).parameters()).device
-    wanted = [f for f, on in zip(FEATURES, (bool(options.head_chunk), options.packing), strict=True) if on]
-    applies = [_applies(model, feature) for feature in wanted]
-    verdicts = [bool(a and _probe(model, feature, device)) for feature, a in zip(wanted, applies, strict=True)]
-    agreed = [bool(v) for v in agree(verdicts)] if agree is not None else verdicts
-    return {feature: _keep(model, feature, verdict, probed=a)
-            for feature, a, verdict in zip(wanted, applies, agreed, strict=True)}
-
-
 def token_stats(model, batch: PaddedBatch, options: LogprobOptions | None = None, temperature: float = 1.0,
                 entropy: bool = False, log_sum_sq: bool = False, hidden: bool = False) -> TokenStats:
     """Per scored response token, flat in row-major order: log-probs at ``temperature`` and, without
@@ -225,11 +64,12 @@ def token_stats(model, batch: PaddedBatch, options: LogprobOptions | None = None
     """
     options = options or LogprobOptions()
     device = batch.input_ids.device
-    chunk = options.head_chunk if options.head_chunk and _supports(model, "chunked", device) else None
+    chunk = options.head_chunk if options.head_chunk and supports(model, "chunked", device) else None
     # nothing to gain on one sequence or a batch without padding
     padded = batch.input_ids.shape[0] > 1 and not bool(batch.attention_mask.bool().all())
-    packed = options.packing and padded and _supports(model, "packing", device)
-    return _stats(model, batch, chunk, packed, temperature, entropy, log_sum_sq, hidden=hidden)
+    packed = options.packing and padded and supports(model, "packing", device)
+    return forward_token_stats(model, batch, chunk=chunk, packed=packed, temperature=temperature, entropy=entropy,
+                               log_sum_sq=log_sum_sq, hidden=hidden)
 
 
 def sequence_logps(model, batch: PaddedBatch, options: LogprobOptions | None = None,
@@ -246,24 +86,6 @@ def sequence_logps(model, batch: PaddedBatch, options: LogprobOptions | None = N
     return SequenceLogps(total, total / count, count, mean_entropy, hidden)
 
 
-def token_rows(batch: PaddedBatch) -> torch.Tensor:
-    """The row of each scored token, in token_stats' flat row-major order."""
-    return torch.nonzero(scored_positions(batch), as_tuple=True)[0]
-
-
-def sum_per_sequence(values: torch.Tensor, rows: torch.Tensor, n: int) -> torch.Tensor:
-    """Per sequence (n, ...): the sum of a per-scored-token tensor (flat, first axis) over its tokens."""
-    return torch.zeros((n, *values.shape[1:]), dtype=values.dtype, device=values.device).index_add(0, rows, values)
-
-
-def response_counts(batch: PaddedBatch, dtype: torch.dtype, check: bool = True) -> torch.Tensor:
-    """Scored response tokens per sequence; ``check``: refuse a sequence with none."""
-    count = batch.response_mask[:, 1:].sum(-1).to(dtype)
-    if check and bool((count == 0).any()):
-        raise ValueError("a sequence has no response tokens to score (empty response after truncation?)")
-    return count
-
-
 def pair_logps(
     model, chosen: Sequence[EncodedPair], rejected: Sequence[EncodedPair], pad_id: int, padding_side: str = "right",
     options: LogprobOptions | None = None,
@@ -272,13 +94,6 @@ def pair_logps(
     device = next(model.parameters()).device
     batch = collate(list(chosen) + list(rejected), pad_id, padding_side).to(device)
     return sequence_logps(model, batch, options).split(len(chosen))
-
-
-def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> Iterator[list[int]]:
-    """Indices in batches of similar length (longest first), so little compute goes to padding."""
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    for start in range(0, len(order), batch_size):
-        yield order[start : start + batch_size]
 
 
 @torch.no_grad()

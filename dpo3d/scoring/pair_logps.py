@@ -16,15 +16,9 @@ from collections.abc import Sequence
 import torch
 
 from dpo3d.data.sequences import EncodedPair
-from dpo3d.scoring.logprobs import (
-    LogprobOptions,
-    SequenceLogps,
-    collate,
-    response_counts,
-    sum_per_sequence,
-    token_rows,
-    token_stats,
-)
+from dpo3d.scoring.batches import collate, response_counts, sum_per_sequence, token_rows
+from dpo3d.scoring.forward import LogprobOptions
+from dpo3d.scoring.logprobs import SequenceLogps, token_stats
 
 
 def truncate_to_shared(chosen: Sequence[EncodedPair], rejected: Sequence[EncodedPair]) -> tuple[list[EncodedPair], list[EncodedPair]]:

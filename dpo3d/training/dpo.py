@@ -13,7 +13,7 @@ from dpo3d.models import host_memory, lora
 from dpo3d.models.loading import LoadOptions, load_causal_lm, load_tokenizer
 from dpo3d.models.lora import LoRAConfig
 from dpo3d.pairs.pair_set import load_pairs
-from dpo3d.scoring.logprobs import LogprobOptions
+from dpo3d.scoring.forward import LogprobOptions
 from dpo3d.scoring.pair_logps import truncate_to_shared
 
 from ..losses import get_loss

@@ -7,7 +7,8 @@ from dataclasses import InitVar, dataclass, field
 import torch
 
 from dpo3d.pairs.pair_set import PairSet
-from dpo3d.scoring.logprobs import LogprobOptions, pair_logps
+from dpo3d.scoring.forward import LogprobOptions
+from dpo3d.scoring.logprobs import pair_logps
 from dpo3d.scoring.pair_logps import pair_logps_with_extras
 
 from ..losses import LossSpec, PreferenceBatch, get_loss, gradient_diagnostics

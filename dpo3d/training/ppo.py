@@ -38,7 +38,7 @@ from dpo3d.judges.rewards import make_reward, needed_fields
 from dpo3d.models import host_memory, lora
 from dpo3d.models.loading import LoadOptions, load_causal_lm, load_tokenizer, save_options
 from dpo3d.models.lora import LoRAConfig
-from dpo3d.scoring.logprobs import collate
+from dpo3d.scoring.batches import collate
 
 from ..losses.ppo import (
     clipped_policy_loss,

@@ -11,7 +11,9 @@ from __future__ import annotations
 import torch
 
 from dpo3d.models.loading import LoadOptions, load_config, load_pretrained
-from dpo3d.scoring.logprobs import LogprobOptions, PaddedBatch, token_stats
+from dpo3d.scoring.batches import PaddedBatch
+from dpo3d.scoring.forward import LogprobOptions
+from dpo3d.scoring.logprobs import token_stats
 
 
 def load_value_model(spec: str, options: LoadOptions):

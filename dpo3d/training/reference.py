@@ -17,7 +17,8 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from dpo3d.data.sequences import EncodedPair
-from dpo3d.scoring.logprobs import LogprobOptions, score_sequences
+from dpo3d.scoring.forward import LogprobOptions
+from dpo3d.scoring.logprobs import score_sequences
 
 CACHE_FILE = "reference_logps.safetensors"
 

@@ -22,7 +22,9 @@ from dpo3d.data.sequences import EncodedPair
 from dpo3d.models import lora
 from dpo3d.models.loading import LoadOptions, load_causal_lm, load_tokenizer
 from dpo3d.models.lora import LoRAConfig
-from dpo3d.scoring.logprobs import LogprobOptions, collate, score_sequences, sequence_logps
+from dpo3d.scoring.batches import collate
+from dpo3d.scoring.forward import LogprobOptions
+from dpo3d.scoring.logprobs import score_sequences, sequence_logps
 
 from .config import LoopConfig, is_main_process
 from .loop import LoopCallbacks, RunResult, train

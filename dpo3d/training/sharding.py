@@ -20,7 +20,7 @@ import os
 import torch
 from accelerate.utils import DistributedType, broadcast_object_list
 
-from dpo3d.scoring import logprobs
+from dpo3d.scoring import features
 
 
 def is_fsdp(accelerator) -> bool:
@@ -48,13 +48,13 @@ def on_every_process(accelerator, flags: list[bool]) -> list[bool]:
 
 def settle_scoring(accelerator, model, task) -> None:
     """Every process probes the task's scorer features (chunked head, packing) through the prepared model,
-    together, and keeps the common verdict (:func:`dpo3d.scoring.logprobs.settle_support`): no scoring call probes
+    together, and keeps the common verdict (:func:`dpo3d.scoring.features.settle_support`): no scoring call probes
     later, on one process and not the others, in the middle of a sharded forward."""
     options = getattr(task, "logprob_options", None)
     if options is None:  # a task that scores no tokens (reward models)
         return
     with accelerator.autocast():  # the verdict for the precision the run trains in
-        logprobs.settle_support(model, options, accelerator.device, agree=lambda flags: on_every_process(accelerator, flags))
+        features.settle_support(model, options, accelerator.device, agree=lambda flags: on_every_process(accelerator, flags))
 
 
 def gathers_to_save(accelerator) -> bool:

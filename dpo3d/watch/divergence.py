@@ -15,7 +15,8 @@ from collections.abc import Sequence
 import torch
 
 from dpo3d.data.sequences import EncodedPair
-from dpo3d.scoring.logprobs import LogprobOptions, score_sequences
+from dpo3d.scoring.forward import LogprobOptions
+from dpo3d.scoring.logprobs import score_sequences
 
 PREFIX = "probe_divergence_"
 

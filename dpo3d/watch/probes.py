@@ -24,8 +24,9 @@ import torch
 
 from dpo3d.data.sequences import EncodedPair
 from dpo3d.pairs.pair_set import PairSet, load_pairs
+from dpo3d.scoring.forward import LogprobOptions
 from dpo3d.scoring.heads import autocast_dtype
-from dpo3d.scoring.logprobs import LogprobOptions, score_sequences
+from dpo3d.scoring.logprobs import score_sequences
 
 from .detector import NOISE_PER_TOKEN, NOISE_SUMMED
 from .divergence import divergence_probabilities
