@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import typer
@@ -14,11 +15,19 @@ from . import options
 from . import training_options as t
 from .common import console, fail, user_errors
 from .config_file import CONFIG, invocation
+from .config_options import with_options
 
 SHOWN = ("reward", "kl", "entropy", "clip_fraction", "response_length")
 
 
+#: the loop settings PPO shares with the other trainers (its steps and learning rates are its own)
+PPO_LOOP = replace(t.LOOP, only=frozenset({
+    "seed", "log_every", "save_every", "resume", "max_grad_norm", "mixed_precision", "gradient_checkpointing",
+    "keep_host_memory", "report_to"}))
+
+
 @user_errors
+@with_options(PPO_LOOP, t.LORA)
 def command(
     ctx: typer.Context,
     config: Path = CONFIG,
@@ -46,21 +55,7 @@ def command(
     temperature: float = typer.Option(PPOConfig.temperature, "--temperature", help="Sampling temperature (log-probs are taken at the same temperature)."),
     max_new_tokens: int = typer.Option(PPOConfig.max_new_tokens, "--max-new-tokens", min=1, help="Response length cap."),
     missing_eos_penalty: float = typer.Option(None, "--missing-eos-penalty", help="Score given to a response cut at --max-new-tokens (e.g. -1)."),
-    seed: int = t.SEED,
-    log_every: int = t.LOG_EVERY,
-    save_every: int = t.SAVE_EVERY,
-    resume: bool = t.RESUME,
-    max_grad_norm: float = t.MAX_GRAD_NORM,
-    lora_r: int = t.LORA_R,
-    lora_alpha: float = t.LORA_ALPHA,
-    lora_dropout: float = t.LORA_DROPOUT,
-    lora_targets: str = t.LORA_TARGETS,
-    merge: bool = t.MERGE,
     plot: bool = typer.Option(False, "--plot", help="Draw reward, KL, entropy and clipping over steps to OUT/curves.png."),
-    mixed_precision: str = t.MIXED_PRECISION,
-    gradient_checkpointing: bool = t.GRADIENT_CHECKPOINTING,
-    keep_host_memory: bool = t.KEEP_HOST_MEMORY,
-    report_to: str = t.REPORT_TO,
     dtype: str = t.DTYPE,
     device: str = t.DEVICE,
     trust_remote_code: bool = options.TRUST_REMOTE_CODE,
@@ -89,17 +84,15 @@ def command(
             console.print(f"[yellow]note:[/] {old} is deprecated; it is now {new}")
     max_steps = steps if steps is not None else max_steps
     gae_gamma = gamma if gamma is not None else gae_gamma
+    loop = PPO_LOOP.values(ctx.params)
+    loop["max_grad_norm"] = loop["max_grad_norm"] or None
     config = PPOConfig(
         model=model, prompts=prompts, out=out, reward=reward, ref=ref, value_model=value_model, limit=limit,
         max_steps=max_steps, rollout_batch=rollout_batch, minibatch=minibatch, ppo_epochs=ppo_epochs, lr=lr, value_lr=value_lr,
         kl_coef=kl_coef, gae_gamma=gae_gamma, lam=lam, clip_range=clip_range, clip_range_value=clip_range_value,
         vf_coef=vf_coef, temperature=temperature, max_new_tokens=max_new_tokens,
-        missing_eos_penalty=missing_eos_penalty, max_grad_norm=max_grad_norm or None, seed=seed,
-        log_every=log_every, save_every=save_every, resume=resume, cpu=t.on_cpu(device),
-        mixed_precision=mixed_precision, gradient_checkpointing=gradient_checkpointing, keep_host_memory=keep_host_memory,
-        report_to=report_to,
-        load=options.load_options(dtype, trust_remote_code),
-        lora=t.lora_config(lora_r, lora_alpha, lora_dropout, lora_targets, merge), invocation=invocation(ctx),
+        missing_eos_penalty=missing_eos_penalty, **loop, cpu=t.on_cpu(device),
+        load=options.load_options(dtype, trust_remote_code), lora=t.lora_config(ctx.params), invocation=invocation(ctx),
     )
     display = t.LiveDisplay(SHOWN)
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import typer
@@ -13,9 +14,11 @@ from . import options
 from . import training_options as t
 from .common import console, fail, user_errors
 from .config_file import CONFIG, invocation
+from .config_options import with_options
 
 
 @user_errors
+@with_options(replace(t.LOOP, defaults={"lr": SFT_LR}), t.LORA)
 def command(
     ctx: typer.Context,
     config: Path = CONFIG,
@@ -28,27 +31,6 @@ def command(
     eval_every: int = typer.Option(SFTRunConfig.eval_every, "--eval-every", min=0, help="Evaluate every N steps."),
     limit: int = typer.Option(None, "--limit", help="Use only the first N records."),
     max_length: int = options.MAX_LENGTH,
-    lr: float = typer.Option(SFT_LR, "--lr", help="Peak learning rate (AdamW)."),
-    batch_size: int = t.BATCH_SIZE,
-    grad_accum: int = t.GRAD_ACCUM,
-    epochs: float = t.EPOCHS,
-    max_steps: int = t.MAX_STEPS,
-    warmup_ratio: float = t.WARMUP,
-    schedule: str = t.SCHEDULE,
-    seed: int = t.SEED,
-    log_every: int = t.LOG_EVERY,
-    save_every: int = t.SAVE_EVERY,
-    resume: bool = t.RESUME,
-    max_grad_norm: float = t.MAX_GRAD_NORM,
-    lora_r: int = t.LORA_R,
-    lora_alpha: float = t.LORA_ALPHA,
-    lora_dropout: float = t.LORA_DROPOUT,
-    lora_targets: str = t.LORA_TARGETS,
-    merge: bool = t.MERGE,
-    mixed_precision: str = t.MIXED_PRECISION,
-    gradient_checkpointing: bool = t.GRADIENT_CHECKPOINTING,
-    keep_host_memory: bool = t.KEEP_HOST_MEMORY,
-    report_to: str = t.REPORT_TO,
     dtype: str = t.DTYPE,
     device: str = t.DEVICE,
     trust_remote_code: bool = options.TRUST_REMOTE_CODE,
@@ -64,7 +46,7 @@ def command(
     config = SFTRunConfig(model=model, data=options.data_spec(data, subset, columns), loop=loop,
                           eval_data=options.data_spec(eval_data, subset, columns) if eval_data else None, eval_every=eval_every,
                           max_length=max_length, limit=limit, load=options.load_options(dtype, trust_remote_code),
-                          lora=t.lora_config(lora_r, lora_alpha, lora_dropout, lora_targets, merge))
+                          lora=t.lora_config(ctx.params))
     display = t.LiveDisplay(("loss", "eval_loss"))
     try:
         with display.progress:

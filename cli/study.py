@@ -9,11 +9,13 @@ from rich.table import Table
 
 from dpo3d.study import DEFAULT_LOSSES, LLMJudgeSettings, StudyConfig, StudyEvents, run_study
 from dpo3d.study.config import SCENARIO_TEXT
+from dpo3d.training.config import LoopConfig
 from dpo3d.training.loop import NonFiniteLoss
 
 from . import options
 from . import training_options as t
 from .common import UsageError, console, fail, user_errors
+from .config_options import option_from
 
 POEM_DEFAULTS = ("poems:english-train", "poems:english-test")
 MATH_DEFAULTS = ("gsm8k:train", "gsm8k:test")
@@ -75,7 +77,7 @@ def command(
     all_prompts: bool = typer.Option(False, "--all-prompts", help="Let each scenario train on every prompt it has a pair for (default: only the prompts every scenario has one for)."),
     heldout_share: float = typer.Option(_D.heldout_share, "--heldout-share", help="Share of the training prompts whose pairs are held out (Fig. 4, held-out accuracy)."),
     steps: int = typer.Option(_D.steps, "--steps", min=1, help="Optimizer steps of every cell (the same budget for all)."),
-    batch_size: int = t.BATCH_SIZE,
+    batch_size: int = option_from(LoopConfig, "batch_size", StudyConfig.batch_size),
     grad_accum: int = typer.Option(_D.grad_accum, "--grad-accum", min=1, help="Micro-batches per step."),
     lr: float = typer.Option(_D.lr, "--lr", help="Learning rate of every cell (and of the reward model unless --rm-lr)."),
     rm_lr: float = typer.Option(None, "--rm-lr", help="The reward model's learning rate."),
@@ -100,7 +102,7 @@ def command(
     ppo_rollout_batch: int = typer.Option(_D.ppo_rollout_batch, "--ppo-rollout-batch", min=1, help="--task poem: PPO prompts per step."),
     ppo_epochs: int = typer.Option(_D.ppo_epochs, "--ppo-epochs", min=1, help="--task poem: PPO passes over each rollout batch."),
     ppo_lr: float = typer.Option(None, "--ppo-lr", help="--task poem: PPO's learning rate (default --lr)."),
-    mixed_precision: str = t.MIXED_PRECISION,
+    mixed_precision: str = option_from(LoopConfig, "mixed_precision"),
     dtype: str = t.DTYPE,
     device: str = t.DEVICE,
     trust_remote_code: bool = options.TRUST_REMOTE_CODE,

@@ -17,6 +17,7 @@ from . import options
 from . import training_options as t
 from .common import console, fail, user_errors
 from .config_file import CONFIG, invocation
+from .config_options import with_options
 
 LOSS_HELP = (
     "Loss from the registry: " + ", ".join(sorted(LOSSES)) + "; or a weighted mixture such as dpo:0.8,bco:0.2,sft:1.0. "
@@ -53,6 +54,7 @@ def _list_losses_now(value: bool) -> None:
 
 
 @user_errors
+@with_options(t.LOOP, t.LORA)
 def command(
     ctx: typer.Context,
     config: Path = CONFIG,
@@ -85,28 +87,7 @@ def command(
     head_chunk: int = typer.Option(LogprobOptions.head_chunk or 0, "--head-chunk", min=0, help=f"Positions per pass through the LM head: the logits are recomputed in backward, so memory grows with N x vocabulary, not tokens x vocabulary (default {LogprobOptions.head_chunk}); 0: the model's full logits."),
     packing: bool = typer.Option(LogprobOptions.packing, "--packing/--no-packing", help="Pack the batch's sequences into rows without padding (position ids restart per sequence); a model that does not honour it is padded."),
     max_length: int = options.MAX_LENGTH,
-    lr: float = t.LR,
-    batch_size: int = t.BATCH_SIZE,
-    grad_accum: int = t.GRAD_ACCUM,
-    epochs: float = t.EPOCHS,
-    max_steps: int = t.MAX_STEPS,
-    warmup_ratio: float = t.WARMUP,
-    schedule: str = t.SCHEDULE,
-    seed: int = t.SEED,
-    log_every: int = t.LOG_EVERY,
-    save_every: int = t.SAVE_EVERY,
-    resume: bool = t.RESUME,
-    max_grad_norm: float = t.MAX_GRAD_NORM,
-    lora_r: int = t.LORA_R,
-    lora_alpha: float = t.LORA_ALPHA,
-    lora_dropout: float = t.LORA_DROPOUT,
-    lora_targets: str = t.LORA_TARGETS,
-    merge: bool = t.MERGE,
     plot: bool = t.PLOT,
-    mixed_precision: str = t.MIXED_PRECISION,
-    gradient_checkpointing: bool = t.GRADIENT_CHECKPOINTING,
-    keep_host_memory: bool = t.KEEP_HOST_MEMORY,
-    report_to: str = t.REPORT_TO,
     dtype: str = t.DTYPE,
     device: str = t.DEVICE,
     trust_remote_code: bool = options.TRUST_REMOTE_CODE,
@@ -151,7 +132,7 @@ def command(
         eval_pairs=options.data_spec(eval_pairs, subset, columns) if eval_pairs else None,
         max_length=max_length, probe_size=probe_size, unseen_limit=unseen_limit, grad_split_every=grad_split_every,
         eval_every=eval_every, load=options.load_options(dtype, trust_remote_code),
-        lora=t.lora_config(lora_r, lora_alpha, lora_dropout, lora_targets, merge),
+        lora=t.lora_config(ctx.params),
         probe_responses=ProbeResponseConfig(greedy=probe_greedy, samples=probe_samples, temperature=probe_temperature,
                                             max_new_tokens=probe_new_tokens),
         logprobs=LogprobOptions(head_chunk=head_chunk or None, packing=packing),

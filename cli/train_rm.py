@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import typer
@@ -13,9 +14,11 @@ from . import options
 from . import training_options as t
 from .common import console, fail, user_errors
 from .config_file import CONFIG, invocation
+from .config_options import with_options
 
 
 @user_errors
+@with_options(replace(t.LOOP, defaults={"lr": RM_LR}), t.LORA)
 def command(
     ctx: typer.Context,
     config: Path = CONFIG,
@@ -28,28 +31,7 @@ def command(
     eval_every: int = typer.Option(RMRunConfig.eval_every, "--eval-every", min=0, help="Evaluate the held-out pairs every N steps (and at step 0)."),
     margin: float = typer.Option(0.0, "--margin", min=0.0, help="Loss -log σ(r_w - r_l - margin): ask the chosen reward to lead by this much."),
     max_length: int = options.MAX_LENGTH,
-    lr: float = typer.Option(RM_LR, "--lr", help="Peak learning rate (AdamW)."),
-    batch_size: int = t.BATCH_SIZE,
-    grad_accum: int = t.GRAD_ACCUM,
-    epochs: float = t.EPOCHS,
-    max_steps: int = t.MAX_STEPS,
-    warmup_ratio: float = t.WARMUP,
-    schedule: str = t.SCHEDULE,
-    seed: int = t.SEED,
-    log_every: int = t.LOG_EVERY,
-    save_every: int = t.SAVE_EVERY,
-    resume: bool = t.RESUME,
-    max_grad_norm: float = t.MAX_GRAD_NORM,
-    lora_r: int = t.LORA_R,
-    lora_alpha: float = t.LORA_ALPHA,
-    lora_dropout: float = t.LORA_DROPOUT,
-    lora_targets: str = t.LORA_TARGETS,
-    merge: bool = t.MERGE,
     plot: bool = t.PLOT,
-    mixed_precision: str = t.MIXED_PRECISION,
-    gradient_checkpointing: bool = t.GRADIENT_CHECKPOINTING,
-    keep_host_memory: bool = t.KEEP_HOST_MEMORY,
-    report_to: str = t.REPORT_TO,
     dtype: str = t.DTYPE,
     device: str = t.DEVICE,
     trust_remote_code: bool = options.TRUST_REMOTE_CODE,
@@ -72,7 +54,7 @@ def command(
     config = RMRunConfig(model=model, pairs=options.data_spec(pairs, subset, columns), loop=loop,
                          eval_pairs=options.data_spec(eval_pairs, subset, columns) if eval_pairs else None, eval_every=eval_every,
                          margin=margin, max_length=max_length, load=options.load_options(dtype, trust_remote_code),
-                         lora=t.lora_config(lora_r, lora_alpha, lora_dropout, lora_targets, merge))
+                         lora=t.lora_config(ctx.params))
     display = t.LiveDisplay(("loss", "accuracy", "margin", "eval_accuracy"))
     try:
         with display.progress:

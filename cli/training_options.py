@@ -1,8 +1,8 @@
-"""Options of the training commands (sft, train-dpo, train-rm), declared once, and the live display."""
+"""Options of the training commands (sft, train-dpo, train-rm): the loop's and LoRA's derived from their
+config dataclasses, the few that are the commands' own, and the live display."""
 
 from __future__ import annotations
 
-import dataclasses
 import warnings
 from collections.abc import Mapping
 from typing import Any
@@ -23,74 +23,36 @@ from dpo3d.training.config import LoopConfig
 from dpo3d.training.loop import LoopCallbacks
 
 from .common import console
+from .config_options import OptionGroup
 
 OUT = typer.Option(..., "--out", "-o", help="Run folder: the final Hugging Face model, run_config.json, metrics.jsonl, checkpoint/.")
-LR = typer.Option(LoopConfig.lr, "--lr", help="Peak learning rate (AdamW).")
-BATCH_SIZE = typer.Option(LoopConfig.batch_size, "--batch-size", "-b", min=1, help="Examples per device per micro-batch.")
-GRAD_ACCUM = typer.Option(LoopConfig.grad_accum, "--grad-accum", min=1, help="Micro-batches per optimizer step (global batch = batch × processes × this).")
-EPOCHS = typer.Option(LoopConfig.epochs, "--epochs", help="Passes over the data (fractions allowed).")
-MAX_STEPS = typer.Option(LoopConfig.max_steps, "--max-steps", help="Optimizer steps; overrides --epochs.")
-WARMUP = typer.Option(LoopConfig.warmup_ratio, "--warmup-ratio", help="Share of the steps spent warming the learning rate up.")
-SCHEDULE = typer.Option(LoopConfig.schedule, "--schedule", help="cosine, linear or constant (after warm-up).")
-SEED = typer.Option(LoopConfig.seed, "--seed", help="Seed for data order and initialisation.")
-LOG_EVERY = typer.Option(LoopConfig.log_every, "--log-every", min=1, help="Log metrics every N steps (train-dpo runs its 3D probes, and every trainer its held-out evaluation, only at logged steps).")
-SAVE_EVERY = typer.Option(LoopConfig.save_every, "--save-every", min=0, help="Write a resumable checkpoint every N steps (0: only the final model).")
-RESUME = typer.Option(LoopConfig.resume, "--resume", help="Continue the run in --out from its last checkpoint.")
-MAX_GRAD_NORM = typer.Option(LoopConfig.max_grad_norm, "--max-grad-norm", help="Clip the gradient norm (0: no clipping).")
 DEVICE = typer.Option("auto", "--device", help="auto (accelerate's choice: each process's GPU, else the CPU) or cpu.")
 PLOT = typer.Option(False, "--plot", help="Draw the run's curves to OUT/curves.png at the end.")
-
-# LoRA (dpo3d.models.lora): the defaults are LoRAConfig's
-_LORA = LoRAConfig()
-LORA_R = typer.Option(_LORA.r, "--lora-r", min=0, help="LoRA rank: train low-rank adapters (peft) on a frozen base instead of every weight; OUT is then an adapter folder that every --model loads. 0: full fine-tuning.")
-LORA_ALPHA = typer.Option(_LORA.alpha, "--lora-alpha", help="LoRA α: the adapter's update is scaled by α / r.")
-LORA_DROPOUT = typer.Option(_LORA.dropout, "--lora-dropout", min=0.0, help="Dropout on the adapter's input (0 keeps runs exactly reproducible across processes and resumes).")
-LORA_TARGETS = typer.Option(_LORA.targets, "--lora-targets", help="Layers that get adapters: all-linear (every linear layer but the LM head) or module names, comma-separated (q_proj,v_proj).")
-MERGE = typer.Option(_LORA.merge, "--merge", help="With --lora-r: also write the adapter merged into its base as a full model, OUT/merged.")
-
-
-def lora_config(r: int, alpha: float, dropout: float, targets: str, merge: bool) -> LoRAConfig:
-    config = LoRAConfig(r=r, alpha=alpha, dropout=dropout, targets=targets, merge=merge)
-    config.validate()
-    return config
-
-
-MIXED_PRECISION = typer.Option(
-    LoopConfig.mixed_precision, "--mixed-precision", show_default=False,
-    help="no, bf16 or fp16 (GPUs): float32 master weights and optimizer state, the forward under autocast "
-         "(fp16 with loss scaling). Default: accelerate launch's setting, else no. Use bf16 on GPUs.",
-)
-GRADIENT_CHECKPOINTING = typer.Option(
-    LoopConfig.gradient_checkpointing, "--gradient-checkpointing",
-    help="Recompute activations in the backward pass instead of storing them: less memory, about a third more compute.",
-)
-KEEP_HOST_MEMORY = typer.Option(
-    LoopConfig.keep_host_memory, "--keep-host-memory/--release-host-memory",
-    help="On the CPU, keep the memory a step frees in the process for the next step instead of returning it to "
-         "the kernel (glibc): each step's activations reuse their pages instead of faulting them in again (on the "
-         "bundled model, 8 pairs a step: a handful of page faults a step instead of ~300,000, 1.10x faster). Costs "
-         "peak memory (a fragmented heap: up to ~0.5 GiB more there, and under a 5 GiB cap it ran out at 16 pairs a "
-         "step where released fit 64, when measured); the kept memory goes back when training ends.",
-)
-REPORT_TO = typer.Option(
-    LoopConfig.report_to, "--report-to",
-    help="Experiment trackers, comma-separated: tensorboard (OUT/logs), wandb, mlflow, trackio, comet_ml, aim, "
-         "clearml, dvclive, swanlab; or none. OUT/metrics.jsonl is written either way.",
-)
 DTYPE = typer.Option(
     "float32", "--dtype",
     help=f"Weights dtype: {', '.join(DTYPES)}. Keep float32 for training and pass --mixed-precision bf16: pure "
          "bfloat16/float16 weights make AdamW round small updates away (at lr 1e-6 most weights never change).",
 )
 
+#: the shared loop's options (LoopConfig's fields; --out and --device are the commands' own)
+LOOP = OptionGroup(LoopConfig)
+#: LoRA's options (LoRAConfig's fields as --lora-r, --lora-alpha, ..., --merge)
+LORA = OptionGroup(LoRAConfig, prefix="lora_")
+
+
+def lora_config(params: Mapping[str, Any]) -> LoRAConfig:
+    config = LORA.build(params)
+    config.validate()
+    return config
+
 
 def loop_config(params: Mapping[str, Any], invocation: dict | None = None, **overrides: Any) -> LoopConfig:
-    """The shared loop's config from a command's parsed options (``ctx.params``): every option named
-    like a LoopConfig field fills it; ``--device`` becomes ``cpu``, a 0 ``--max-grad-norm`` no clipping."""
-    names = {f.name for f in dataclasses.fields(LoopConfig)} - {"cpu", "extra", "invocation"}
-    values = {name: params[name] for name in names if name in params}
-    values["max_grad_norm"] = values.get("max_grad_norm") or None
-    return LoopConfig(**values, cpu=on_cpu(params.get("device", "auto")), invocation=invocation, **overrides)
+    """The shared loop's config from a command's parsed options (``ctx.params``): every LoopConfig
+    option it offers; ``--device`` becomes ``cpu``, a 0 ``--max-grad-norm`` no clipping."""
+    values = {**LOOP.values(params), **overrides}
+    if "max_grad_norm" in values:
+        values["max_grad_norm"] = values["max_grad_norm"] or None
+    return LoopConfig(out=params["out"], **values, cpu=on_cpu(params.get("device", "auto")), invocation=invocation)
 
 
 def on_cpu(device: str) -> bool:

@@ -26,6 +26,7 @@ NO_TORCH_GLOBS = [
 #: the library's stages, lowest first: a module may import from its own stage or a lower one.
 #: The package's own __init__ and __main__ stand above every stage.
 LAYERS = [
+    {"config"},
     {"data"},
     {"models"},
     {"scoring"},

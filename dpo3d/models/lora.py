@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from dpo3d.config.fields import option
 from dpo3d.models.loading import BUNDLED, bundled_folder, is_adapted, save_pretrained
 
 ALL_LINEAR = "all-linear"  # peft: every linear layer except the output (LM) head
@@ -33,12 +34,18 @@ _TASK_TYPES = {"causal": "CAUSAL_LM", "reward": "SEQ_CLS", "value": "TOKEN_CLS"}
 
 @dataclass(frozen=True)
 class LoRAConfig:
-    r: int = 0  # rank; 0: full fine-tuning (no adapter)
-    alpha: float = 16.0  # the update is scaled by alpha / r
+    """LoRA adapters (peft); commands offer every field as ``--lora-<name>`` (``--merge``)."""
+
+    r: int = option(0, "LoRA rank: train low-rank adapters (peft) on a frozen base instead of every weight; OUT is "
+                    "then an adapter folder that every --model loads. 0: full fine-tuning.", min=0)
+    alpha: float = option(16.0, "LoRA α: the adapter's update is scaled by α / r.")
     # 0 keeps a step deterministic (N processes = 1 process, resume = uninterrupted) and PPO's ratio exact
-    dropout: float = 0.0
-    targets: str = ALL_LINEAR  # or module names, comma-separated: "q_proj,v_proj"
-    merge: bool = False  # also write OUT/merged: the adapter folded into its base, a full model
+    dropout: float = option(0.0, "Dropout on the adapter's input (0 keeps runs exactly reproducible across "
+                            "processes and resumes).", min=0.0)
+    targets: str = option(ALL_LINEAR, "Layers that get adapters: all-linear (every linear layer but the LM head) "
+                          "or module names, comma-separated (q_proj,v_proj).")
+    merge: bool = option(False, "With --lora-r: also write the adapter merged into its base as a full model, "
+                         "OUT/merged.", flags=("--merge",), param="merge")
 
     @property
     def enabled(self) -> bool:
