@@ -35,8 +35,6 @@ class StepControl:
 
 def share_control(accelerator, task) -> StepControl:
     """The main process's ``task.control()`` on every process (applied to the task there)."""
-    if not hasattr(task, "control"):
-        return StepControl()
     control = task.control() if accelerator.is_main_process else None
     if accelerator.num_processes > 1:
         control = broadcast_object_list([control], from_process=0)[0]

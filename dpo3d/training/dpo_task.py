@@ -16,6 +16,7 @@ from ..watch.detector import ThreeDDetector
 from ..watch.probes import ProbeScorer, probe_sets
 from ..watch.run import RunWatch
 from .control import StepControl
+from .task import Task
 
 
 @dataclass
@@ -30,7 +31,7 @@ class DPOSettings:
 
 
 @dataclass
-class DPOTask:
+class DPOTask(Task):
     """Loss of a micro-batch of pairs under ``loss``; probes, eval and grad split at logged steps.
 
     ``reference`` holds summed reference log-probs: ``chosen``, ``rejected`` (train pairs),
@@ -66,6 +67,11 @@ class DPOTask:
     def logprob_options(self) -> LogprobOptions:
         """How this task scores responses (the loop settles the features on every process before training)."""
         return self.settings.logprobs
+
+    @property
+    def probe_gradients(self) -> bool:
+        """The gradient split differentiates the probes with respect to the parameters."""
+        return bool(self.settings.grad_split_every)
 
     @property
     def detector(self) -> ThreeDDetector:

@@ -26,13 +26,14 @@ from dpo3d.pairs.pair_set import PairSet, load_pairs
 from ..losses.reward import bradley_terry_rm
 from .config import LoopConfig, is_main_process
 from .loop import LoopCallbacks, RunResult, train
+from .task import Task
 
 #: the reward model's learning rate by default (its head starts fresh)
 RM_LR = 1e-5
 
 
 @dataclass
-class RMTask:
+class RMTask(Task):
     pairs: PairSet
     pad_id: int
     margin: float = 0.0

@@ -28,6 +28,7 @@ from dpo3d.scoring.logprobs import score_sequences, sequence_logps
 
 from .config import LoopConfig, is_main_process
 from .loop import LoopCallbacks, RunResult, train
+from .task import Task
 
 #: SFT's learning rate by default: the loop's 1e-6 suits preference training, too small for SFT
 SFT_LR = 1e-5
@@ -71,7 +72,7 @@ def sft_examples(
 
 
 @dataclass
-class SFTTask:
+class SFTTask(Task):
     examples: list[EncodedPair]
     pad_id: int
     eval_examples: list[EncodedPair] | None = None

@@ -50,7 +50,7 @@ def settle_scoring(accelerator, model, task) -> None:
     """Every process probes the task's scorer features (chunked head, packing) through the prepared model,
     together, and keeps the common verdict (:func:`dpo3d.scoring.features.settle_support`): no scoring call probes
     later, on one process and not the others, in the middle of a sharded forward."""
-    options = getattr(task, "logprob_options", None)
+    options = task.logprob_options
     if options is None:  # a task that scores no tokens (reward models)
         return
     with accelerator.autocast():  # the verdict for the precision the run trains in
