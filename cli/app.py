@@ -19,16 +19,22 @@ app = typer.Typer(
 )
 
 
-@app.callback()
-def root(
-    version: bool = typer.Option(False, "--version", help="Print the version and exit.", is_eager=True),
-) -> None:
-    """Preference optimisation with DPO's 3D-properties measured (see `dpo3d COMMAND --help`)."""
-    if version:
+def _print_version(wanted: bool) -> None:
+    # an eager option's callback runs while the arguments are parsed, before a missing command is refused
+    if wanted:
         from dpo3d import __version__
 
         typer.echo(f"dpo3d {__version__}")
         raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: bool = typer.Option(
+        False, "--version", help="Print the version and exit.", is_eager=True, callback=_print_version
+    ),
+) -> None:
+    """Preference optimisation with DPO's 3D-properties measured (see `dpo3d COMMAND --help`)."""
 
 
 def _quiet_libraries() -> None:

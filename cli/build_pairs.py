@@ -11,7 +11,7 @@ from dpo3d.data import records as rec
 from dpo3d.pairs.building import REFERENCE, PairConfig, PairStats, build_pairs, read_candidates
 
 from . import options
-from .common import console, user_errors
+from .common import console, fail, user_errors
 
 
 @user_errors
@@ -57,10 +57,14 @@ def command(
     )
     candidates = read_candidates(inputs or [rec.STDIO], subset=subset, columns=columns)
     pairs, stats = build_pairs(candidates, config)
-    rec.write_records(pairs, out)
     console.print(summary(stats))
     sources = ", ".join(f"{source} {count}" for source, count in stats.sources.most_common())
     console.print(f"candidates by source: {sources}", highlight=False)
+    if not pairs:  # the next stage would fail on an empty input: fail here, where the reason is known
+        why = (f"none of the {stats.groups} groups read had both a chosen and a rejected candidate (see the table)"
+               if stats.groups else "the input held no scored candidate")
+        fail(f"no pairs written: {why}", code=1)
+    rec.write_records(pairs, out)
 
 
 def summary(stats: PairStats) -> Table:

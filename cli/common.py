@@ -10,6 +10,7 @@ from typing import TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -21,9 +22,23 @@ from rich.progress import (
 
 from dpo3d.data.records import RecordError
 
-#: everything for humans goes to stderr; stdout carries only JSONL
-# under `accelerate launch` every process runs the command: only the first one talks to the user
-console = Console(stderr=True, quiet=os.environ.get("RANK", "0") != "0")
+#: the width of stderr when it is a file (a batch job's log), not a terminal: wide enough that no line is cut
+LOG_WIDTH = 1000
+
+
+def stderr_console() -> Console:
+    """Everything for humans goes to stderr; stdout carries only JSONL. Text is printed as written (no
+    ``:name:`` emoji); on a terminal rich fits it to the window, into a file no line is wrapped or cut."""
+    # under `accelerate launch` every process runs the command: only the first one talks to the user
+    quiet = os.environ.get("RANK", "0") != "0"
+    found = Console(stderr=True, quiet=quiet, emoji=False)
+    if found.is_terminal:
+        return found
+    # a file: rich would wrap at COLUMNS (often inherited from the shell that submitted the job) or 80
+    return Console(stderr=True, quiet=quiet, emoji=False, width=LOG_WIDTH, soft_wrap=True)
+
+
+console = stderr_console()
 
 F = TypeVar("F", bound=Callable)
 
@@ -33,7 +48,7 @@ class UsageError(Exception):
 
 
 def fail(message: str, code: int = 2) -> None:
-    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 

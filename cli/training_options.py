@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import typer
+from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -16,6 +17,7 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.text import Text
 
 from dpo3d.models.loading import DTYPES
 from dpo3d.models.lora import LoRAConfig
@@ -63,24 +65,35 @@ def on_cpu(device: str) -> bool:
 
 
 class LiveDisplay:
-    """A progress bar with the latest metrics, 3D warnings printed above it."""
+    """On a terminal, a progress bar with the latest metrics; into a file (a batch job's log), one line per
+    logged step. Either way: 3D warnings, saves, a resume and each stage's time as lines of their own."""
 
-    def __init__(self, keys: tuple[str, ...]):
+    def __init__(self, keys: tuple[str, ...], to: Console = console):
         self.keys = keys
+        self.total: int | None = None
         warnings.showwarning = self.show_warning  # the library's warnings (pure bf16 weights) as one readable line
         self.progress = Progress(
             TextColumn("[bold]training"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[metrics]}"),
-            TimeElapsedColumn(), TimeRemainingColumn(), console=console,
+            TimeElapsedColumn(), TimeRemainingColumn(), console=to,
+            disable=not to.is_terminal,  # a bar in a file is one cut line at the end: the steps are lines there
         )
         self.task = None
+
+    def say(self, text: str, style: str = "") -> None:
+        """``text`` as written (no markup read in it), in ``style``."""
+        self.progress.console.print(Text(text, style=style), highlight=False)
 
     def callbacks(self) -> LoopCallbacks:
         return LoopCallbacks(
             on_start=self.start, on_step=self.step, on_log=self.log, on_warning=self.warn,
-            on_save=lambda step, path: self.progress.console.print(f"[dim]saved step {step} → {path}[/]"),
+            on_save=lambda step, path: self.say(f"saved step {step} → {path}", "dim"),
+            on_stage=lambda name, seconds: self.say(f"{name} took {seconds:.1f} s", "dim"),
         )
 
     def start(self, start: int, total: int) -> None:
+        self.total = total
+        if start:
+            self.say(f"resumed from step {start} of {total}")
         self.task = self.progress.add_task("train", total=total, completed=start, metrics="")
 
     def step(self, step: int) -> None:
@@ -91,10 +104,14 @@ class LiveDisplay:
         shown = [f"{key.replace('probe_', '').replace('_logp_delta', ' Δ')}={record[key]:.3g}" for key in self.keys if isinstance(record.get(key), (int, float))]
         if self.task is not None:
             self.progress.update(self.task, metrics=" ".join(shown))
+        if self.progress.disable:
+            lr = [f"lr={record['lr']:.3g}"] if isinstance(record.get("lr"), (int, float)) else []
+            self.say(" ".join([f"step {record.get('step')}/{self.total}", *shown, *lr]))
 
     def show_warning(self, message, category, filename, lineno, file=None, line=None) -> None:
-        self.progress.console.print(f"[bold yellow]warning[/] {message}", highlight=False)
+        self.progress.console.print(Text.assemble(("warning", "bold yellow"), " ", str(message)), highlight=False)
 
     def warn(self, message: str) -> None:
         acted = message.split(": ", 1)[-1].startswith("guard ")  # dpo3d.watch.guard's action messages
-        self.progress.console.print(f"[bold cyan]guard[/] {message}" if acted else f"[bold yellow]3D warning[/] {message}")
+        label = ("guard", "bold cyan") if acted else ("3D warning", "bold yellow")
+        self.progress.console.print(Text.assemble(label, " ", message), highlight=False)

@@ -25,7 +25,7 @@ from . import precision
 from . import reference as ref_cache
 from .config import LoopConfig, is_main_process
 from .dpo_task import DPOSettings, DPOTask
-from .loop import LoopCallbacks, RunResult, train
+from .loop import LoopCallbacks, RunResult, stage, train
 
 
 @dataclass
@@ -99,12 +99,15 @@ def train_dpo(config: DPORunConfig, callbacks: LoopCallbacks | None = None, on_s
     config.probe_responses.validate()
     # the detector, the guard and the best-step tracker; a guard that cannot act on this loss fails here
     watch = RunWatch.start(spec.name, hyper, config.guard, config.keep_best, config.guard_settings)
+    callbacks = callbacks or LoopCallbacks()
     on_status(f"loading {config.model}")
-    tokenizer = load_tokenizer(config.model, config.load)
-    policy = load_causal_lm(config.model, config.load)
+    with stage(callbacks, "loading the model"):
+        tokenizer = load_tokenizer(config.model, config.load)
+        policy = load_causal_lm(config.model, config.load)
     on_status("encoding pairs")
-    pairs = load_pairs(config.pairs, tokenizer, config.max_length, config.unseen_limit, config.loop.seed)
-    eval_pairs = load_pairs(config.eval_pairs, tokenizer, config.max_length, 0) if config.eval_pairs else None
+    with stage(callbacks, "encoding pairs"):
+        pairs = load_pairs(config.pairs, tokenizer, config.max_length, config.unseen_limit, config.loop.seed)
+        eval_pairs = load_pairs(config.eval_pairs, tokenizer, config.max_length, 0) if config.eval_pairs else None
     groups = {"chosen": pairs.chosen, "rejected": pairs.rejected, "unseen": pairs.unseen}
     if eval_pairs is not None:
         groups.update({"eval_chosen": eval_pairs.chosen, "eval_rejected": eval_pairs.rejected})
@@ -121,11 +124,13 @@ def train_dpo(config: DPORunConfig, callbacks: LoopCallbacks | None = None, on_s
         policy.to(precision.run_device(config.loop.cpu))
     out = Path(config.loop.out)
     keeps = config.loop.resume or not (out / "metrics.jsonl").exists()  # else the loop refuses the folder: leave it be
-    own = probe_responses(policy, tokenizer, prompts, config.probe_responses, config.loop.seed,
-                          out, main=is_main_process() and keeps)
+    with stage(callbacks, "probe responses"):
+        own = probe_responses(policy, tokenizer, prompts, config.probe_responses, config.loop.seed,
+                              out, main=is_main_process() and keeps)
     on_status("reference log-probs (once, cached beside the run)")
     # reference-free losses (simpo, slic) ignore it, but the diagnostics still measure change from it
-    reference = _reference_logps(config, policy, tokenizer, groups)
+    with stage(callbacks, "reference log-probs"):
+        reference = _reference_logps(config, policy, tokenizer, groups)
     # the adapter comes after the reference pass: the reference is the plain starting policy
     policy = lora.for_training(policy, config.lora, config.model, seed=config.loop.seed)
     on_status(lora.trainable_summary(policy).message())

@@ -75,6 +75,15 @@ class LoopCallbacks:
     on_log: Callable[[dict], None] = lambda record: None
     on_warning: Callable[[str], None] = lambda message: None
     on_save: Callable[[int, Path], None] = lambda step, path: None
+    on_stage: Callable[[str, float], None] = lambda name, seconds: None  # a stage of the run ended: its seconds
+
+
+@contextlib.contextmanager
+def stage(callbacks: LoopCallbacks, name: str):
+    """Report the time the block took as the stage ``name`` (when it ends without an exception)."""
+    began = time.perf_counter()
+    yield
+    callbacks.on_stage(name, time.perf_counter() - began)
 
 
 @dataclass
@@ -229,8 +238,10 @@ def _train(model, tokenizer, task: Task, config: LoopConfig, callbacks: LoopCall
         finally:
             probes.model.train(was_training)
 
+    callbacks.on_start(start, total)
     if start == 0 and probes.runs_here:
-        record = {"step": 0, **measure(0, [])}
+        with stage(callbacks, "step-0 measurements"):
+            record = {"step": 0, **measure(0, [])}
         if main:
             for warning in task.check(record):
                 callbacks.on_warning(warning)
@@ -240,12 +251,12 @@ def _train(model, tokenizer, task: Task, config: LoopConfig, callbacks: LoopCall
             callbacks.on_log(record)
     if start == 0 and share_control(accelerator, task).save_best:
         save_best(accelerator, model, unwrapped, tokenizer, out, 0, save_final)
-    callbacks.on_start(start, total)
     stopped_at: int | None = None
 
     advice = "Lower --lr or check the data, then --resume."
     plans: dict[int, list[list[int]]] = {}
     last_record: dict = {}
+    training = time.perf_counter()
     try:
         for step in range(start, total):
             began = time.perf_counter()
@@ -276,6 +287,7 @@ def _train(model, tokenizer, task: Task, config: LoopConfig, callbacks: LoopCall
                     collected[key].append(value.detach().float().reshape(-1))
             stop_unless_finite(accelerator, finite, out, step + 1, "loss", advice)
             grad_norm = sharding.gradient_norm(accelerator, model, config.max_grad_norm)
+            lr = optimizer.param_groups[0]["lr"]  # the rate this step trains at (the scheduler then moves on)
             optimizer.step()
             if not accelerator.optimizer_step_was_skipped:  # fp16: an overflowing step is skipped, not scheduled
                 scheduler.step()
@@ -289,7 +301,7 @@ def _train(model, tokenizer, task: Task, config: LoopConfig, callbacks: LoopCall
                 record = {
                     "step": done,
                     "epoch": round(step / per_epoch + 1 / per_epoch, 4),
-                    "lr": scheduler.get_last_lr()[0],
+                    "lr": lr,
                     "grad_norm": float(grad_norm),
                     **means,
                     "examples_per_s": global_size / seconds,
@@ -327,13 +339,16 @@ def _train(model, tokenizer, task: Task, config: LoopConfig, callbacks: LoopCall
         if log is not None:
             log.close()
         trackers.end()
+    trained = (stopped_at or total) - start
+    callbacks.on_stage(f"training ({trained} step{'s' if trained != 1 else ''})", time.perf_counter() - training)
 
-    weights = sharding.full_state_dict(accelerator, model)
-    if main:
-        save_final(unwrapped, tokenizer, out, weights)
-        if stopped_at is not None and saved_best_step(out) is not None:
-            keep_best_as_final(out)  # a stop keeps the best state, not the one it stopped at
-        shutil.rmtree(out / checkpoint.LATEST, ignore_errors=True)
-        callbacks.on_save(stopped_at or total, out)
+    with stage(callbacks, "saving the final model"):
+        weights = sharding.full_state_dict(accelerator, model)
+        if main:
+            save_final(unwrapped, tokenizer, out, weights)
+            if stopped_at is not None and saved_best_step(out) is not None:
+                keep_best_as_final(out)  # a stop keeps the best state, not the one it stopped at
+            shutil.rmtree(out / checkpoint.LATEST, ignore_errors=True)
+            callbacks.on_save(stopped_at or total, out)
     accelerator.wait_for_everyone()
     return RunResult(stopped_at or total, out, last_record, stopped_at)
