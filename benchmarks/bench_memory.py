@@ -48,7 +48,7 @@ def child(args) -> dict:
     from dpo3d.models.loading import BUNDLED
     from dpo3d.training.config import LoopConfig
     from dpo3d.training.dpo import DPORunConfig, train_dpo
-    from dpo3d.training.loop import LoopCallbacks
+    from dpo3d.training.run_folder import LoopCallbacks
 
     rows = load_rows()
     rows = (rows * (args.batch // len(rows) + 1))[: args.batch]

@@ -98,7 +98,7 @@ def work_dpo3d(args, spec: dict) -> dict:
     from dpo3d.models.loading import BUNDLED, load_tokenizer
     from dpo3d.training.config import LoopConfig
     from dpo3d.training.dpo import DPORunConfig, train_dpo
-    from dpo3d.training.loop import LoopCallbacks
+    from dpo3d.training.run_folder import LoopCallbacks
 
     options_cls, takes_options = optional_logprob_options()
     extra, notes = dict(quiet_probe_responses()), []

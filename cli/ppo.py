@@ -8,8 +8,8 @@ from pathlib import Path
 import typer
 
 from dpo3d.judges.rewards import REWARD_HELP
-from dpo3d.training.loop import NonFiniteLoss
 from dpo3d.training.ppo import PPOConfig, train_ppo
+from dpo3d.training.run_folder import NonFiniteLoss
 
 from . import options
 from . import training_options as t

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from dpo3d.training.loop import NonFiniteLoss
+from dpo3d.training.run_folder import NonFiniteLoss
 from dpo3d.training.sft import SFT_LR, SFTRunConfig, train_sft
 
 from . import options

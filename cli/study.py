@@ -10,7 +10,7 @@ from rich.table import Table
 from dpo3d.study import DEFAULT_LOSSES, LLMJudgeSettings, StudyConfig, StudyEvents, run_study
 from dpo3d.study.config import SCENARIO_TEXT
 from dpo3d.training.config import LoopConfig
-from dpo3d.training.loop import NonFiniteLoss
+from dpo3d.training.run_folder import NonFiniteLoss
 
 from . import options
 from . import training_options as t

@@ -9,7 +9,7 @@ import typer
 from dpo3d.losses import LOSSES, get_loss, parse_loss_args
 from dpo3d.scoring.forward import LogprobOptions
 from dpo3d.training.dpo import DPORunConfig, train_dpo
-from dpo3d.training.loop import NonFiniteLoss
+from dpo3d.training.run_folder import NonFiniteLoss
 from dpo3d.watch.guard import KEEP_BEST, POLICIES, GuardSettings
 from dpo3d.watch.probe_responses import ProbeResponseConfig
 

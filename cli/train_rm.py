@@ -7,8 +7,8 @@ from pathlib import Path
 
 import typer
 
-from dpo3d.training.loop import NonFiniteLoss
 from dpo3d.training.rm import RM_LR, RMRunConfig, train_rm
+from dpo3d.training.run_folder import NonFiniteLoss
 
 from . import options
 from . import training_options as t

@@ -22,7 +22,7 @@ from rich.text import Text
 from dpo3d.models.loading import DTYPES
 from dpo3d.models.lora import LoRAConfig
 from dpo3d.training.config import LoopConfig
-from dpo3d.training.loop import LoopCallbacks
+from dpo3d.training.run_folder import LoopCallbacks
 
 from .common import console
 from .config_options import OptionGroup

@@ -210,7 +210,7 @@ def test_lora_wrapped_model_gets_the_full_paths_adapter_gradients(tokenizer, bat
 
 
 def test_accelerate_prepared_model_with_bf16_autocast(tokenizer, batch, tmp_path):
-    from dpo3d.training.loop import make_accelerator
+    from dpo3d.training.run_folder import make_accelerator
 
     accelerator, _ = make_accelerator(True, "bf16", "none", tmp_path)
     model = accelerator.prepare(tiny_causal_lm(tokenizer, seed=5))  # its forward now runs under bf16 autocast

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 import dpo3d
 from dpo3d.training.config import LoopConfig
 from dpo3d.training.dpo import DPORunConfig, train_dpo
-from dpo3d.training.loop import LoopCallbacks
+from dpo3d.training.run_folder import LoopCallbacks
 from dpo3d.watch.probe_responses import ProbeResponseConfig
 from dpo3d_cli import common
 from dpo3d_cli.app import app

@@ -94,11 +94,11 @@ from accelerate.state import AcceleratorState, PartialState
 from accelerate.utils import DistributedType
 
 import dpo3d.training.dpo as dpo
-import dpo3d.training.loop as loop
+import dpo3d.training.run_folder as run_folder
 from dpo3d.training import reference as ref_cache
 from dpo3d.training.config import LoopConfig
 from dpo3d.training.dpo import DPORunConfig, train_dpo
-from dpo3d.training.loop import LoopCallbacks
+from dpo3d.training.run_folder import LoopCallbacks
 
 
 def fsdp_on_cpu(*args, **kwargs):
@@ -110,7 +110,7 @@ def fsdp_on_cpu(*args, **kwargs):
     return accelerator
 
 
-loop.Accelerator = fsdp_on_cpu
+run_folder.Accelerator = fsdp_on_cpu
 settings = json.loads(sys.argv[1])
 original_reference = dpo._reference_logps
 
@@ -260,11 +260,13 @@ def test_who_probes_follows_the_sharding():
 
 
 def test_the_loop_knows_which_probes_take_parameter_gradients():
-    from dpo3d.training.loop import probe_gradients
+    from dpo3d.training.dpo_task import DPOTask
+    from dpo3d.training.rm import RMTask
+    from dpo3d.training.sft import SFTTask
 
-    assert probe_gradients(SimpleNamespace(settings=SimpleNamespace(grad_split_every=2)))
-    assert not probe_gradients(SimpleNamespace(settings=SimpleNamespace(grad_split_every=0)))
-    assert not probe_gradients(SimpleNamespace())  # SFT, reward models
+    assert DPOTask.probe_gradients.fget(SimpleNamespace(settings=SimpleNamespace(grad_split_every=2)))
+    assert not DPOTask.probe_gradients.fget(SimpleNamespace(settings=SimpleNamespace(grad_split_every=0)))
+    assert SFTTask.probe_gradients is False and RMTask.probe_gradients is False  # SFT, reward models
 
 
 @pytest.mark.parametrize("kind", [DistributedType.FSDP, DistributedType.DEEPSPEED])

@@ -7,13 +7,16 @@ import torch
 
 from dpo3d.data.run_log import read_log
 from dpo3d.training.config import LoopConfig
-from dpo3d.training.loop import LoopCallbacks, train
+from dpo3d.training.loop import train
+from dpo3d.training.run_folder import LoopCallbacks
+from dpo3d.training.task import Task
 
 LR = 0.03
 
 
-class MeanLogit:
-    """The smallest task: the mean logit of a fixed token sequence (one example per index)."""
+class MeanLogit(Task):
+    """The smallest task: the mean logit of a fixed token sequence (one example per index); probes,
+    checks and the rest keep the interface's defaults."""
 
     def lengths(self) -> list[int]:
         return [4] * 4
@@ -22,12 +25,6 @@ class MeanLogit:
         tokens = torch.tensor([[1, 2, 3, 4]] * len(indices), device=model.device)
         logits = model(input_ids=tokens).logits
         return logits.mean(), {"mean_logit": logits.detach().mean(dim=(1, 2))}
-
-    def probe(self, model, step, indices):
-        return {}
-
-    def check(self, record):
-        return []
 
 
 def run(tmp_path, tokenizer, steps: int, callbacks: LoopCallbacks | None = None):
@@ -55,3 +52,15 @@ def test_each_stage_reports_its_time(tmp_path, tokenizer):
     names = [name for name, _ in stages]
     assert names == ["step-0 measurements", "training (2 steps)", "saving the final model"]
     assert all(seconds >= 0 for _, seconds in stages)
+
+
+def test_a_task_must_give_its_lengths_and_loss():
+    class Incomplete(Task):
+        def lengths(self) -> list[int]:
+            return [1]
+
+    with pytest.raises(TypeError, match="loss"):
+        Incomplete()
+    task = MeanLogit()
+    assert (task.probe(None, 0, []), task.check({}), task.resume([], None), task.probe_gradients) == ({}, [], [], False)
+    assert task.control().stop is False and task.logprob_options is None

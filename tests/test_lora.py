@@ -25,8 +25,8 @@ from dpo3d.training import dpo as dpo_module
 from dpo3d.training import rm as rm_module
 from dpo3d.training.config import LoopConfig
 from dpo3d.training.dpo import DPORunConfig, train_dpo
-from dpo3d.training.loop import LoopCallbacks
 from dpo3d.training.rm import RMRunConfig, train_rm
+from dpo3d.training.run_folder import LoopCallbacks
 
 from .test_cli_train import comparable, dpo3d, train_args
 from .test_train_dpo import write_pairs

@@ -12,9 +12,9 @@ import pytest
 
 from dpo3d.data.run_log import read_log
 from dpo3d.training.config import LoopConfig
-from dpo3d.training.loop import LoopCallbacks
 from dpo3d.training.ppo import PPOConfig, train_ppo
 from dpo3d.training.ppo_tokens import load_value_model
+from dpo3d.training.run_folder import LoopCallbacks
 from dpo3d.training.sft import SFTRunConfig, train_sft
 
 ROOT = Path(__file__).resolve().parents[1]

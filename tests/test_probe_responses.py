@@ -14,7 +14,7 @@ from dpo3d.models.loading import load_causal_lm, load_tokenizer
 from dpo3d.scoring.logprobs import score_sequences
 from dpo3d.training.config import LoopConfig
 from dpo3d.training.dpo import DPORunConfig, train_dpo
-from dpo3d.training.loop import LoopCallbacks
+from dpo3d.training.run_folder import LoopCallbacks
 from dpo3d.watch import probe_responses
 from dpo3d.watch.probe_responses import FILE, ProbeResponseConfig
 

@@ -18,7 +18,7 @@ from dpo3d.judges import scored
 from dpo3d.judges.base import Judge
 from dpo3d.study import StudyConfig, StudyEvents, run_study
 from dpo3d.study.config import SCENARIOS
-from dpo3d.training.loop import LoopCallbacks
+from dpo3d.training.run_folder import LoopCallbacks
 
 ROOT = Path(__file__).resolve().parent.parent
 LAUNCHER = Path(sys.executable).parent / "accelerate"

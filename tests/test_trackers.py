@@ -48,7 +48,7 @@ def test_train_dpo_reports_to_tensorboard_the_losses_of_metrics_jsonl(tmp_path, 
 
 
 def test_3d_warnings_reach_the_tracker_as_text_and_a_marker(tmp_path):
-    from dpo3d.training.loop import make_accelerator
+    from dpo3d.training.run_folder import make_accelerator
 
     accelerator, names = make_accelerator(True, None, "tensorboard", tmp_path)
     trackers = tracking.Trackers(accelerator, names, tmp_path, {"lr": 1e-6, "extra": {"loss": "dpo", "ref": None}})

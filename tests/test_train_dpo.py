@@ -13,7 +13,7 @@ from dpo3d.losses import LOSSES, LossOutput, register
 from dpo3d.losses.registry import LOSSES as REGISTRY
 from dpo3d.training.config import LoopConfig
 from dpo3d.training.dpo import DPORunConfig, train_dpo
-from dpo3d.training.loop import LoopCallbacks, NonFiniteLoss
+from dpo3d.training.run_folder import LoopCallbacks, NonFiniteLoss
 from dpo3d.watch.probe_responses import ProbeResponseConfig
 
 PROMPT = [{"role": "user", "content": "Pick a colour."}]

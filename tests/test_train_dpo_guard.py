@@ -27,7 +27,7 @@ from dpo3d.pairs.pair_set import load_pairs
 from dpo3d.scoring.logprobs import score_sequences
 from dpo3d.training.config import LoopConfig
 from dpo3d.training.dpo import DPORunConfig, train_dpo
-from dpo3d.training.loop import LoopCallbacks
+from dpo3d.training.run_folder import LoopCallbacks
 from dpo3d.watch.probe_responses import ProbeResponseConfig
 from dpo3d.watch.probes import probe_indices
 from dpo3d_cli.app import app

@@ -14,8 +14,8 @@ from dpo3d.data.records import read_records
 from dpo3d.data.run_log import read_log
 from dpo3d.training.compare import load_curve, steadiness
 from dpo3d.training.config import LoopConfig
-from dpo3d.training.loop import LoopCallbacks
 from dpo3d.training.rm import RMRunConfig, train_rm
+from dpo3d.training.run_folder import LoopCallbacks
 
 from .test_train_dpo import write_pairs
 

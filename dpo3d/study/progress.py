@@ -25,7 +25,7 @@ from pathlib import Path
 from dpo3d.data.records import write_json
 from dpo3d.data.run_log import read_log
 
-from ..training.loop import LoopCallbacks
+from ..training.run_folder import LoopCallbacks
 
 
 @dataclass

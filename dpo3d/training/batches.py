@@ -50,10 +50,3 @@ def micro_batch(global_batch: Sequence[int], lengths: Sequence[int], micro: int,
     size = len(ordered) // (processes * grad_accum)
     slot = micro * processes + process
     return ordered[slot * size : (slot + 1) * size]
-
-
-def step_batch(lengths: Sequence[int], global_size: int, seed: int, step: int) -> tuple[int, list[int]]:
-    """(epoch, global batch) for a 0-based optimizer step."""
-    per_epoch = steps_per_epoch(len(lengths), global_size)
-    epoch = step // per_epoch
-    return epoch, epoch_plan(lengths, global_size, seed, epoch)[step % per_epoch]

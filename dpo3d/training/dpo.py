@@ -25,7 +25,8 @@ from . import precision
 from . import reference as ref_cache
 from .config import LoopConfig, is_main_process
 from .dpo_task import DPOSettings, DPOTask
-from .loop import LoopCallbacks, RunResult, stage, train
+from .loop import train
+from .run_folder import LoopCallbacks, RunResult, stage
 
 
 @dataclass

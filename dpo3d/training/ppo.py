@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import gc
 import random
-import shutil
 import statistics
 import time
 import warnings
@@ -31,12 +30,11 @@ from accelerate.utils import set_seed
 
 from dpo3d.data.datasets import load_prompts
 from dpo3d.data.records import RecordError, json_safe, write_json
-from dpo3d.data.run_log import AppendLog
 from dpo3d.data.sequences import EncodedPair, encode_prompt
 from dpo3d.generation.sampler import SamplingConfig, chunk_seed, generate_ids
 from dpo3d.judges.rewards import make_reward, needed_fields
 from dpo3d.models import host_memory, lora
-from dpo3d.models.loading import LoadOptions, load_causal_lm, load_tokenizer, save_options
+from dpo3d.models.loading import LoadOptions, load_causal_lm, load_tokenizer
 from dpo3d.models.lora import LoRAConfig
 from dpo3d.scoring.batches import collate
 
@@ -50,16 +48,8 @@ from ..losses.ppo import (
 )
 from . import checkpoint, precision, sharding, tracking
 from .config import LoopConfig
-from .loop import (
-    LoopCallbacks,
-    RunResult,
-    make_accelerator,
-    open_run,
-    save_final,
-    stop_unless_finite,
-    truncate_metrics,
-)
 from .ppo_tokens import load_value_model, policy_token_stats, response_grid, token_values, without_dropout
+from .run_folder import LoopCallbacks, RunResult, TrainingRun, make_accelerator, stop_unless_finite
 
 VALUE_FOLDER = "value"
 
@@ -304,8 +294,6 @@ class PPOTrainer:
 
     def train(self) -> RunResult:
         cfg, acc, out = self.config, self.accelerator, self.out
-        main = acc.is_main_process
-        metrics_path = out / "metrics.jsonl"
         for model in (self.policy, self.value):
             if (low := precision.low_precision_warning(model)) is not None:
                 warnings.warn(low, stacklevel=2)
@@ -316,26 +304,20 @@ class PPOTrainer:
              {"params": [p for p in self.value.parameters() if p.requires_grad], "lr": cfg.value_lr or 10 * cfg.lr}],
             eps=1e-5,
         )
-        state = open_run(out, cfg.resume, acc, self.policy, {VALUE_FOLDER: self.value})
+        run = TrainingRun(out, acc, self.trackers_wanted, self.callbacks)
+        state = run.resume_state(cfg.resume, self.policy, {VALUE_FOLDER: self.value})
         start = state.step if state is not None else 0
         policy, value, optimizer = acc.prepare(self.policy, self.value, optimizer)
         if state is not None:
             optimizer.load_state_dict(state.optimizer)
             torch.set_rng_state(state.torch_rng)
-            if main:
-                truncate_metrics(metrics_path, start)
-        run_config = {"steps": cfg.max_steps, "processes": acc.num_processes, "extra": {"task": "ppo"}, **cfg.to_json(),
-                      "mixed_precision": acc.mixed_precision}
-        if main:
-            out.mkdir(parents=True, exist_ok=True)
-            write_json(run_config, out / "run_config.json")
-        acc.wait_for_everyone()
-        trackers = tracking.Trackers(acc, self.trackers_wanted, out, run_config)
-        log = AppendLog(metrics_path) if main else None
+        run.start({"steps": cfg.max_steps, "processes": acc.num_processes, "extra": {"task": "ppo"}, **cfg.to_json(),
+                   "mixed_precision": acc.mixed_precision})
         unwrapped_policy, unwrapped_value = acc.unwrap_model(policy), acc.unwrap_model(value)
         self.callbacks.on_start(start, cfg.max_steps)
         last: dict = {}
-        try:
+        training = time.perf_counter()
+        with run:
             for step in range(start, cfg.max_steps):
                 began = time.perf_counter()
                 with acc.autocast():  # generation, the old policy's, the reference's and the values' numbers
@@ -344,31 +326,15 @@ class PPOTrainer:
                 done = step + 1
                 self.callbacks.on_step(done)
                 if done % cfg.log_every == 0 or done == cfg.max_steps:
-                    record = json_safe(self._record(done, rollout, update, time.perf_counter() - began))
-                    if main:
-                        log.write(record)
-                        trackers.log(record)
-                        self.callbacks.on_log(record)
-                    last = record
+                    last = run.log(json_safe(self._record(done, rollout, update, time.perf_counter() - began)))
                 if cfg.save_every and done % cfg.save_every == 0 and done < cfg.max_steps:
-                    if main:
-                        path = checkpoint.save(
-                            out, unwrapped_policy, self.tokenizer,
-                            checkpoint.TrainerState(done, optimizer.state_dict(), {}, torch.get_rng_state()),
-                            {VALUE_FOLDER: unwrapped_value},
-                        )
-                        self.callbacks.on_save(done, path)
-                    acc.wait_for_everyone()
-        finally:
-            if log is not None:
-                log.close()
-            trackers.end()
-        if main:
-            save_final(unwrapped_policy, self.tokenizer, out)
-            shutil.rmtree(out / VALUE_FOLDER, ignore_errors=True)
-            unwrapped_value.save_pretrained(out / VALUE_FOLDER, **save_options(unwrapped_value))
-            shutil.rmtree(out / checkpoint.LATEST, ignore_errors=True)
-            self.callbacks.on_save(cfg.max_steps, out)
+                    run.save_checkpoint(unwrapped_policy, self.tokenizer,
+                                        checkpoint.TrainerState(done, optimizer.state_dict(), {}, torch.get_rng_state()),
+                                        {VALUE_FOLDER: unwrapped_value})
+        trained = cfg.max_steps - start
+        self.callbacks.on_stage(f"training ({trained} step{'s' if trained != 1 else ''})", time.perf_counter() - training)
+        run.finish(unwrapped_policy, self.tokenizer, cfg.max_steps, extra_models={VALUE_FOLDER: unwrapped_value})
+        if acc.is_main_process:
             write_json({"final": last}, out / "summary.json")
             if cfg.lora.merge:
                 self.status(f"merged policy → {lora.save_merged(unwrapped_policy, self.tokenizer, out / lora.MERGED_FOLDER)}")

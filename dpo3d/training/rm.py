@@ -25,7 +25,8 @@ from dpo3d.pairs.pair_set import PairSet, load_pairs
 
 from ..losses.reward import bradley_terry_rm
 from .config import LoopConfig, is_main_process
-from .loop import LoopCallbacks, RunResult, train
+from .loop import train
+from .run_folder import LoopCallbacks, RunResult
 from .task import Task
 
 #: the reward model's learning rate by default (its head starts fresh)

@@ -27,7 +27,8 @@ from dpo3d.scoring.forward import LogprobOptions
 from dpo3d.scoring.logprobs import score_sequences, sequence_logps
 
 from .config import LoopConfig, is_main_process
-from .loop import LoopCallbacks, RunResult, train
+from .loop import train
+from .run_folder import LoopCallbacks, RunResult
 from .task import Task
 
 #: SFT's learning rate by default: the loop's 1e-6 suits preference training, too small for SFT
