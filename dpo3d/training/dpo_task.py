@@ -10,7 +10,7 @@ from dpo3d.pairs.pair_set import PairSet
 from dpo3d.scoring.logprobs import LogprobOptions, pair_logps
 from dpo3d.scoring.pair_logps import pair_logps_with_extras
 
-from ..losses import LossSpec, PreferenceBatch, get_loss, gradient_diagnostics
+from ..losses import BoundLoss, PreferenceBatch, gradient_diagnostics
 from ..watch.detector import ThreeDDetector
 from ..watch.probes import ProbeScorer, probe_sets
 from ..watch.run import RunWatch
@@ -19,7 +19,6 @@ from .control import StepControl
 
 @dataclass
 class DPOSettings:
-    hyperparameters: dict
     probe_size: int = 16
     grad_split_every: int = 0
     eval_every: int = 0
@@ -30,7 +29,7 @@ class DPOSettings:
 
 @dataclass
 class DPOTask:
-    """Loss of a micro-batch of pairs under ``loss``; probes, eval and grad split at logged steps.
+    """The bound ``loss`` of a micro-batch of pairs; probes, eval and grad split at logged steps.
 
     ``reference`` holds summed reference log-probs: ``chosen``, ``rejected`` (train pairs),
     ``eval_chosen``, ``eval_rejected`` (if eval pairs) and ``unseen`` (the unseen subset).
@@ -38,7 +37,7 @@ class DPOTask:
     action changes the loss the following steps train (and evaluate) with.
     """
 
-    loss_spec: LossSpec
+    bound_loss: BoundLoss
     pairs: PairSet
     reference: dict[str, torch.Tensor]
     settings: DPOSettings
@@ -56,7 +55,7 @@ class DPOTask:
 
     def __post_init__(self, baseline: dict[str, float] | None) -> None:
         if self.watch is None:
-            self.watch = RunWatch(self.loss_spec.name, self.settings.hyperparameters)
+            self.watch = RunWatch(self.bound_loss)
         probes = probe_sets(self.pairs.chosen, self.pairs.rejected, self.probe_set, self.pairs.unseen, self.probe_responses)
         self.scorer = ProbeScorer(probes, self.pad_id, self.settings.score_batch_size, self.settings.padding_side,
                                   self.settings.logprobs, baseline)
@@ -70,18 +69,15 @@ class DPOTask:
     def detector(self) -> ThreeDDetector:
         return self.watch.detector
 
-    def current_loss(self) -> tuple[LossSpec, dict]:
+    def current_loss(self) -> BoundLoss:
         """The loss to train with now: the run's own, or the one the guard changed it to."""
-        if self.watch.guard is None:
-            return self.loss_spec, self.settings.hyperparameters
-        name, hyperparameters = self.watch.current_loss
-        return (self.loss_spec if name == self.loss_spec.name else get_loss(name)), hyperparameters
+        return self.watch.current_loss
 
     def lengths(self) -> list[int]:
         return self.pairs.lengths()
 
     def _batch(self, model, pairs: PairSet, indices: list[int], prefix: str = "") -> tuple[PreferenceBatch, object, object]:
-        wanted = self.loss_spec.inputs  # token-level extras the loss declares (ld-dpo, wpo), read generically
+        wanted = self.bound_loss.inputs  # token-level extras the loss declares (ld-dpo, wpo), read generically
         chosen_seqs, rejected_seqs = [pairs.chosen[i] for i in indices], [pairs.rejected[i] for i in indices]
         if wanted:
             chosen, rejected, extras = pair_logps_with_extras(
@@ -116,9 +112,9 @@ class DPOTask:
 
     def loss(self, model, indices: list[int]):
         batch, chosen, rejected = self._batch(model, self.pairs, indices)
-        spec, hyper = self.current_loss()
-        output = spec(batch, **hyper)
-        diagnostics = gradient_diagnostics(spec.name, batch, **hyper)
+        loss = self.current_loss()
+        output = loss(batch)
+        diagnostics = gradient_diagnostics(loss, batch)
         metrics = {
             "loss": output.losses,
             "chosen_logp": chosen.sum,
@@ -144,12 +140,12 @@ class DPOTask:
         pairs = self.eval_pairs
         totals = {"loss": 0.0, "accuracy": 0.0, "margin": 0.0}
         size = self.settings.score_batch_size
-        spec, hyper = self.current_loss()
+        loss = self.current_loss()
         with torch.no_grad():
             for start in range(0, len(pairs), size):
                 indices = list(range(start, min(start + size, len(pairs))))
                 batch, _, _ = self._batch(model, pairs, indices, prefix="eval_")
-                output = spec(batch, **hyper)
+                output = loss(batch)
                 totals["loss"] += float(output.losses.sum())
                 totals["accuracy"] += float((output.margins > 0).float().sum())
                 totals["margin"] += float(output.margins.sum())
@@ -160,8 +156,7 @@ class DPOTask:
         params = [p for p in model.parameters() if p.requires_grad]
         with torch.enable_grad():
             batch, _, _ = self._batch(model, self.pairs, indices)
-            spec, hyper = self.current_loss()
-            diagnostics = gradient_diagnostics(spec.name, batch, **hyper)
+            diagnostics = gradient_diagnostics(self.current_loss(), batch)
             n = len(indices)
             norms = {}
             for side, logps, grad in (
