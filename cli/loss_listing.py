@@ -10,7 +10,7 @@ from dpo3d.losses import LOSSES, UNAVAILABLE, format_defaults
 
 def loss_lines() -> list[str]:
     """Plain lines (rich markup): name, log-probs, options with defaults, then the formula, the source and any note."""
-    lines = [f"[bold]{len(LOSSES)} losses[/] (dpo3d/losses); set options with --beta and --loss-arg name=value", ""]
+    lines = [f"[bold]{len(LOSSES)} losses[/] (dpo3d/losses); set their options with --loss-arg KEY=VALUE (repeatable)", ""]
     for name in sorted(LOSSES):
         spec = LOSSES[name]
         reference = "" if spec.needs_reference else ", no reference"

@@ -12,6 +12,7 @@ from dpo3d.study.config import SCENARIO_TEXT
 from dpo3d.training.config import LoopConfig
 from dpo3d.training.run_folder import NonFiniteLoss
 
+from . import loss_options as lo
 from . import options
 from . import training_options as t
 from .common import UsageError, console, fail, user_errors
@@ -82,6 +83,8 @@ def command(
     lr: float = typer.Option(_D.lr, "--lr", help="Learning rate of every cell (and of the reward model unless --rm-lr)."),
     rm_lr: float = typer.Option(None, "--rm-lr", help="The reward model's learning rate."),
     beta: float = typer.Option(_D.beta, "--beta", help="β of every loss (IPO: τ; flex: β_w = β, β_l = β/2)."),
+    loss_args: list[str] = lo.LOSS_ARG,
+    list_losses: bool = lo.LIST_LOSSES,
     schedule: str = typer.Option(_D.schedule, "--schedule", help="cosine, linear or constant."),
     warmup_ratio: float = typer.Option(_D.warmup_ratio, "--warmup-ratio", help="Share of the steps spent warming up."),
     max_length: int = typer.Option(_D.max_length, "--max-length", min=8, help="Cut prompt+response to this many tokens."),
@@ -145,7 +148,7 @@ def command(
         losses=tuple(loss or (("dpo",) if task == "poem" else DEFAULT_LOSSES)), n=n, temperature=temperature,
         max_new_tokens=max_new_tokens, sample_batch_size=sample_batch_size, weak_model=weak_model,
         weak_temperature=weak_temperature, same_prompts=not all_prompts, heldout_share=heldout_share, steps=steps,
-        batch_size=batch_size, grad_accum=grad_accum, lr=lr, rm_lr=rm_lr, beta=beta, schedule=schedule,
+        batch_size=batch_size, grad_accum=grad_accum, lr=lr, rm_lr=rm_lr, beta=beta, loss_args=tuple(loss_args or ()), schedule=schedule,
         warmup_ratio=warmup_ratio, max_length=max_length, probe_size=probe_size, unseen_limit=unseen,
         log_every=log_every, eval_every=eval_every, save_every=save_every, reward_model=not no_rm, seed=seed,
         eval_max_new_tokens=eval_max_new_tokens, eval_batch_size=eval_batch_size, llm_judge=llm,

@@ -10,7 +10,7 @@ import typer
 from rich import box
 from rich.table import Table
 
-from dpo3d.losses import LOSSES, get_loss, parse_loss_args
+from dpo3d.losses import LOSSES, bind_loss
 from dpo3d.toy.ablation import DEFAULT_SGD_LR, DEFAULT_TABULAR_LR
 from dpo3d.toy.indicators import TABLE_COLUMNS, indicators
 from dpo3d.toy.outputs import write_outputs
@@ -29,6 +29,7 @@ from dpo3d.toy.seeds import DEFAULT_SWEEP_SEEDS, seed_list
 from dpo3d.toy.train import DEFAULT_LR, DEFAULT_STEPS, ToyConfig, run_toy
 from dpo3d.watch.guard import KEEP_BEST, POLICIES, GuardSettings
 
+from . import loss_options as lo
 from .common import UsageError, console, progress, user_errors
 
 DEFAULT_SWEEP_LOSSES = "dpo,flex,dpo-sft,ipo"
@@ -78,33 +79,16 @@ HELP = (
     "- `dpo3d toy --sweep --out runs/toy` (5 seeds)\n"
     "- `dpo3d toy --sweep --seeds 1 --seed 3 --out runs/toy-seed3`\n"
     "- `dpo3d toy --ablation --out runs/toy-ablation`\n"
-    "- `dpo3d toy --scenario 1 --loss flex --beta-chosen 0.1 --beta-rejected 0.02`\n"
-    "- `dpo3d toy --init-dist my_init.json --loss dpo-sft --sft-weight 0.5`\n"
-    "- `dpo3d toy --guard sft --out runs/toy-guard`"
+    "- `dpo3d toy --scenario 1 --loss flex --loss-arg beta_chosen=0.1 --loss-arg beta_rejected=0.02`\n"
+    "- `dpo3d toy --init-dist my_init.json --loss dpo-sft --loss-arg sft_weight=0.5`\n"
+    "- `dpo3d toy --list-losses` (every loss with its options and their defaults)\n"
+    "- `dpo3d toy --guard sft --out runs/toy-guard`\n\n"
+    f"{lo.ALIASES_NOTE}"
 )
 
 
 def _split(value: str) -> list[str]:
     return [part.strip() for part in value.split(",") if part.strip()]
-
-
-def _warn_unused(hyperparameters: dict[str, float | None], losses: list[str]) -> None:
-    for key, value in hyperparameters.items():
-        if value is not None and not any(key in get_loss(name).defaults for name in losses):
-            flag = "--" + key.replace("_", "-")
-            console.print(f"[yellow]warning:[/] {flag} is used by none of: {', '.join(losses)}", highlight=False)
-
-
-def _loss_args(items: list[str], losses: list[str]) -> dict:
-    """--loss-arg name=value, typed by the first of ``losses`` that takes ``name``; none taking it is an error."""
-    values = {}
-    for item in items:
-        key = item.partition("=")[0].strip().replace("-", "_")
-        takers = [get_loss(name) for name in losses if key in get_loss(name).defaults]
-        if not takers:
-            raise UsageError(f"--loss-arg {item}: none of {', '.join(losses)} takes '{key}'")
-        values.update(parse_loss_args(takers[0], [item]))
-    return values
 
 
 def _guard_cell(row: dict) -> str:
@@ -134,6 +118,7 @@ def _table(rows: list[dict], guarded: bool = False) -> Table:
 
 @user_errors
 def command(
+    ctx: typer.Context,
     out: Path = typer.Option(Path("runs/toy"), "--out", "-o", help="Folder for metrics.jsonl, summary.json and the figures."),
     scenario: str = typer.Option(
         "all", "--scenario", "-s", help="Which step-1 distributions: 1, 2, 3, 4, a comma list (1,3) or all."
@@ -154,19 +139,16 @@ def command(
     compare: str | None = typer.Option(
         None, "--compare", help="The loss drawn beside DPO in landscape.png (default: the other losses run, else flex)."
     ),
-    beta: float | None = typer.Option(None, "--beta", help="β of dpo and its kin (paper: 0.1); IPO's τ (target margin 1/(2τ))."),
-    beta_chosen: float | None = typer.Option(None, "--beta-chosen", help="flex: β_w on the chosen log-ratio (default 0.1)."),
-    beta_rejected: float | None = typer.Option(
-        None, "--beta-rejected", help="flex: β_l on the rejected log-ratio; β_l < β_w slows the rejected drop (default 0.05)."
-    ),
-    sft_weight: float | None = typer.Option(None, "--sft-weight", help="dpo-sft: α of the NLL term on the chosen; slic: λ."),
-    label_smoothing: float | None = typer.Option(None, "--label-smoothing", help="cdpo, robust, exo: ε."),
-    gamma: float | None = typer.Option(None, "--gamma", help="simpo: target margin γ."),
-    delta: float | None = typer.Option(None, "--delta", help="slic: rank margin δ."),
-    dpop_lambda: float | None = typer.Option(None, "--dpop-lambda", help="dpop: λ of the DPO-Positive penalty."),
-    loss_args: list[str] = typer.Option(
-        None, "--loss-arg", help="Any loss option as name=value (repeatable); `dpo3d train-dpo --list-losses` lists them."
-    ),
+    loss_args: list[str] = lo.LOSS_ARG,
+    beta: float | None = lo.BETA,  # the deprecated per-loss flags (hidden): --loss-arg KEY=VALUE
+    beta_chosen: float | None = lo.BETA_CHOSEN,
+    beta_rejected: float | None = lo.BETA_REJECTED,
+    sft_weight: float | None = lo.SFT_WEIGHT,
+    label_smoothing: float | None = lo.LABEL_SMOOTHING,
+    gamma: float | None = lo.GAMMA,
+    delta: float | None = lo.DELTA,
+    dpop_lambda: float | None = lo.DPOP_LAMBDA,
+    list_losses: bool = lo.LIST_LOSSES,
     steps: int = typer.Option(DEFAULT_STEPS, "--steps", help="Step-2 updates (full batch)."),
     lr: float = typer.Option(DEFAULT_LR, "--lr", help="Step-2 Adam learning rate."),
     hidden: int = typer.Option(64, "--hidden", help="Width of the MLP's two hidden layers."),
@@ -216,26 +198,18 @@ def command(
         raise UsageError("--losses lists no loss")
     scenarios = (load_distribution(init_dist),) if init_dist is not None else select_scenarios(_split(scenario) or ["all"])
     seed_count = seeds if seeds is not None else DEFAULT_SWEEP_SEEDS if sweep or ablation else 1
+    # the losses bound once: an option none of them takes (or an unknown loss) is one line
+    bound = lo.bind_cli_losses(ctx.params, loss_names)
     if ablation:
         if sweep or guard is not None or loss != "dpo":
             raise UsageError("--ablation trains DPO only; leave out --sweep, --guard and --loss")
+        beta = float(bound[0].values["beta"])
         _ablation(out, scenarios, seed_list(seed, seed_count), steps, lr, sgd_lr, tabular_lr, beta, hidden, sft_steps, sft_lr, figures)
         return
-    hyperparameters = {
-        "beta": beta,
-        "beta_chosen": beta_chosen,
-        "beta_rejected": beta_rejected,
-        "sft_weight": sft_weight,
-        "label_smoothing": label_smoothing,
-        "gamma": gamma,
-        "delta": delta,
-        "dpop_lambda": dpop_lambda,
-        **_loss_args(loss_args or [], loss_names),
-    }
     config = ToyConfig(
         scenarios=tuple(scenarios),
         losses=tuple(loss_names),
-        hyperparameters=hyperparameters,
+        hyperparameters={key: value for each in bound for key, value in each.options.items()},
         steps=steps,
         lr=lr,
         hidden=hidden,
@@ -248,10 +222,9 @@ def command(
         keep_best=keep_best,
     )
     config.validate()
-    _warn_unused(hyperparameters, loss_names)
     landscape = []
     if compare is not None:
-        get_loss(compare)
+        bind_loss(compare)  # an unknown name is one line, before any work
         landscape = ["dpo", compare] if compare != "dpo" else ["dpo"]
 
     if workers is None:  # a big sweep uses two cores (its runs are independent); a small one is not worth a fork
@@ -301,7 +274,7 @@ def _ablation(out, scenarios, seeds, steps, lr, sgd_lr, tabular_lr, beta, hidden
     started = time.perf_counter()
     config = AblationConfig(
         scenarios=tuple(scenarios), seeds=seeds, steps=steps, lr=lr, sgd_lr=sgd_lr, tabular_lr=tabular_lr,
-        beta=0.1 if beta is None else beta, hidden=hidden, sft_steps=sft_steps, sft_lr=sft_lr,
+        beta=beta, hidden=hidden, sft_steps=sft_steps, sft_lr=sft_lr,
     )  # fmt: skip
     config.validate()
     console.print(f"toy ablation: {len(config.variants)} variants × {len(scenarios)} scenario(s) × {len(seeds)} seeds", highlight=False)

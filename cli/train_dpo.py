@@ -6,13 +6,14 @@ from pathlib import Path
 
 import typer
 
-from dpo3d.losses import LOSSES, get_loss, parse_loss_args
+from dpo3d.losses import LOSSES
 from dpo3d.scoring.forward import LogprobOptions
 from dpo3d.training.dpo import DPORunConfig, train_dpo
 from dpo3d.training.run_folder import NonFiniteLoss
 from dpo3d.watch.guard import KEEP_BEST, POLICIES, GuardSettings
 from dpo3d.watch.probe_responses import ProbeResponseConfig
 
+from . import loss_options as lo
 from . import options
 from . import training_options as t
 from .common import console, fail, user_errors
@@ -21,7 +22,7 @@ from .config_options import with_options
 
 LOSS_HELP = (
     "Loss from the registry: " + ", ".join(sorted(LOSSES)) + "; or a weighted mixture such as dpo:0.8,bco:0.2,sft:1.0. "
-    "`dpo3d train-dpo --list-losses` shows their formulas and options."
+    "Options: --loss-arg KEY=VALUE; `dpo3d train-dpo --list-losses` shows each loss's formula, options and defaults."
 )
 _GUARD = GuardSettings()  # the guard's defaults, for the help text
 GUARD_HELP = (
@@ -40,19 +41,6 @@ KEEP_BEST_HELP = (
 SHOWN = ("loss", "accuracy", "margin", "probe_chosen_logp_delta", "probe_rejected_logp_delta", "probe_unseen_logp_delta")
 
 
-def _list_losses() -> None:
-    from .loss_listing import print_losses
-
-    print_losses(console)
-
-
-def _list_losses_now(value: bool) -> None:
-    """--list-losses is eager: it prints and exits before any other option is checked (no --out needed)."""
-    if value:
-        _list_losses()
-        raise typer.Exit()
-
-
 @user_errors
 @with_options(t.LOOP, t.LORA)
 def command(
@@ -65,14 +53,16 @@ def command(
     model: str = options.MODEL,
     ref: str = typer.Option(None, "--ref", help="Reference model (default: the same start as --model)."),
     loss: str = typer.Option("dpo", "--loss", "-l", help=LOSS_HELP),
-    beta: float = typer.Option(None, "--beta", help="β (IPO: τ). Default: the loss's own (0.1 for dpo)."),
-    beta_chosen: float = typer.Option(None, "--beta-chosen", help="flex: β_w on the chosen log-ratio."),
-    beta_rejected: float = typer.Option(None, "--beta-rejected", help="flex: β_l on the rejected log-ratio (β_l < β_w weighs the rejected side less; see docs/toy.md for what it does)."),
-    sft_weight: float = typer.Option(None, "--sft-weight", help="dpo-sft: α on the chosen NLL; slic: λ."),
-    label_smoothing: float = typer.Option(None, "--label-smoothing", help="cdpo/robust/exo: ε."),
-    gamma: float = typer.Option(None, "--gamma", help="simpo: target margin γ."),
-    dpop_lambda: float = typer.Option(None, "--dpop-lambda", help="dpop: λ."),
-    delta: float = typer.Option(None, "--delta", help="slic: calibration margin δ."),
+    loss_args: list[str] = lo.LOSS_ARG,
+    beta: float = lo.BETA,  # the deprecated per-loss flags (hidden): --loss-arg KEY=VALUE
+    beta_chosen: float = lo.BETA_CHOSEN,
+    beta_rejected: float = lo.BETA_REJECTED,
+    sft_weight: float = lo.SFT_WEIGHT,
+    label_smoothing: float = lo.LABEL_SMOOTHING,
+    gamma: float = lo.GAMMA,
+    dpop_lambda: float = lo.DPOP_LAMBDA,
+    delta: float = lo.DELTA,
+    list_losses: bool = lo.LIST_LOSSES,
     eval_pairs: str = typer.Option(None, "--eval-pairs", help="Held-out pairs (any source, same --columns/--subset): loss, implicit-reward accuracy and margin logged."),
     eval_every: int = typer.Option(DPORunConfig.eval_every, "--eval-every", min=0, help="Evaluate the held-out pairs every N steps."),
     probe_size: int = typer.Option(DPORunConfig.probe_size, "--probe-size", min=1, help="Fixed training pairs whose log-probs are tracked each logged step."),
@@ -91,8 +81,6 @@ def command(
     dtype: str = t.DTYPE,
     device: str = t.DEVICE,
     trust_remote_code: bool = options.TRUST_REMOTE_CODE,
-    loss_args: list[str] = typer.Option(None, "--loss-arg", help="A loss option as name=value (repeatable), e.g. --loss-arg beta_rejected=0.02; in a mixture, part.name=value sets one part. `--list-losses` shows every loss's options and defaults."),
-    list_losses: bool = typer.Option(False, "--list-losses", is_eager=True, callback=_list_losses_now, help="Print the loss registry (formulas, options, defaults, sources) and exit."),
 ) -> None:
     """Train a policy on preference pairs with DPO or a variant, watching for the 3D-properties.
 
@@ -109,26 +97,17 @@ def command(
     Defaults follow the paper (App. D.1) where they fit a small model: AdamW, β = 0.1, one
     epoch, 2 accumulation steps; the learning rate is 1e-6 (the paper's 5e-7 was for 13-33B models).
 
-    Example: `dpo3d train-dpo --pairs pairs.jsonl --loss ipo --beta 0.1 --out runs/ipo --plot`
+    Example: `dpo3d train-dpo --pairs pairs.jsonl --loss ipo --loss-arg beta=0.1 --out runs/ipo --plot`
 
     Many GPUs: accelerate launch --num_processes 8 -m dpo3d train-dpo ...
     """
-    if list_losses:
-        _list_losses()
-        return
     if pairs is None:
         raise typer.BadParameter("--pairs is required", param_hint="--pairs")
+    # the loss, bound once (an unknown loss, a bad mixture or option is one line); the run records --loss-arg
+    (bound,) = lo.bind_cli_losses(ctx.params, [loss])
     loop = t.loop_config(ctx.params, invocation(ctx))
-    hyper = {"beta": beta, "beta_chosen": beta_chosen, "beta_rejected": beta_rejected, "sft_weight": sft_weight,
-             "label_smoothing": label_smoothing, "gamma": gamma, "dpop_lambda": dpop_lambda, "delta": delta}
-    spec = get_loss(loss)  # an unknown loss or a bad mixture is one line
-    hyper.update(parse_loss_args(spec, loss_args or []))
-    if loss in LOSSES:
-        ignored = [k for k, v in hyper.items() if v is not None and k not in LOSSES[loss].defaults]
-        if ignored:
-            console.print(f"[yellow]note:[/] --loss {loss} does not use {', '.join('--' + k.replace('_', '-') for k in ignored)}")
     config = DPORunConfig(
-        model=model, pairs=options.data_spec(pairs, subset, columns), loop=loop, loss=loss, hyperparameters=hyper, ref=ref,
+        model=model, pairs=options.data_spec(pairs, subset, columns), loop=loop, loss=bound, ref=ref,
         eval_pairs=options.data_spec(eval_pairs, subset, columns) if eval_pairs else None,
         max_length=max_length, probe_size=probe_size, unseen_limit=unseen_limit, grad_split_every=grad_split_every,
         eval_every=eval_every, load=options.load_options(dtype, trust_remote_code),

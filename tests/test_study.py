@@ -371,3 +371,16 @@ def test_the_llm_judge_fills_table2s_two_columns(tmp_path, tiny_model_dir):
     # three of the four answers got a score: one 5, one 4
     assert rows[0]["share_5"] == pytest.approx(1 / 3) and rows[0]["share_4_or_5"] == pytest.approx(2 / 3)
     assert rows[1]["llm_judged"] == 3 and rows[1]["accuracy"] == 0.25
+
+
+def test_each_cell_binds_its_loss_with_beta_and_the_loss_args_it_takes():
+    config = StudyConfig(out=Path("s"), model="m", losses=("dpo", "flex", "sft"), beta=0.2, loss_args=("beta_rejected=0.01",))
+    config.validate()
+    assert [(c.name, c.options) for c in map(config.bound_loss, config.losses)] == [
+        ("dpo", {"beta": 0.2}), ("flex", {"beta_chosen": 0.2, "beta_rejected": 0.01}), ("sft", {}),
+    ]  # fmt: skip
+    assert config.fingerprint_fields()["loss_args"] == ("beta_rejected=0.01",)  # another option: another study
+    # a study without --loss-arg keeps the fingerprint of a folder made before it existed
+    assert "loss_args" not in StudyConfig(out=Path("s"), model="m").fingerprint_fields()
+    with pytest.raises(ValueError, match="loss 'dpo' has no option 'alpha'; it takes: beta"):
+        StudyConfig(out=Path("s"), model="m", losses=("dpo",), loss_args=("alpha=1",)).validate()

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from dpo3d.data.records import RecordError
-from dpo3d.losses import LOSSES
+from dpo3d.losses import LOSSES, bind_loss
 from dpo3d.toy.model import Adam, ToyMLP
 from dpo3d.toy.outputs import metric_records, summary
 from dpo3d.toy.scenarios import (
@@ -117,7 +117,7 @@ def test_a_run_is_the_same_alone_or_stacked():
 
 def test_only_bco_and_the_sorted_losses_pool_over_their_batch():
     # bco shifts by the batch's mean reward; aot and aot-unpaired sort the batch's log-ratios
-    assert sorted(name for name in LOSSES if pools_over_batch(name, {})) == ["aot", "aot-unpaired", "bco"]
+    assert sorted(name for name in LOSSES if pools_over_batch(bind_loss(name))) == ["aot", "aot-unpaired", "bco"]
 
 
 def test_adam_is_torch_adam():
@@ -163,15 +163,16 @@ def test_an_underflowing_run_stops_with_a_clear_error():
 
 
 def test_the_command_reaches_every_registry_hyperparameter():
-    # the older losses' options have flags of their own; every option of every loss goes through --loss-arg
-    from dpo3d_cli import toy
+    # every option of every loss goes through --loss-arg (the parser train-dpo shares)
+    from dpo3d_cli import loss_options, toy
 
     parameters = inspect.signature(inspect.unwrap(toy.command)).parameters
     assert "loss_args" in parameters
     for name, spec in LOSSES.items():
         for key, default in spec.defaults.items():
             value = "true" if isinstance(default, bool) else "1" if isinstance(default, int) else "0.25"
-            assert toy._loss_args([f"{key}={value}"], [name]) == {key: type(default)(True if value == "true" else float(value))}
+            (bound,) = loss_options.bind_cli_losses({"loss_args": [f"{key}={value}"]}, [name])
+            assert bound.options == {key: type(default)(True if value == "true" else float(value))}
 
 
 def test_scenarios_on_two_processes_give_the_same_numbers():

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from dpo3d.data.run_log import read_log
-from dpo3d.losses import LOSSES, LossOutput, register
+from dpo3d.losses import LOSSES, LossOutput, bind_loss, register
 from dpo3d.losses.registry import LOSSES as REGISTRY
 from dpo3d.training.config import LoopConfig
 from dpo3d.training.dpo import DPORunConfig, train_dpo
@@ -39,7 +39,7 @@ def run(tmp_path, model_dir, loss="dpo", steps=4, out_name="run", callbacks=None
     settings = {"lr": 5e-3, "batch_size": 2, "grad_accum": 2, "max_steps": steps, "warmup_ratio": 0.0,
                 "schedule": "constant", "seed": 0, **loop}
     config = DPORunConfig(
-        model=str(model_dir), pairs=pairs, loop=LoopConfig(out=tmp_path / out_name, **settings), loss=loss,
+        model=str(model_dir), pairs=pairs, loop=LoopConfig(out=tmp_path / out_name, **settings), loss=bind_loss(loss),
         eval_pairs=pairs, eval_every=2, grad_split_every=2, probe_size=4,
         probe_responses=ProbeResponseConfig(max_new_tokens=12),
     )

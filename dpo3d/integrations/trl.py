@@ -60,6 +60,7 @@ from dpo3d.data.records import write_json
 from dpo3d.data.run_log import AppendLog, read_log
 from dpo3d.scoring.features import settle_support
 
+from ..losses.bound import bind_loss
 from ..losses.mixture import canonical_name
 from ..watch.detector import DetectorSettings
 from ..watch.guard import GuardSettings
@@ -195,7 +196,8 @@ class ThreeDCallback(TrainerCallback):
         self.scorer = ProbeScorer(probes, tokenizer.pad_token_id, self.options.batch_size,
                                   tokenizer.padding_side or "right")
         beta = self.beta if self.beta is not None else float(getattr(args, "beta", 0.1))
-        self.watch = RunWatch.start(self._loss_name(), {"beta": beta}, self.guard, None, self.guard_settings,
+        # the trainer's loss, bound once here: the guard's changes make new ones (and reach TRL through _act)
+        self.watch = RunWatch.start(bind_loss(self._loss_name(), {"beta": beta}), self.guard, None, self.guard_settings,
                                     self.detector_settings)
         if self.trainer is None:
             logger.warning("ThreeDCallback was given through callbacks=[...]: the trainer's trackers run before it and "

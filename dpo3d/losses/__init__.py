@@ -5,7 +5,8 @@ bradley_terry (DPO and its -log σ(margin) kin), pointwise (per-response rewards
 (squared / hinge margins), balanced (the balanced-gradient family: adadpo, bpo, bdpo),
 trl_variants (aot, discopop, sigmoid-norm, bco-pair), divergences (f-DPO), token_level
 (ld-dpo, wpo: token-level inputs), reference_free (orpo, cpo, sft). ``get_loss`` also builds
-weighted mixtures (mixture.py, lookup.py); options.py parses ``name=value`` loss options.
+weighted mixtures (mixture.py, lookup.py); options.py reads ``name=value`` loss options and
+``bind_loss`` (bound.py) checks them once, giving the ``BoundLoss`` a run trains with.
 """
 
 from . import (  # noqa: F401  (registration side effect)
@@ -18,9 +19,10 @@ from . import (  # noqa: F401  (registration side effect)
     token_level,
     trl_variants,
 )
+from .bound import BoundLoss, bind_loss, bind_losses
 from .diagnostics import GradientDiagnostics, gradient_diagnostics, gradient_diagnostics_many
 from .lookup import compute_loss, get_loss
-from .options import format_defaults, parse_loss_args
+from .options import format_defaults, split_loss_args
 from .registry import (
     LOSS_INPUTS,
     LOSSES,
@@ -35,15 +37,18 @@ __all__ = [
     "LOSSES",
     "LOSS_INPUTS",
     "UNAVAILABLE",
+    "BoundLoss",
     "GradientDiagnostics",
     "LossOutput",
     "LossSpec",
     "PreferenceBatch",
+    "bind_loss",
+    "bind_losses",
     "compute_loss",
     "format_defaults",
     "get_loss",
     "gradient_diagnostics",
     "gradient_diagnostics_many",
-    "parse_loss_args",
+    "split_loss_args",
     "register",
 ]

@@ -10,12 +10,12 @@ mixture's are the weighted sums of its parts', by linearity).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
 
 import torch
 
-from .lookup import get_loss
+from .bound import BoundLoss
 from .registry import PreferenceBatch
 
 
@@ -34,12 +34,12 @@ class GradientDiagnostics:
         return self.log_abs_grad_rejected - self.log_abs_grad_chosen
 
 
-def gradient_diagnostics(name: str, batch: PreferenceBatch, **hyperparameters: float | None) -> GradientDiagnostics:
-    """Gradients of the *per-pair* loss of ``name`` with respect to each pair's x1 and x2.
+def gradient_diagnostics(loss: BoundLoss, batch: PreferenceBatch) -> GradientDiagnostics:
+    """Gradients of the *per-pair* ``loss`` with respect to each pair's x1 and x2.
 
     Computed in float64 on detached copies: it never touches the model's graph.
     """
-    return gradient_diagnostics_many([(name, batch, hyperparameters)])[0]
+    return gradient_diagnostics_many([(loss, batch)])[0]
 
 
 def _probe(batch: PreferenceBatch) -> tuple[PreferenceBatch, torch.Tensor, torch.Tensor]:
@@ -61,9 +61,9 @@ def _probe(batch: PreferenceBatch) -> tuple[PreferenceBatch, torch.Tensor, torch
 
 
 def gradient_diagnostics_many(
-    items: Sequence[tuple[str, PreferenceBatch, Mapping[str, float | None]]],
+    items: Sequence[tuple[BoundLoss, PreferenceBatch]],
 ) -> list[GradientDiagnostics]:
-    """``gradient_diagnostics`` of several (loss, batch, hyper-parameters) at once, with one backward pass.
+    """``gradient_diagnostics`` of several (bound loss, batch) at once, with one backward pass.
 
     The batches are independent leaves, so the gradient of the summed losses splits back into
     each item's own per-pair gradients exactly; one autograd call instead of one per item is what
@@ -72,9 +72,9 @@ def gradient_diagnostics_many(
     leaves = []
     with torch.enable_grad():
         total = None
-        for name, batch, hyperparameters in items:
+        for loss, batch in items:
             probe, chosen, rejected = _probe(batch)
-            losses = get_loss(name)(probe, **hyperparameters).losses.sum()
+            losses = loss(probe).losses.sum()
             total = losses if total is None else total + losses
             leaves += [chosen, rejected]
         grads = torch.autograd.grad(total, leaves, allow_unused=True) if total is not None else []

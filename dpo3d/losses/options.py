@@ -1,22 +1,37 @@
-"""Loss options as users write them: ``name=value`` strings checked against a loss's signature.
+"""Loss options as users write them: ``name=value`` strings, and values checked against a loss's defaults.
 
 The hyper-parameters of a loss are declared once, as the keyword-only parameters
-of its function; this module turns ``--loss-arg``-style strings into values of
-the declared type, so a new loss needs no edit in any command.
+of its function (their defaults give each option's type); this module splits
+``--loss-arg``-style strings and gives a value the declared type, so a new loss
+needs no edit in any command. ``bound.bind_loss`` is where they are checked.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from .registry import LossSpec
-
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
 
-def _coerce(key: str, text: str, default: object) -> float | int | bool:
-    text = text.strip()
+def split_loss_args(items: Iterable[str]) -> dict[str, str]:
+    """``["beta_rejected=0.02", "clip=3"]`` -> ``{"beta_rejected": "0.02", "clip": "3"}``, untyped.
+
+    Dashes in names are read as underscores; a name given twice is an error.
+    """
+    values: dict[str, str] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key or not text.strip():
+            raise ValueError(f"loss option {item!r}: write name=value")
+        if key in values:
+            raise ValueError(f"loss option '{key}' given twice")
+        values[key] = text.strip()
+    return values
+
+
+def _coerce_text(key: str, text: str, default: object) -> float | int | bool:
     if isinstance(default, bool):
         if text.lower() in _TRUE:
             return True
@@ -30,25 +45,21 @@ def _coerce(key: str, text: str, default: object) -> float | int | bool:
         raise ValueError(f"loss option {key}={text!r}: expected {kind}") from None
 
 
-def parse_loss_args(spec: LossSpec, items: Iterable[str]) -> dict[str, float | int | bool]:
-    """``["beta_rejected=0.02", "clip=3"]`` -> ``{"beta_rejected": 0.02, "clip": 3.0}`` for ``spec``.
-
-    Dashes in names are read as underscores. A name the loss does not take is an
-    error naming the ones it does; a name given twice is an error.
-    """
-    values: dict[str, float | int | bool] = {}
-    for item in items:
-        key, sep, text = item.partition("=")
-        key = key.strip().replace("-", "_")
-        if not sep or not key or not text.strip():
-            raise ValueError(f"loss option {item!r}: write name=value")
-        if key not in spec.defaults:
-            takes = ", ".join(spec.defaults) or "no options"
-            raise ValueError(f"loss '{spec.name}' has no option '{key}'; it takes: {takes}")
-        if key in values:
-            raise ValueError(f"loss option '{key}' given twice")
-        values[key] = _coerce(key, text, spec.defaults[key])
-    return values
+def coerce_option(key: str, value: object, default: object) -> float | int | bool:
+    """``value`` (a string as typed, or a number/bool from a config) as the type of ``default``."""
+    if isinstance(value, str):
+        return _coerce_text(key, value.strip(), default)
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+        raise ValueError(f"loss option {key}={value!r}: expected true or false")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"loss option {key}={value!r}: expected {'an integer' if isinstance(default, int) else 'a number'}")
+    if isinstance(default, int):
+        if value != int(value):
+            raise ValueError(f"loss option {key}={value!r}: expected an integer")
+        return int(value)
+    return float(value)
 
 
 def format_defaults(defaults: Mapping[str, object]) -> str:

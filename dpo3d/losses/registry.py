@@ -1,8 +1,8 @@
 """The loss registry: every preference loss of the suite, by name.
 
 A loss is a pure function ``fn(batch: PreferenceBatch, **hyperparameters) -> LossOutput``
-of sequence log-prob tensors. Training loops and the toy model look losses up
-through ``lookup.get_loss`` and never branch on a loss's name; ``--loss`` choices come from ``LOSSES``.
+of sequence log-prob tensors. A run binds its loss once (``bound.bind_loss``: the spec and its
+checked options) and passes that down; no loop branches on a loss's name; ``--loss`` choices come from ``LOSSES``.
 A loss that needs more than the sequence sums declares it in ``inputs`` (``LOSS_INPUTS``)
 and the loop fills those fields of the batch; ``lookup.get_loss("dpo:0.8,sft:1")`` builds a
 weighted mixture; ``UNAVAILABLE`` names losses deliberately absent, with the reason.

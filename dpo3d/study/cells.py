@@ -95,7 +95,7 @@ def train_cell(config: StudyConfig, layout: Layout, scenario: int, loss: str, ev
     resume = decided == "resume"
     run = DPORunConfig(
         model=config.model, pairs=str(layout.pairs(scenario, "train")), loop=loop_config(config, folder, resume),
-        loss=loss, hyperparameters=config.hyperparameters(), eval_pairs=str(layout.pairs(scenario, "heldout")),
+        loss=config.bound_loss(loss), eval_pairs=str(layout.pairs(scenario, "heldout")),
         max_length=config.max_length, probe_size=config.probe_size, unseen_limit=config.unseen_limit,
         eval_every=config.eval_every, load=LoadOptions(dtype=config.load.dtype, trust_remote_code=config.load.trust_remote_code),
     )

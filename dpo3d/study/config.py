@@ -13,9 +13,13 @@ import json
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dpo3d.models.loading import LoadOptions
 from dpo3d.pairs.building import REFERENCE
+
+if TYPE_CHECKING:
+    from ..losses.bound import BoundLoss
 
 #: the labels the study gives its two samplers' candidates (their `source`)
 POLICY = "policy"
@@ -79,6 +83,7 @@ class StudyConfig:
     lr: float = 2e-5
     rm_lr: float | None = None  # the reward model's; default: lr
     beta: float = 0.1
+    loss_args: tuple[str, ...] = ()  # --loss-arg KEY=VALUE: an option of every loss that takes it (after --beta's)
     schedule: str = "constant"
     warmup_ratio: float = 0.0
     max_length: int = 512
@@ -116,10 +121,13 @@ class StudyConfig:
             raise ValueError("a scenario or a loss is given twice")
         if not self.losses:
             raise ValueError("give at least one --loss")
-        from ..losses import get_loss
+        from ..losses.bound import bind_losses
+        from ..losses.options import split_loss_args
 
+        # an unknown loss, or a --loss-arg none of the losses takes, is one line before any work
+        bind_losses(self.losses, split_loss_args(self.loss_args))
         for loss in self.losses:
-            get_loss(loss)  # an unknown loss is one line, before any work
+            self.bound_loss(loss)
         if self.n < 2:
             raise ValueError("-n must be at least 2: scenario 1 pairs the best and the worst of a prompt's samples")
         if not 0 < self.heldout_share < 1:
@@ -142,6 +150,8 @@ class StudyConfig:
         data = asdict(self)
         for key in ("out", "scenarios", "losses", "llm_judge", "math_workers", "cpu", "device", "load", "save_every"):
             data.pop(key)
+        if not self.loss_args:  # a study folder made before --loss-arg keeps its fingerprint
+            data.pop("loss_args")
         data["dtype"] = str(self.load.dtype)
         return data
 
@@ -154,8 +164,18 @@ class StudyConfig:
 
     def hyperparameters(self) -> dict:
         """Every cell's hyper-parameters from --beta (flex: β_w = β, β_l = β/2; the rest: the registry's
-        defaults); each loss takes the ones it has (``LossSpec.select``)."""
+        defaults); each loss takes the ones it has (``bound_loss``)."""
         return {"beta": self.beta, "beta_chosen": self.beta, "beta_rejected": self.beta / 2}
+
+    def bound_loss(self, name: str) -> BoundLoss:
+        """The loss of a cell, bound once where the cell's run starts, with the options of --beta and
+        --loss-arg it takes."""
+        from ..losses.bound import bind_losses
+        from ..losses.options import split_loss_args
+
+        options = {**self.hyperparameters(), **split_loss_args(self.loss_args)}
+        (loss,) = bind_losses([name], options, may_go_unused=set(options))
+        return loss
 
     @property
     def weak_label(self) -> str:

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..losses import PreferenceBatch, compute_loss
+from ..losses import PreferenceBatch, bind_loss
 from .model import DTYPE, Adam, ToyMLP, fit_distribution, one_thread
 from .scenarios import N_PROMPTS, SCENARIOS, Scenario, draw_pairs
 from .seeds import aggregate, cell
@@ -122,6 +122,7 @@ def train_dpo(model, reference: torch.Tensor, pair_mask: torch.Tensor, optimizer
     kept = mask.sum(-1)
     reference_chosen, reference_rejected = reference[:, prompt, chosen], reference[:, prompt, rejected]
     n_runs = reference.shape[0]
+    dpo = bind_loss("dpo", {"beta": beta})
     trace = Trace(*(torch.zeros(n_runs, steps + 1, dtype=DTYPE) for _ in range(3)))
     for step in range(steps + 1):
         log_probs = model.log_probs()
@@ -129,7 +130,7 @@ def train_dpo(model, reference: torch.Tensor, pair_mask: torch.Tensor, optimizer
         batch = PreferenceBatch(
             chosen_logps.reshape(-1), rejected_logps.reshape(-1), reference_chosen.reshape(-1), reference_rejected.reshape(-1)
         )
-        losses = compute_loss("dpo", batch, beta=beta).losses.reshape(n_runs, -1)
+        losses = dpo(batch).losses.reshape(n_runs, -1)
         with torch.no_grad():
             h = beta * (chosen_logps - reference_chosen - rejected_logps + reference_rejected)
             log_grad = torch.log(torch.tensor(beta, dtype=DTYPE)) + torch.nn.functional.logsigmoid(-h) - chosen_logps

@@ -4,7 +4,7 @@ x1 = π(y_w|x) and x2 = π(y_l|x) are two probabilities of one distribution, so
 only x1 + x2 < 1 is reachable; the rest of the square is greyed out. Both
 reference probabilities are set to the same value (0.1, uniform over the toy's
 10 responses), so for DPO only x1/x2 matters. Losses and gradients come from the
-registry (``compute_loss`` and ``gradient_diagnostics``) on a grid of pairs; a
+registry (a bound loss and ``gradient_diagnostics``) on a grid of pairs; a
 loss that pools over its batch (bco) sees the whole grid as one batch.
 
 Arrows show the direction gradient descent moves (x1, x2) in; their colour is
@@ -24,7 +24,7 @@ import torch
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
-from ..losses import PreferenceBatch, compute_loss, get_loss, gradient_diagnostics
+from ..losses import BoundLoss, PreferenceBatch, bind_losses, gradient_diagnostics
 
 REFERENCE_PROBABILITY = 0.1
 
@@ -39,22 +39,20 @@ class Landscape:
 
 
 def landscape(
-    name: str,
-    hyperparameters: Mapping[str, float | None] | None = None,
+    loss: BoundLoss,
     points: int = 60,
     reference: float = REFERENCE_PROBABILITY,
     low: float = 0.01,
 ) -> Landscape:
-    """Loss and gradient of ``name`` on a ``points`` × ``points`` grid over [low, 1 - low]²."""
+    """Loss and gradient of ``loss`` on a ``points`` × ``points`` grid over [low, 1 - low]²."""
     axis = torch.linspace(low, 1 - low, points, dtype=torch.float64)
     x2, x1 = torch.meshgrid(axis, axis, indexing="ij")  # rows follow x2, columns x1
     feasible = (x1 + x2) < 1
     chosen, rejected = x1[feasible], x2[feasible]
     ref = torch.full_like(chosen, math.log(reference))
     batch = PreferenceBatch(chosen.log(), rejected.log(), ref, ref)
-    params = dict(hyperparameters or {})
-    losses = compute_loss(name, batch, **params).losses
-    diagnostics = gradient_diagnostics(name, batch, **params)
+    losses = loss(batch).losses
+    diagnostics = gradient_diagnostics(loss, batch)
     grad_x1 = diagnostics.chosen_logp_grad.sign() * diagnostics.log_abs_grad_chosen.exp()
     grad_x2 = diagnostics.rejected_logp_grad.sign() * diagnostics.log_abs_grad_rejected.exp()
 
@@ -75,15 +73,18 @@ def plot_landscapes(
 
     A loss that reads more than the two probabilities (wpo's per-token weights, ld-dpo's shared length) has no
     single landscape over (x1, x2): it is left out, and the title says so."""
-    drawn = [name for name in names if not get_loss(name).inputs]
-    left_out = [name for name in names if name not in drawn]
+    options = dict(hyperparameters or {})
+    bound = bind_losses(names, options, may_go_unused=set(options))  # the run's options, where a loss takes them
+    drawn = [loss for loss in bound if not loss.inputs]
+    left_out = [loss.name for loss in bound if loss not in drawn]
     fig = Figure(figsize=(4.4 * max(len(drawn), 1), 5.2), layout="constrained")
     axes = fig.subplots(1, max(len(drawn), 1), squeeze=False)[0]
     if not drawn:
         axes[0].set_axis_off()
-    for ax, name in zip(axes, drawn, strict=False):
-        field = landscape(name, hyperparameters)
-        arrow = landscape(name, hyperparameters, points=15, low=0.04)  # arrows stay inside the axes
+    for ax, loss in zip(axes, drawn, strict=False):
+        name = loss.name
+        field = landscape(loss)
+        arrow = landscape(loss, points=15, low=0.04)  # arrows stay inside the axes
         loss = field.loss.numpy()
         finite_loss = loss[np.isfinite(loss)]
         # the loss runs to infinity at the edges: contour the bulk of it

@@ -22,7 +22,7 @@ from functools import lru_cache
 
 import torch
 
-from ..losses import PreferenceBatch, compute_loss, get_loss, gradient_diagnostics_many
+from ..losses import BoundLoss, PreferenceBatch, bind_losses, gradient_diagnostics_many
 from ..watch.guard import BestTracker, Guard, GuardSettings
 from .model import DTYPE, Adam, ToyMLP, fit_distribution, one_thread
 from .scenarios import SCENARIOS, UNSEEN, Pairs, Scenario, draw_pairs
@@ -62,8 +62,7 @@ class ToyConfig:
             raise ValueError("no scenario to run")
         if not self.losses:
             raise ValueError("no loss to run")
-        for name in self.losses:
-            get_loss(name)  # unknown names raise a ValueError listing the registry
+        bound = self.bound_losses()  # an unknown name or option raises a ValueError naming the valid ones
         if len(set(self.losses)) != len(self.losses):
             raise ValueError(f"a loss is listed twice: {', '.join(self.losses)}")
         if len({s.name for s in self.scenarios}) != len(self.scenarios):
@@ -74,10 +73,14 @@ class ToyConfig:
         if self.lr <= 0 or self.sft_lr <= 0:
             raise ValueError("learning rates must be > 0")
         if self.guard is not None:
-            for name in self.losses:  # a policy that cannot act on one of the losses is an error up front
-                Guard.for_loss(self.guard, name, settings=self.guard_settings)
+            for loss in bound:  # a policy that cannot act on one of the losses is an error up front
+                Guard.for_loss(self.guard, loss, self.guard_settings)
         if self.keep_best is not None:
             BestTracker.for_metric(self.keep_best)
+
+    def bound_losses(self) -> list[BoundLoss]:
+        """Each loss with the options it takes; an option none of them takes is an error."""
+        return bind_losses(self.losses, self.hyperparameters)
 
     def to_dict(self) -> dict:
         record = asdict(self)
@@ -91,13 +94,21 @@ class ToyConfig:
 
 @dataclass(frozen=True)
 class ToyRun:
-    """One (scenario, loss) run; ``hyperparameters`` are the ones this loss takes, defaults filled in."""
+    """One (scenario, loss) run, with its bound loss."""
 
     run_id: str
     scenario_index: int
     scenario: Scenario
-    loss: str
-    hyperparameters: Mapping[str, float]
+    bound: BoundLoss
+
+    @property
+    def loss(self) -> str:
+        return self.bound.name
+
+    @property
+    def hyperparameters(self) -> dict[str, float]:
+        """The options this loss takes, defaults filled in."""
+        return self.bound.values
 
 
 @dataclass
@@ -171,26 +182,20 @@ class ToyDiverged(ValueError):
 def plan_runs(config: ToyConfig) -> list[ToyRun]:
     """Scenario-major: every loss of scenario 1, then of scenario 2, ..."""
     runs = []
+    losses = config.bound_losses()  # bound once for the whole experiment
     for s, scenario in enumerate(config.scenarios):
-        for name in config.losses:
-            spec = get_loss(name)
-            chosen = {**{k: v for k, v in spec.defaults.items() if v is not None}, **spec.select(config.hyperparameters)}
+        for name, loss in zip(config.losses, losses, strict=True):
             run_id = f"s{scenario.name}-{name}" if scenario.name.isdigit() else f"{scenario.name}-{name}"
-            runs.append(ToyRun(run_id, s, scenario, name, chosen))
+            runs.append(ToyRun(run_id, s, scenario, loss))
     return runs
 
 
-def pools_over_batch(name: str, hyperparameters: Mapping[str, float]) -> bool:
-    """Whether a pair's loss under ``name`` depends on the other pairs of its batch (bco's batch-mean shift).
+@lru_cache(maxsize=256)
+def pools_over_batch(loss: BoundLoss) -> bool:
+    """Whether a pair's ``loss`` depends on the other pairs of its batch (bco's batch-mean shift).
 
     Probed numerically on a fixed random batch: the loss of the whole against the loss of its halves.
     """
-    return _pools_over_batch(name, tuple(sorted(hyperparameters.items())))
-
-
-@lru_cache(maxsize=256)
-def _pools_over_batch(name: str, items: tuple[tuple[str, float], ...]) -> bool:
-    hyperparameters = dict(items)
     generator = torch.Generator().manual_seed(0)
     logps = -5 * torch.rand(6, 8, generator=generator, dtype=DTYPE)
 
@@ -200,26 +205,24 @@ def _pools_over_batch(name: str, items: tuple[tuple[str, float], ...]) -> bool:
             chosen, rejected, reference_chosen, reference_rejected,
             chosen_wpo_logweights=chosen_wpo, rejected_wpo_logweights=rejected_wpo,
         )  # fmt: skip
-        return compute_loss(name, batch, **hyperparameters).losses
+        return loss(batch).losses
 
     return not torch.allclose(losses(slice(None)), torch.cat([losses(slice(0, 4)), losses(slice(4, 8))]), rtol=1e-12, atol=0)
 
 
-def batch_chunks(losses: list[tuple[str, Mapping[str, float]]]) -> list[tuple[str, Mapping[str, float], list[int]]]:
-    """Runs that may share one registry call: all runs of a (loss, hyper-parameters), unless it pools over
-    its batch (then one per run). ``losses`` holds each run's loss and hyper-parameters.
+def batch_chunks(losses: list[BoundLoss]) -> list[tuple[BoundLoss, list[int]]]:
+    """Runs that may share one registry call: all runs of one bound loss (name and options), unless it pools
+    over its batch (then one per run). ``losses`` holds each run's bound loss.
 
     Sharing a call only saves Python overhead; a separable loss gives every pair the same value either way.
     """
     chunks = []
-    keys = [(name, tuple(sorted(hyperparameters.items()))) for name, hyperparameters in losses]
-    for key in dict.fromkeys(keys):
-        members = [r for r, other in enumerate(keys) if other == key]
-        name, hyperparameters = key[0], dict(key[1])
-        if pools_over_batch(name, hyperparameters):
-            chunks += [(name, hyperparameters, [r]) for r in members]
+    for loss in dict.fromkeys(losses):
+        members = [r for r, other in enumerate(losses) if other == loss]
+        if pools_over_batch(loss):
+            chunks += [(loss, [r]) for r in members]
         else:
-            chunks.append((name, hyperparameters, members))
+            chunks.append((loss, members))
     return chunks
 
 
@@ -250,7 +253,7 @@ def _run(config: ToyConfig, on_step: Callable[[int, int], None] | None) -> ToyRe
     reference_rejected = run_reference[:, prompt, rejected]
 
     watches = [
-        RunWatch.start(run.loss, run.hyperparameters, config.guard, config.keep_best, config.guard_settings, TOY_DETECTOR)
+        RunWatch.start(run.bound, config.guard, config.keep_best, config.guard_settings, TOY_DETECTOR)
         for run in runs
     ]
     chunks = batch_chunks([watch.current_loss for watch in watches])
@@ -315,7 +318,7 @@ def _run(config: ToyConfig, on_step: Callable[[int, int], None] | None) -> ToyRe
             chunks = batch_chunks([watch.current_loss for watch in watches])
         run_losses: list[torch.Tensor] = [torch.zeros((), dtype=DTYPE)] * len(runs)
         probes = []
-        for name, hyperparameters, members in chunks:
+        for loss, members in chunks:
             index = torch.tensor(members)
             batch = PreferenceBatch(
                 chosen_logps[index].reshape(-1),
@@ -325,12 +328,12 @@ def _run(config: ToyConfig, on_step: Callable[[int, int], None] | None) -> ToyRe
                 chosen_wpo_logweights=chosen_wpo[index].reshape(-1),
                 rejected_wpo_logweights=rejected_wpo[index].reshape(-1),
             )
-            per_pair = compute_loss(name, batch, **hyperparameters).losses.reshape(len(members), len(pairs))
+            per_pair = loss(batch).losses.reshape(len(members), len(pairs))
             for r, mean in zip(members, per_pair.mean(-1).unbind(), strict=True):
                 run_losses[r] = mean
-            probes.append((name, batch, hyperparameters))
+            probes.append((loss, batch))
         # the registry's diagnostics of every chunk, in one backward pass
-        for (_, _, members), diagnostics in zip(chunks, gradient_diagnostics_many(probes), strict=True):
+        for (_, members), diagnostics in zip(chunks, gradient_diagnostics_many(probes), strict=True):
             index = torch.tensor(members)
             history.log_abs_grad_chosen[index, step] = diagnostics.log_abs_grad_chosen.reshape(len(members), -1)
             history.log_abs_grad_rejected[index, step] = diagnostics.log_abs_grad_rejected.reshape(len(members), -1)

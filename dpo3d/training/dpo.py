@@ -16,7 +16,7 @@ from dpo3d.pairs.pair_set import load_pairs
 from dpo3d.scoring.forward import LogprobOptions
 from dpo3d.scoring.pair_logps import truncate_to_shared
 
-from ..losses import get_loss
+from ..losses import BoundLoss, bind_loss
 from ..watch.guard import GuardSettings
 from ..watch.probe_responses import ProbeResponseConfig, probe_responses
 from ..watch.probes import baseline_of, probe_indices, probe_prompts
@@ -34,8 +34,7 @@ class DPORunConfig:
     model: str
     pairs: str | Path | inputs.DataSpec
     loop: LoopConfig
-    loss: str = "dpo"
-    hyperparameters: dict = field(default_factory=dict)
+    loss: BoundLoss = field(default_factory=lambda: bind_loss("dpo"))  # bound once, where the run starts
     ref: str | None = None  # None: the starting policy
     eval_pairs: str | Path | inputs.DataSpec | None = None
     max_length: int = 1024
@@ -84,9 +83,9 @@ def guard_summary(watch: RunWatch, result: RunResult) -> dict:
     """summary.json's account of the guard and the best state (empty without either)."""
     summary: dict = {}
     if watch.guard is not None:
-        loss, hyperparameters = watch.current_loss
+        loss = watch.current_loss
         summary["guard"] = {"policy": watch.guard.policy, "actions": watch.actions, "stopped_at": result.stopped_at,
-                            "final_loss": loss, "final_hyperparameters": hyperparameters}
+                            "final_loss": loss.name, "final_hyperparameters": dict(loss.options)}
     if watch.best is not None:
         kept = "OUT (the run stopped) and OUT/best" if result.stopped_at is not None else "OUT/best"
         summary["best"] = {"metric": watch.best.key, "step": watch.best.step, "value": watch.best.value, "saved_in": kept}
@@ -94,12 +93,11 @@ def guard_summary(watch: RunWatch, result: RunResult) -> dict:
 
 
 def train_dpo(config: DPORunConfig, callbacks: LoopCallbacks | None = None, on_status=lambda message: None) -> RunResult:
-    spec = get_loss(config.loss)
-    hyper = spec.select(config.hyperparameters)
+    loss = config.loss
     config.lora.validate()  # before the reference pass, not after it
     config.probe_responses.validate()
     # the detector, the guard and the best-step tracker; a guard that cannot act on this loss fails here
-    watch = RunWatch.start(spec.name, hyper, config.guard, config.keep_best, config.guard_settings)
+    watch = RunWatch.start(loss, config.guard, config.keep_best, config.guard_settings)
     callbacks = callbacks or LoopCallbacks()
     on_status(f"loading {config.model}")
     with stage(callbacks, "loading the model"):
@@ -112,7 +110,7 @@ def train_dpo(config: DPORunConfig, callbacks: LoopCallbacks | None = None, on_s
     groups = {"chosen": pairs.chosen, "rejected": pairs.rejected, "unseen": pairs.unseen}
     if eval_pairs is not None:
         groups.update({"eval_chosen": eval_pairs.chosen, "eval_rejected": eval_pairs.rejected})
-    if "shared" in spec.inputs:  # LD-DPO: the reference's log-probs over each pair's shared length too
+    if "shared" in loss.inputs:  # LD-DPO: the reference's log-probs over each pair's shared length too
         groups.update(zip(("chosen_shared", "rejected_shared"), truncate_to_shared(pairs.chosen, pairs.rejected), strict=True))
         if eval_pairs is not None:
             groups.update(zip(("eval_chosen_shared", "eval_rejected_shared"), truncate_to_shared(eval_pairs.chosen, eval_pairs.rejected), strict=True))
@@ -140,7 +138,6 @@ def train_dpo(config: DPORunConfig, callbacks: LoopCallbacks | None = None, on_s
         first = next((r for r in read_log(Path(config.loop.out) / "metrics.jsonl") if r.get("step") == 0), None)
         baseline = baseline_of(first or {}) or None
     settings = DPOSettings(
-        hyperparameters=hyper,
         probe_size=config.probe_size,
         grad_split_every=config.grad_split_every,
         eval_every=config.eval_every,
@@ -149,7 +146,7 @@ def train_dpo(config: DPORunConfig, callbacks: LoopCallbacks | None = None, on_s
         logprobs=config.logprobs,
     )
     task = DPOTask(
-        loss_spec=spec,
+        bound_loss=loss,
         pairs=pairs,
         reference=reference,
         settings=settings,
@@ -163,8 +160,8 @@ def train_dpo(config: DPORunConfig, callbacks: LoopCallbacks | None = None, on_s
     config.loop.extra = {
         "task": "dpo", "model": config.model, "ref": config.ref or config.model, "pairs": str(config.pairs),
         **inputs.DataSpec.of(config.pairs).options(),
-        "eval_pairs": str(config.eval_pairs) if config.eval_pairs else None, "loss": spec.name,
-        "loss_source": spec.source, "log_probs": spec.log_probs, "hyperparameters": hyper,
+        "eval_pairs": str(config.eval_pairs) if config.eval_pairs else None, "loss": loss.name,
+        "loss_source": loss.spec.source, "log_probs": loss.spec.log_probs, "hyperparameters": dict(loss.options),
         "max_length": config.max_length, "probe_size": config.probe_size, "unseen_candidates": len(pairs.unseen),
         "grad_split_every": config.grad_split_every, "eval_every": config.eval_every, "lora": config.lora.to_json(),
         "probe_responses": {**vars(config.probe_responses), **{name: len(v) for name, v in own.items()}},

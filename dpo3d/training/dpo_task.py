@@ -11,7 +11,7 @@ from dpo3d.scoring.forward import LogprobOptions
 from dpo3d.scoring.logprobs import pair_logps
 from dpo3d.scoring.pair_logps import pair_logps_with_extras
 
-from ..losses import LossSpec, PreferenceBatch, get_loss, gradient_diagnostics
+from ..losses import BoundLoss, PreferenceBatch, gradient_diagnostics
 from ..watch.detector import ThreeDDetector
 from ..watch.probes import ProbeScorer, probe_sets
 from ..watch.run import RunWatch
@@ -21,7 +21,6 @@ from .task import Task
 
 @dataclass
 class DPOSettings:
-    hyperparameters: dict
     probe_size: int = 16
     grad_split_every: int = 0
     eval_every: int = 0
@@ -32,7 +31,7 @@ class DPOSettings:
 
 @dataclass
 class DPOTask(Task):
-    """Loss of a micro-batch of pairs under ``loss``; probes, eval and grad split at logged steps.
+    """The bound ``loss`` of a micro-batch of pairs; probes, eval and grad split at logged steps.
 
     ``reference`` holds summed reference log-probs: ``chosen``, ``rejected`` (train pairs),
     ``eval_chosen``, ``eval_rejected`` (if eval pairs) and ``unseen`` (the unseen subset).
@@ -40,7 +39,7 @@ class DPOTask(Task):
     action changes the loss the following steps train (and evaluate) with.
     """
 
-    loss_spec: LossSpec
+    bound_loss: BoundLoss
     pairs: PairSet
     reference: dict[str, torch.Tensor]
     settings: DPOSettings
@@ -58,7 +57,7 @@ class DPOTask(Task):
 
     def __post_init__(self, baseline: dict[str, float] | None) -> None:
         if self.watch is None:
-            self.watch = RunWatch(self.loss_spec.name, self.settings.hyperparameters)
+            self.watch = RunWatch(self.bound_loss)
         probes = probe_sets(self.pairs.chosen, self.pairs.rejected, self.probe_set, self.pairs.unseen, self.probe_responses)
         self.scorer = ProbeScorer(probes, self.pad_id, self.settings.score_batch_size, self.settings.padding_side,
                                   self.settings.logprobs, baseline)
@@ -77,18 +76,15 @@ class DPOTask(Task):
     def detector(self) -> ThreeDDetector:
         return self.watch.detector
 
-    def current_loss(self) -> tuple[LossSpec, dict]:
+    def current_loss(self) -> BoundLoss:
         """The loss to train with now: the run's own, or the one the guard changed it to."""
-        if self.watch.guard is None:
-            return self.loss_spec, self.settings.hyperparameters
-        name, hyperparameters = self.watch.current_loss
-        return (self.loss_spec if name == self.loss_spec.name else get_loss(name)), hyperparameters
+        return self.watch.current_loss
 
     def lengths(self) -> list[int]:
         return self.pairs.lengths()
 
     def _batch(self, model, pairs: PairSet, indices: list[int], prefix: str = "") -> tuple[PreferenceBatch, object, object]:
-        wanted = self.loss_spec.inputs  # token-level extras the loss declares (ld-dpo, wpo), read generically
+        wanted = self.bound_loss.inputs  # token-level extras the loss declares (ld-dpo, wpo), read generically
         chosen_seqs, rejected_seqs = [pairs.chosen[i] for i in indices], [pairs.rejected[i] for i in indices]
         if wanted:
             chosen, rejected, extras = pair_logps_with_extras(
@@ -123,9 +119,9 @@ class DPOTask(Task):
 
     def loss(self, model, indices: list[int]):
         batch, chosen, rejected = self._batch(model, self.pairs, indices)
-        spec, hyper = self.current_loss()
-        output = spec(batch, **hyper)
-        diagnostics = gradient_diagnostics(spec.name, batch, **hyper)
+        loss = self.current_loss()
+        output = loss(batch)
+        diagnostics = gradient_diagnostics(loss, batch)
         metrics = {
             "loss": output.losses,
             "chosen_logp": chosen.sum,
@@ -151,12 +147,12 @@ class DPOTask(Task):
         pairs = self.eval_pairs
         totals = {"loss": 0.0, "accuracy": 0.0, "margin": 0.0}
         size = self.settings.score_batch_size
-        spec, hyper = self.current_loss()
+        loss = self.current_loss()
         with torch.no_grad():
             for start in range(0, len(pairs), size):
                 indices = list(range(start, min(start + size, len(pairs))))
                 batch, _, _ = self._batch(model, pairs, indices, prefix="eval_")
-                output = spec(batch, **hyper)
+                output = loss(batch)
                 totals["loss"] += float(output.losses.sum())
                 totals["accuracy"] += float((output.margins > 0).float().sum())
                 totals["margin"] += float(output.margins.sum())
@@ -167,8 +163,7 @@ class DPOTask(Task):
         params = [p for p in model.parameters() if p.requires_grad]
         with torch.enable_grad():
             batch, _, _ = self._batch(model, self.pairs, indices)
-            spec, hyper = self.current_loss()
-            diagnostics = gradient_diagnostics(spec.name, batch, **hyper)
+            diagnostics = gradient_diagnostics(self.current_loss(), batch)
             n = len(indices)
             norms = {}
             for side, logps, grad in (

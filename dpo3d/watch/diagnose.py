@@ -16,7 +16,7 @@ from pathlib import Path
 
 from dpo3d.data.run_log import read_log
 
-from ..losses import LOSSES, get_loss
+from ..losses import LOSSES
 from .detector import OTHER_P, DetectorSettings, ThreeDDetector, per_token_key, summed_key
 from .divergence import PREFIX
 
@@ -88,7 +88,7 @@ def diagnose(run: str | Path, settings: DetectorSettings | None = None) -> Diagn
         found.loss = str(extra.get("loss", "?"))
         found.hyperparameters = dict(extra.get("hyperparameters") or {})
         if found.loss in LOSSES:  # the values the run trained with: the loss's defaults where none was given
-            found.hyperparameters = {**get_loss(found.loss).defaults, **found.hyperparameters}
+            found.hyperparameters = {**LOSSES[found.loss].defaults, **found.hyperparameters}
         found.lr, found.seed = config.get("lr"), config.get("seed")
     found.events = ThreeDDetector(settings or DetectorSettings()).read_all(records)
     found.row = summarise(records)

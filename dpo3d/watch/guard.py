@@ -21,16 +21,16 @@ stated once, in ``GuardSettings``.
 In a step-wise training loop, after each logged probe record::
 
     detector = ThreeDDetector()
-    guard = Guard.for_loss("sft", "dpo", {"beta": 0.1})
+    guard = Guard.for_loss("sft", bind_loss("dpo", {"beta": 0.1}))
     ...
     warnings, actions = watch(detector, guard, record)
     for action in actions:
         log(action.record())
-    loss_spec, hyperparameters = get_loss(guard.loss_name), guard.hyperparameters
+    output = guard.loss(batch)  # the bound loss to train with now: a change makes a new one
     if guard.should_stop:
         ...  # end; keep (or restore) the state of step guard.best.step
 
-This module computes nothing on tensors: it reads probe records and loss names.
+This module computes nothing on tensors: it reads probe records and changes the bound loss.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ..losses.lookup import get_loss
+from ..losses.bound import BoundLoss
 from ..losses.mixture import canonical_name, parse_mixture
 from .detector import PROPERTIES
 
@@ -128,14 +128,13 @@ class GuardAction:
         }
 
 
-def _check_applies(policy: str, loss: str) -> None:
+def _check_applies(policy: str, loss: BoundLoss) -> None:
     if policy not in POLICIES:
         raise ValueError(f"unknown guard '{policy}'; choose from {', '.join(POLICIES)}")
-    spec = get_loss(loss)  # unknown names raise, listing the registry
-    if policy == "flex" and loss != "dpo" and "beta_rejected" not in spec.defaults:
+    if policy == "flex" and loss.name != "dpo" and "beta_rejected" not in loss.spec.defaults:
         raise ValueError(
             f"guard flex lowers β_l (beta_rejected): it applies to dpo (which becomes flex) and to losses "
-            f"that take beta_rejected (flex); {loss} does neither"
+            f"that take beta_rejected (flex); {loss.name} does neither"
         )
 
 
@@ -143,56 +142,51 @@ def _check_applies(policy: str, loss: str) -> None:
 class Guard:
     """Per run: reads each logged probe record and the detector events it raised; decides actions.
 
-    ``loss_name`` and ``hyperparameters`` are what the loop should train with now (the base
-    loss with the guard's ``overrides`` applied); ``should_stop`` says the run should end, and
-    ``best`` where the probe chosen log-prob peaked.
+    ``loss`` is the bound loss the loop should train with now: the run's ``base`` loss until an
+    action replaces it with a new one (another loss, or other options); ``should_stop`` says the
+    run should end, and ``best`` where the probe chosen log-prob peaked.
     """
 
     policy: str
-    loss: str
-    base_hyperparameters: Mapping[str, Any]
+    base: BoundLoss
     settings: GuardSettings = field(default_factory=GuardSettings)
-    loss_name: str = ""
-    overrides: dict[str, float] = field(default_factory=dict)
+    loss: BoundLoss | None = None  # None: the base loss
     should_stop: bool = False
     best: BestTracker = field(default_factory=BestTracker)
     actions: list[GuardAction] = field(default_factory=list)
 
     @classmethod
-    def for_loss(
-        cls, policy: str, loss: str, hyperparameters: Mapping[str, Any] | None = None, settings: GuardSettings | None = None
-    ) -> Guard:
+    def for_loss(cls, policy: str, loss: BoundLoss, settings: GuardSettings | None = None) -> Guard:
         """A guard for a run of ``loss``; a policy that cannot act on that loss is a ValueError."""
         _check_applies(policy, loss)
-        return cls(policy, loss, dict(hyperparameters or {}), settings or GuardSettings())
+        return cls(policy, loss, settings or GuardSettings())
 
     def __post_init__(self) -> None:
-        self.loss_name = self.loss_name or self.loss
+        self.loss = self.loss or self.base
+
+    @property
+    def loss_name(self) -> str:
+        return self.loss.name
 
     @property
     def hyperparameters(self) -> dict[str, Any]:
-        """The base hyper-parameters with the guard's overrides; losses ignore the ones they do not take."""
-        return {**self.base_hyperparameters, **self.overrides}
+        """The options the current loss was given (its defaults apart)."""
+        return dict(self.loss.options)
 
     def _current(self, key: str) -> float:
-        """The value ``key`` has now under the current loss: override, given, or the loss's default."""
-        if key in self.overrides:
-            return self.overrides[key]
-        spec = get_loss(self.loss_name)
-        given = self.base_hyperparameters.get(key)
-        return float(given if given is not None else spec.defaults[key])
+        """The value ``key`` has now under the current loss: given, or the loss's default."""
+        return float(self.loss.values[key])
 
     # ------------------------------------------------------------------ the three policies
 
     def _sft(self) -> dict[str, tuple[Any, Any]]:
         s = self.settings
-        spec = get_loss(self.loss_name)
-        if "sft_weight" in spec.defaults:  # dpo-sft, slic: the loss's own α
+        if "sft_weight" in self.loss.spec.defaults:  # dpo-sft, slic: the loss's own α
             old = self._current("sft_weight")
             new = min(s.sft_cap, old * s.sft_factor) if old > 0 else s.sft_weight
             if not new > old:
                 return {}
-            self.overrides["sft_weight"] = new
+            self.loss = self.loss.with_options(sft_weight=new)
             return {"sft_weight": (old, new)}
         weights = dict(parse_mixture(self.loss_name))
         old = weights.get("sft", 0.0)
@@ -202,7 +196,7 @@ class Guard:
         weights["sft"] = new
         name = canonical_name(list(weights.items()))
         changes = {"sft_weight": (old, new), "loss": (self.loss_name, name)}
-        self.loss_name = name
+        self.loss = self.loss.switch(name)
         return changes
 
     def _flex(self) -> dict[str, tuple[Any, Any]]:
@@ -210,14 +204,13 @@ class Guard:
         changes: dict[str, tuple[Any, Any]] = {}
         if self.loss_name == "dpo":  # dpo is flex with β_w = β_l = β
             beta = self._current("beta")
-            self.loss_name = "flex"
-            self.overrides.update(beta_chosen=beta, beta_rejected=beta)
+            self.loss = self.loss.switch("flex", beta_chosen=beta, beta_rejected=beta)
             changes["loss"] = ("dpo", "flex")
         old, chosen_beta = self._current("beta_rejected"), self._current("beta_chosen")
         new = max(old * s.beta_rejected_factor, s.beta_rejected_floor * chosen_beta)
         if not new < old:
             return changes
-        self.overrides["beta_rejected"] = new
+        self.loss = self.loss.with_options(beta_rejected=new)
         changes["beta_rejected"] = (old, new)
         return changes
 

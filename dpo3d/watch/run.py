@@ -5,8 +5,8 @@
 then the tracker. The toy (``dpo3d.toy.watch``) and train-dpo (``DPOTask``) share it.
 
 For loops with several processes, only the main one reads records; ``state()`` is
-what the others need to train with the same loss (the guard's loss name, its
-overrides, whether it stopped) and ``apply(state)`` sets it there.
+what the others need to train with the same loss (the guard's loss name and
+options, whether it stopped) and ``apply(state)`` binds it there.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from ..losses import get_loss
+from ..losses.bound import BoundLoss, bind_loss
 from .detector import DetectorSettings, ThreeDDetector
 from .guard import BestTracker, Guard, GuardAction, GuardSettings, watch
 
@@ -24,8 +24,7 @@ from .guard import BestTracker, Guard, GuardAction, GuardSettings, watch
 class RunWatch:
     """A run's detector, guard (None without one) and best-step tracker (None without keep-best)."""
 
-    loss: str
-    hyperparameters: Mapping[str, float]
+    loss: BoundLoss
     guard: Guard | None = None
     best: BestTracker | None = None
     detector: ThreeDDetector = field(default_factory=ThreeDDetector)
@@ -34,27 +33,23 @@ class RunWatch:
     @classmethod
     def start(
         cls,
-        loss: str,
-        hyperparameters: Mapping[str, float],
+        loss: BoundLoss,
         guard: str | None,
         keep_best: str | None,
         settings: GuardSettings | None = None,
         detector: DetectorSettings | None = None,
     ) -> RunWatch:
-        made = Guard.for_loss(guard, loss, hyperparameters, settings) if guard is not None else None
+        made = Guard.for_loss(guard, loss, settings) if guard is not None else None
         keep = keep_best or ("chosen" if guard == "stop" else None)  # a stop keeps the state where the chosen peaked
         best = None
         if keep is not None:  # the guard tracks the probe chosen log-prob already; without one, a tracker of its own
             best = made.best if made is not None else BestTracker.for_metric(keep)
-        return cls(loss, hyperparameters, made, best, ThreeDDetector(detector or DetectorSettings()))
+        return cls(loss, made, best, ThreeDDetector(detector or DetectorSettings()))
 
     @property
-    def current_loss(self) -> tuple[str, dict[str, float]]:
-        """The loss this run trains with now, and the hyper-parameters it takes."""
-        if self.guard is None:
-            return self.loss, dict(self.hyperparameters)
-        name = self.guard.loss_name
-        return name, get_loss(name).select(self.guard.hyperparameters)
+    def current_loss(self) -> BoundLoss:
+        """The bound loss this run trains with now: its own, or the one the guard changed it to."""
+        return self.loss if self.guard is None else self.guard.loss
 
     def read(self, record: Mapping) -> tuple[list[str], list[GuardAction], bool]:
         """One logged record: (the detector's warnings, the guard's actions, whether it is the new best)."""
@@ -85,14 +80,14 @@ class RunWatch:
         """What the other processes need to train as the main one does (JSON-able)."""
         if self.guard is None:
             return {}
-        return {"loss_name": self.guard.loss_name, "overrides": dict(self.guard.overrides), "stop": self.guard.should_stop}
+        return {"loss_name": self.guard.loss.name, "options": dict(self.guard.loss.options), "stop": self.guard.should_stop}
 
     def apply(self, state: Mapping) -> None:
         """Set the guard's loss and stop decision from the main process's ``state()``."""
         if self.guard is None or not state:
             return
-        self.guard.loss_name = state["loss_name"]
-        self.guard.overrides = dict(state["overrides"])
+        if (state["loss_name"], state["options"]) != (self.guard.loss.name, dict(self.guard.loss.options)):
+            self.guard.loss = bind_loss(state["loss_name"], state["options"])  # the main process's guard changed it
         self.guard.should_stop = bool(state["stop"])
 
     @property
