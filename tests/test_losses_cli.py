@@ -86,6 +86,9 @@ def test_an_old_per_loss_flag_is_the_loss_arg_of_its_name_with_a_warning(tmp_pat
     assert [c["invocation"]["options"]["loss_args"] for c in configs] == [["beta=0.2"], ["beta=0.2"]]
     assert configs[1]["invocation"]["options"]["beta"] is None
     assert _metrics(tmp_path / "old") == _metrics(tmp_path / "new")
+    again = runner.invoke(app, ["train-dpo", "--config", str(tmp_path / "old" / "run_config.json"), "--out", str(tmp_path / "again")])
+    assert again.exit_code == 0 and "deprecated" not in again.stderr, again.output
+    assert _metrics(tmp_path / "again") == _metrics(tmp_path / "old")
     # as before, an old flag the loss does not take is a warning, not an error; the same with --loss-arg is an error
     unused = runner.invoke(app, [*base, "--out", str(tmp_path / "unused"), "--loss", "ipo", "--beta-chosen", "0.3"])
     assert unused.exit_code == 0, unused.output
