@@ -38,8 +38,6 @@ WHERE = typer.Option(
     None, "--where",
     help="Keep prompts whose meta field matches, e.g. --where level=4,5 --where type=Algebra (repeatable).",
 )
-SHUFFLE = typer.Option(False, "--shuffle", help="Shuffle the prompts with --seed before --limit.")
-LIMIT = typer.Option(None, "--limit", min=0, help="Keep the first N prompts (after --where and --shuffle).")
 
 
 def load_prompts(
@@ -65,9 +63,9 @@ def command(
     out: Path = options.OUT,
     template: str = TEMPLATE,
     where: list[str] = WHERE,
-    shuffle: bool = SHUFFLE,
+    shuffle: bool = options.SHUFFLE,
     seed: int = typer.Option(0, "--seed", help="Seed of --shuffle."),
-    limit: int = LIMIT,
+    limit: int = options.LIMIT,
 ) -> None:
     """List the built-in math datasets, or write one as prompt records.
 

@@ -30,8 +30,8 @@ def command(
     ),
     template: str = prompt_options.TEMPLATE,
     where: list[str] = prompt_options.WHERE,
-    shuffle: bool = prompt_options.SHUFFLE,
-    limit: int = prompt_options.LIMIT,
+    shuffle: bool = options.SHUFFLE,
+    limit: int = options.LIMIT,
     columns: str = options.COLUMNS,
     subset: str = options.SUBSET,
 ) -> None:

@@ -39,7 +39,8 @@ TEMPERATURE = typer.Option(
 )
 SEED = typer.Option(0, "--seed", help="Seed of the sampling (with -n > 1 or --temperature > 0).")
 BATCH_SIZE = typer.Option(16, "--batch-size", "-b", min=1, help="Sequences generated together.")
-LIMIT = typer.Option(None, "--limit", min=0, help="Evaluate the first N problems (with --completions: every answer to them).")
+COLUMNS, SUBSET = options.COLUMNS, options.SUBSET  # of --data and --completions alike
+LIMIT = options.LIMIT
 OUT = typer.Option(None, "--out", "-o", help="Write every scored completion as JSONL here ('-' = stdout).")
 SUMMARY = typer.Option(None, "--summary", help="Write the summary (what the table shows, and more) as JSON here.")
 
@@ -94,7 +95,7 @@ def generate_all(
     return completions, costs
 
 
-def read_completions(spec: str, check) -> tuple[list[dict], list[int], inputs.Source]:
+def read_completions(spec: str | inputs.DataSpec, check) -> tuple[list[dict], list[int], inputs.Source]:
     """The records of a ``--completions`` source (any the input layer reads), each given an id
     (``<stem>-<position>`` where it has none) and passed through ``check(record, name, position)``;
     their positions (for later errors); and the source, whose ``stem`` labels records that name no model."""
@@ -125,8 +126,10 @@ def command(
     ),
     data: str = typer.Option(
         "math500", "--data", "-d",
-        help=f"Problems: a built-in dataset ({', '.join(ds.BUILTINS)}) or a JSONL file of prompt records.",
+        help=f"Problems: a built-in dataset ({', '.join(ds.BUILTINS)}), or prompt records from {options.SOURCE_HELP}.",
     ),
+    columns: str = COLUMNS,
+    subset: str = SUBSET,
     limit: int = LIMIT,
     n: int = N,
     temperature: float = TEMPERATURE,
@@ -144,9 +147,7 @@ def command(
     judge_model: str = typer.Option(None, "--judge-model", help="The LLM judge's model name."),
     api_key_env: str = typer.Option("OPENAI_API_KEY", "--api-key-env", help="Environment variable holding the LLM judge's API key."),
     rubric: Path = typer.Option(None, "--rubric", help="The LLM judge's rubric template (default: the paper's 1-5 rubric); see `dpo3d judge llm --help`."),
-    workers: int = typer.Option(
-        None, "--workers", "-j", min=0, help="Math judge worker processes (default: one per CPU; 0: none)."
-    ),
+    workers: int = options.workers(MathJudgeConfig.workers, options.MATH_WORKERS_HELP),
     dtype: str = options.DTYPE,
     device: str = options.DEVICE,
     trust_remote_code: bool = options.TRUST_REMOTE_CODE,
@@ -173,12 +174,12 @@ def command(
     models = check_models(model, completions)
     costs: dict[str, dict] = {}
     if completions is not None:
-        records, _, source = read_completions(completions, check_candidate)
+        records, _, source = read_completions(options.data_spec(completions, subset, columns), check_candidate)
         records = [{**record, "source": ev.model_of(record, source.stem)} for record in records]
         records = [records[i] for i in ev.first_problems(records, limit)]
     else:
         config = ev.eval_config(n, temperature, max_new_tokens, batch_size, seed)
-        prompts = ds.load_prompts(data, limit=limit)
+        prompts = ds.load_prompts(data if data in ds.BUILTINS else options.data_spec(data, subset, columns), limit=limit)
         if not prompts:
             raise UsageError(f"{data}: no problems to evaluate (--limit 0?)")
         for number, prompt in enumerate(prompts, start=1):

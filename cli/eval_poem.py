@@ -19,10 +19,12 @@ from . import options
 from .common import UsageError, console, user_errors
 from .eval_math import (
     BATCH_SIZE,
+    COLUMNS,
     LIMIT,
     MODELS,
     OUT,
     SEED,
+    SUBSET,
     SUMMARY,
     TEMPERATURE,
     N,
@@ -57,6 +59,8 @@ def command(
         ev.DEFAULT_POEM_DATA, "--data", "-d",
         help=f"Prompts: {_NAMES} (the repository's data/ files), or a JSONL file of poem or slogan records.",
     ),
+    columns: str = COLUMNS,
+    subset: str = SUBSET,
     limit: int = LIMIT,
     n: int = N,
     temperature: float = TEMPERATURE,
@@ -84,7 +88,7 @@ def command(
     models = check_models(model, completions)
     costs: dict[str, dict] = {}
     if completions is not None:
-        records, positions, source = read_completions(completions, _check_completion)
+        records, positions, source = read_completions(options.data_spec(completions, subset, columns), _check_completion)
         keep = ev.first_problems(records, limit)
         records, positions = [records[i] for i in keep], [positions[i] for i in keep]
         scored = ev.score_poem_records(records, source.name, positions)
@@ -92,7 +96,7 @@ def command(
     else:
         config = ev.eval_config(n, temperature, max_new_tokens, batch_size, seed)
         path = ev.resolve_poem_data(data)
-        prompts = ds.load_prompts(path, limit=limit)
+        prompts = ds.load_prompts(options.data_spec(path, subset, columns), limit=limit)
         if not prompts:
             raise UsageError(f"{data}: no prompts to evaluate (--limit 0?)")
         for number, prompt in enumerate(prompts, start=1):

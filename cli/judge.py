@@ -55,10 +55,14 @@ def math_command(
     data: str = INPUT,
     out: Path = options.OUT,
     lenient: bool = typer.Option(
-        False, "--lenient", help="Without a \\boxed{} or 'the answer is', take the text's last expression."
+        MathJudgeConfig.lenient, "--lenient/--no-lenient",
+        help="Without a \\boxed{} or 'the answer is', take the text's last expression.",
     ),
-    workers: int = typer.Option(None, "--workers", "-j", min=0, help="Worker processes (default: one per CPU; 0: none)."),
-    timeout: int = typer.Option(5, "--timeout", min=1, help="Seconds allowed to parse or compare one answer."),
+    workers: int = options.workers(MathJudgeConfig.workers, options.MATH_WORKERS_HELP),
+    timeout: float = typer.Option(
+        MathJudgeConfig.timeout_s, "--timeout", min=1.0,
+        help="Seconds allowed to parse or compare one answer (math-verify's alarm counts whole seconds: a fraction rounds up).",
+    ),
     columns: str = options.COLUMNS,
     subset: str = options.SUBSET,
 ) -> None:

@@ -15,6 +15,7 @@ from dpo3d.judges.rubric import DEFAULT_RUBRIC, load_rubric
 
 from . import options
 from .common import UsageError, user_errors
+from .renamed import Renamed, renamed
 
 INPUT = typer.Argument("-", help=f"Candidates, e.g. the output of `dpo3d sample`: {options.SOURCE_HELP}.")
 
@@ -25,6 +26,7 @@ def default_cache() -> Path:
 
 
 @user_errors
+@renamed(Renamed("-j", "concurrency", "--concurrency", why="-j is --workers, worker processes, in every command"))
 def llm_command(
     data: str = INPUT,
     out: Path = options.OUT,
@@ -48,18 +50,18 @@ def llm_command(
         help="Rubric prompt template with {question} and {response} (and optionally {reference}); "
         "default: the paper's 1-5 rubric.",
     ),
-    concurrency: int = typer.Option(8, "--concurrency", "-j", min=1, help="Requests in flight at once."),
+    concurrency: int = typer.Option(LLMJudgeConfig.concurrency, "--concurrency", min=1, help="Requests in flight at once."),
     max_retries: int = typer.Option(
-        4, "--max-retries", min=0, help="Tries after the first on transient errors (connection, 429, 5xx)."
+        LLMJudgeConfig.max_retries, "--max-retries", min=0, help="Tries after the first on transient errors (connection, 429, 5xx)."
     ),
-    timeout: float = typer.Option(60.0, "--timeout", min=0.001, help="Seconds allowed for one request."),
-    max_tokens: int = typer.Option(256, "--max-tokens", min=1, help="Longest reply, in tokens."),
+    timeout: float = typer.Option(LLMJudgeConfig.timeout_s, "--timeout", min=0.001, help="Seconds allowed for one request."),
+    max_tokens: int = typer.Option(LLMJudgeConfig.max_tokens, "--max-tokens", min=1, help="Longest reply, in tokens."),
     cache: Path = typer.Option(
         None,
         "--cache",
         help="Reply cache (SQLite). Default: $DPO3D_CACHE/llm_judge.sqlite or ~/.cache/dpo3d/.",
     ),
-    no_cache: bool = typer.Option(False, "--no-cache", help="Neither read nor write the reply cache."),
+    use_cache: bool = typer.Option(True, "--use-cache/--no-cache", help="Read and write the reply cache (--no-cache: neither)."),
     columns: str = options.COLUMNS,
     subset: str = options.SUBSET,
 ) -> None:
@@ -80,7 +82,7 @@ def llm_command(
     Example: `dpo3d sample --prompts math500 -n 4 | dpo3d judge llm --base-url http://localhost:8000/v1
     --judge-model Qwen/Qwen2.5-7B-Instruct -o judged.jsonl`
     """
-    if cache is not None and no_cache:
+    if cache is not None and not use_cache:
         raise UsageError("--cache and --no-cache contradict each other: pick one")
     rubric_text = load_rubric(rubric) if rubric is not None else DEFAULT_RUBRIC
     config = LLMJudgeConfig(
@@ -92,7 +94,7 @@ def llm_command(
         concurrency=concurrency,
         max_retries=max_retries,
         timeout_s=timeout,
-        cache_path=None if no_cache else (cache if cache is not None else default_cache()),
+        cache_path=None if not use_cache else (cache if cache is not None else default_cache()),
     )
     # local import: run_judge lives in judge.py, which imports this module to register the command
     from .judge import run_judge

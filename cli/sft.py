@@ -26,7 +26,7 @@ def command(
     model: str = options.MODEL,
     eval_data: str = typer.Option(None, "--eval-data", help="Held-out data in the same forms; its loss is logged."),
     eval_every: int = typer.Option(SFTRunConfig.eval_every, "--eval-every", min=0, help="Evaluate every N steps."),
-    limit: int = typer.Option(None, "--limit", help="Use only the first N records."),
+    limit: int = options.LIMIT,
     max_length: int = options.MAX_LENGTH,
     lr: float = typer.Option(SFT_LR, "--lr", help="Peak learning rate (AdamW)."),
     batch_size: int = t.BATCH_SIZE,
@@ -45,12 +45,13 @@ def command(
     lora_dropout: float = t.LORA_DROPOUT,
     lora_targets: str = t.LORA_TARGETS,
     merge: bool = t.MERGE,
+    plot: bool = t.PLOT,
     mixed_precision: str = t.MIXED_PRECISION,
     gradient_checkpointing: bool = t.GRADIENT_CHECKPOINTING,
     keep_host_memory: bool = t.KEEP_HOST_MEMORY,
     report_to: str = t.REPORT_TO,
-    dtype: str = t.DTYPE,
-    device: str = t.DEVICE,
+    dtype: str = options.DTYPE,
+    device: str = options.DEVICE,
     trust_remote_code: bool = options.TRUST_REMOTE_CODE,
 ) -> None:
     """Fine-tune a model on (prompt, response) examples; the loss covers response tokens only.
@@ -72,3 +73,7 @@ def command(
     except NonFiniteLoss as err:
         fail(str(err), code=1)
     console.print(f"[green]done[/]: {result.steps} steps → {out}")
+    if plot:
+        from dpo3d.training.plots import plot_panels
+
+        console.print(f"curves → {plot_panels(out, 'sft')}")

@@ -17,6 +17,7 @@ from . import options
 from . import training_options as t
 from .common import console, fail, user_errors
 from .config_file import CONFIG, invocation
+from .renamed import renamed
 
 LOSS_HELP = (
     "Loss from the registry: " + ", ".join(sorted(LOSSES)) + "; or a weighted mixture such as dpo:0.8,bco:0.2,sft:1.0. "
@@ -53,12 +54,14 @@ def _list_losses_now(value: bool) -> None:
 
 
 @user_errors
+@renamed(options.PAIRS_P)
 def command(
     ctx: typer.Context,
     config: Path = CONFIG,
-    pairs: str = typer.Option(None, "--pairs", "-p", help=f"Training pairs in any TRL preference format (explicit or implicit prompt, strings or chat messages; optionally `unseen`): {options.SOURCE_HELP}."),
+    pairs: str = options.PAIRS,
     columns: str = options.COLUMNS,
     subset: str = options.SUBSET,
+    limit: int = options.LIMIT,
     out: Path = t.OUT,
     model: str = options.MODEL,
     ref: str = typer.Option(None, "--ref", help="Reference model (default: the same start as --model)."),
@@ -107,8 +110,8 @@ def command(
     gradient_checkpointing: bool = t.GRADIENT_CHECKPOINTING,
     keep_host_memory: bool = t.KEEP_HOST_MEMORY,
     report_to: str = t.REPORT_TO,
-    dtype: str = t.DTYPE,
-    device: str = t.DEVICE,
+    dtype: str = options.DTYPE,
+    device: str = options.DEVICE,
     trust_remote_code: bool = options.TRUST_REMOTE_CODE,
     loss_args: list[str] = typer.Option(None, "--loss-arg", help="A loss option as name=value (repeatable), e.g. --loss-arg beta_rejected=0.02; in a mixture, part.name=value sets one part. `--list-losses` shows every loss's options and defaults."),
     list_losses: bool = typer.Option(False, "--list-losses", is_eager=True, callback=_list_losses_now, help="Print the loss registry (formulas, options, defaults, sources) and exit."),
@@ -135,8 +138,7 @@ def command(
     if list_losses:
         _list_losses()
         return
-    if pairs is None:
-        raise typer.BadParameter("--pairs is required", param_hint="--pairs")
+    options.required(pairs, "--pairs")
     loop = t.loop_config(ctx.params, invocation(ctx))
     hyper = {"beta": beta, "beta_chosen": beta_chosen, "beta_rejected": beta_rejected, "sft_weight": sft_weight,
              "label_smoothing": label_smoothing, "gamma": gamma, "dpop_lambda": dpop_lambda, "delta": delta}
@@ -147,7 +149,7 @@ def command(
         if ignored:
             console.print(f"[yellow]note:[/] --loss {loss} does not use {', '.join('--' + k.replace('_', '-') for k in ignored)}")
     config = DPORunConfig(
-        model=model, pairs=options.data_spec(pairs, subset, columns), loop=loop, loss=loss, hyperparameters=hyper, ref=ref,
+        model=model, pairs=options.data_spec(pairs, subset, columns), limit=limit, loop=loop, loss=loss, hyperparameters=hyper, ref=ref,
         eval_pairs=options.data_spec(eval_pairs, subset, columns) if eval_pairs else None,
         max_length=max_length, probe_size=probe_size, unseen_limit=unseen_limit, grad_split_every=grad_split_every,
         eval_every=eval_every, load=options.load_options(dtype, trust_remote_code),

@@ -1,7 +1,11 @@
-"""Options of the training commands (sft, train-dpo, train-rm), declared once, and the live display."""
+"""Options of the training commands (sft, train-dpo, train-rm, ppo, study), declared once, and the live display.
+
+Their defaults are LoopConfig's and LoRAConfig's; the options every command shares (--model, --dtype,
+--device, --limit, --resume, ...) are cli/options.py's."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import warnings
 from collections.abc import Mapping
@@ -17,11 +21,12 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from dpo3d.models.loading import DTYPES
 from dpo3d.models.lora import LoRAConfig
+from dpo3d.training import precision
 from dpo3d.training.config import LoopConfig
 from dpo3d.training.loop import LoopCallbacks
 
+from . import options
 from .common import console
 
 OUT = typer.Option(..., "--out", "-o", help="Run folder: the final Hugging Face model, run_config.json, metrics.jsonl, checkpoint/.")
@@ -29,16 +34,15 @@ LR = typer.Option(LoopConfig.lr, "--lr", help="Peak learning rate (AdamW).")
 BATCH_SIZE = typer.Option(LoopConfig.batch_size, "--batch-size", "-b", min=1, help="Examples per device per micro-batch.")
 GRAD_ACCUM = typer.Option(LoopConfig.grad_accum, "--grad-accum", min=1, help="Micro-batches per optimizer step (global batch = batch × processes × this).")
 EPOCHS = typer.Option(LoopConfig.epochs, "--epochs", help="Passes over the data (fractions allowed).")
-MAX_STEPS = typer.Option(LoopConfig.max_steps, "--max-steps", help="Optimizer steps; overrides --epochs.")
+MAX_STEPS = options.max_steps(LoopConfig.max_steps)
 WARMUP = typer.Option(LoopConfig.warmup_ratio, "--warmup-ratio", help="Share of the steps spent warming the learning rate up.")
 SCHEDULE = typer.Option(LoopConfig.schedule, "--schedule", help="cosine, linear or constant (after warm-up).")
 SEED = typer.Option(LoopConfig.seed, "--seed", help="Seed for data order and initialisation.")
 LOG_EVERY = typer.Option(LoopConfig.log_every, "--log-every", min=1, help="Log metrics every N steps (train-dpo runs its 3D probes, and every trainer its held-out evaluation, only at logged steps).")
 SAVE_EVERY = typer.Option(LoopConfig.save_every, "--save-every", min=0, help="Write a resumable checkpoint every N steps (0: only the final model).")
-RESUME = typer.Option(LoopConfig.resume, "--resume", help="Continue the run in --out from its last checkpoint.")
+RESUME = options.RESUME  # LoopConfig.resume: False
 MAX_GRAD_NORM = typer.Option(LoopConfig.max_grad_norm, "--max-grad-norm", help="Clip the gradient norm (0: no clipping).")
-DEVICE = typer.Option("auto", "--device", help="auto (accelerate's choice: each process's GPU, else the CPU) or cpu.")
-PLOT = typer.Option(False, "--plot", help="Draw the run's curves to OUT/curves.png at the end.")
+PLOT = typer.Option(False, "--plot/--no-plot", help="Draw the run's curves to OUT/curves.png at the end.")
 
 # LoRA (dpo3d.models.lora): the defaults are LoRAConfig's
 _LORA = LoRAConfig()
@@ -46,7 +50,14 @@ LORA_R = typer.Option(_LORA.r, "--lora-r", min=0, help="LoRA rank: train low-ran
 LORA_ALPHA = typer.Option(_LORA.alpha, "--lora-alpha", help="LoRA α: the adapter's update is scaled by α / r.")
 LORA_DROPOUT = typer.Option(_LORA.dropout, "--lora-dropout", min=0.0, help="Dropout on the adapter's input (0 keeps runs exactly reproducible across processes and resumes).")
 LORA_TARGETS = typer.Option(_LORA.targets, "--lora-targets", help="Layers that get adapters: all-linear (every linear layer but the LM head) or module names, comma-separated (q_proj,v_proj).")
-MERGE = typer.Option(_LORA.merge, "--merge", help="With --lora-r: also write the adapter merged into its base as a full model, OUT/merged.")
+MERGE = typer.Option(_LORA.merge, "--merge/--no-merge", help="With --lora-r: also write the adapter merged into its base as a full model, OUT/merged.")
+
+
+def with_default(option: typer.models.OptionInfo, default: Any) -> typer.models.OptionInfo:
+    """The same option (names, bounds, help) with another default: the study's, from StudyConfig."""
+    changed = copy.copy(option)
+    changed.default = default
+    return changed
 
 
 def lora_config(r: int, alpha: float, dropout: float, targets: str, merge: bool) -> LoRAConfig:
@@ -61,7 +72,7 @@ MIXED_PRECISION = typer.Option(
          "(fp16 with loss scaling). Default: accelerate launch's setting, else no. Use bf16 on GPUs.",
 )
 GRADIENT_CHECKPOINTING = typer.Option(
-    LoopConfig.gradient_checkpointing, "--gradient-checkpointing",
+    LoopConfig.gradient_checkpointing, "--gradient-checkpointing/--no-gradient-checkpointing",
     help="Recompute activations in the backward pass instead of storing them: less memory, about a third more compute.",
 )
 KEEP_HOST_MEMORY = typer.Option(
@@ -77,11 +88,6 @@ REPORT_TO = typer.Option(
     help="Experiment trackers, comma-separated: tensorboard (OUT/logs), wandb, mlflow, trackio, comet_ml, aim, "
          "clearml, dvclive, swanlab; or none. OUT/metrics.jsonl is written either way.",
 )
-DTYPE = typer.Option(
-    "float32", "--dtype",
-    help=f"Weights dtype: {', '.join(DTYPES)}. Keep float32 for training and pass --mixed-precision bf16: pure "
-         "bfloat16/float16 weights make AdamW round small updates away (at lr 1e-6 most weights never change).",
-)
 
 
 def loop_config(params: Mapping[str, Any], invocation: dict | None = None, **overrides: Any) -> LoopConfig:
@@ -94,10 +100,8 @@ def loop_config(params: Mapping[str, Any], invocation: dict | None = None, **ove
 
 
 def on_cpu(device: str) -> bool:
-    """``--device`` of a trainer: ``auto`` lets accelerate place each process, ``cpu`` forces the CPU."""
-    if device not in ("auto", "cpu"):
-        raise ValueError(f"--device {device}: a trainer takes auto or cpu (pick GPUs with CUDA_VISIBLE_DEVICES or accelerate launch)")
-    return device == "cpu"
+    """``--device`` of a trainer (auto, cpu, cuda, cuda:N): whether it trains on the CPU."""
+    return precision.training_device(device)
 
 
 class LiveDisplay:

@@ -33,6 +33,7 @@ class DPORunConfig:
     model: str
     pairs: str | Path | inputs.DataSpec
     loop: LoopConfig
+    limit: int | None = None  # read only the first N pairs
     loss: str = "dpo"
     hyperparameters: dict = field(default_factory=dict)
     ref: str | None = None  # None: the starting policy
@@ -103,7 +104,7 @@ def train_dpo(config: DPORunConfig, callbacks: LoopCallbacks | None = None, on_s
     tokenizer = load_tokenizer(config.model, config.load)
     policy = load_causal_lm(config.model, config.load)
     on_status("encoding pairs")
-    pairs = load_pairs(config.pairs, tokenizer, config.max_length, config.unseen_limit, config.loop.seed)
+    pairs = load_pairs(config.pairs, tokenizer, config.max_length, config.unseen_limit, config.loop.seed, limit=config.limit)
     eval_pairs = load_pairs(config.eval_pairs, tokenizer, config.max_length, 0) if config.eval_pairs else None
     groups = {"chosen": pairs.chosen, "rejected": pairs.rejected, "unseen": pairs.unseen}
     if eval_pairs is not None:
@@ -156,7 +157,7 @@ def train_dpo(config: DPORunConfig, callbacks: LoopCallbacks | None = None, on_s
     )
     config.loop.extra = {
         "task": "dpo", "model": config.model, "ref": config.ref or config.model, "pairs": str(config.pairs),
-        **inputs.DataSpec.of(config.pairs).options(),
+        **inputs.DataSpec.of(config.pairs).options(), "limit": config.limit, "pairs_read": len(pairs),
         "eval_pairs": str(config.eval_pairs) if config.eval_pairs else None, "loss": spec.name,
         "loss_source": spec.source, "log_probs": spec.log_probs, "hyperparameters": hyper,
         "max_length": config.max_length, "probe_size": config.probe_size, "unseen_candidates": len(pairs.unseen),
