@@ -17,6 +17,7 @@ from dpo3d.data import records as rec
 
 from . import options
 from .common import console, user_errors
+from .config_file import CONFIG
 
 _NAMES = ", ".join(ds.BUILTINS)
 
@@ -59,6 +60,7 @@ def load_prompts(
 
 @user_errors
 def command(
+    config: Path = CONFIG,
     name: str = typer.Argument(None, help=f"A built-in dataset ({_NAMES}) to write as prompt records; omit to list them."),
     out: Path = options.OUT,
     template: str = TEMPLATE,

@@ -17,6 +17,7 @@ from dpo3d.watch.probes import ProbeOptions
 
 from . import options as shared
 from .common import console, user_errors
+from .config_file import CONFIG
 
 _D = DetectorSettings
 _P = ProbeOptions
@@ -25,6 +26,7 @@ SCORED = "3d-checkpoints"  # where a run's scored checkpoints go without --out
 
 @user_errors
 def command(
+    config: Path = CONFIG,
     runs: list[Path] = typer.Argument(..., help="Run folders: train-dpo's or the TRL callback's (each holds "
                                                 "metrics.jsonl; run_config.json names the model, loss, β and lr), "
                                                 "or with --pairs any trainer's output_dir of checkpoint-N folders."),

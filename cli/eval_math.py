@@ -24,6 +24,7 @@ from dpo3d.models.loading import BUNDLED, display_name
 
 from . import options
 from .common import UsageError, console, progress, user_errors
+from .config_file import CONFIG
 from .sample import _sampler
 
 # --------------------------------------------------------------------------- options eval-poem shares
@@ -118,6 +119,7 @@ def percent(value: float | None) -> str:
 
 @user_errors
 def command(
+    config: Path = CONFIG,
     model: list[str] = MODELS,
     completions: str = typer.Option(
         None, "--completions", "-c",
@@ -138,14 +140,10 @@ def command(
     batch_size: int = BATCH_SIZE,
     out: Path = OUT,
     summary: Path = SUMMARY,
-    judge: str = typer.Option(
-        None, "--judge", help="`llm`: also ask an LLM judge for a 1-5 score (share of 5s and of 4-5s)."
-    ),
-    base_url: str = typer.Option(
-        None, "--base-url", help="The LLM judge's OpenAI-compatible endpoint (replies cached as for `dpo3d judge llm`)."
-    ),
-    judge_model: str = typer.Option(None, "--judge-model", help="The LLM judge's model name."),
-    api_key_env: str = typer.Option("OPENAI_API_KEY", "--api-key-env", help="Environment variable holding the LLM judge's API key."),
+    judge: str = options.JUDGE,
+    base_url: str = options.BASE_URL,
+    judge_model: str = options.JUDGE_MODEL,
+    api_key_env: str = options.API_KEY_ENV,
     rubric: Path = typer.Option(None, "--rubric", help="The LLM judge's rubric template (default: the paper's 1-5 rubric); see `dpo3d judge llm --help`."),
     workers: int = options.workers(MathJudgeConfig.workers, options.MATH_WORKERS_HELP),
     dtype: str = options.DTYPE,

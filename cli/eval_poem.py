@@ -17,6 +17,7 @@ from dpo3d.poetry import POEM_METRICS, SLOGAN_METRICS
 
 from . import options
 from .common import UsageError, console, user_errors
+from .config_file import CONFIG
 from .eval_math import (
     BATCH_SIZE,
     COLUMNS,
@@ -49,6 +50,7 @@ def _check_completion(record: Mapping, source: str, line: int) -> None:
 
 @user_errors
 def command(
+    config: Path = CONFIG,
     model: list[str] = MODELS,
     completions: str = typer.Option(
         None, "--completions", "-c",

@@ -15,6 +15,7 @@ from dpo3d.judges.rubric import DEFAULT_RUBRIC, load_rubric
 
 from . import options
 from .common import UsageError, user_errors
+from .config_file import CONFIG
 from .renamed import Renamed, renamed
 
 INPUT = typer.Argument("-", help=f"Candidates, e.g. the output of `dpo3d sample`: {options.SOURCE_HELP}.")
@@ -28,6 +29,7 @@ def default_cache() -> Path:
 @user_errors
 @renamed(Renamed("-j", "concurrency", "--concurrency", why="-j is --workers, worker processes, in every command"))
 def llm_command(
+    config: Path = CONFIG,
     data: str = INPUT,
     out: Path = options.OUT,
     base_url: str = typer.Option(
@@ -39,11 +41,7 @@ def llm_command(
         envvar="DPO3D_JUDGE_MODEL",
         help="The judge's model name, as the endpoint knows it.",
     ),
-    api_key_env: str = typer.Option(
-        "OPENAI_API_KEY",
-        "--api-key-env",
-        help="Environment variable holding the API key (unset: a dummy key, fine for local servers).",
-    ),
+    api_key_env: str = options.API_KEY_ENV,
     rubric: Path = typer.Option(
         None,
         "--rubric",

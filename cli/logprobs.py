@@ -17,6 +17,7 @@ from dpo3d.scoring.logprobs import score_records
 
 from . import options
 from .common import console, progress, user_errors
+from .config_file import CONFIG
 
 #: records scored per model pass: the input streams through in chunks this size
 CHUNK = 1024
@@ -24,6 +25,7 @@ CHUNK = 1024
 
 @user_errors
 def command(
+    config: Path = CONFIG,
     data: str = typer.Argument(
         "-", help=f"Pairs (any TRL preference format) or completions (prompt, completion, or messages): {options.SOURCE_HELP}."
     ),

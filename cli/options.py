@@ -68,6 +68,16 @@ def load_options(dtype: str, trust_remote_code: bool, padding_side: str = "right
         raise ValueError(f"--dtype must be one of {', '.join(DTYPES)}, got '{dtype}'")
     return LoadOptions(dtype=DTYPES[dtype], trust_remote_code=trust_remote_code, padding_side=padding_side)
 
+# --------------------------------------------------------------------------- an LLM judge beside the math judge (eval-math, study)
+
+JUDGE = typer.Option(None, "--judge", help="llm: also grade the answers 1-5 with an LLM judge (the shares scored 5 and 4-or-5).")
+BASE_URL = typer.Option(None, "--base-url", help="The LLM judge's OpenAI-compatible endpoint (replies cached as for `dpo3d judge llm`).")
+JUDGE_MODEL = typer.Option(None, "--judge-model", help="The LLM judge's model name.")
+API_KEY_ENV = typer.Option(
+    "OPENAI_API_KEY", "--api-key-env",
+    help="Environment variable holding the LLM judge's API key (unset: a dummy key, fine for local servers).",
+)
+
 # --------------------------------------------------------------------------- data sources (dpo3d.data.inputs)
 
 SOURCE_HELP = (

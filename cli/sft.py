@@ -28,7 +28,7 @@ def command(
     eval_every: int = typer.Option(SFTRunConfig.eval_every, "--eval-every", min=0, help="Evaluate every N steps."),
     limit: int = options.LIMIT,
     max_length: int = options.MAX_LENGTH,
-    lr: float = typer.Option(SFT_LR, "--lr", help="Peak learning rate (AdamW)."),
+    lr: float = t.with_default(t.LR, SFT_LR),
     batch_size: int = t.BATCH_SIZE,
     grad_accum: int = t.GRAD_ACCUM,
     epochs: float = t.EPOCHS,

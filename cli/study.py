@@ -14,6 +14,7 @@ from dpo3d.training.loop import NonFiniteLoss
 from . import options
 from . import training_options as t
 from .common import UsageError, console, fail, user_errors
+from .config_file import CONFIG
 from .renamed import Renamed, renamed
 
 POEM_DEFAULTS = ("poems:english-train", "poems:english-test")
@@ -60,6 +61,7 @@ def _scenarios(values: list[int] | None) -> tuple[int, ...]:
 @renamed(Renamed("--steps", "max_steps", "--max-steps"),
          Renamed("--no-rm", "reward_model", "--no-reward-model", value=False))
 def command(
+    config: Path = CONFIG,
     out: Path = typer.Option(..., "--out", "-o", help="The study folder (rerun the same command to continue it)."),
     model: str = options.MODEL,
     train_prompts: str = typer.Option(None, "--train-prompts", help=f"Training prompts: a built-in (gsm8k:train, math:train, svamp, ...) or a prompt file. Default {MATH_DEFAULTS[0]} ({POEM_DEFAULTS[0]} with --task poem)."),
@@ -97,10 +99,10 @@ def command(
     seed: int = typer.Option(_D.seed, "--seed", help="Seed of the sampling, the split and every cell."),
     eval_max_new_tokens: int = typer.Option(_D.eval_max_new_tokens, "--eval-max-new-tokens", min=1, help="Length cap of a test answer."),
     eval_batch_size: int = typer.Option(_D.eval_batch_size, "--eval-batch-size", min=1, help="Test answers generated together."),
-    judge: str = typer.Option(None, "--judge", help="llm: also grade the test answers 1-5 with an LLM (the shares scored 5 and 4-or-5 in Table 2)."),
-    base_url: str = typer.Option(None, "--base-url", help="The LLM judge's OpenAI-compatible endpoint."),
-    judge_model: str = typer.Option(None, "--judge-model", help="The LLM judge's model name."),
-    api_key_env: str = typer.Option("OPENAI_API_KEY", "--api-key-env", help="Environment variable holding the LLM judge's key."),
+    judge: str = options.JUDGE,
+    base_url: str = options.BASE_URL,
+    judge_model: str = options.JUDGE_MODEL,
+    api_key_env: str = options.API_KEY_ENV,
     workers: int = options.workers(_D.math_workers, options.MATH_WORKERS_HELP),
     ppo_rollout_batch: int = typer.Option(_D.ppo_rollout_batch, "--ppo-rollout-batch", min=1, help="--task poem: PPO prompts per step."),
     ppo_epochs: int = typer.Option(_D.ppo_epochs, "--ppo-epochs", min=1, help="--task poem: PPO passes over each rollout batch."),

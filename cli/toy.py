@@ -31,6 +31,7 @@ from dpo3d.watch.guard import KEEP_BEST, POLICIES, GuardSettings
 
 from . import options
 from .common import UsageError, console, progress, user_errors
+from .config_file import CONFIG
 from .renamed import Renamed, renamed
 
 DEFAULT_SWEEP_LOSSES = "dpo,flex,dpo-sft,ipo"
@@ -137,6 +138,7 @@ def _table(rows: list[dict], guarded: bool = False) -> Table:
 @user_errors
 @renamed(Renamed("--steps", "max_steps", "--max-steps"))
 def command(
+    config: Path = CONFIG,
     out: Path = typer.Option(Path("runs/toy"), "--out", "-o", help="Folder for metrics.jsonl, summary.json and the figures."),
     scenario: str = typer.Option(
         "all", "--scenario", "-s", help="Which step-1 distributions: 1, 2, 3, 4, a comma list (1,3) or all."

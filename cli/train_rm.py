@@ -31,7 +31,7 @@ def command(
     eval_every: int = typer.Option(RMRunConfig.eval_every, "--eval-every", min=0, help="Evaluate the held-out pairs every N steps (and at step 0)."),
     margin: float = typer.Option(0.0, "--margin", min=0.0, help="Loss -log σ(r_w - r_l - margin): ask the chosen reward to lead by this much."),
     max_length: int = options.MAX_LENGTH,
-    lr: float = typer.Option(RM_LR, "--lr", help="Peak learning rate (AdamW)."),
+    lr: float = t.with_default(t.LR, RM_LR),
     batch_size: int = t.BATCH_SIZE,
     grad_accum: int = t.GRAD_ACCUM,
     epochs: float = t.EPOCHS,

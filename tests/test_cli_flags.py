@@ -83,3 +83,12 @@ def test_judge_math_timeout_takes_a_fraction(tmp_path):
     result = run("judge", "math", candidates, "--timeout", "1.5", "-j", "0", "-o", tmp_path / "judged.jsonl")
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "judged.jsonl").read_text())["correct"] is True
+
+
+def test_a_config_file_gives_any_command_its_options(tmp_path):
+    config = tmp_path / "prompts.toml"
+    config.write_text('limit = 2\nshuffle = true\nseed = 1\n')
+    out = tmp_path / "prompts.jsonl"
+    result = run("datasets", "math500", "--config", config, "-o", out)
+    assert result.exit_code == 0, result.output
+    assert len(out.read_text().splitlines()) == 2

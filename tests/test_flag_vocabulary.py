@@ -196,6 +196,12 @@ def test_booleans_are_written_x_slash_no_x():
     assert not bare, "\n".join(bare)
 
 
+def test_every_subcommand_takes_a_config_file():
+    """`--config FILE` (TOML/YAML/JSON, or a run's run_config.json) gives any command its options."""
+    commands = {row.command for row in flag_table()} - {"dpo3d"}
+    assert sorted(commands - {row.command for row in flag_table() if row.key == "--config"}) == []
+
+
 def test_an_allowed_difference_is_a_real_one():
     """An ALLOWED entry that no longer differs (or names no option) is stale: remove it."""
     names = {row.key for row in _vocabulary()}
