@@ -55,7 +55,7 @@ def max_steps(default: int | None, help: str = "Optimizer steps; overrides --epo
     return typer.Option(default, "--max-steps", min=1, help=help)
 
 
-MATH_WORKERS_HELP = "Math judge worker processes (default: one per CPU; 0: judge in this process)."
+MATH_WORKERS_HELP = "Math judge worker processes; 0: judge in this process (judge math and eval-math default to one per CPU)."
 
 
 def workers(default: int | None, help: str, minimum: int = 0) -> typer.models.OptionInfo:

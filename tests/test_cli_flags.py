@@ -92,3 +92,11 @@ def test_a_config_file_gives_any_command_its_options(tmp_path):
     result = run("datasets", "math500", "--config", config, "-o", out)
     assert result.exit_code == 0, result.output
     assert len(out.read_text().splitlines()) == 2
+
+
+def test_sft_limit_reads_only_the_first_n(tmp_path, tiny_model_dir):
+    pairs = write_pairs(tmp_path / "pairs.jsonl", n=6)
+    with pairs.open("a") as handle:
+        handle.write("{not json\n")
+    result = run("sft", "--data", pairs, "--limit", "4", "--model", tiny_model_dir, "--out", tmp_path / "run", *QUICK)
+    assert result.exit_code == 0, result.output
