@@ -12,10 +12,12 @@ from dpo3d.pairs.building import REFERENCE, PairConfig, PairStats, build_pairs, 
 
 from . import options
 from .common import console, fail, user_errors
+from .config_file import CONFIG
 
 
 @user_errors
 def command(
+    config: Path = CONFIG,
     inputs: list[str] = typer.Argument(
         None, help=f"Judged candidates ('-' or none = stdin); several are grouped together by id. Each: {options.SOURCE_HELP}."
     ),

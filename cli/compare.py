@@ -10,10 +10,12 @@ from rich.table import Table
 from dpo3d.training.compare import load_curve, plot_curves, steadiness
 
 from .common import console, user_errors
+from .config_file import CONFIG
 
 
 @user_errors
 def command(
+    config: Path = CONFIG,
     runs: list[Path] = typer.Argument(..., help="Run folders of train-dpo / train-rm / sft (each holds metrics.jsonl)."),
     metric: str = typer.Option("eval_accuracy", "--metric", help="The metrics.jsonl field to compare."),
     label: list[str] = typer.Option(None, "--label", help="A label per run, in order (default: the folder names)."),

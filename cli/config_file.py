@@ -69,7 +69,9 @@ def _defaults_for(ctx: typer.Context, given: dict[str, Any], source: Path) -> di
         if name in NOT_FROM_FILE:
             continue
         if name not in names.values():
-            known = ", ".join(sorted({flag.replace("_", "-") for flag, target in names.items() if target not in NOT_FROM_FILE}))
+            hidden = {param.name for param in ctx.command.params if getattr(param, "hidden", False)}  # old spellings
+            known = ", ".join(sorted({flag.replace("_", "-") for flag, target in names.items()
+                                      if target not in NOT_FROM_FILE | hidden}))
             raise typer.BadParameter(f"{source}: '{key}' is not an option of this command (options: {known})", param_hint="--config")
         defaults[name] = value
     return defaults

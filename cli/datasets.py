@@ -17,6 +17,7 @@ from dpo3d.data import records as rec
 
 from . import options
 from .common import console, user_errors
+from .config_file import CONFIG
 
 _NAMES = ", ".join(ds.BUILTINS)
 
@@ -38,8 +39,6 @@ WHERE = typer.Option(
     None, "--where",
     help="Keep prompts whose meta field matches, e.g. --where level=4,5 --where type=Algebra (repeatable).",
 )
-SHUFFLE = typer.Option(False, "--shuffle", help="Shuffle the prompts with --seed before --limit.")
-LIMIT = typer.Option(None, "--limit", min=0, help="Keep the first N prompts (after --where and --shuffle).")
 
 
 def load_prompts(
@@ -61,13 +60,14 @@ def load_prompts(
 
 @user_errors
 def command(
+    config: Path = CONFIG,
     name: str = typer.Argument(None, help=f"A built-in dataset ({_NAMES}) to write as prompt records; omit to list them."),
     out: Path = options.OUT,
     template: str = TEMPLATE,
     where: list[str] = WHERE,
-    shuffle: bool = SHUFFLE,
+    shuffle: bool = options.SHUFFLE,
     seed: int = typer.Option(0, "--seed", help="Seed of --shuffle."),
-    limit: int = LIMIT,
+    limit: int = options.LIMIT,
 ) -> None:
     """List the built-in math datasets, or write one as prompt records.
 

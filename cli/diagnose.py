@@ -15,7 +15,9 @@ from dpo3d.watch.diagnose import diagnose, table
 from dpo3d.watch.figures import plot_runs
 from dpo3d.watch.probes import ProbeOptions
 
+from . import options as shared
 from .common import console, user_errors
+from .config_file import CONFIG
 
 _D = DetectorSettings
 _P = ProbeOptions
@@ -24,20 +26,23 @@ SCORED = "3d-checkpoints"  # where a run's scored checkpoints go without --out
 
 @user_errors
 def command(
+    config: Path = CONFIG,
     runs: list[Path] = typer.Argument(..., help="Run folders: train-dpo's or the TRL callback's (each holds "
                                                 "metrics.jsonl; run_config.json names the model, loss, β and lr), "
                                                 "or with --pairs any trainer's output_dir of checkpoint-N folders."),
     pairs: str = typer.Option(None, "--pairs", help="Score each RUN's checkpoint-N folders (TRL, 🤗 Trainer; full "
                               "models or PEFT adapters) on these probe pairs first (any pair source dpo3d reads), "
                               "then read them: the same record train-dpo writes live."),
+    columns: str = shared.COLUMNS,
+    subset: str = shared.SUBSET,
     base: str = typer.Option(None, "--base", help="With --pairs: the model training started from (step 0, the "
                              "baseline). Default: the base model the adapter checkpoints name."),
-    probe_size: int = typer.Option(_P.probe_size, "--probe-size", help="With --pairs: pairs probed (seeded subset)."),
+    probe_size: int = typer.Option(_P.probe_size, "--probe-size", min=1, help="With --pairs: pairs probed (seeded subset)."),
     seed: int = typer.Option(_P.seed, "--seed", help="With --pairs: picks the probed pairs (as train-dpo's --seed)."),
-    max_length: int = typer.Option(_P.max_length, "--max-length", help="With --pairs: tokens per prompt+response."),
+    max_length: int = typer.Option(_P.max_length, "--max-length", min=8, help="With --pairs: tokens per prompt+response."),
     greedy_tokens: int = typer.Option(_P.greedy_tokens, "--greedy-tokens", help="With --pairs: length of the "
                                       "starting model's greedy response per probe prompt (a response in no pair); 0: none."),
-    out: Path = typer.Option(None, "--out", help=f"With --pairs and one RUN: where the scores go (default RUN/{SCORED})."),
+    out: Path = typer.Option(None, "--out", "-o", help=f"With --pairs and one RUN: where the scores go (default RUN/{SCORED})."),
     drop_ratio: float = typer.Option(_D.drop_ratio, "--drop-ratio", help="Drastic drop: the rejected falls at least this "
                                      "many times faster than the chosen rises (per token)."),
     min_rate: float = typer.Option(_D.min_rate, "--min-rate", help="Nats per token a side must move for its rate to count."),
@@ -82,7 +87,7 @@ def command(
             if not checkpoints:
                 raise typer.BadParameter(f"{run}: no checkpoint-N folders to score")
             target = out or run / SCORED
-            score_checkpoints(checkpoints, pairs, target, base, options, settings,
+            score_checkpoints(checkpoints, shared.data_spec(pairs, subset, columns), target, base, options, settings,
                               on_step=lambda step, run=run: console.print(f"{run}: scoring step {step}"))
             scored.append(target)
         runs = scored

@@ -12,10 +12,12 @@ from dpo3d.pairs.minimal_edit import MinimalEditConfig, build_edit_pairs
 from . import datasets as prompt_options
 from . import options
 from .common import UsageError, console, user_errors
+from .config_file import CONFIG
 
 
 @user_errors
 def command(
+    config: Path = CONFIG,
     prompts: str = typer.Argument(
         rec.STDIO,
         help=f"Prompt records with a `reference` (or `solution`) and an `answer`: a built-in dataset "
@@ -30,8 +32,8 @@ def command(
     ),
     template: str = prompt_options.TEMPLATE,
     where: list[str] = prompt_options.WHERE,
-    shuffle: bool = prompt_options.SHUFFLE,
-    limit: int = prompt_options.LIMIT,
+    shuffle: bool = options.SHUFFLE,
+    limit: int = options.LIMIT,
     columns: str = options.COLUMNS,
     subset: str = options.SUBSET,
 ) -> None:

@@ -20,12 +20,15 @@ from dpo3d.judges.math_judge import MathJudge, MathJudgeConfig, check_candidate
 
 from . import options
 from .common import UsageError, console, progress, user_errors
+from .config_file import CONFIG
 from .evaluating import (
     BATCH_SIZE,
+    COLUMNS,
     LIMIT,
     MODELS,
     OUT,
     SEED,
+    SUBSET,
     SUMMARY,
     TEMPERATURE,
     N,
@@ -45,6 +48,7 @@ def percent(value: float | None) -> str:
 
 @user_errors
 def command(
+    config: Path = CONFIG,
     model: list[str] = MODELS,
     completions: str = typer.Option(
         None, "--completions", "-c",
@@ -53,8 +57,10 @@ def command(
     ),
     data: str = typer.Option(
         "math500", "--data", "-d",
-        help=f"Problems: a built-in dataset ({', '.join(ds.BUILTINS)}) or a JSONL file of prompt records.",
+        help=f"Problems: a built-in dataset ({', '.join(ds.BUILTINS)}), or prompt records from {options.SOURCE_HELP}.",
     ),
+    columns: str = COLUMNS,
+    subset: str = SUBSET,
     limit: int = LIMIT,
     n: int = N,
     temperature: float = TEMPERATURE,
@@ -63,18 +69,12 @@ def command(
     batch_size: int = BATCH_SIZE,
     out: Path = OUT,
     summary: Path = SUMMARY,
-    judge: str = typer.Option(
-        None, "--judge", help="`llm`: also ask an LLM judge for a 1-5 score (share of 5s and of 4-5s)."
-    ),
-    base_url: str = typer.Option(
-        None, "--base-url", help="The LLM judge's OpenAI-compatible endpoint (replies cached as for `dpo3d judge llm`)."
-    ),
-    judge_model: str = typer.Option(None, "--judge-model", help="The LLM judge's model name."),
-    api_key_env: str = typer.Option("OPENAI_API_KEY", "--api-key-env", help="Environment variable holding the LLM judge's API key."),
+    judge: str = options.JUDGE,
+    base_url: str = options.BASE_URL,
+    judge_model: str = options.JUDGE_MODEL,
+    api_key_env: str = options.API_KEY_ENV,
     rubric: Path = typer.Option(None, "--rubric", help="The LLM judge's rubric template (default: the paper's 1-5 rubric); see `dpo3d judge llm --help`."),
-    workers: int = typer.Option(
-        None, "--workers", "-j", min=0, help="Math judge worker processes (default: one per CPU; 0: none)."
-    ),
+    workers: int = options.workers(MathJudgeConfig.workers, options.MATH_WORKERS_HELP),
     dtype: str = options.DTYPE,
     device: str = options.DEVICE,
     trust_remote_code: bool = options.TRUST_REMOTE_CODE,
@@ -101,12 +101,12 @@ def command(
     models = check_models(model, completions)
     costs: dict[str, dict] = {}
     if completions is not None:
-        records, _, source = ev.read_completions(completions, check_candidate)
+        records, _, source = ev.read_completions(options.data_spec(completions, subset, columns), check_candidate)
         records = [{**record, "source": ev.model_of(record, source.stem)} for record in records]
         records = [records[i] for i in ev.first_problems(records, limit)]
     else:
         config = ev.eval_config(n, temperature, max_new_tokens, batch_size, seed)
-        prompts = ds.load_prompts(data, limit=limit)
+        prompts = ds.load_prompts(data if data in ds.BUILTINS else options.data_spec(data, subset, columns), limit=limit)
         if not prompts:
             raise UsageError(f"{data}: no problems to evaluate (--limit 0?)")
         for number, prompt in enumerate(prompts, start=1):

@@ -17,12 +17,15 @@ from dpo3d.poetry import POEM_METRICS, SLOGAN_METRICS
 
 from . import options
 from .common import UsageError, console, user_errors
+from .config_file import CONFIG
 from .evaluating import (
     BATCH_SIZE,
+    COLUMNS,
     LIMIT,
     MODELS,
     OUT,
     SEED,
+    SUBSET,
     SUMMARY,
     TEMPERATURE,
     N,
@@ -48,6 +51,7 @@ def _check_completion(record: Mapping, source: str, line: int) -> None:
 
 @user_errors
 def command(
+    config: Path = CONFIG,
     model: list[str] = MODELS,
     completions: str = typer.Option(
         None, "--completions", "-c",
@@ -58,6 +62,8 @@ def command(
         ev.DEFAULT_POEM_DATA, "--data", "-d",
         help=f"Prompts: {_NAMES} (the repository's data/ files), or a JSONL file of poem or slogan records.",
     ),
+    columns: str = COLUMNS,
+    subset: str = SUBSET,
     limit: int = LIMIT,
     n: int = N,
     temperature: float = TEMPERATURE,
@@ -85,7 +91,7 @@ def command(
     models = check_models(model, completions)
     costs: dict[str, dict] = {}
     if completions is not None:
-        records, positions, source = ev.read_completions(completions, _check_completion)
+        records, positions, source = ev.read_completions(options.data_spec(completions, subset, columns), _check_completion)
         keep = ev.first_problems(records, limit)
         records, positions = [records[i] for i in keep], [positions[i] for i in keep]
         scored = ev.score_poem_records(records, source.name, positions)
@@ -93,7 +99,7 @@ def command(
     else:
         config = ev.eval_config(n, temperature, max_new_tokens, batch_size, seed)
         path = ev.resolve_poem_data(data)
-        prompts = ds.load_prompts(path, limit=limit)
+        prompts = ds.load_prompts(options.data_spec(path, subset, columns), limit=limit)
         if not prompts:
             raise UsageError(f"{data}: no prompts to evaluate (--limit 0?)")
         for number, prompt in enumerate(prompts, start=1):

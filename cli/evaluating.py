@@ -14,6 +14,7 @@ from dpo3d.data import records as rec
 from dpo3d.judges import evaluation as ev
 from dpo3d.models.loading import BUNDLED
 
+from . import options
 from .common import UsageError, console, progress
 from .sample import open_sampler
 
@@ -28,7 +29,8 @@ TEMPERATURE = typer.Option(
 )
 SEED = typer.Option(0, "--seed", help="Seed of the sampling (with -n > 1 or --temperature > 0).")
 BATCH_SIZE = typer.Option(16, "--batch-size", "-b", min=1, help="Sequences generated together.")
-LIMIT = typer.Option(None, "--limit", min=0, help="Evaluate the first N problems (with --completions: every answer to them).")
+COLUMNS, SUBSET = options.COLUMNS, options.SUBSET  # of --data and --completions alike
+LIMIT = options.LIMIT
 OUT = typer.Option(None, "--out", "-o", help="Write every scored completion as JSONL here ('-' = stdout).")
 SUMMARY = typer.Option(None, "--summary", help="Write the summary (what the table shows, and more) as JSON here.")
 

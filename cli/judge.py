@@ -19,6 +19,7 @@ from dpo3d.judges.math_judge import MathJudge, MathJudgeConfig
 
 from . import options
 from .common import console, progress, user_errors
+from .config_file import CONFIG
 
 app = typer.Typer(
     help="Score candidate completions (adds score, judge and the judge's details as verdict). `dpo3d judge JUDGE --help` for each.",
@@ -52,13 +53,18 @@ def run_judge(judge: Judge, data: str, out: Path, subset: str | None = None, col
 @app.command("math")
 @user_errors
 def math_command(
+    config: Path = CONFIG,
     data: str = INPUT,
     out: Path = options.OUT,
     lenient: bool = typer.Option(
-        False, "--lenient", help="Without a \\boxed{} or 'the answer is', take the text's last expression."
+        MathJudgeConfig.lenient, "--lenient/--no-lenient",
+        help="Without a \\boxed{} or 'the answer is', take the text's last expression.",
     ),
-    workers: int = typer.Option(None, "--workers", "-j", min=0, help="Worker processes (default: one per CPU; 0: none)."),
-    timeout: int = typer.Option(5, "--timeout", min=1, help="Seconds allowed to parse or compare one answer."),
+    workers: int = options.workers(MathJudgeConfig.workers, options.MATH_WORKERS_HELP),
+    timeout: float = typer.Option(
+        MathJudgeConfig.timeout_s, "--timeout", min=1.0,
+        help="Seconds allowed to parse or compare one answer (math-verify's alarm counts whole seconds: a fraction rounds up).",
+    ),
     columns: str = options.COLUMNS,
     subset: str = options.SUBSET,
 ) -> None:
@@ -78,6 +84,7 @@ def math_command(
 @app.command("rm")
 @user_errors
 def rm_command(
+    config: Path = CONFIG,
     data: str = INPUT,
     out: Path = options.OUT,
     rm: str = typer.Option(..., "--rm", help="A reward model folder written by `dpo3d train-rm`."),
@@ -107,6 +114,7 @@ def rm_command(
 @app.command("poem")
 @user_errors
 def poem_command(
+    config: Path = CONFIG,
     data: str = INPUT, out: Path = options.OUT, columns: str = options.COLUMNS, subset: str = options.SUBSET
 ) -> None:
     """Score poems by the paper's rules: the mean of Row Number, Words per Row, Rhythm, Tone Pattern, Title.
@@ -127,6 +135,7 @@ def poem_command(
 @app.command("slogan")
 @user_errors
 def slogan_command(
+    config: Path = CONFIG,
     data: str = INPUT, out: Path = options.OUT, columns: str = options.COLUMNS, subset: str = options.SUBSET
 ) -> None:
     """Score slogans by the paper's rules: the mean of Word Count and Content.

@@ -14,12 +14,16 @@ from dpo3d.judges.rubric import DEFAULT_RUBRIC, load_rubric
 
 from . import options
 from .common import UsageError, user_errors
+from .config_file import CONFIG
+from .renamed import Renamed, renamed
 
 INPUT = typer.Argument("-", help=f"Candidates, e.g. the output of `dpo3d sample`: {options.SOURCE_HELP}.")
 
 
 @user_errors
+@renamed(Renamed("-j", "concurrency", "--concurrency", why="-j is --workers, worker processes, in every command"))
 def llm_command(
+    config: Path = CONFIG,
     data: str = INPUT,
     out: Path = options.OUT,
     base_url: str = typer.Option(
@@ -31,29 +35,25 @@ def llm_command(
         envvar="DPO3D_JUDGE_MODEL",
         help="The judge's model name, as the endpoint knows it.",
     ),
-    api_key_env: str = typer.Option(
-        "OPENAI_API_KEY",
-        "--api-key-env",
-        help="Environment variable holding the API key (unset: a dummy key, fine for local servers).",
-    ),
+    api_key_env: str = options.API_KEY_ENV,
     rubric: Path = typer.Option(
         None,
         "--rubric",
         help="Rubric prompt template with {question} and {response} (and optionally {reference}); "
         "default: the paper's 1-5 rubric.",
     ),
-    concurrency: int = typer.Option(8, "--concurrency", "-j", min=1, help="Requests in flight at once."),
+    concurrency: int = typer.Option(LLMJudgeConfig.concurrency, "--concurrency", min=1, help="Requests in flight at once."),
     max_retries: int = typer.Option(
-        4, "--max-retries", min=0, help="Tries after the first on transient errors (connection, 429, 5xx)."
+        LLMJudgeConfig.max_retries, "--max-retries", min=0, help="Tries after the first on transient errors (connection, 429, 5xx)."
     ),
-    timeout: float = typer.Option(60.0, "--timeout", min=0.001, help="Seconds allowed for one request."),
-    max_tokens: int = typer.Option(256, "--max-tokens", min=1, help="Longest reply, in tokens."),
+    timeout: float = typer.Option(LLMJudgeConfig.timeout_s, "--timeout", min=0.001, help="Seconds allowed for one request."),
+    max_tokens: int = typer.Option(LLMJudgeConfig.max_tokens, "--max-tokens", min=1, help="Longest reply, in tokens."),
     cache: Path = typer.Option(
         None,
         "--cache",
         help="Reply cache (SQLite). Default: $DPO3D_CACHE/llm_judge.sqlite or ~/.cache/dpo3d/.",
     ),
-    no_cache: bool = typer.Option(False, "--no-cache", help="Neither read nor write the reply cache."),
+    use_cache: bool = typer.Option(True, "--use-cache/--no-cache", help="Read and write the reply cache (--no-cache: neither)."),
     columns: str = options.COLUMNS,
     subset: str = options.SUBSET,
 ) -> None:
@@ -74,7 +74,7 @@ def llm_command(
     Example: `dpo3d sample --prompts math500 -n 4 | dpo3d judge llm --base-url http://localhost:8000/v1
     --judge-model Qwen/Qwen2.5-7B-Instruct -o judged.jsonl`
     """
-    if cache is not None and no_cache:
+    if cache is not None and not use_cache:
         raise UsageError("--cache and --no-cache contradict each other: pick one")
     rubric_text = load_rubric(rubric) if rubric is not None else DEFAULT_RUBRIC
     config = LLMJudgeConfig(
@@ -86,7 +86,7 @@ def llm_command(
         concurrency=concurrency,
         max_retries=max_retries,
         timeout_s=timeout,
-        cache_path=None if no_cache else (cache if cache is not None else default_cache_path()),
+        cache_path=None if not use_cache else (cache if cache is not None else default_cache_path()),
     )
     # local import: run_judge lives in judge.py, which imports this module to register the command
     from .judge import run_judge

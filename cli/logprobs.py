@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import statistics
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from dpo3d.scoring.logprobs import score_records
 
 from . import options
 from .common import console, progress, user_errors
+from .config_file import CONFIG
 
 #: records scored per model pass: the input streams through in chunks this size
 CHUNK = 1024
@@ -23,11 +25,13 @@ CHUNK = 1024
 
 @user_errors
 def command(
+    config: Path = CONFIG,
     data: str = typer.Argument(
         "-", help=f"Pairs (any TRL preference format) or completions (prompt, completion, or messages): {options.SOURCE_HELP}."
     ),
     columns: str = options.COLUMNS,
     subset: str = options.SUBSET,
+    limit: int = options.LIMIT,
     model: str = options.MODEL,
     out: Path = options.OUT,
     batch_size: int = options.BATCH_SIZE,
@@ -36,7 +40,7 @@ def command(
     group_by: str = typer.Option(None, "--group-by", help="Summarise per value of this field (e.g. chosen_source)."),
     ref: str = typer.Option(None, "--ref", help="Reference model: also add DPO's implicit rewards β·(log π - log π_ref) and report their accuracy on the pairs (the base a DPO checkpoint was trained from)."),
     beta: float = typer.Option(0.1, "--beta", help="β of the implicit rewards (with --ref)."),
-    ches: bool = typer.Option(False, "--ches", help="Also add each pair's CHES score under --model: ches and ches_normalized (Razin et al. 2025, Def. 2; higher = the pair is likelier to drag the chosen log-prob down under DPO)."),
+    ches: bool = typer.Option(False, "--ches/--no-ches", help="Also add each pair's CHES score under --model: ches and ches_normalized (Razin et al. 2025, Def. 2; higher = the pair is likelier to drag the chosen log-prob down under DPO)."),
     drop_highest_ches: float = typer.Option(None, "--drop-highest-ches", metavar="FRACTION", help="Score CHES (implies --ches) and write only the pairs left after dropping this share, in [0, 1), with the highest ches_normalized: ⌊FRACTION·n⌋ pairs, ties dropped in file order; the rest keep their order. Razin et al. 2025 (§6) filter DPO data this way. Holds the pairs in memory."),
     dtype: str = options.DTYPE,
     device: str = options.DEVICE,
@@ -87,7 +91,7 @@ def command(
     shown: list[tuple[str, dict]] = []  # (group, score) of every record, for the tables on stderr
 
     def scored(advance):
-        records = inputs.stream(source, formats.as_pair_or_completion, ids=True)
+        records = itertools.islice(inputs.stream(source, formats.as_pair_or_completion, ids=True), limit)
         for chunk in inputs.chunks(records, CHUNK):
             if ches:  # CHES reads the hidden states of the forward that scores the log-probs
                 scores = ches_lib.ches_records(lm, tokenizer, chunk, batch_size=batch_size, max_length=max_length,
@@ -103,7 +107,8 @@ def command(
             advance(len(chunk))
 
     with progress() as bar:
-        task = bar.add_task("log-probs", total=source.size, rate="")
+        total = source.size if limit is None or source.size is None else min(limit, source.size)
+        task = bar.add_task("log-probs", total=total, rate="")
         records = scored(lambda n: bar.advance(task, n))
         if drop_highest_ches is not None:
             records = kept_after_dropping(list(records), drop_highest_ches)

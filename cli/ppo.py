@@ -16,6 +16,8 @@ from . import training_options as t
 from .common import console, fail, user_errors
 from .config_file import CONFIG, invocation
 from .config_options import with_options
+from .datasets import PROMPTS
+from .renamed import Renamed, renamed
 
 SHOWN = ("reward", "kl", "entropy", "clip_fraction", "response_length")
 
@@ -27,19 +29,21 @@ PPO_LOOP = replace(t.LOOP, only=frozenset({
 
 
 @user_errors
+@renamed(Renamed("--steps", "max_steps", "--max-steps"), Renamed("--gamma", "gae_gamma", "--gae-gamma"))
 @with_options(PPO_LOOP, t.LORA)
 def command(
     ctx: typer.Context,
     config: Path = CONFIG,
-    prompts: str = typer.Option(..., "--prompts", help="Prompt records: JSONL, or a built-in name (gsm8k:train, math:train, ...)."),
+    prompts: str = PROMPTS,
+    columns: str = options.COLUMNS,
+    subset: str = options.SUBSET,
     reward: str = typer.Option(..., "--reward", "-r", help=f"The sequence reward: {REWARD_HELP}."),
     out: Path = t.OUT,
     model: str = options.MODEL,
     ref: str = typer.Option(None, "--ref", help="Reference policy for the KL penalty (default: the starting --model)."),
     value_model: str = typer.Option(None, "--value-model", help="Start of the value model (default: the reward model for rm:..., else --model)."),
-    limit: int = typer.Option(None, "--limit", help="Use only the first N prompts."),
-    max_steps: int = typer.Option(PPOConfig.max_steps, "--max-steps", min=1, help="PPO steps (each: one rollout batch, then --ppo-epochs of updates)."),
-    steps: int = typer.Option(None, "--steps", min=1, hidden=True, help="Deprecated: --max-steps."),
+    limit: int = options.LIMIT,
+    max_steps: int = options.max_steps(PPOConfig.max_steps, "PPO steps (each: one rollout batch, then --ppo-epochs of updates)."),
     rollout_batch: int = typer.Option(PPOConfig.rollout_batch, "--rollout-batch", min=1, help="Prompts rolled out per process per step."),
     minibatch: int = typer.Option(PPOConfig.minibatch, "--minibatch", min=1, help="Rollouts per optimizer step."),
     ppo_epochs: int = typer.Option(PPOConfig.ppo_epochs, "--ppo-epochs", min=1, help="Passes over each rollout batch."),
@@ -47,17 +51,16 @@ def command(
     value_lr: float = typer.Option(None, "--value-lr", help="Value-model learning rate (default 10 × --lr: its head starts fresh)."),
     kl_coef: float = typer.Option(PPOConfig.kl_coef, "--kl-coef", min=0.0, help="β of the per-token KL penalty -β·(log π - log π_ref)."),
     gae_gamma: float = typer.Option(PPOConfig.gae_gamma, "--gae-gamma", help="GAE discount γ (train-dpo's --gamma is SimPO's margin)."),
-    gamma: float = typer.Option(None, "--gamma", hidden=True, help="Deprecated: --gae-gamma."),
     lam: float = typer.Option(PPOConfig.lam, "--lam", help="GAE λ."),
     clip_range: float = typer.Option(PPOConfig.clip_range, "--clip-range", help="ε of the clipped surrogate: the ratio π/π_old is kept in [1-ε, 1+ε]."),
     clip_range_value: float = typer.Option(PPOConfig.clip_range_value, "--clip-range-value", help="How far a value prediction may move per rollout."),
     vf_coef: float = typer.Option(PPOConfig.vf_coef, "--vf-coef", help="Weight of the value loss."),
-    temperature: float = typer.Option(PPOConfig.temperature, "--temperature", help="Sampling temperature (log-probs are taken at the same temperature)."),
+    temperature: float = typer.Option(PPOConfig.temperature, "--temperature", min=0.0, help="Sampling temperature (log-probs are taken at the same temperature)."),
     max_new_tokens: int = typer.Option(PPOConfig.max_new_tokens, "--max-new-tokens", min=1, help="Response length cap."),
     missing_eos_penalty: float = typer.Option(None, "--missing-eos-penalty", help="Score given to a response cut at --max-new-tokens (e.g. -1)."),
-    plot: bool = typer.Option(False, "--plot", help="Draw reward, KL, entropy and clipping over steps to OUT/curves.png."),
-    dtype: str = t.DTYPE,
-    device: str = t.DEVICE,
+    plot: bool = t.PLOT,
+    dtype: str = options.DTYPE,
+    device: str = options.DEVICE,
     trust_remote_code: bool = options.TRUST_REMOTE_CODE,
 ) -> None:
     """Optimise a policy with RLHF-PPO: rollouts, a per-token KL penalty to a frozen reference, GAE, clipping.
@@ -79,15 +82,10 @@ def command(
     Many GPUs: `accelerate launch --num_processes 8 -m dpo3d ppo ...` (each process rolls out its own prompts;
     advantages are whitened over all processes' rollouts).
     """
-    for old, new, value in (("--steps", "--max-steps", steps), ("--gamma", "--gae-gamma", gamma)):
-        if value is not None:
-            console.print(f"[yellow]note:[/] {old} is deprecated; it is now {new}")
-    max_steps = steps if steps is not None else max_steps
-    gae_gamma = gamma if gamma is not None else gae_gamma
     loop = PPO_LOOP.values(ctx.params)
     loop["max_grad_norm"] = loop["max_grad_norm"] or None
     config = PPOConfig(
-        model=model, prompts=prompts, out=out, reward=reward, ref=ref, value_model=value_model, limit=limit,
+        model=model, prompts=options.data_spec(prompts, subset, columns), out=out, reward=reward, ref=ref, value_model=value_model, limit=limit,
         max_steps=max_steps, rollout_batch=rollout_batch, minibatch=minibatch, ppo_epochs=ppo_epochs, lr=lr, value_lr=value_lr,
         kl_coef=kl_coef, gae_gamma=gae_gamma, lam=lam, clip_range=clip_range, clip_range_value=clip_range_value,
         vf_coef=vf_coef, temperature=temperature, max_new_tokens=max_new_tokens,

@@ -23,10 +23,12 @@ from dpo3d.models.loading import (
 from . import datasets as prompt_options
 from . import options
 from .common import UsageError, console, progress, user_errors
+from .config_file import CONFIG
 
 
 @user_errors
 def command(
+    config: Path = CONFIG,
     prompts: str = prompt_options.PROMPTS,
     columns: str = options.COLUMNS,
     subset: str = options.SUBSET,
@@ -43,15 +45,13 @@ def command(
     source: str = typer.Option(None, "--source", help="The candidates' `source` label (default: the model's name)."),
     template: str = prompt_options.TEMPLATE,
     where: list[str] = prompt_options.WHERE,
-    shuffle: bool = prompt_options.SHUFFLE,
-    limit: int = typer.Option(None, "--limit", min=0, help="Keep the first N prompts (after --where and --shuffle)."),
+    shuffle: bool = options.SHUFFLE,
+    limit: int = options.LIMIT,
     out: Path = typer.Option(
         Path("-"), "--out", "-o",
         help="Output JSONL ('-' = stdout). A file is appended chunk by chunk, with its settings in FILE.run.json.",
     ),
-    resume: bool = typer.Option(
-        False, "--resume", help="Continue the interrupted run that wrote --out: skip its finished chunks."
-    ),
+    resume: bool = options.RESUME,
     backend: str = typer.Option("hf", "--backend", help=f"Generation engine: {', '.join(BACKENDS)} (vllm: if installed)."),
     dtype: str = options.DTYPE,
     device: str = options.DEVICE,

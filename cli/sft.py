@@ -29,10 +29,11 @@ def command(
     model: str = options.MODEL,
     eval_data: str = typer.Option(None, "--eval-data", help="Held-out data in the same forms; its loss is logged."),
     eval_every: int = typer.Option(SFTRunConfig.eval_every, "--eval-every", min=0, help="Evaluate every N steps."),
-    limit: int = typer.Option(None, "--limit", help="Use only the first N records."),
+    limit: int = options.LIMIT,
     max_length: int = options.MAX_LENGTH,
-    dtype: str = t.DTYPE,
-    device: str = t.DEVICE,
+    plot: bool = t.PLOT,
+    dtype: str = options.DTYPE,
+    device: str = options.DEVICE,
     trust_remote_code: bool = options.TRUST_REMOTE_CODE,
 ) -> None:
     """Fine-tune a model on (prompt, response) examples; the loss covers response tokens only.
@@ -54,3 +55,7 @@ def command(
     except NonFiniteLoss as err:
         fail(str(err), code=1)
     console.print(f"[green]done[/]: {result.steps} steps → {out}")
+    if plot:
+        from dpo3d.training.plots import plot_panels
+
+        console.print(f"curves → {plot_panels(out, 'sft')}")

@@ -16,7 +16,9 @@ from . import loss_options as lo
 from . import options
 from . import training_options as t
 from .common import UsageError, console, fail, user_errors
+from .config_file import CONFIG
 from .config_options import option_from
+from .renamed import Renamed, renamed
 
 POEM_DEFAULTS = ("poems:english-train", "poems:english-test")
 MATH_DEFAULTS = ("gsm8k:train", "gsm8k:test")
@@ -59,11 +61,16 @@ def _scenarios(values: list[int] | None) -> tuple[int, ...]:
 
 
 @user_errors
+@renamed(Renamed("--steps", "max_steps", "--max-steps"),
+         Renamed("--no-rm", "reward_model", "--no-reward-model", value=False))
 def command(
+    config: Path = CONFIG,
     out: Path = typer.Option(..., "--out", "-o", help="The study folder (rerun the same command to continue it)."),
     model: str = options.MODEL,
     train_prompts: str = typer.Option(None, "--train-prompts", help=f"Training prompts: a built-in (gsm8k:train, math:train, svamp, ...) or a prompt file. Default {MATH_DEFAULTS[0]} ({POEM_DEFAULTS[0]} with --task poem)."),
     test_prompts: str = typer.Option(None, "--test-prompts", help=f"Held-out test prompts each model answers. Default {MATH_DEFAULTS[1]} ({POEM_DEFAULTS[1]} with --task poem)."),
+    columns: str = options.COLUMNS,
+    subset: str = options.SUBSET,
     train_limit: int = typer.Option(_D.train_limit, "--train-limit", min=1, help="Training prompts sampled."),
     test_limit: int = typer.Option(_D.test_limit, "--test-limit", min=1, help="Test prompts answered by every model."),
     task: str = typer.Option("math", "--task", help="math: scenarios × losses (Tables 1, 2, 10, Fig. 4); poem: DPO vs RLHF-PPO on the poem rules (Table 3)."),
@@ -75,39 +82,39 @@ def command(
     sample_batch_size: int = typer.Option(_D.sample_batch_size, "--sample-batch-size", min=1, help="Sequences generated together."),
     weak_model: str = typer.Option(None, "--weak-model", help="The off-policy model whose answers are the rejected responses of scenarios 3 and 4 (the paper: a weaker LLM). Default: the policy itself at --weak-temperature, a stand-in (see docs/study.md)."),
     weak_temperature: float = typer.Option(_D.weak_temperature, "--weak-temperature", min=0.01, help="Sampling temperature of the off-policy responses."),
-    all_prompts: bool = typer.Option(False, "--all-prompts", help="Let each scenario train on every prompt it has a pair for (default: only the prompts every scenario has one for)."),
+    all_prompts: bool = typer.Option(not _D.same_prompts, "--all-prompts/--same-prompts", help="Let each scenario train on every prompt it has a pair for (default: only the prompts every scenario has one for)."),
     heldout_share: float = typer.Option(_D.heldout_share, "--heldout-share", help="Share of the training prompts whose pairs are held out (Fig. 4, held-out accuracy)."),
-    steps: int = typer.Option(_D.steps, "--steps", min=1, help="Optimizer steps of every cell (the same budget for all)."),
-    batch_size: int = option_from(LoopConfig, "batch_size", StudyConfig.batch_size),
-    grad_accum: int = typer.Option(_D.grad_accum, "--grad-accum", min=1, help="Micro-batches per step."),
+    max_steps: int = options.max_steps(_D.steps, "Optimizer steps of every cell (the same budget for all)."),
+    batch_size: int = option_from(LoopConfig, "batch_size", _D.batch_size),
+    grad_accum: int = option_from(LoopConfig, "grad_accum", _D.grad_accum),
     lr: float = typer.Option(_D.lr, "--lr", help="Learning rate of every cell (and of the reward model unless --rm-lr)."),
     rm_lr: float = typer.Option(None, "--rm-lr", help="The reward model's learning rate."),
     beta: float = typer.Option(_D.beta, "--beta", help="β of every loss (IPO: τ; flex: β_w = β, β_l = β/2)."),
     loss_args: list[str] = lo.LOSS_ARG,
     list_losses: bool = lo.LIST_LOSSES,
-    schedule: str = typer.Option(_D.schedule, "--schedule", help="cosine, linear or constant."),
-    warmup_ratio: float = typer.Option(_D.warmup_ratio, "--warmup-ratio", help="Share of the steps spent warming up."),
-    max_length: int = typer.Option(_D.max_length, "--max-length", min=8, help="Cut prompt+response to this many tokens."),
+    schedule: str = option_from(LoopConfig, "schedule", _D.schedule),
+    warmup_ratio: float = option_from(LoopConfig, "warmup_ratio", _D.warmup_ratio),
+    max_length: int = t.with_default(options.MAX_LENGTH, _D.max_length),
     probe_size: int = typer.Option(_D.probe_size, "--probe-size", min=1, help="Training pairs whose log-probs each cell tracks."),
     unseen: int = typer.Option(_D.unseen_limit, "--unseen", min=0, help="The policy's other candidates tracked for dispersion."),
-    log_every: int = typer.Option(_D.log_every, "--log-every", min=1, help="Log (and probe) every N steps."),
+    log_every: int = option_from(LoopConfig, "log_every", _D.log_every),
     eval_every: int = typer.Option(_D.eval_every, "--eval-every", min=1, help="Held-out pair accuracy every N steps (Fig. 4's points)."),
-    save_every: int = typer.Option(_D.save_every, "--save-every", min=0, help="Checkpoint every N steps, so a killed cell resumes."),
-    no_rm: bool = typer.Option(False, "--no-rm", help="Skip Fig. 4's reward model."),
+    save_every: int = option_from(LoopConfig, "save_every", _D.save_every),
+    reward_model: bool = typer.Option(_D.reward_model, "--reward-model/--no-reward-model", help="Train Fig. 4's reward model on scenario 1's pairs."),
     seed: int = typer.Option(_D.seed, "--seed", help="Seed of the sampling, the split and every cell."),
     eval_max_new_tokens: int = typer.Option(_D.eval_max_new_tokens, "--eval-max-new-tokens", min=1, help="Length cap of a test answer."),
     eval_batch_size: int = typer.Option(_D.eval_batch_size, "--eval-batch-size", min=1, help="Test answers generated together."),
-    judge: str = typer.Option(None, "--judge", help="llm: also grade the test answers 1-5 with an LLM (the shares scored 5 and 4-or-5 in Table 2)."),
-    base_url: str = typer.Option(None, "--base-url", help="The LLM judge's OpenAI-compatible endpoint."),
-    judge_model: str = typer.Option(None, "--judge-model", help="The LLM judge's model name."),
-    api_key_env: str = typer.Option("OPENAI_API_KEY", "--api-key-env", help="Environment variable holding the LLM judge's key."),
-    workers: int = typer.Option(0, "--workers", "-j", min=0, help="Math judge worker processes (0: in this process)."),
+    judge: str = options.JUDGE,
+    base_url: str = options.BASE_URL,
+    judge_model: str = options.JUDGE_MODEL,
+    api_key_env: str = options.API_KEY_ENV,
+    workers: int = options.workers(_D.math_workers, options.MATH_WORKERS_HELP),
     ppo_rollout_batch: int = typer.Option(_D.ppo_rollout_batch, "--ppo-rollout-batch", min=1, help="--task poem: PPO prompts per step."),
     ppo_epochs: int = typer.Option(_D.ppo_epochs, "--ppo-epochs", min=1, help="--task poem: PPO passes over each rollout batch."),
     ppo_lr: float = typer.Option(None, "--ppo-lr", help="--task poem: PPO's learning rate (default --lr)."),
     mixed_precision: str = option_from(LoopConfig, "mixed_precision"),
-    dtype: str = t.DTYPE,
-    device: str = t.DEVICE,
+    dtype: str = options.DTYPE,
+    device: str = options.DEVICE,
     trust_remote_code: bool = options.TRUST_REMOTE_CODE,
 ) -> None:
     """Run the paper's LLM experiments (§5) as one resumable study: scenarios 1-4 × losses.
@@ -124,7 +131,7 @@ def command(
     command skips what is done and resumes an interrupted cell. **--task poem** runs Table 3 instead: DPO on
     poem-rule pairs vs RLHF-PPO with --reward poem, from the same start and the same number of generated samples.
 
-    Example: `dpo3d study --out runs/study --train-limit 64 -n 4 --steps 12 --loss dpo --loss flex`
+    Example: `dpo3d study --out runs/study --train-limit 64 -n 4 --max-steps 12 --loss dpo --loss flex`
 
     Many GPUs: `accelerate launch --num_processes 8 -m dpo3d study ...` (the cells train data parallel; the
     first process samples, judges and evaluates).
@@ -144,16 +151,16 @@ def command(
                                cache_path=str(default_cache_path()))
     config = StudyConfig(
         out=out, model=model, train_prompts=train_prompts or defaults[0], test_prompts=test_prompts or defaults[1],
-        train_limit=train_limit, test_limit=test_limit, task=task, scenarios=_scenarios(scenario),
+        columns=columns, subset=subset, train_limit=train_limit, test_limit=test_limit, task=task, scenarios=_scenarios(scenario),
         losses=tuple(loss or (("dpo",) if task == "poem" else DEFAULT_LOSSES)), n=n, temperature=temperature,
         max_new_tokens=max_new_tokens, sample_batch_size=sample_batch_size, weak_model=weak_model,
-        weak_temperature=weak_temperature, same_prompts=not all_prompts, heldout_share=heldout_share, steps=steps,
+        weak_temperature=weak_temperature, same_prompts=not all_prompts, heldout_share=heldout_share, steps=max_steps,
         batch_size=batch_size, grad_accum=grad_accum, lr=lr, rm_lr=rm_lr, beta=beta, loss_args=tuple(loss_args or ()), schedule=schedule,
         warmup_ratio=warmup_ratio, max_length=max_length, probe_size=probe_size, unseen_limit=unseen,
-        log_every=log_every, eval_every=eval_every, save_every=save_every, reward_model=not no_rm, seed=seed,
+        log_every=log_every, eval_every=eval_every, save_every=save_every, reward_model=reward_model, seed=seed,
         eval_max_new_tokens=eval_max_new_tokens, eval_batch_size=eval_batch_size, llm_judge=llm,
         math_workers=workers, ppo_rollout_batch=ppo_rollout_batch, ppo_epochs=ppo_epochs, ppo_lr=ppo_lr,
-        cpu=t.on_cpu(device), device="cpu" if device == "cpu" else "auto", mixed_precision=mixed_precision,
+        cpu=t.on_cpu(device), device=device, mixed_precision=mixed_precision,
         load=options.load_options(dtype, trust_remote_code),
     )
     display = t.LiveDisplay(("loss", "accuracy", "probe_chosen_logp_delta", "probe_rejected_logp_delta",

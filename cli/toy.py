@@ -30,7 +30,10 @@ from dpo3d.toy.train import DEFAULT_LR, DEFAULT_STEPS, ToyConfig, run_toy
 from dpo3d.watch.guard import KEEP_BEST, POLICIES, GuardSettings
 
 from . import loss_options as lo
+from . import options
 from .common import UsageError, console, progress, user_errors
+from .config_file import CONFIG
+from .renamed import Renamed, renamed
 
 DEFAULT_SWEEP_LOSSES = "dpo,flex,dpo-sft,ipo"
 _GUARD = GuardSettings()  # the guard's defaults, for the help text
@@ -117,8 +120,10 @@ def _table(rows: list[dict], guarded: bool = False) -> Table:
 
 
 @user_errors
+@renamed(Renamed("--steps", "max_steps", "--max-steps"))
 def command(
     ctx: typer.Context,
+    config: Path = CONFIG,
     out: Path = typer.Option(Path("runs/toy"), "--out", "-o", help="Folder for metrics.jsonl, summary.json and the figures."),
     scenario: str = typer.Option(
         "all", "--scenario", "-s", help="Which step-1 distributions: 1, 2, 3, 4, a comma list (1,3) or all."
@@ -131,7 +136,7 @@ def command(
     ),
     loss: str = typer.Option("dpo", "--loss", "-l", help=f"Step-2 loss, from the registry: {', '.join(LOSSES)}."),
     sweep: bool = typer.Option(
-        False, "--sweep", help="Run every scenario × every loss of --losses; adds sweep.png and compares them."
+        False, "--sweep/--no-sweep", help="Run every scenario × every loss of --losses; adds sweep.png and compares them."
     ),
     losses: str = typer.Option(
         DEFAULT_SWEEP_LOSSES, "--losses", help="With --sweep: the comma-separated losses to compare, or `all` (every loss of the registry)."
@@ -149,7 +154,7 @@ def command(
     delta: float | None = lo.DELTA,
     dpop_lambda: float | None = lo.DPOP_LAMBDA,
     list_losses: bool = lo.LIST_LOSSES,
-    steps: int = typer.Option(DEFAULT_STEPS, "--steps", help="Step-2 updates (full batch)."),
+    max_steps: int = options.max_steps(DEFAULT_STEPS, "Step-2 updates (full batch)."),
     lr: float = typer.Option(DEFAULT_LR, "--lr", help="Step-2 Adam learning rate."),
     hidden: int = typer.Option(64, "--hidden", help="Width of the MLP's two hidden layers."),
     sft_steps: int = typer.Option(300, "--sft-steps", help="Step-1 Adam updates towards the scenario's distribution."),
@@ -166,7 +171,7 @@ def command(
         help=f"How many seeds (--seed, --seed+1, ...): mean ± sd over them. Default {DEFAULT_SWEEP_SEEDS} with --sweep or --ablation, else 1.",
     ),
     ablation: bool = typer.Option(
-        False, "--ablation", help="DPO in four set-ups (default, one prompt alone, logit table, SGD) over --seeds: what drives degradation."
+        False, "--ablation/--no-ablation", help="DPO in four set-ups (default, one prompt alone, logit table, SGD) over --seeds: what drives degradation."
     ),
     sgd_lr: float = typer.Option(DEFAULT_SGD_LR, "--sgd-lr", help="--ablation: the SGD variant's learning rate."),
     tabular_lr: float = typer.Option(DEFAULT_TABULAR_LR, "--tabular-lr", help="--ablation: the logit table's Adam learning rate."),
@@ -174,8 +179,8 @@ def command(
     metrics_every: int | None = typer.Option(
         None, "--metrics-every", min=1, help="Write every N-th step to metrics.jsonl (default 1; 25 above 8 losses)."
     ),
-    workers: int | None = typer.Option(
-        None, "--workers", min=1, help="Processes to spread the scenarios over (default: 2 for sweeps of more than 16 runs, else 1)."
+    workers: int | None = options.workers(
+        None, "Processes to spread the scenarios over (default: 2 for sweeps of more than 16 runs, else 1).", minimum=1
     ),
     guard: str | None = typer.Option(
         None,
@@ -191,6 +196,7 @@ def command(
 ) -> None:
     """Train the paper's toy model (4 prompts, 10 responses, an MLP) and measure the 3D-properties."""
     started = time.perf_counter()
+    steps = max_steps  # step-2 updates
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} is a file; give a folder")
     loss_names = (sorted(LOSSES) if losses.strip() == "all" else _split(losses)) if sweep else [loss]

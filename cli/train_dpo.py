@@ -19,6 +19,7 @@ from . import training_options as t
 from .common import console, fail, user_errors
 from .config_file import CONFIG, invocation
 from .config_options import with_options
+from .renamed import renamed
 
 LOSS_HELP = (
     "Loss from the registry: " + ", ".join(sorted(LOSSES)) + "; or a weighted mixture such as dpo:0.8,bco:0.2,sft:1.0. "
@@ -42,13 +43,15 @@ SHOWN = ("loss", "accuracy", "margin", "probe_chosen_logp_delta", "probe_rejecte
 
 
 @user_errors
+@renamed(options.PAIRS_P)
 @with_options(t.LOOP, t.LORA)
 def command(
     ctx: typer.Context,
     config: Path = CONFIG,
-    pairs: str = typer.Option(None, "--pairs", "-p", help=f"Training pairs in any TRL preference format (explicit or implicit prompt, strings or chat messages; optionally `unseen`): {options.SOURCE_HELP}."),
+    pairs: str = options.PAIRS,
     columns: str = options.COLUMNS,
     subset: str = options.SUBSET,
+    limit: int = options.LIMIT,
     out: Path = t.OUT,
     model: str = options.MODEL,
     ref: str = typer.Option(None, "--ref", help="Reference model (default: the same start as --model)."),
@@ -78,8 +81,8 @@ def command(
     packing: bool = typer.Option(LogprobOptions.packing, "--packing/--no-packing", help="Pack the batch's sequences into rows without padding (position ids restart per sequence); a model that does not honour it is padded."),
     max_length: int = options.MAX_LENGTH,
     plot: bool = t.PLOT,
-    dtype: str = t.DTYPE,
-    device: str = t.DEVICE,
+    dtype: str = options.DTYPE,
+    device: str = options.DEVICE,
     trust_remote_code: bool = options.TRUST_REMOTE_CODE,
 ) -> None:
     """Train a policy on preference pairs with DPO or a variant, watching for the 3D-properties.
@@ -101,13 +104,12 @@ def command(
 
     Many GPUs: accelerate launch --num_processes 8 -m dpo3d train-dpo ...
     """
-    if pairs is None:
-        raise typer.BadParameter("--pairs is required", param_hint="--pairs")
+    options.required(pairs, "--pairs")
     # the loss, bound once (an unknown loss, a bad mixture or option is one line); the run records --loss-arg
     (bound,) = lo.bind_cli_losses(ctx.params, [loss])
     loop = t.loop_config(ctx.params, invocation(ctx))
     config = DPORunConfig(
-        model=model, pairs=options.data_spec(pairs, subset, columns), loop=loop, loss=bound, ref=ref,
+        model=model, pairs=options.data_spec(pairs, subset, columns), limit=limit, loop=loop, loss=bound, ref=ref,
         eval_pairs=options.data_spec(eval_pairs, subset, columns) if eval_pairs else None,
         max_length=max_length, probe_size=probe_size, unseen_limit=unseen_limit, grad_split_every=grad_split_every,
         eval_every=eval_every, load=options.load_options(dtype, trust_remote_code),

@@ -15,16 +15,19 @@ from . import training_options as t
 from .common import console, fail, user_errors
 from .config_file import CONFIG, invocation
 from .config_options import with_options
+from .renamed import renamed
 
 
 @user_errors
+@renamed(options.PAIRS_P)
 @with_options(replace(t.LOOP, defaults={"lr": RM_LR}), t.LORA)
 def command(
     ctx: typer.Context,
     config: Path = CONFIG,
-    pairs: str = typer.Option(..., "--pairs", "-p", help=f"Training pairs, the same sources and formats as train-dpo: {options.SOURCE_HELP}."),
+    pairs: str = options.PAIRS,
     columns: str = options.COLUMNS,
     subset: str = options.SUBSET,
+    limit: int = options.LIMIT,
     out: Path = t.OUT,
     model: str = options.MODEL,
     eval_pairs: str = typer.Option(None, "--eval-pairs", help="Held-out pairs (any source, same --columns/--subset): preference accuracy, loss and margin logged."),
@@ -32,8 +35,8 @@ def command(
     margin: float = typer.Option(0.0, "--margin", min=0.0, help="Loss -log σ(r_w - r_l - margin): ask the chosen reward to lead by this much."),
     max_length: int = options.MAX_LENGTH,
     plot: bool = t.PLOT,
-    dtype: str = t.DTYPE,
-    device: str = t.DEVICE,
+    dtype: str = options.DTYPE,
+    device: str = options.DEVICE,
     trust_remote_code: bool = options.TRUST_REMOTE_CODE,
 ) -> None:
     """Train a reward model r(x, y) with the Bradley-Terry loss -log σ(r_w - r_l).
@@ -50,8 +53,9 @@ def command(
 
     Example: `dpo3d train-rm --pairs pairs.jsonl --eval-pairs heldout.jsonl --out runs/rm --max-steps 50`
     """
+    options.required(pairs, "--pairs")
     loop = t.loop_config(ctx.params, invocation(ctx))
-    config = RMRunConfig(model=model, pairs=options.data_spec(pairs, subset, columns), loop=loop,
+    config = RMRunConfig(model=model, pairs=options.data_spec(pairs, subset, columns), limit=limit, loop=loop,
                          eval_pairs=options.data_spec(eval_pairs, subset, columns) if eval_pairs else None, eval_every=eval_every,
                          margin=margin, max_length=max_length, load=options.load_options(dtype, trust_remote_code),
                          lora=t.lora_config(ctx.params))

@@ -1,8 +1,10 @@
-"""Options of the training commands (sft, train-dpo, train-rm): the loop's and LoRA's derived from their
-config dataclasses, the few that are the commands' own, and the live display."""
+"""Options of the training commands (sft, train-dpo, train-rm, ppo, study): the loop's and LoRA's derived
+from their config dataclasses (LoopConfig, LoRAConfig), the few that are the trainers' own, and the live
+display. The options every command shares (--model, --dtype, --device, --limit, ...) are cli/options.py's."""
 
 from __future__ import annotations
 
+import copy
 import warnings
 from collections.abc import Mapping
 from typing import Any
@@ -19,8 +21,8 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from dpo3d.models.loading import DTYPES
 from dpo3d.models.lora import LoRAConfig
+from dpo3d.training import precision
 from dpo3d.training.config import LoopConfig
 from dpo3d.training.run_folder import LoopCallbacks
 
@@ -28,13 +30,14 @@ from .common import console
 from .config_options import OptionGroup
 
 OUT = typer.Option(..., "--out", "-o", help="Run folder: the final Hugging Face model, run_config.json, metrics.jsonl, checkpoint/.")
-DEVICE = typer.Option("auto", "--device", help="auto (accelerate's choice: each process's GPU, else the CPU) or cpu.")
-PLOT = typer.Option(False, "--plot", help="Draw the run's curves to OUT/curves.png at the end.")
-DTYPE = typer.Option(
-    "float32", "--dtype",
-    help=f"Weights dtype: {', '.join(DTYPES)}. Keep float32 for training and pass --mixed-precision bf16: pure "
-         "bfloat16/float16 weights make AdamW round small updates away (at lr 1e-6 most weights never change).",
-)
+PLOT = typer.Option(False, "--plot/--no-plot", help="Draw the run's curves to OUT/curves.png at the end.")
+
+def with_default(option: typer.models.OptionInfo, default: Any) -> typer.models.OptionInfo:
+    """The same option (names, bounds, help) with another default: the study's, from StudyConfig."""
+    changed = copy.copy(option)
+    changed.default = default
+    return changed
+
 
 #: the shared loop's options (LoopConfig's fields; --out and --device are the commands' own)
 LOOP = OptionGroup(LoopConfig)
@@ -58,10 +61,8 @@ def loop_config(params: Mapping[str, Any], invocation: dict | None = None, **ove
 
 
 def on_cpu(device: str) -> bool:
-    """``--device`` of a trainer: ``auto`` lets accelerate place each process, ``cpu`` forces the CPU."""
-    if device not in ("auto", "cpu"):
-        raise ValueError(f"--device {device}: a trainer takes auto or cpu (pick GPUs with CUDA_VISIBLE_DEVICES or accelerate launch)")
-    return device == "cpu"
+    """``--device`` of a trainer (auto, cpu, cuda, cuda:N): whether it trains on the CPU."""
+    return precision.training_device(device)
 
 
 class LiveDisplay:

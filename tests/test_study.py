@@ -253,7 +253,7 @@ def cli_args(config: StudyConfig, out: Path) -> list[str]:
     """The `dpo3d study` flags of a tiny_config (the rest are the defaults both share)."""
     args = ["study", "--out", str(out), "--model", config.model, "--train-prompts", config.train_prompts,
             "--test-prompts", config.test_prompts, "--train-limit", "8", "--test-limit", "3", "-n", "4",
-            "--max-new-tokens", "6", "--sample-batch-size", "16", "--heldout-share", "0.3", "--steps", "2",
+            "--max-new-tokens", "6", "--sample-batch-size", "16", "--heldout-share", "0.3", "--max-steps", "2",
             "--batch-size", "2", "--lr", "5e-3", "--log-every", "1", "--eval-every", "1", "--save-every", "0",
             "--probe-size", "4", "--unseen", "8", "--max-length", "96", "--eval-max-new-tokens", "6",
             "--eval-batch-size", "8", "--device", "cpu"]

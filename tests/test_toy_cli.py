@@ -85,7 +85,7 @@ def test_user_mistakes_are_one_line_and_exit_2(tmp_path):
         (("--init-dist", str(bad)), str(bad)),
         (("--sweep", "--losses", "dpo,dpo"), "listed twice"),
         (("--rejected-draw", "distinct", "--pairs-per-prompt", "5"), "at most 4"),
-        (("--scenario", "1", "--lr", "0.3", "--steps", "200"), "underflowed"),
+        (("--scenario", "1", "--lr", "0.3", "--max-steps", "200"), "underflowed"),
     ]:
         result = run(*args, "--out", str(tmp_path / "x"), "--no-figures", "--sft-steps", "10")
         assert result.exit_code == 2, (args, result.output)
@@ -125,7 +125,7 @@ def test_loss_arg_reaches_a_new_loss(tmp_path):
     assert result.exit_code == 0, result.output
     (row,) = json.loads((out / "summary.json").read_text())["runs"]
     assert row["hyperparameters"] == {"beta": 0.1, "alpha": 0.5}
-    result = run("--loss", "dpo", "--loss-arg", "alpha=0.5", "--steps", "3", "--out", str(tmp_path / "x"))
+    result = run("--loss", "dpo", "--loss-arg", "alpha=0.5", "--max-steps", "3", "--out", str(tmp_path / "x"))
     assert result.exit_code == 2 and "loss 'dpo' has no option 'alpha'; it takes: beta" in " ".join(result.stderr.split())
 
 

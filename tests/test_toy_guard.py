@@ -119,7 +119,7 @@ def test_cli_guard_logs_actions_to_metrics_summary_stderr_and_figures(tmp_path):
     out = tmp_path / "guard"
     result = runner.invoke(
         app,
-        ["toy", "--scenario", "3", "--guard", "sft", "--steps", "30", "--metrics-every", "25", "--no-figures", "--out", str(out)],
+        ["toy", "--scenario", "3", "--guard", "sft", "--max-steps", "30", "--metrics-every", "25", "--no-figures", "--out", str(out)],
     )
     assert result.exit_code == 0, result.output
     assert "s3-dpo: step 11: guard sft on drastic drop: sft_weight 0 → 0.1" in result.stderr

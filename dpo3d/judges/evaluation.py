@@ -52,7 +52,7 @@ def model_labels(models: Sequence[str]) -> dict[str, str]:
     return {model: name if short.count(name) == 1 else model for model, name in zip(models, short, strict=True)}
 
 
-def read_completions(spec: str, check) -> tuple[list[dict], list[int], inputs.Source]:
+def read_completions(spec: str | inputs.DataSpec, check) -> tuple[list[dict], list[int], inputs.Source]:
     """The records of a completions source (any the input layer reads), each given an id
     (``<stem>-<position>`` where it has none) and passed through ``check(record, name, position)``;
     their positions (for later errors); and the source, whose ``stem`` labels records that name no model."""

@@ -13,6 +13,7 @@ Score: 1.0 when the answer is right, else 0.0.
 
 from __future__ import annotations
 
+import math
 import multiprocessing
 import os
 import threading
@@ -40,7 +41,7 @@ INLINE_BELOW = 64
 @dataclass(frozen=True)
 class MathJudgeConfig:
     lenient: bool = False  # also take the text's last expression when nothing is boxed or anchored
-    timeout_s: int = 5  # per parse and per comparison (math-verify's own alarm)
+    timeout_s: float = 5.0  # per parse and per comparison (math-verify's alarm: whole seconds, a fraction rounds up)
     workers: int | None = None  # processes; None: one per CPU; 0: judge in this process
     chunk_size: int = 32  # answers sent to a worker at a time
 
@@ -100,11 +101,11 @@ def _configs(lenient: bool):
 
 
 @lru_cache(maxsize=4096)
-def _parse_gold(gold: str, timeout_s: int) -> list:
+def _parse_gold(gold: str, timeout_s: float) -> list:
     # candidates of one prompt share their gold: parse it once per worker
     from math_verify import parse
 
-    return parse("\\boxed{" + gold + "}", extraction_config=_configs(False)[1], parsing_timeout=timeout_s)
+    return parse("\\boxed{" + gold + "}", extraction_config=_configs(False)[1], parsing_timeout=_alarm(timeout_s))
 
 
 def _shown(parsed: list) -> str | None:
@@ -115,7 +116,12 @@ def _shown(parsed: list) -> str | None:
     return text if text is not None else str(parsed[0])
 
 
-def verify_answer(completion: str, gold: str, lenient: bool = False, timeout_s: int = 5) -> dict:
+def _alarm(timeout_s: float) -> int:
+    """math-verify's SIGALRM counts whole seconds: a fractional timeout is rounded up."""
+    return math.ceil(timeout_s)
+
+
+def verify_answer(completion: str, gold: str, lenient: bool = False, timeout_s: float = 5.0) -> dict:
     """The verdict on one completion: ``{correct, status, pred, gold}``.
 
     ``status`` is ``correct``, ``wrong``, ``no_answer`` (nothing boxed or anchored),
@@ -134,21 +140,21 @@ def verify_answer(completion: str, gold: str, lenient: bool = False, timeout_s: 
         return {**verdict, "status": "bad_gold"}
     started = time.monotonic()
     predicted = parse(
-        completion, extraction_config=_configs(lenient)[0], extraction_mode="first_match", parsing_timeout=timeout_s
+        completion, extraction_config=_configs(lenient)[0], extraction_mode="first_match", parsing_timeout=_alarm(timeout_s)
     )
     if not predicted:
-        timed_out = time.monotonic() - started >= timeout_s
+        timed_out = time.monotonic() - started >= _alarm(timeout_s)
         return {**verdict, "status": "timeout" if timed_out else "no_answer"}
     verdict["pred"] = _shown(predicted)
     started = time.monotonic()
-    if verify(gold_parsed, predicted, timeout_seconds=timeout_s):
+    if verify(gold_parsed, predicted, timeout_seconds=_alarm(timeout_s)):
         return {**verdict, "correct": True, "status": "correct"}
-    if time.monotonic() - started >= timeout_s:
+    if time.monotonic() - started >= _alarm(timeout_s):
         verdict["status"] = "timeout"
     return verdict
 
 
-def _verify_chunk(jobs: Sequence[tuple[str, str]], lenient: bool, timeout_s: int) -> list[dict]:
+def _verify_chunk(jobs: Sequence[tuple[str, str]], lenient: bool, timeout_s: float) -> list[dict]:
     return [verify_answer(completion, gold, lenient, timeout_s) for completion, gold in jobs]
 
 

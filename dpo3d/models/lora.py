@@ -45,7 +45,7 @@ class LoRAConfig:
     targets: str = option(ALL_LINEAR, "Layers that get adapters: all-linear (every linear layer but the LM head) "
                           "or module names, comma-separated (q_proj,v_proj).")
     merge: bool = option(False, "With --lora-r: also write the adapter merged into its base as a full model, "
-                         "OUT/merged.", flags=("--merge",), param="merge")
+                         "OUT/merged.", flags=("--merge/--no-merge",), param="merge")
 
     @property
     def enabled(self) -> bool:

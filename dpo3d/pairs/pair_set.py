@@ -3,6 +3,7 @@ the 3D probes read pairs through it)."""
 
 from __future__ import annotations
 
+import itertools
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,11 +50,15 @@ def load_pairs(
     unseen_limit: int = 64,
     seed: int = 0,
     cache: Path | None | str = "default",
+    limit: int | None = None,
 ) -> PairSet:
     """Pairs in any TRL preference format from any source of :mod:`dpo3d.data.inputs`, tokenised
-    (through the encoding cache: ``"default"`` is ``$DPO3D_CACHE/encoded``, None disables it)."""
+    (through the encoding cache: ``"default"`` is ``$DPO3D_CACHE/encoded``, None disables it).
+    With ``limit``, only the first ``limit`` pairs are read (the rest of the source is not)."""
     source = inputs.open_source(spec)
-    records = inputs.read(source, formats.as_pair, ids=True)
+    records = list(itertools.islice(inputs.stream(source, formats.as_pair, ids=True), limit))
+    if not records:
+        raise RecordError(source.name, None, "no pairs to read" + (f" (--limit {limit})" if limit is not None else ""))
     candidates = [(index, text) for index, record in enumerate(records) for text in _unseen_texts(record, source.name)]
     random.Random(seed).shuffle(candidates)
     candidates = sorted(candidates[:unseen_limit])

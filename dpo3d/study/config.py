@@ -61,6 +61,8 @@ class StudyConfig:
     model: str
     train_prompts: str = "gsm8k:train"
     test_prompts: str = "gsm8k:test"
+    columns: str | None = None  # FIELD=COLUMN,... of both prompt sources (--columns)
+    subset: str | None = None  # a hub source's config (--subset)
     train_limit: int | None = 64  # training prompts sampled
     test_limit: int | None = 32  # held-out test problems each model answers
     task: str = "math"  # math (scenarios × losses) or poem (Table 3: DPO vs PPO on the poem rules)
@@ -133,7 +135,7 @@ class StudyConfig:
         if not 0 < self.heldout_share < 1:
             raise ValueError("--heldout-share must lie in (0, 1)")
         if self.steps < 1 or self.batch_size < 1 or self.grad_accum < 1:
-            raise ValueError("--steps, --batch-size and --grad-accum must be at least 1")
+            raise ValueError("--max-steps, --batch-size and --grad-accum must be at least 1")
         if self.weak_temperature <= 0:
             raise ValueError("--weak-temperature must be positive")
         for name in ("train_limit", "test_limit"):
@@ -152,6 +154,9 @@ class StudyConfig:
             data.pop(key)
         if not self.loss_args:  # a study folder made before --loss-arg keeps its fingerprint
             data.pop("loss_args")
+        for key in ("columns", "subset"):  # recorded only when given: study folders from before them still continue
+            if data[key] is None:
+                data.pop(key)
         data["dtype"] = str(self.load.dtype)
         return data
 

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from dpo3d.data import datasets as ds
+from dpo3d.data import inputs
 from dpo3d.data import records as rec
 from dpo3d.generation.sampler import HFSampler, SamplingConfig
 from dpo3d.generation.sampling_run import prepare_prompts, sample_to_file
@@ -38,8 +39,10 @@ def load_study_prompts(config: StudyConfig, which: str) -> list[dict]:
     train = which == "train"
     source = config.train_prompts if train else config.test_prompts
     training_ids = set() if train else {r["id"] for r in load_study_prompts(config, "train")}
-    records = ds.load_prompts(resolve_poem_data(source) if config.task == "poem" else source,
-                              limit=config.train_limit if train else None)
+    if config.task == "poem":
+        source = resolve_poem_data(source)
+    spec = source if str(source) in ds.BUILTINS else inputs.DataSpec.of(source, config.subset, config.columns)
+    records = ds.load_prompts(spec, limit=config.train_limit if train else None)
     if config.task == "poem":
         records = [as_chat(r) for r in records]
     records = [r for r in prepare_prompts(records) if r["id"] not in training_ids]

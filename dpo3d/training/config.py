@@ -20,7 +20,7 @@ class LoopConfig:
     batch_size: int = option(8, "Examples per device per micro-batch.", flags=("--batch-size", "-b"), min=1)
     grad_accum: int = option(2, "Micro-batches per optimizer step (global batch = batch × processes × this).", min=1)
     epochs: float = option(1.0, "Passes over the data (fractions allowed).")
-    max_steps: int | None = option(None, "Optimizer steps; overrides --epochs.")
+    max_steps: int | None = option(None, "Optimizer steps; overrides --epochs.", min=1)
     warmup_ratio: float = option(0.1, "Share of the steps spent warming the learning rate up.")
     schedule: str = option("cosine", "cosine, linear or constant (after warm-up).")
     weight_decay: float = option(0.0, "AdamW's decoupled weight decay.", min=0.0)
@@ -30,7 +30,7 @@ class LoopConfig:
         1, "Log metrics every N steps (train-dpo runs its 3D probes, and every trainer its held-out evaluation, "
         "only at logged steps).", min=1)
     save_every: int = option(0, "Write a resumable checkpoint every N steps (0: only the final model).", min=0)
-    resume: bool = option(False, "Continue the run in --out from its last checkpoint.", flags=("--resume",))
+    resume: bool = option(False, "Continue the run in --out from its last checkpoint.", flags=("--resume/--no-resume",))
     cpu: bool = option(False, "Train on the CPU even where a GPU is (the commands' --device cpu).", cli=False)
     mixed_precision: str | None = option(
         None, "no, bf16 or fp16 (GPUs): float32 master weights and optimizer state, the forward under autocast "
@@ -38,7 +38,7 @@ class LoopConfig:
         show_default=False)
     gradient_checkpointing: bool = option(
         False, "Recompute activations in the backward pass instead of storing them: less memory, about a third "
-        "more compute.", flags=("--gradient-checkpointing",))
+        "more compute.", flags=("--gradient-checkpointing/--no-gradient-checkpointing",))
     keep_host_memory: bool = option(
         False, "On the CPU, keep the memory a step frees in the process for the next step instead of returning it "
         "to the kernel (glibc): each step's activations reuse their pages instead of faulting them in again (on the "

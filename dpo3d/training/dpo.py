@@ -34,6 +34,7 @@ class DPORunConfig:
     model: str
     pairs: str | Path | inputs.DataSpec
     loop: LoopConfig
+    limit: int | None = None  # read only the first N pairs
     loss: BoundLoss = field(default_factory=lambda: bind_loss("dpo"))  # bound once, where the run starts
     ref: str | None = None  # None: the starting policy
     eval_pairs: str | Path | inputs.DataSpec | None = None
@@ -105,7 +106,8 @@ def train_dpo(config: DPORunConfig, callbacks: LoopCallbacks | None = None, on_s
         policy = load_causal_lm(config.model, config.load)
     on_status("encoding pairs")
     with stage(callbacks, "encoding pairs"):
-        pairs = load_pairs(config.pairs, tokenizer, config.max_length, config.unseen_limit, config.loop.seed)
+        pairs = load_pairs(config.pairs, tokenizer, config.max_length, config.unseen_limit, config.loop.seed,
+                           limit=config.limit)
         eval_pairs = load_pairs(config.eval_pairs, tokenizer, config.max_length, 0) if config.eval_pairs else None
     groups = {"chosen": pairs.chosen, "rejected": pairs.rejected, "unseen": pairs.unseen}
     if eval_pairs is not None:
@@ -159,7 +161,7 @@ def train_dpo(config: DPORunConfig, callbacks: LoopCallbacks | None = None, on_s
     )
     config.loop.extra = {
         "task": "dpo", "model": config.model, "ref": config.ref or config.model, "pairs": str(config.pairs),
-        **inputs.DataSpec.of(config.pairs).options(),
+        **inputs.DataSpec.of(config.pairs).options(), "limit": config.limit, "pairs_read": len(pairs),
         "eval_pairs": str(config.eval_pairs) if config.eval_pairs else None, "loss": loss.name,
         "loss_source": loss.spec.source, "log_probs": loss.spec.log_probs, "hyperparameters": dict(loss.options),
         "max_length": config.max_length, "probe_size": config.probe_size, "unseen_candidates": len(pairs.unseen),

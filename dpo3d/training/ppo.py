@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 from accelerate.utils import set_seed
 
+from dpo3d.data import inputs
 from dpo3d.data.datasets import load_prompts
 from dpo3d.data.records import RecordError, json_safe, write_json
 from dpo3d.data.sequences import EncodedPair, encode_prompt
@@ -57,7 +58,7 @@ VALUE_FOLDER = "value"
 @dataclass
 class PPOConfig:
     model: str
-    prompts: str
+    prompts: str | inputs.DataSpec  # a built-in name or any source (with its --subset and --columns)
     out: Path
     reward: str
     ref: str | None = None  # the KL anchor; default: the starting policy
@@ -112,6 +113,8 @@ class PPOConfig:
     def to_json(self) -> dict:
         data = asdict(self)
         data["out"] = str(self.out)
+        data["prompts"] = str(self.prompts)
+        data.update(inputs.DataSpec.of(self.prompts).options())
         data["load"] = {"dtype": str(self.load.dtype), "trust_remote_code": self.load.trust_remote_code}
         return data
 

@@ -77,3 +77,28 @@ def run_device(cpu: bool) -> torch.device:
     from accelerate import PartialState
 
     return PartialState().device
+
+
+def training_device(name: str) -> bool:
+    """A trainer's ``--device``, the values ``sample`` takes: whether to train on the CPU.
+
+    ``auto`` lets accelerate place each process (its GPU, else the CPU); ``cpu`` forces the CPU;
+    ``cuda`` asks for a GPU (an error without one); ``cuda:N`` makes GPU N the current device of a
+    one-process run, which accelerate then uses (several processes are placed by ``accelerate launch``).
+    """
+    if name in ("auto", "cpu"):
+        return name == "cpu"
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        device = None
+    if device is None or device.type != "cuda":
+        raise ValueError(f"--device {name}: a trainer takes auto, cpu, cuda or cuda:N")
+    if not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: no CUDA GPU is visible")
+    if device.index is not None:
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise ValueError(f"--device {name}: under accelerate launch each process takes its own GPU "
+                             "(choose them with accelerate launch --gpu_ids or CUDA_VISIBLE_DEVICES)")
+        torch.cuda.set_device(device)
+    return False

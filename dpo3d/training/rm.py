@@ -92,6 +92,7 @@ class RMRunConfig:
     model: str
     pairs: str | Path | inputs.DataSpec
     loop: LoopConfig
+    limit: int | None = None  # read only the first N pairs
     eval_pairs: str | Path | inputs.DataSpec | None = None
     eval_every: int = 10
     margin: float = 0.0
@@ -107,11 +108,11 @@ def train_rm(config: RMRunConfig, callbacks: LoopCallbacks | None = None, on_sta
     model = lora.for_training(model, config.lora, config.model, kind="reward", seed=config.loop.seed)
     on_status(lora.trainable_summary(model).message())
     on_status("encoding pairs")
-    pairs = load_pairs(config.pairs, tokenizer, config.max_length, unseen_limit=0)
+    pairs = load_pairs(config.pairs, tokenizer, config.max_length, unseen_limit=0, limit=config.limit)
     eval_pairs = load_pairs(config.eval_pairs, tokenizer, config.max_length, 0) if config.eval_pairs else None
     config.loop.extra = {
         "task": "rm", "model": config.model, "pairs": str(config.pairs),
-        **inputs.DataSpec.of(config.pairs).options(),
+        **inputs.DataSpec.of(config.pairs).options(), "limit": config.limit, "pairs_read": len(pairs),
         "eval_pairs": str(config.eval_pairs) if config.eval_pairs else None, "margin": config.margin,
         "max_length": config.max_length, "eval_every": config.eval_every, "lora": config.lora.to_json(),
     }

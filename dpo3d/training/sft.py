@@ -9,6 +9,7 @@ train exactly like one process with the same global batch.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -58,12 +59,13 @@ def sft_examples(
     cache: Path | None | str = "default",
 ) -> list[EncodedPair]:
     """Encode (prompt, target) examples from a built-in dataset or any source of :mod:`dpo3d.data.inputs`
-    (see :func:`sft_record`), through the encoding cache (None disables it)."""
+    (see :func:`sft_record`), through the encoding cache (None disables it); with ``limit``, only the first
+    ``limit`` records are read."""
     if str(source) in BUILTINS:
         records, name = load_prompts(str(source), limit=limit), str(source)
     else:
         opened = inputs.open_source(source)
-        records, name = inputs.read(opened, sft_record, ids=True)[:limit], opened.name
+        records, name = list(itertools.islice(inputs.stream(opened, sft_record, ids=True), limit)), opened.name
     items = [(record["prompt"], formats.target_text(record, TARGET_FIELDS)) for record in records]
     examples, _ = encode_cached(tokenizer, items, max_length, default_cache() if cache == "default" else cache)
     for record, pair in zip(records, examples, strict=True):
