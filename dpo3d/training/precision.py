@@ -92,11 +92,15 @@ def training_device(name: str) -> bool:
         device = torch.device(name)
     except RuntimeError:
         device = None
+    if device is not None and device.type == "mps" and torch.backends.mps.is_available():
+        return False  # accelerate's own choice on an Apple GPU
     if device is None or device.type != "cuda":
-        raise ValueError(f"--device {name}: a trainer takes auto, cpu, cuda or cuda:N")
+        raise ValueError(f"--device {name}: a trainer takes auto, cpu, cuda or cuda:N (mps where there is one)")
     if not torch.cuda.is_available():
         raise ValueError(f"--device {name}: no CUDA GPU is visible")
     if device.index is not None:
+        if device.index >= torch.cuda.device_count():
+            raise ValueError(f"--device {name}: there are {torch.cuda.device_count()} CUDA GPU(s), numbered from 0")
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
             raise ValueError(f"--device {name}: under accelerate launch each process takes its own GPU "
                              "(choose them with accelerate launch --gpu_ids or CUDA_VISIBLE_DEVICES)")
