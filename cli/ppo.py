@@ -95,7 +95,7 @@ def command(
     display = t.LiveDisplay(SHOWN)
     try:
         with display.progress:
-            result = train_ppo(config, display.callbacks(), lambda m: display.progress.console.print(f"[dim]{m}[/]"))
+            result = train_ppo(config, display.callbacks(), lambda m: display.say(m, "dim"))
     except NonFiniteLoss as err:
         fail(str(err), code=1)
     last = result.last_record

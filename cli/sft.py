@@ -51,7 +51,7 @@ def command(
     display = t.LiveDisplay(("loss", "eval_loss"))
     try:
         with display.progress:
-            result = train_sft(config, display.callbacks(), lambda m: display.progress.console.print(f"[dim]{m}[/]"))
+            result = train_sft(config, display.callbacks(), lambda m: display.say(m, "dim"))
     except NonFiniteLoss as err:
         fail(str(err), code=1)
     console.print(f"[green]done[/]: {result.steps} steps → {out}")

@@ -122,7 +122,7 @@ def command(
     display = t.LiveDisplay(SHOWN)
     try:
         with display.progress:
-            status = lambda message: display.progress.console.print(f"[dim]{message}[/]")  # noqa: E731
+            status = lambda message: display.say(message, "dim")  # noqa: E731
             result = train_dpo(config, display.callbacks(), status)
     except NonFiniteLoss as err:
         fail(str(err), code=1)

@@ -62,7 +62,7 @@ def command(
     display = t.LiveDisplay(("loss", "accuracy", "margin", "eval_accuracy"))
     try:
         with display.progress:
-            result = train_rm(config, display.callbacks(), lambda m: display.progress.console.print(f"[dim]{m}[/]"))
+            result = train_rm(config, display.callbacks(), lambda m: display.say(m, "dim"))
     except NonFiniteLoss as err:
         fail(str(err), code=1)
     last = result.last_record
