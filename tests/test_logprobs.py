@@ -8,7 +8,8 @@ import torch
 from dpo3d.data.sequences import EncodedPair, encode_pair
 from dpo3d.scoring.batches import collate
 from dpo3d.scoring.forward import LogprobOptions
-from dpo3d.scoring.logprobs import pair_logps, score_records, sequence_logps
+from dpo3d.scoring.logprobs import score_records, sequence_logps
+from dpo3d.scoring.pair_logps import pair_logps
 
 PROMPT = [{"role": "user", "content": "What is 3 + 4?"}]
 

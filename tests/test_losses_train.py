@@ -13,8 +13,8 @@ import torch
 from dpo3d.data.run_log import read_log
 from dpo3d.data.sequences import EncodedPair
 from dpo3d.losses import bind_loss
-from dpo3d.scoring.logprobs import pair_logps, score_sequences
-from dpo3d.scoring.pair_logps import pair_logps_with_extras, truncate_to_shared
+from dpo3d.scoring.logprobs import score_sequences
+from dpo3d.scoring.pair_logps import pair_logps, pair_logps_with_extras, truncate_to_shared
 from dpo3d.training.config import LoopConfig
 from dpo3d.training.dpo import DPORunConfig, train_dpo
 

@@ -86,16 +86,6 @@ def sequence_logps(model, batch: PaddedBatch, options: LogprobOptions | None = N
     return SequenceLogps(total, total / count, count, mean_entropy, hidden)
 
 
-def pair_logps(
-    model, chosen: Sequence[EncodedPair], rejected: Sequence[EncodedPair], pad_id: int, padding_side: str = "right",
-    options: LogprobOptions | None = None,
-) -> tuple[SequenceLogps, SequenceLogps]:
-    """Chosen and rejected of a batch of pairs, in one concatenated forward."""
-    device = next(model.parameters()).device
-    batch = collate(list(chosen) + list(rejected), pad_id, padding_side).to(device)
-    return sequence_logps(model, batch, options).split(len(chosen))
-
-
 @torch.no_grad()
 def score_sequences(
     model, sequences: Sequence[EncodedPair], pad_id: int, batch_size: int = 16, padding_side: str = "right",

@@ -5,8 +5,8 @@
 - ``wpo``: per response, the mean over its tokens of log π(y_t) - log Σ_v π(v)², WPO's
   sampling-aligned weight in log form, computed without gradient.
 
-One concatenated forward, as ``logprobs.pair_logps`` (the same ``logprobs.token_stats``); the extras
-cost a mask (shared) or one more reduction over each chunk of logits (wpo).
+One concatenated forward (``logprobs.token_stats``, the one scorer) for a batch of pairs, with or
+without extras: the extras cost a mask (shared) or one more reduction over each chunk of logits (wpo).
 """
 
 from __future__ import annotations
@@ -67,3 +67,13 @@ def pair_logps_with_extras(
     both = SequenceLogps(total, total / count, count)
     chosen_logps, rejected_logps = both.split(pairs)
     return chosen_logps, rejected_logps, extras
+
+
+def pair_logps(
+    model, chosen: Sequence[EncodedPair], rejected: Sequence[EncodedPair], pad_id: int, padding_side: str = "right",
+    options: LogprobOptions | None = None,
+) -> tuple[SequenceLogps, SequenceLogps]:
+    """Chosen and rejected of a batch of pairs, in one concatenated forward (no extras)."""
+    chosen_logps, rejected_logps, _ = pair_logps_with_extras(model, chosen, rejected, pad_id, padding_side,
+                                                             options=options)
+    return chosen_logps, rejected_logps

@@ -8,7 +8,6 @@ import torch
 
 from dpo3d.pairs.pair_set import PairSet
 from dpo3d.scoring.forward import LogprobOptions
-from dpo3d.scoring.logprobs import pair_logps
 from dpo3d.scoring.pair_logps import pair_logps_with_extras
 
 from ..losses import BoundLoss, PreferenceBatch, gradient_diagnostics
@@ -86,14 +85,9 @@ class DPOTask(Task):
     def _batch(self, model, pairs: PairSet, indices: list[int], prefix: str = "") -> tuple[PreferenceBatch, object, object]:
         wanted = self.bound_loss.inputs  # token-level extras the loss declares (ld-dpo, wpo), read generically
         chosen_seqs, rejected_seqs = [pairs.chosen[i] for i in indices], [pairs.rejected[i] for i in indices]
-        if wanted:
-            chosen, rejected, extras = pair_logps_with_extras(
-                model, chosen_seqs, rejected_seqs, self.pad_id, self.settings.padding_side, wanted, self.settings.logprobs
-            )
-        else:
-            chosen, rejected = pair_logps(model, chosen_seqs, rejected_seqs, self.pad_id, self.settings.padding_side,
-                                          self.settings.logprobs)
-            extras = {}
+        chosen, rejected, extras = pair_logps_with_extras(
+            model, chosen_seqs, rejected_seqs, self.pad_id, self.settings.padding_side, wanted, self.settings.logprobs
+        )
         index = torch.tensor(indices)
         device = chosen.sum.device
 
