@@ -34,14 +34,19 @@ def test_sample_judge_build_pairs_chain_on_the_real_model(tmp_path):
         f"| {DPO3D} build-pairs > pairs.jsonl",
         tmp_path,
     )
-    assert result.returncode == 0, result.stderr[-2000:]
     candidates = jsonl(tmp_path / "judged.jsonl")
+    right_and_wrong = {c["id"] for c in candidates if c["score"] == 1} & {c["id"] for c in candidates if c["score"] == 0}
+    if right_and_wrong:
+        assert result.returncode == 0, result.stderr[-2000:]
+    else:  # no prompt with both a right and a wrong candidate: build-pairs says so and fails the pipeline
+        assert result.returncode == 1 and "no pairs written" in result.stderr, result.stderr[-2000:]
     assert len(candidates) == 12
     assert {c["id"] for c in candidates} == {"gsm8k-test-0", "gsm8k-test-1", "gsm8k-test-2"}
     assert all(c["judge"] == "math" and c["score"] in (0, 1) for c in candidates)
     # the stats line reaches stderr; stdout (the file) holds only pairs
     assert "groups" in result.stderr
     policy_pairs = jsonl(tmp_path / "pairs.jsonl")
+    assert {p["id"] for p in policy_pairs} == right_and_wrong
     for pair in policy_pairs:  # only prompts with both a right and a wrong candidate make a pair
         assert pair["chosen_score"] == 1 and pair["rejected_score"] == 0
         assert len(pair["unseen"]) == 2
