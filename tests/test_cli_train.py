@@ -25,8 +25,11 @@ def dpo3d(*args: str, **kwargs) -> subprocess.CompletedProcess:
 
 
 def train_args(pairs: Path, model: Path, out: Path, *extra: str) -> list[str]:
+    # no squeezing probes: generating and scoring the tiny model's 128-token responses at every logged step
+    # was most of each run's time (tests/test_probe_responses.py covers them, resume included)
     return ["train-dpo", "--pairs", str(pairs), "--model", str(model), "--out", str(out), "--lr", "5e-3",
-            "--batch-size", "2", "--grad-accum", "1", "--schedule", "constant", "--warmup-ratio", "0", *extra]
+            "--batch-size", "2", "--grad-accum", "1", "--schedule", "constant", "--warmup-ratio", "0",
+            "--no-probe-greedy", "--probe-samples", "0", *extra]
 
 
 def comparable(path: Path) -> list[dict]:

@@ -20,7 +20,7 @@ def test_run_config_json_given_back_as_config_reproduces_the_run(tmp_path, tiny_
     pairs = write_pairs(tmp_path / "pairs.jsonl")
     first = dpo3d("train-dpo", "--pairs", str(pairs), "--model", str(tiny_model_dir), "--out", str(tmp_path / "a"),
                   "--lr", "5e-3", "--batch-size", "2", "--grad-accum", "1", "--max-steps", "3", "--loss", "ipo",
-                  "--schedule", "constant", "--seed", "3", "--unseen", "0")
+                  "--schedule", "constant", "--seed", "3", "--unseen", "0", "--no-probe-greedy", "--probe-samples", "0")
     assert first.returncode == 0, first.stderr
     recorded = json.loads((tmp_path / "a" / "run_config.json").read_text())["invocation"]
     assert recorded["command"] == "train-dpo"
