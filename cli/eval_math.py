@@ -126,9 +126,8 @@ def command(
     if out is not None:
         rec.write_records(judged, out)
     if summary is not None:
-        generation = None if completions is not None else {
-            "n": n, "temperature": config.temperature, "seed": seed, "max_new_tokens": max_new_tokens}
-        write_summary(summary, "math", completions or data, limit, generation, result, costs)
+        write_summary(summary, "math", completions or data, limit, None if completions is not None else config,
+                      result, costs)
     console.print(math_table(result))
     print_costs(costs)
 

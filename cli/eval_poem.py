@@ -116,9 +116,8 @@ def command(
     if out is not None:
         rec.write_records(scored, out)
     if summary is not None:
-        generation = None if completions is not None else {
-            "n": n, "temperature": config.temperature, "seed": seed, "max_new_tokens": max_new_tokens}
-        write_summary(summary, "poem", completions or data, limit, generation, result, costs)
+        write_summary(summary, "poem", completions or data, limit, None if completions is not None else config,
+                      result, costs)
     for table in poem_tables(result):
         console.print(table)
     print_costs(costs)

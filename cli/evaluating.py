@@ -11,6 +11,7 @@ from pathlib import Path
 import typer
 
 from dpo3d.data import records as rec
+from dpo3d.generation.sampler import SamplingConfig
 from dpo3d.judges import evaluation as ev
 from dpo3d.models.loading import BUNDLED
 
@@ -78,10 +79,14 @@ def generate_all(
     return completions, costs
 
 
-def write_summary(path: Path, task: str, data: str, limit: int | None, generation: Mapping | None,
+def write_summary(path: Path, task: str, data: str, limit: int | None, sampling: SamplingConfig | None,
                   result: Mapping, costs: Mapping) -> None:
-    """The summary JSON: the task, what was evaluated (and how it was generated), the numbers, the costs."""
-    settings = {"data": str(data), "limit": limit, **(generation or {})}
+    """The summary JSON: the task, what was evaluated (and, when generated, with what sampling), the
+    numbers, the costs."""
+    settings = {"data": str(data), "limit": limit}
+    if sampling is not None:
+        settings.update(n=sampling.n, temperature=sampling.temperature, seed=sampling.seed,
+                        max_new_tokens=sampling.max_new_tokens)
     rec.write_json({"task": task, **settings, **result, "generation": costs}, path)
 
 
