@@ -9,7 +9,6 @@ config. So adding a loop setting is one field in ``LoopConfig``: sft, train-dpo,
 
 from __future__ import annotations
 
-import functools
 import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -18,6 +17,8 @@ from typing import Any
 import typer
 
 from dpo3d.config.fields import Setting, settings
+
+from .signatures import extend
 
 
 @dataclass(frozen=True)
@@ -62,23 +63,11 @@ def with_options(*groups: OptionGroup) -> Callable:
     from ``ctx.params`` (through ``group.build``), so its own signature does not list them."""
 
     def decorate(fn: Callable) -> Callable:
-        own = inspect.signature(fn, eval_str=True)
         added = [p for group in groups for p in group.parameters()]
-        clash = {p.name for p in added} & set(own.parameters)
-        if clash:
-            raise TypeError(f"{fn.__module__}.{fn.__name__} declares {sorted(clash)} itself and through a config")
         names = {p.name for p in added}
-
-        @functools.wraps(fn)
-        def command(*args, **kwargs):
-            return fn(*args, **{key: value for key, value in kwargs.items() if key not in names})
-
-        command.__signature__ = own.replace(parameters=[*own.parameters.values(), *added])
-        command.__annotations__ = {**fn.__annotations__, **{p.name: p.annotation for p in added}}
-        return command
+        return extend(fn, added, lambda kwargs: {key: value for key, value in kwargs.items() if key not in names})
 
     return decorate
-
 
 def option_from(cls: type, name: str, default: Any = None, prefix: str = "") -> Any:
     """One field's typer option, for a command that takes a single setting of a config (its default

@@ -12,7 +12,6 @@ old and the new spelling together (a UsageError: under ``user_errors``, one line
 
 from __future__ import annotations
 
-import functools
 import inspect
 import typing
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from typing import Any
 import typer
 
 from .common import UsageError, console
+from .signatures import extend
 
 CONTEXT = "renamed_context"
 
@@ -47,7 +47,7 @@ def renamed(*aliases: Renamed):
     def decorate(fn):
         signature = inspect.signature(fn)
         hints = typing.get_type_hints(fn)
-        added, annotations = [], {}
+        added = []
         for alias in aliases:
             target = signature.parameters[alias.target].default
             if alias.value is not None:  # an old boolean flag
@@ -58,17 +58,14 @@ def renamed(*aliases: Renamed):
                                       max=getattr(target, "max", None), help=f"Deprecated: {alias.new}.")
             added.append(inspect.Parameter(alias.param, inspect.Parameter.KEYWORD_ONLY, default=option,
                                            annotation=annotation))
-            annotations[alias.param] = annotation
 
         # the context tells a flag given on the command line from a default: ask typer for it where fn does not
         own_context = next((name for name, hint in hints.items() if hint is typer.Context), None)
         wants_context = own_context is None
         if wants_context:
             added.append(inspect.Parameter(CONTEXT, inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context))
-            annotations[CONTEXT] = typer.Context
 
-        @functools.wraps(fn)
-        def wrapper(*args, **kwargs):
+        def prepare(kwargs: dict[str, Any]) -> dict[str, Any]:
             ctx = kwargs.pop(CONTEXT) if wants_context else kwargs.get(own_context)
             for alias in aliases:
                 given = kwargs.pop(alias.param, None)
@@ -83,11 +80,9 @@ def renamed(*aliases: Renamed):
                 kwargs[alias.target] = value
                 if ctx is not None:
                     ctx.params[alias.target] = value
-            return fn(*args, **kwargs)
+            return kwargs
 
-        parameters = [*signature.parameters.values(), *added]
-        wrapper.__signature__ = signature.replace(parameters=parameters)
-        wrapper.__annotations__ = {**getattr(fn, "__annotations__", {}), **annotations}
+        wrapper = extend(fn, added, prepare)
         wrapper.renamed = aliases  # the old spellings, for the flag-vocabulary test
         return wrapper
 
