@@ -25,13 +25,15 @@ from .signatures import extend
 class OptionGroup:
     """The options of one config dataclass: every ``cli`` field, named ``prefix + field`` (or the
     field's ``param``), minus ``exclude``; ``defaults`` where a command's default differs from the
-    dataclass's (sft's learning rate), so the difference is stated in one place too."""
+    dataclass's (sft's learning rate) and ``helps`` where the setting means more there (PPO's step), so
+    the difference is stated in one place too: beside the command's config, which lends both."""
 
     cls: type
     prefix: str = ""
     exclude: frozenset[str] = frozenset()
     only: frozenset[str] | None = None
     defaults: Mapping[str, Any] = field(default_factory=dict)
+    helps: Mapping[str, str] = field(default_factory=dict)
 
     def settings(self) -> list[Setting]:
         return [s for s in settings(self.cls)
@@ -43,16 +45,24 @@ class OptionGroup:
     def typer_option(self, setting: Setting) -> Any:
         bounds = {key: setting.flag[key] for key in ("min", "max", "show_default") if key in setting.flag}
         default = self.defaults.get(setting.name, setting.default)
-        return typer.Option(default, *setting.flags(self.prefix), help=setting.help, **bounds)
+        return typer.Option(default, *setting.flags(self.prefix), help=self.helps.get(setting.name, setting.help), **bounds)
 
     def parameters(self) -> list[inspect.Parameter]:
         return [inspect.Parameter(self.param_name(s), inspect.Parameter.KEYWORD_ONLY,
-                                  default=self.typer_option(s), annotation=s.type)
+                                  default=self.typer_option(s), annotation=s.flag.get("cli_type", s.type))
                 for s in self.settings()]
 
     def values(self, params: Mapping[str, Any]) -> dict[str, Any]:
-        """The config's field values among a command's parsed options (``ctx.params``)."""
-        return {s.name: params[self.param_name(s)] for s in self.settings() if self.param_name(s) in params}
+        """The config's field values among a command's parsed options (``ctx.params``); an option's
+        ``none_at`` value (a 0 clipping norm, a 0 head chunk) becomes the field's None."""
+        found = {}
+        for setting in self.settings():
+            if self.param_name(setting) in params:
+                value = params[self.param_name(setting)]
+                if "none_at" in setting.flag and value == setting.flag["none_at"]:
+                    value = None
+                found[setting.name] = value
+        return found
 
     def build(self, params: Mapping[str, Any], **fields: Any) -> Any:
         return self.cls(**{**self.values(params), **fields})
@@ -65,13 +75,8 @@ def with_options(*groups: OptionGroup) -> Callable:
     def decorate(fn: Callable) -> Callable:
         added = [p for group in groups for p in group.parameters()]
         names = {p.name for p in added}
-        return extend(fn, added, lambda kwargs: {key: value for key, value in kwargs.items() if key not in names})
+        command = extend(fn, added, lambda kwargs: {key: value for key, value in kwargs.items() if key not in names})
+        command.option_groups = (*getattr(fn, "option_groups", ()), *groups)  # what the command derives (tests)
+        return command
 
     return decorate
-
-def option_from(cls: type, name: str, default: Any = None, prefix: str = "") -> Any:
-    """One field's typer option, for a command that takes a single setting of a config (its default
-    overridden where the command's own config says otherwise)."""
-    (setting,) = [s for s in settings(cls) if s.name == name]
-    group = OptionGroup(cls, prefix, defaults={} if default is None else {name: default})
-    return group.typer_option(setting)

@@ -18,14 +18,20 @@ from dpo3d.watch.probes import ProbeOptions
 from . import options as shared
 from .common import console, user_errors
 from .config_file import CONFIG
+from .config_options import OptionGroup, with_options
 
-_D = DetectorSettings
 _P = ProbeOptions
 SCORED = "3d-checkpoints"  # where a run's scored checkpoints go without --out
 
 
+#: the detector's thresholds (DetectorSettings' fields: --drop-ratio, --min-rate, --min-fall, ...)
+DETECTOR = OptionGroup(DetectorSettings)
+
+
 @user_errors
+@with_options(DETECTOR)
 def command(
+    ctx: typer.Context,
     config: Path = CONFIG,
     runs: list[Path] = typer.Argument(..., help="Run folders: train-dpo's or the TRL callback's (each holds "
                                                 "metrics.jsonl; run_config.json names the model, loss, β and lr), "
@@ -43,15 +49,6 @@ def command(
     greedy_tokens: int = typer.Option(_P.greedy_tokens, "--greedy-tokens", help="With --pairs: length of the "
                                       "starting model's greedy response per probe prompt (a response in no pair); 0: none."),
     out: Path = typer.Option(None, "--out", "-o", help=f"With --pairs and one RUN: where the scores go (default RUN/{SCORED})."),
-    drop_ratio: float = typer.Option(_D.drop_ratio, "--drop-ratio", help="Drastic drop: the rejected falls at least this "
-                                     "many times faster than the chosen rises (per token)."),
-    min_rate: float = typer.Option(_D.min_rate, "--min-rate", help="Nats per token a side must move for its rate to count."),
-    min_fall: float = typer.Option(_D.min_fall, "--min-fall", help="Nats (summed) the chosen must fall from its start "
-                                   "(displacement) or peak (degradation), or a response in no pair gain (dispersion)."),
-    noise_multiple: float = typer.Option(_D.noise_multiple, "--noise-multiple", help="Changes within this many times "
-                                         "the run's measured rounding noise (step 0) are no change."),
-    min_mass: float = typer.Option(_D.min_mass, "--min-mass", help="Token-level dispersion: how much the share of "
-                                   "other tokens at the first differing token must grow."),
     table_out: Path = typer.Option(None, "--table", help="Write the Markdown table here (one row per loss, mean ± sd "
                                    "over its runs, then one per run)."),
     figure: Path = typer.Option(None, "--figure", help="Draw the runs here (PNG): per loss mean ± sd of the chosen and "
@@ -75,8 +72,7 @@ def command(
     Examples: `dpo3d diagnose runs/dpo runs/flex --min-fall 2 --table t.md --figure f.png`;
     `dpo3d diagnose trl_out --pairs pairs.jsonl --base HuggingFaceTB/SmolLM2-135M-Instruct`
     """
-    settings = DetectorSettings(drop_ratio=drop_ratio, min_rate=min_rate, min_fall=min_fall,
-                                noise_multiple=noise_multiple, min_mass=min_mass)
+    settings = DETECTOR.build(ctx.params)
     if pairs is not None:
         if out is not None and len(runs) > 1:
             raise typer.BadParameter("--out takes one RUN (each run's scores go to RUN/" + SCORED + " otherwise)")

@@ -14,11 +14,11 @@ from . import options
 from . import training_options as t
 from .common import console, fail, user_errors
 from .config_file import CONFIG, invocation
-from .config_options import with_options
+from .config_options import OptionGroup, with_options
 
 
 @user_errors
-@with_options(replace(t.LOOP, defaults={"lr": SFT_LR}), t.LORA)
+@with_options(replace(t.LOOP, defaults={"lr": SFT_LR}), OptionGroup(SFTRunConfig), t.LORA)
 def command(
     ctx: typer.Context,
     config: Path = CONFIG,
@@ -28,7 +28,6 @@ def command(
     out: Path = t.OUT,
     model: str = options.MODEL,
     eval_data: str = typer.Option(None, "--eval-data", help="Held-out data in the same forms; its loss is logged."),
-    eval_every: int = typer.Option(SFTRunConfig.eval_every, "--eval-every", min=0, help="Evaluate every N steps."),
     limit: int = options.LIMIT,
     max_length: int = options.MAX_LENGTH,
     plot: bool = t.PLOT,
@@ -44,9 +43,9 @@ def command(
     Example: `dpo3d sft --data math:train --limit 500 --out runs/sft --max-steps 50`
     """
     loop = t.loop_config(ctx.params, invocation(ctx))
-    config = SFTRunConfig(model=model, data=options.data_spec(data, subset, columns), loop=loop,
-                          eval_data=options.data_spec(eval_data, subset, columns) if eval_data else None, eval_every=eval_every,
-                          max_length=max_length, limit=limit, load=options.load_options(dtype, trust_remote_code),
+    config = OptionGroup(SFTRunConfig).build(
+        ctx.params, model=model, data=options.data_spec(data, subset, columns), loop=loop,
+        eval_data=options.data_spec(eval_data, subset, columns) if eval_data else None, max_length=max_length, limit=limit, load=options.load_options(dtype, trust_remote_code),
                           lora=t.lora_config(ctx.params))
     display = t.LiveDisplay(("loss", "eval_loss"))
     try:

@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 
 from dpo3d.study import DEFAULT_LOSSES, LLMJudgeSettings, StudyConfig, StudyEvents, run_study
-from dpo3d.study.config import SCENARIO_TEXT
+from dpo3d.study.config import SCENARIO_TEXT, STUDY_LOOP_DEFAULTS, STUDY_LOOP_FIELDS, STUDY_LOOP_HELP
 from dpo3d.training.config import LoopConfig
 from dpo3d.training.run_folder import NonFiniteLoss
 
@@ -17,12 +17,11 @@ from . import options
 from . import training_options as t
 from .common import UsageError, console, fail, user_errors
 from .config_file import CONFIG
-from .config_options import option_from
+from .config_options import OptionGroup, with_options
 from .renamed import Renamed, renamed
 
 POEM_DEFAULTS = ("poems:english-train", "poems:english-test")
 MATH_DEFAULTS = ("gsm8k:train", "gsm8k:test")
-_D = StudyConfig(out=Path("."), model="")
 
 
 def _events(display: t.LiveDisplay) -> StudyEvents:
@@ -60,10 +59,18 @@ def _scenarios(values: list[int] | None) -> tuple[int, ...]:
     return tuple(values or (1, 2, 3, 4))
 
 
+#: the loop settings every cell takes (LoopConfig's, with the study's defaults and meanings where they differ),
+#: the study's own (StudyConfig's fields) and LoRA's
+STUDY_LOOP = OptionGroup(LoopConfig, only=STUDY_LOOP_FIELDS, defaults=STUDY_LOOP_DEFAULTS, helps=STUDY_LOOP_HELP)
+STUDY = OptionGroup(StudyConfig)
+
+
 @user_errors
 @renamed(Renamed("--steps", "max_steps", "--max-steps"),
          Renamed("--no-rm", "reward_model", "--no-reward-model", value=False))
+@with_options(STUDY_LOOP, STUDY, t.LORA)
 def command(
+    ctx: typer.Context,
     config: Path = CONFIG,
     out: Path = typer.Option(..., "--out", "-o", help="The study folder (rerun the same command to continue it)."),
     model: str = options.MODEL,
@@ -71,48 +78,16 @@ def command(
     test_prompts: str = typer.Option(None, "--test-prompts", help=f"Held-out test prompts each model answers. Default {MATH_DEFAULTS[1]} ({POEM_DEFAULTS[1]} with --task poem)."),
     columns: str = options.COLUMNS,
     subset: str = options.SUBSET,
-    train_limit: int = typer.Option(_D.train_limit, "--train-limit", min=1, help="Training prompts sampled."),
-    test_limit: int = typer.Option(_D.test_limit, "--test-limit", min=1, help="Test prompts answered by every model."),
-    task: str = typer.Option("math", "--task", help="math: scenarios × losses (Tables 1, 2, 10, Fig. 4); poem: DPO vs RLHF-PPO on the poem rules (Table 3)."),
     scenario: list[int] = typer.Option(None, "--scenario", "-s", help="A scenario (repeatable; default all): " + "; ".join(f"{k} = {v}" for k, v in SCENARIO_TEXT.items()) + "."),
     loss: list[str] = typer.Option(None, "--loss", "-l", help=f"A loss of the registry (repeatable; default {', '.join(DEFAULT_LOSSES)}). With --task poem the first is DPO's."),
-    n: int = typer.Option(_D.n, "-n", min=2, help="Candidates sampled per training prompt (the paper: 8)."),
-    temperature: float = typer.Option(_D.temperature, "--temperature", min=0.0, help="The policy's sampling temperature."),
-    max_new_tokens: int = typer.Option(_D.max_new_tokens, "--max-new-tokens", min=1, help="Length cap of a sampled candidate (and of a PPO rollout)."),
-    sample_batch_size: int = typer.Option(_D.sample_batch_size, "--sample-batch-size", min=1, help="Sequences generated together."),
-    weak_model: str = typer.Option(None, "--weak-model", help="The off-policy model whose answers are the rejected responses of scenarios 3 and 4 (the paper: a weaker LLM). Default: the policy itself at --weak-temperature, a stand-in (see docs/study.md)."),
-    weak_temperature: float = typer.Option(_D.weak_temperature, "--weak-temperature", min=0.01, help="Sampling temperature of the off-policy responses."),
-    all_prompts: bool = typer.Option(not _D.same_prompts, "--all-prompts/--same-prompts", help="Let each scenario train on every prompt it has a pair for (default: only the prompts every scenario has one for)."),
-    heldout_share: float = typer.Option(_D.heldout_share, "--heldout-share", help="Share of the training prompts whose pairs are held out (Fig. 4, held-out accuracy)."),
-    max_steps: int = options.max_steps(_D.steps, "Optimizer steps of every cell (the same budget for all)."),
-    batch_size: int = option_from(LoopConfig, "batch_size", _D.batch_size),
-    grad_accum: int = option_from(LoopConfig, "grad_accum", _D.grad_accum),
-    lr: float = typer.Option(_D.lr, "--lr", help="Learning rate of every cell (and of the reward model unless --rm-lr)."),
-    rm_lr: float = typer.Option(None, "--rm-lr", help="The reward model's learning rate."),
-    beta: float = typer.Option(_D.beta, "--beta", help="β of every loss (IPO: τ; flex: β_w = β, β_l = β/2)."),
+    all_prompts: bool = typer.Option(not StudyConfig.same_prompts, "--all-prompts/--same-prompts", help="Let each scenario train on every prompt it has a pair for (default: only the prompts every scenario has one for)."),
     loss_args: list[str] = lo.LOSS_ARG,
     list_losses: bool = lo.LIST_LOSSES,
-    schedule: str = option_from(LoopConfig, "schedule", _D.schedule),
-    warmup_ratio: float = option_from(LoopConfig, "warmup_ratio", _D.warmup_ratio),
-    max_length: int = t.with_default(options.MAX_LENGTH, _D.max_length),
-    probe_size: int = typer.Option(_D.probe_size, "--probe-size", min=1, help="Training pairs whose log-probs each cell tracks."),
-    unseen: int = typer.Option(_D.unseen_limit, "--unseen", min=0, help="The policy's other candidates tracked for dispersion."),
-    log_every: int = option_from(LoopConfig, "log_every", _D.log_every),
-    eval_every: int = typer.Option(_D.eval_every, "--eval-every", min=1, help="Held-out pair accuracy every N steps (Fig. 4's points)."),
-    save_every: int = option_from(LoopConfig, "save_every", _D.save_every),
-    reward_model: bool = typer.Option(_D.reward_model, "--reward-model/--no-reward-model", help="Train Fig. 4's reward model on scenario 1's pairs."),
-    seed: int = typer.Option(_D.seed, "--seed", help="Seed of the sampling, the split and every cell."),
-    eval_max_new_tokens: int = typer.Option(_D.eval_max_new_tokens, "--eval-max-new-tokens", min=1, help="Length cap of a test answer."),
-    eval_batch_size: int = typer.Option(_D.eval_batch_size, "--eval-batch-size", min=1, help="Test answers generated together."),
     judge: str = options.JUDGE,
     base_url: str = options.BASE_URL,
     judge_model: str = options.JUDGE_MODEL,
     api_key_env: str = options.API_KEY_ENV,
-    workers: int = options.workers(_D.math_workers, options.MATH_WORKERS_HELP),
-    ppo_rollout_batch: int = typer.Option(_D.ppo_rollout_batch, "--ppo-rollout-batch", min=1, help="--task poem: PPO prompts per step."),
-    ppo_epochs: int = typer.Option(_D.ppo_epochs, "--ppo-epochs", min=1, help="--task poem: PPO passes over each rollout batch."),
-    ppo_lr: float = typer.Option(None, "--ppo-lr", help="--task poem: PPO's learning rate (default --lr)."),
-    mixed_precision: str = option_from(LoopConfig, "mixed_precision"),
+    workers: int = options.workers(StudyConfig.math_workers, options.MATH_WORKERS_HELP),
     dtype: str = options.DTYPE,
     device: str = options.DEVICE,
     trust_remote_code: bool = options.TRUST_REMOTE_CODE,
@@ -136,6 +111,7 @@ def command(
     Many GPUs: `accelerate launch --num_processes 8 -m dpo3d study ...` (the cells train data parallel; the
     first process samples, judges and evaluates).
     """
+    task = ctx.params["task"]
     if judge not in (None, "llm"):
         raise UsageError(f"--judge takes 'llm' (math-verify always runs), got '{judge}'")
     if judge == "llm" and not (base_url and judge_model):
@@ -149,18 +125,12 @@ def command(
 
         llm = LLMJudgeSettings(base_url=base_url, model=judge_model, api_key_env=api_key_env,
                                cache_path=str(default_cache_path()))
-    config = StudyConfig(
-        out=out, model=model, train_prompts=train_prompts or defaults[0], test_prompts=test_prompts or defaults[1],
-        columns=columns, subset=subset, train_limit=train_limit, test_limit=test_limit, task=task, scenarios=_scenarios(scenario),
-        losses=tuple(loss or (("dpo",) if task == "poem" else DEFAULT_LOSSES)), n=n, temperature=temperature,
-        max_new_tokens=max_new_tokens, sample_batch_size=sample_batch_size, weak_model=weak_model,
-        weak_temperature=weak_temperature, same_prompts=not all_prompts, heldout_share=heldout_share, steps=max_steps,
-        batch_size=batch_size, grad_accum=grad_accum, lr=lr, rm_lr=rm_lr, beta=beta, loss_args=tuple(loss_args or ()), schedule=schedule,
-        warmup_ratio=warmup_ratio, max_length=max_length, probe_size=probe_size, unseen_limit=unseen,
-        log_every=log_every, eval_every=eval_every, save_every=save_every, reward_model=reward_model, seed=seed,
-        eval_max_new_tokens=eval_max_new_tokens, eval_batch_size=eval_batch_size, llm_judge=llm,
-        math_workers=workers, ppo_rollout_batch=ppo_rollout_batch, ppo_epochs=ppo_epochs, ppo_lr=ppo_lr,
-        cpu=t.on_cpu(device), device=device, mixed_precision=mixed_precision,
+    config = STUDY.build(
+        ctx.params, out=out, model=model, loop=t.loop_config(ctx.params, group=STUDY_LOOP),
+        lora=t.lora_config(ctx.params), train_prompts=train_prompts or defaults[0],
+        test_prompts=test_prompts or defaults[1], columns=columns, subset=subset, scenarios=_scenarios(scenario),
+        losses=tuple(loss or (("dpo",) if task == "poem" else DEFAULT_LOSSES)), same_prompts=not all_prompts,
+        loss_args=tuple(loss_args or ()), llm_judge=llm, math_workers=workers, device=device,
         load=options.load_options(dtype, trust_remote_code),
     )
     display = t.LiveDisplay(("loss", "accuracy", "probe_chosen_logp_delta", "probe_rejected_logp_delta",

@@ -10,7 +10,6 @@ from dpo3d.losses import LOSSES
 from dpo3d.scoring.forward import LogprobOptions
 from dpo3d.training.dpo import DPORunConfig, train_dpo
 from dpo3d.training.run_folder import NonFiniteLoss
-from dpo3d.watch.guard import KEEP_BEST, POLICIES, GuardSettings
 from dpo3d.watch.probe_responses import ProbeResponseConfig
 
 from . import loss_options as lo
@@ -18,33 +17,24 @@ from . import options
 from . import training_options as t
 from .common import console, fail, user_errors
 from .config_file import CONFIG, invocation
-from .config_options import with_options
+from .config_options import OptionGroup, with_options
 from .renamed import renamed
 
 LOSS_HELP = (
     "Loss from the registry: " + ", ".join(sorted(LOSSES)) + "; or a weighted mixture such as dpo:0.8,bco:0.2,sft:1.0. "
     "Options: --loss-arg KEY=VALUE; `dpo3d train-dpo --list-losses` shows each loss's formula, options and defaults."
 )
-_GUARD = GuardSettings()  # the guard's defaults, for the help text
-GUARD_HELP = (
-    f"Act on the live 3D detector's warnings, as the paper's Proposition 1 suggests: {' | '.join(POLICIES)}. "
-    f"sft adds α·NLL(chosen) (α = {_GUARD.sft_weight}, ×{_GUARD.sft_factor:g} on each later warning, at most "
-    f"{_GUARD.sft_cap:g}; dpo-sft/slic raise their own α); flex turns dpo into flex-β and multiplies β_l by "
-    f"{_GUARD.beta_rejected_factor:g} per warning (never below {_GUARD.beta_rejected_floor:g}·β_w); stop ends the run on "
-    f"{' or '.join(p.replace('_', ' ') for p in _GUARD.stop_on)} and leaves in OUT the model of the step where the probe "
-    "chosen log-prob peaked. A change applies from the next step. Every action goes to metrics.jsonl (guard_actions), "
-    "summary.json, stderr and the --plot figure. Default: the detector only warns."
-)
-KEEP_BEST_HELP = (
-    f"Keep OUT/best: the model of the logged step where the probe's {' / '.join(KEEP_BEST)} log-prob peaked "
-    "(saved each time it rises; OUT/best/best.json gives the step). Implied by --guard stop."
-)
+#: train-dpo's own settings (DPORunConfig's: --ref, --probe-size, --unseen, --guard, ...), the squeezing
+#: probes' (ProbeResponseConfig: --probe-greedy, --probe-samples, ...) and the scoring path's (--head-chunk, --packing)
+DPO = OptionGroup(DPORunConfig)
+PROBE_RESPONSES = OptionGroup(ProbeResponseConfig, prefix="probe_")
+LOGPROBS = OptionGroup(LogprobOptions)
 SHOWN = ("loss", "accuracy", "margin", "probe_chosen_logp_delta", "probe_rejected_logp_delta", "probe_unseen_logp_delta")
 
 
 @user_errors
 @renamed(options.PAIRS_P)
-@with_options(t.LOOP, t.LORA)
+@with_options(t.LOOP, DPO, PROBE_RESPONSES, LOGPROBS, t.LORA)
 def command(
     ctx: typer.Context,
     config: Path = CONFIG,
@@ -54,7 +44,6 @@ def command(
     limit: int = options.LIMIT,
     out: Path = t.OUT,
     model: str = options.MODEL,
-    ref: str = typer.Option(None, "--ref", help="Reference model (default: the same start as --model)."),
     loss: str = typer.Option("dpo", "--loss", "-l", help=LOSS_HELP),
     loss_args: list[str] = lo.LOSS_ARG,
     beta: float = lo.BETA,  # the deprecated per-loss flags (hidden): --loss-arg KEY=VALUE
@@ -67,18 +56,6 @@ def command(
     delta: float = lo.DELTA,
     list_losses: bool = lo.LIST_LOSSES,
     eval_pairs: str = typer.Option(None, "--eval-pairs", help="Held-out pairs (any source, same --columns/--subset): loss, implicit-reward accuracy and margin logged."),
-    eval_every: int = typer.Option(DPORunConfig.eval_every, "--eval-every", min=0, help="Evaluate the held-out pairs every N steps."),
-    probe_size: int = typer.Option(DPORunConfig.probe_size, "--probe-size", min=1, help="Fixed training pairs whose log-probs are tracked each logged step."),
-    unseen_limit: int = typer.Option(DPORunConfig.unseen_limit, "--unseen", min=0, help="Unseen candidates (the pairs' `unseen` field) tracked for dispersion."),
-    probe_greedy: bool = typer.Option(ProbeResponseConfig.greedy, "--probe-greedy/--no-probe-greedy", help="Squeezing probe: before training, the starting policy's greedy response to each probe prompt; its log-prob change (probe_greedy_logp_delta) and per-token entropy are logged (Ren & Sutherland 2025: DPO's negative gradient squeezes mass onto the most likely response)."),
-    probe_samples: int = typer.Option(ProbeResponseConfig.samples, "--probe-samples", min=0, help="Squeezing probe: responses sampled from the starting policy per probe prompt (probe_samples_logp_delta); 0: none."),
-    probe_temperature: float = typer.Option(ProbeResponseConfig.temperature, "--probe-temperature", min=0.01, help="Temperature of the --probe-samples."),
-    probe_new_tokens: int = typer.Option(ProbeResponseConfig.max_new_tokens, "--probe-new-tokens", min=1, help="Longest greedy/sampled probe response, in tokens."),
-    guard: str = typer.Option(None, "--guard", help=GUARD_HELP),
-    keep_best: str = typer.Option(None, "--keep-best", help=KEEP_BEST_HELP),
-    grad_split_every: int = typer.Option(DPORunConfig.grad_split_every, "--grad-split-every", min=0, help="Every N steps, measure the parameter-gradient norm from the chosen and the rejected side (2 extra backward passes)."),
-    head_chunk: int = typer.Option(LogprobOptions.head_chunk or 0, "--head-chunk", min=0, help=f"Positions per pass through the LM head: the logits are recomputed in backward, so memory grows with N x vocabulary, not tokens x vocabulary (default {LogprobOptions.head_chunk}); 0: the model's full logits."),
-    packing: bool = typer.Option(LogprobOptions.packing, "--packing/--no-packing", help="Pack the batch's sequences into rows without padding (position ids restart per sequence); a model that does not honour it is padded."),
     max_length: int = options.MAX_LENGTH,
     plot: bool = t.PLOT,
     dtype: str = options.DTYPE,
@@ -108,16 +85,12 @@ def command(
     # the loss, bound once (an unknown loss, a bad mixture or option is one line); the run records --loss-arg
     (bound,) = lo.bind_cli_losses(ctx.params, [loss])
     loop = t.loop_config(ctx.params, invocation(ctx))
-    config = DPORunConfig(
-        model=model, pairs=options.data_spec(pairs, subset, columns), limit=limit, loop=loop, loss=bound, ref=ref,
-        eval_pairs=options.data_spec(eval_pairs, subset, columns) if eval_pairs else None,
-        max_length=max_length, probe_size=probe_size, unseen_limit=unseen_limit, grad_split_every=grad_split_every,
-        eval_every=eval_every, load=options.load_options(dtype, trust_remote_code),
-        lora=t.lora_config(ctx.params),
-        probe_responses=ProbeResponseConfig(greedy=probe_greedy, samples=probe_samples, temperature=probe_temperature,
-                                            max_new_tokens=probe_new_tokens),
-        logprobs=LogprobOptions(head_chunk=head_chunk or None, packing=packing),
-        guard=guard, keep_best=keep_best,
+    config = DPO.build(
+        ctx.params, model=model, pairs=options.data_spec(pairs, subset, columns), limit=limit, loop=loop, loss=bound,
+        eval_pairs=options.data_spec(eval_pairs, subset, columns) if eval_pairs else None, max_length=max_length,
+        load=options.load_options(dtype, trust_remote_code), lora=t.lora_config(ctx.params),
+        probe_pairs=options.data_spec(ctx.params["probe_pairs"], subset, columns) if ctx.params["probe_pairs"] else None,
+        probe_responses=PROBE_RESPONSES.build(ctx.params), logprobs=LOGPROBS.build(ctx.params),
     )
     display = t.LiveDisplay(SHOWN)
     try:

@@ -14,13 +14,13 @@ from . import options
 from . import training_options as t
 from .common import console, fail, user_errors
 from .config_file import CONFIG, invocation
-from .config_options import with_options
+from .config_options import OptionGroup, with_options
 from .renamed import renamed
 
 
 @user_errors
 @renamed(options.PAIRS_P)
-@with_options(replace(t.LOOP, defaults={"lr": RM_LR}), t.LORA)
+@with_options(replace(t.LOOP, defaults={"lr": RM_LR}), OptionGroup(RMRunConfig), t.LORA)
 def command(
     ctx: typer.Context,
     config: Path = CONFIG,
@@ -31,8 +31,6 @@ def command(
     out: Path = t.OUT,
     model: str = options.MODEL,
     eval_pairs: str = typer.Option(None, "--eval-pairs", help="Held-out pairs (any source, same --columns/--subset): preference accuracy, loss and margin logged."),
-    eval_every: int = typer.Option(RMRunConfig.eval_every, "--eval-every", min=0, help="Evaluate the held-out pairs every N steps (and at step 0)."),
-    margin: float = typer.Option(0.0, "--margin", min=0.0, help="Loss -log σ(r_w - r_l - margin): ask the chosen reward to lead by this much."),
     max_length: int = options.MAX_LENGTH,
     plot: bool = t.PLOT,
     dtype: str = options.DTYPE,
@@ -55,9 +53,9 @@ def command(
     """
     options.required(pairs, "--pairs")
     loop = t.loop_config(ctx.params, invocation(ctx))
-    config = RMRunConfig(model=model, pairs=options.data_spec(pairs, subset, columns), limit=limit, loop=loop,
-                         eval_pairs=options.data_spec(eval_pairs, subset, columns) if eval_pairs else None, eval_every=eval_every,
-                         margin=margin, max_length=max_length, load=options.load_options(dtype, trust_remote_code),
+    config = OptionGroup(RMRunConfig).build(
+        ctx.params, model=model, pairs=options.data_spec(pairs, subset, columns), limit=limit, loop=loop,
+        eval_pairs=options.data_spec(eval_pairs, subset, columns) if eval_pairs else None, max_length=max_length, load=options.load_options(dtype, trust_remote_code),
                          lora=t.lora_config(ctx.params))
     display = t.LiveDisplay(("loss", "accuracy", "margin", "eval_accuracy"))
     try:

@@ -4,7 +4,6 @@ display. The options every command shares (--model, --dtype, --device, --limit, 
 
 from __future__ import annotations
 
-import copy
 import warnings
 from collections.abc import Mapping
 from typing import Any
@@ -32,13 +31,6 @@ from .config_options import OptionGroup
 OUT = typer.Option(..., "--out", "-o", help="Run folder: the final Hugging Face model, run_config.json, metrics.jsonl, checkpoint/.")
 PLOT = typer.Option(False, "--plot/--no-plot", help="Draw the run's curves to OUT/curves.png at the end.")
 
-def with_default(option: typer.models.OptionInfo, default: Any) -> typer.models.OptionInfo:
-    """The same option (names, bounds, help) with another default: the study's, from StudyConfig."""
-    changed = copy.copy(option)
-    changed.default = default
-    return changed
-
-
 #: the shared loop's options (LoopConfig's fields; --out and --device are the commands' own)
 LOOP = OptionGroup(LoopConfig)
 #: LoRA's options (LoRAConfig's fields as --lora-r, --lora-alpha, ..., --merge)
@@ -51,18 +43,13 @@ def lora_config(params: Mapping[str, Any]) -> LoRAConfig:
     return config
 
 
-def loop_config(params: Mapping[str, Any], invocation: dict | None = None, **overrides: Any) -> LoopConfig:
+def loop_config(params: Mapping[str, Any], invocation: dict | None = None, group: OptionGroup = LOOP,
+                **overrides: Any) -> LoopConfig:
     """The shared loop's config from a command's parsed options (``ctx.params``): every LoopConfig
-    option it offers; ``--device`` becomes ``cpu``, a 0 ``--max-grad-norm`` no clipping."""
-    values = {**LOOP.values(params), **overrides}
-    if "max_grad_norm" in values:
-        values["max_grad_norm"] = values["max_grad_norm"] or None
-    return LoopConfig(out=params["out"], **values, cpu=on_cpu(params.get("device", "auto")), invocation=invocation)
-
-
-def on_cpu(device: str) -> bool:
-    """``--device`` of a trainer (auto, cpu, cuda, cuda:N): whether it trains on the CPU."""
-    return precision.training_device(device)
+    option it offers (``group``'s); ``--device`` becomes ``cpu``."""
+    values = {**group.values(params), **overrides}
+    return LoopConfig(out=params["out"], **values, cpu=precision.training_device(params.get("device", "auto")),
+                      invocation=invocation)
 
 
 class LiveDisplay:

@@ -96,8 +96,45 @@ def test_ppo_and_study_take_the_loop_fields_they_share_from_loop_config():
     for name in ("seed", "log_every", "save_every", "max_grad_norm", "report_to", "keep_host_memory"):
         (setting,) = [s for s in settings(LoopConfig) if s.name == name]
         assert (ppo[name].default, ppo[name].help) == (setting.default, setting.help), name
-    from dpo3d.study import StudyConfig
+    from dpo3d.study.config import STUDY_LOOP_DEFAULTS, StudyConfig
 
     study = command_options("study")
-    assert study["batch_size"].default == StudyConfig.batch_size  # the study's own default, stated by StudyConfig
+    assert study["batch_size"].default == STUDY_LOOP_DEFAULTS["batch_size"] == 4  # the study's, stated beside StudyConfig
+    assert StudyConfig(out=Path("s"), model="m").loop.batch_size == 4
+    for name in ("gradient_checkpointing", "keep_host_memory", "report_to", "weight_decay", "lora_r"):
+        assert name in study, name  # the options study cells dropped before the loop was one section
     assert replace(t.LOOP, only=frozenset({"seed"})).settings()[0].name == "seed"
+
+
+def _commands(typer_app=app, prefix=""):
+    """Every subcommand as (name, the function typer calls, its click options by parameter name)."""
+    click_app = typer.main.get_command(typer_app)
+    for info in typer_app.registered_commands:
+        name = info.name or info.callback.__name__.replace("_", "-")
+        params = {p.name: p for p in click_app.commands[name].params if p.param_type_name == "option"}
+        yield prefix + name, info.callback, params
+    for group in typer_app.registered_groups:
+        yield from _commands(group.typer_instance, f"{prefix}{group.name} ")
+
+
+def test_every_derived_option_has_its_fields_default_and_help_unless_its_command_group_says_otherwise():
+    """One statement per setting: the field's default and help, or the override its group states beside
+    the command's config (PPO's max_steps, the study's lr); never a third value typed into a command."""
+    derived = set()
+    for name, callback, params in _commands():
+        for group in getattr(callback, "option_groups", ()):
+            for setting in group.settings():
+                param = params[group.param_name(setting)]
+                assert param.default == group.defaults.get(setting.name, setting.default), (name, setting.name)
+                assert param.help == group.helps.get(setting.name, setting.help), (name, setting.name)
+                derived.add(name)
+    assert {"sft", "train-dpo", "train-rm", "ppo", "study", "diagnose"} <= derived
+
+
+def test_a_0_option_is_the_fields_none_where_the_field_says_so():
+    from dpo3d.scoring.forward import LogprobOptions
+    from dpo3d_cli.train_dpo import LOGPROBS
+
+    assert LOGPROBS.build({"head_chunk": 0, "packing": False}) == LogprobOptions(head_chunk=None, packing=False)
+    assert LOGPROBS.build({"head_chunk": 256, "packing": True}) == LogprobOptions(head_chunk=256)
+    assert t.loop_config({"out": Path("r"), "max_grad_norm": 0.0}).max_grad_norm is None

@@ -286,26 +286,33 @@ def test_the_trainers_defaults_are_the_loop_configs():
 
 
 def test_ppo_defaults_are_ppo_configs():
-    from dpo3d.training.ppo import PPOConfig
+    """PPO's own settings from PPOConfig, the loop's from LoopConfig except where PPO's tree says (max_steps)."""
+    from dpo3d.training.config import LoopConfig
+    from dpo3d.training.ppo import LOOP_DEFAULTS, LOOP_FIELDS, PPOConfig
 
-    ppo, given = _config_defaults(PPOConfig), _defaults("ppo")
+    loop = _config_defaults(LoopConfig)
+    ppo = {**{name: loop[name] for name in LOOP_FIELDS}, **LOOP_DEFAULTS, **_config_defaults(PPOConfig)}
+    given = _defaults("ppo")
+    assert given["max_steps"] == 20 and loop["max_steps"] is None
     shared = [name for name in ppo if name in given and name != "max_grad_norm"]  # 0 on the command line: no clipping
     assert len(shared) > 15 and {n: given[n] for n in shared} == {n: ppo[n] for n in shared}
 
 
 def test_study_defaults_are_study_configs():
-    """One place for each: `study --batch-size` is StudyConfig.batch_size (4), not LoopConfig's 8."""
-    from dpo3d.study.config import StudyConfig
+    """One place for each: `study --batch-size` is the study's loop section's (4), not LoopConfig's 8."""
+    from dpo3d.study.config import STUDY_LOOP_DEFAULTS, StudyConfig, study_loop
 
-    study, given = _config_defaults(StudyConfig), _defaults("study")
-    named = {"max_steps": "steps", "unseen": "unseen_limit", "workers": "math_workers"}
+    loop = {name: value for name, value in dataclasses.asdict(study_loop()).items()
+            if name in _defaults("study") and name != "out"}
+    study, given = {**_config_defaults(StudyConfig), **loop}, _defaults("study")
+    named = {"unseen": "unseen_limit", "workers": "math_workers"}
     task_defaults = {"train_prompts", "test_prompts"}  # None on the command line: gsm8k's, or the poems' with --task poem
     task_defaults.add("loss_args")  # None on the command line: no --loss-arg, StudyConfig's empty tuple
     pairs = {option: named.get(option, option) for option in given
              if named.get(option, option) in study and option not in task_defaults}
     assert len(pairs) > 25
     assert {option: given[option] for option in pairs} == {option: study[field] for option, field in pairs.items()}
-    assert given["batch_size"] == StudyConfig.batch_size == 4
+    assert given["batch_size"] == STUDY_LOOP_DEFAULTS["batch_size"] == 4
     assert given["all_prompts"] is (not StudyConfig.same_prompts)
 
 

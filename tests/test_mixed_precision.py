@@ -114,8 +114,9 @@ def test_sft_rm_and_ppo_train_under_bf16_with_checkpointing(tmp_path, tiny_model
     rm = train_rm(RMRunConfig(model=str(tiny_model_dir), pairs=pairs, loop=loop("rm")))
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text("".join(json.dumps({"prompt": f"Question {i}?"}) + "\n" for i in range(4)))
-    ppo = train_ppo(PPOConfig(model=str(tiny_model_dir), prompts=str(prompts), out=tmp_path / "ppo", reward="contains:yes",
-                              max_steps=2, rollout_batch=4, minibatch=2, ppo_epochs=1, max_new_tokens=4, **numerics))
+    ppo = train_ppo(PPOConfig(model=str(tiny_model_dir), prompts=str(prompts), reward="contains:yes",
+                              loop=LoopConfig(out=tmp_path / "ppo", max_steps=2, **numerics), rollout_batch=4,
+                              minibatch=2, ppo_epochs=1, max_new_tokens=4))
     for result, key in ((sft, "loss"), (rm, "loss"), (ppo, "value_loss")):
         record = read_log(result.out / "metrics.jsonl")[-1]
         assert record["step"] == 2 and torch.isfinite(torch.tensor(record[key])), result.out

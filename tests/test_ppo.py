@@ -12,10 +12,12 @@ import pytest
 
 from dpo3d.data.run_log import read_log
 from dpo3d.training.config import LoopConfig
-from dpo3d.training.ppo import PPOConfig, train_ppo
+from dpo3d.training.ppo import LOOP_FIELDS, PPOConfig, train_ppo
 from dpo3d.training.ppo_tokens import load_value_model
 from dpo3d.training.run_folder import LoopCallbacks
 from dpo3d.training.sft import SFTRunConfig, train_sft
+
+from .launching import port_args
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,7 +46,8 @@ def yes_no(tmp_path_factory, tiny_model_dir):
 def config(policy, prompts, out, **overrides) -> PPOConfig:
     settings = {"reward": "contains:yes", "max_steps": 10, "rollout_batch": 16, "minibatch": 8, "ppo_epochs": 2, "lr": 1e-3,
                 "max_new_tokens": 4, "temperature": 1.0, "kl_coef": 0.05, **overrides}
-    return PPOConfig(model=str(policy), prompts=str(prompts), out=out, **settings)
+    shared = {name: settings.pop(name) for name in LOOP_FIELDS if name in settings}
+    return PPOConfig(model=str(policy), prompts=str(prompts), loop=LoopConfig(out=out, **shared), **settings)
 
 
 def test_ppo_raises_a_rule_reward_with_the_kl_bounded(yes_no, tmp_path):
@@ -103,7 +106,7 @@ def test_two_process_accelerate_run(yes_no, tmp_path):
     policy, prompts = yes_no
     launcher = str(Path(sys.executable).parent / "accelerate")
     result = subprocess.run(
-        [launcher, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+        [launcher, "launch", *port_args(), "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
          "--dynamo_backend", "no", "-m", "dpo3d", "ppo", "--prompts", str(prompts), "--reward", "contains:yes",
          "--model", str(policy), "--out", str(tmp_path / "two"), "--max-steps", "2", "--rollout-batch", "4",
          "--minibatch", "2", "--ppo-epochs", "1", "--max-new-tokens", "4", "--temperature", "1.0", "--lr", "1e-3",

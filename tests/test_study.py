@@ -17,8 +17,10 @@ from dpo3d.data.run_log import read_log
 from dpo3d.judges import scored
 from dpo3d.judges.base import Judge
 from dpo3d.study import StudyConfig, StudyEvents, run_study
-from dpo3d.study.config import SCENARIOS
+from dpo3d.study.config import SCENARIOS, study_loop
 from dpo3d.training.run_folder import LoopCallbacks
+
+from .launching import port_args
 
 ROOT = Path(__file__).resolve().parent.parent
 LAUNCHER = Path(sys.executable).parent / "accelerate"
@@ -69,7 +71,15 @@ def tiny_config(tmp_path: Path, model_dir, out: str, **changes) -> StudyConfig:
         probe_size=4, unseen_limit=8, max_length=96, eval_max_new_tokens=6, eval_batch_size=8, cpu=True, device="cpu",
     )
     settings.update(changes)
-    return StudyConfig(**settings)
+    return study_config(**settings)
+
+
+def study_config(**settings) -> StudyConfig:
+    """A StudyConfig from one flat table: the loop's settings (``steps``: max_steps) go to its loop section."""
+    loop = {("max_steps" if key == "steps" else key): settings.pop(key)
+            for key in ("steps", "batch_size", "lr", "log_every", "save_every", "cpu", "grad_accum", "seed")
+            if key in settings}
+    return StudyConfig(**settings, loop=study_loop(**loop))
 
 
 class Recorder(StudyEvents):
@@ -294,7 +304,7 @@ def test_a_cell_trains_under_accelerate_launch(finished, tmp_path):
     shutil.rmtree(copy / "cells" / "s2-dpo")
     (copy / "stages" / "eval-s2-dpo.json").unlink()
     result = subprocess.run(
-        [str(LAUNCHER), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision",
+        [str(LAUNCHER), "launch", *port_args(), "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision",
          "no", "--dynamo_backend", "no", "-m", "dpo3d", *cli_args(config, copy)],
         capture_output=True, text=True, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600,
     )
@@ -308,7 +318,7 @@ def test_a_cell_trains_under_accelerate_launch(finished, tmp_path):
 
 
 def test_poem_task_fills_table3_with_dpo_and_ppo_from_one_start(tmp_path, tiny_model_dir):
-    config = StudyConfig(
+    config = study_config(
         out=tmp_path / "poem", model=str(tiny_model_dir), task="poem", train_prompts="poems:train",
         test_prompts="poems:test", train_limit=4, test_limit=2, losses=("dpo",), n=4, max_new_tokens=8,
         heldout_share=0.3, same_prompts=False, steps=2, batch_size=2, lr=5e-3, log_every=1, eval_every=1,

@@ -136,3 +136,28 @@ def test_nan_loss_stops_and_keeps_last_checkpoint(tmp_path, tiny_model_dir):
         assert (tmp_path / "run" / "checkpoint" / "model.safetensors").is_file()
     finally:
         REGISTRY.pop("test-nan-after-warmup", None)
+
+
+def test_probe_pairs_are_one_probe_set_for_runs_on_other_data(tmp_path, tiny_model_dir):
+    """--probe-pairs: the probes are every pair of that file (its unseen candidates too), whatever the run
+    trains on: two runs on different pairs log the same step-0 probes, those of a run probing the file itself."""
+    probes = write_pairs(tmp_path / "probes.jsonl", n=3)
+    other = tmp_path / "other.jsonl"
+    other.write_text("".join(json.dumps({"prompt": f"Say {i}.", "chosen": f"{i}.", "rejected": f"No {i}."}) + "\n"
+                             for i in range(6)))
+
+    def first_record(pairs, name, **changes):
+        config = DPORunConfig(
+            model=str(tiny_model_dir), pairs=pairs, loop=LoopConfig(out=tmp_path / name, lr=5e-3, batch_size=2,
+                                                                    grad_accum=1, max_steps=1, warmup_ratio=0.0),
+            probe_responses=ProbeResponseConfig(greedy=False, samples=0), **changes)
+        result = train_dpo(config)
+        return read_log(result.out / "metrics.jsonl")[0], json.loads((result.out / "run_config.json").read_text())
+
+    itself, _ = first_record(probes, "itself", probe_size=3)
+    fixed, recorded = first_record(other, "fixed", probe_pairs=probes)
+    fixed_again, _ = first_record(write_pairs(tmp_path / "eight.jsonl"), "again", probe_pairs=probes)
+    keys = ("probe_chosen_logp", "probe_rejected_logp", "probe_unseen_logp", "probe_chosen_logp_per_token")
+    assert {k: fixed[k] for k in keys} == {k: fixed_again[k] for k in keys} == {k: itself[k] for k in keys}
+    assert recorded["extra"]["probe_size"] == 3 and recorded["extra"]["probe_pairs"] == str(probes)
+    assert recorded["extra"]["unseen_candidates"] == 6  # the probe file's 3 pairs x 2 unseen, not the training pairs' 0

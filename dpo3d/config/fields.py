@@ -17,7 +17,9 @@ from typing import Any
 def option(default: Any = MISSING, help: str = "", *, default_factory: Any = MISSING, cli: bool = True, **flag: Any) -> Any:
     """A config field with its help. ``cli``: whether commands offer it as an option; ``flag``: how,
     where the plain ``--<name-with-dashes>`` is not it (``flags``: the option's names, ``min``/``max``:
-    bounds, ``show_default``)."""
+    bounds, ``show_default``; ``none_at``: the option's value that means the field's None, such as a
+    0 clipping norm; ``param``: the command's parameter name where it is not the field's; ``cli_type``: what
+    the command line gives where the field holds more, such as a data source's name for a DataSpec field)."""
     return field(default=default, default_factory=default_factory, metadata={"help": help, "cli": cli, **flag})
 
 

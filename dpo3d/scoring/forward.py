@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from dpo3d.config.fields import option
 from dpo3d.models.wrappers import unwrap
 from dpo3d.scoring import packing
 from dpo3d.scoring.batches import PaddedBatch, scored_positions
@@ -21,8 +22,12 @@ class LogprobOptions:
     Either falls back, with a warning, on a model where it does not reproduce the plain path.
     """
 
-    head_chunk: int | None = 512  # as fast as 1024 on the bench, ~300 MiB less at its peak
-    packing: bool = True
+    head_chunk: int | None = option(  # 512: as fast as 1024 on the bench, ~300 MiB less at its peak
+        512, "Positions per pass through the LM head: the logits are recomputed in backward, so memory grows with "
+        "N x vocabulary, not tokens x vocabulary; 0: the model's full logits.", min=0, none_at=0)
+    packing: bool = option(
+        True, "Pack the batch's sequences into rows without padding (position ids restart per sequence); a model "
+        "that does not honour it is padded.", flags=("--packing/--no-packing",))
 
     def __post_init__(self):
         if self.head_chunk is not None and self.head_chunk < 1:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 from dpo3d.data import records as rec
@@ -53,12 +54,8 @@ def state(folder: Path, pairs_key: str) -> str:
 
 
 def loop_config(config: StudyConfig, out: Path, resume: bool, lr: float | None = None) -> LoopConfig:
-    return LoopConfig(
-        out=out, lr=lr or config.lr, batch_size=config.batch_size, grad_accum=config.grad_accum,
-        max_steps=config.steps, warmup_ratio=config.warmup_ratio, schedule=config.schedule, seed=config.seed,
-        log_every=config.log_every, save_every=config.save_every, resume=resume, cpu=config.cpu,
-        mixed_precision=config.mixed_precision,
-    )
+    """A cell's loop: the study's loop section (every trainer option its command took) in the cell's folder."""
+    return replace(config.loop, out=out, resume=resume, lr=lr or config.loop.lr, extra={}, invocation=None)
 
 
 def plan(folder: Path, pairs_key: str, what: str, events: StudyEvents, cpu: bool = False) -> str | None:
@@ -89,7 +86,7 @@ def train_cell(config: StudyConfig, layout: Layout, scenario: int, loss: str, ev
     """Train one cell unless it is done; True when it trained (all of it, or the rest of it)."""
     folder = layout.cell(scenario, loss)
     label = cell_label(scenario, loss)
-    decided = plan(folder, pairs_fingerprint(layout, scenario), label, events, config.cpu)
+    decided = plan(folder, pairs_fingerprint(layout, scenario), label, events, config.loop.cpu)
     if decided is None:
         return False
     resume = decided == "resume"
@@ -98,6 +95,7 @@ def train_cell(config: StudyConfig, layout: Layout, scenario: int, loss: str, ev
         loss=config.bound_loss(loss), eval_pairs=str(layout.pairs(scenario, "heldout")),
         max_length=config.max_length, probe_size=config.probe_size, unseen_limit=config.unseen_limit,
         eval_every=config.eval_every, load=LoadOptions(dtype=config.load.dtype, trust_remote_code=config.load.trust_remote_code),
+        lora=config.lora,
     )
     train_dpo(run, events.training(label), lambda message: events.on_status(f"{label}: {message}"))
     return True
@@ -106,14 +104,14 @@ def train_cell(config: StudyConfig, layout: Layout, scenario: int, loss: str, ev
 def train_reward_model(config: StudyConfig, layout: Layout, events: StudyEvents) -> bool:
     """Fig. 4's reward model on scenario 1's pairs (the same training and held-out pairs as cell s1-dpo)."""
     folder = layout.rm
-    decided = plan(folder, pairs_fingerprint(layout, 1), "s1-rm", events, config.cpu)
+    decided = plan(folder, pairs_fingerprint(layout, 1), "s1-rm", events, config.loop.cpu)
     if decided is None:
         return False
     resume = decided == "resume"
     run = RMRunConfig(
         model=config.model, pairs=str(layout.pairs(1, "train")), loop=loop_config(config, folder, resume, config.rm_lr),
         eval_pairs=str(layout.pairs(1, "heldout")), eval_every=config.eval_every, max_length=config.max_length,
-        load=LoadOptions(dtype=config.load.dtype, trust_remote_code=config.load.trust_remote_code),
+        load=LoadOptions(dtype=config.load.dtype, trust_remote_code=config.load.trust_remote_code), lora=config.lora,
     )
     train_rm(run, events.training("s1-rm"), lambda message: events.on_status(f"s1-rm: {message}"))
     return True

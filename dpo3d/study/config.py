@@ -15,8 +15,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from dpo3d.config.fields import option, settings
 from dpo3d.models.loading import LoadOptions
+from dpo3d.models.lora import LoRAConfig
 from dpo3d.pairs.building import REFERENCE
+from dpo3d.training.config import LoopConfig
 
 if TYPE_CHECKING:
     from ..losses.bound import BoundLoss
@@ -55,62 +58,88 @@ class LLMJudgeSettings:
     cache_path: str | None = None
 
 
+#: the shared loop settings a study's cells take from its command (epochs: cells train max_steps; resume: a
+#: study resumes itself, cell by cell)
+STUDY_LOOP_FIELDS = frozenset(s.name for s in settings(LoopConfig)) - {"epochs", "resume"}
+#: where a study's loop defaults differ from LoopConfig's (a dozen steps on a small model), stated once
+STUDY_LOOP_DEFAULTS = {"lr": 2e-5, "batch_size": 4, "grad_accum": 1, "max_steps": 12, "warmup_ratio": 0.0,
+                       "schedule": "constant", "log_every": 2, "save_every": 4}
+#: what a loop setting means in a study
+STUDY_LOOP_HELP = {
+    "max_steps": "Optimizer steps of every cell (the same budget for all).",
+    "lr": "Learning rate of every cell (and of the reward model unless --rm-lr).",
+    "seed": "Seed of the sampling, the split and every cell.",
+}
+#: the loop fields a study folder's results depend on, under the names study folders have recorded them by
+FINGERPRINT_LOOP = {"max_steps": "steps", "batch_size": "batch_size", "grad_accum": "grad_accum", "lr": "lr",
+                    "schedule": "schedule", "warmup_ratio": "warmup_ratio", "log_every": "log_every", "seed": "seed",
+                    "mixed_precision": "mixed_precision"}
+#: loop fields that shape the results but came to studies later: recorded only where they leave their default
+FINGERPRINT_LOOP_LATER = ("weight_decay", "max_grad_norm")
+
+
+def study_loop(**changes) -> LoopConfig:
+    """The loop section every cell of a study starts from: LoopConfig with the study's defaults."""
+    return LoopConfig(out=Path("."), **{**STUDY_LOOP_DEFAULTS, **changes})
+
+
 @dataclass
 class StudyConfig:
+    """A study: its data, scenarios and losses, sampling, the loop section every cell shares (``loop``,
+    LoopConfig with the study's defaults: every trainer option reaches the cells) and LoRA."""
+
     out: Path
     model: str
+    loop: LoopConfig = field(default_factory=study_loop)
+    lora: LoRAConfig = field(default_factory=LoRAConfig)
     train_prompts: str = "gsm8k:train"
     test_prompts: str = "gsm8k:test"
     columns: str | None = None  # FIELD=COLUMN,... of both prompt sources (--columns)
     subset: str | None = None  # a hub source's config (--subset)
-    train_limit: int | None = 64  # training prompts sampled
-    test_limit: int | None = 32  # held-out test problems each model answers
-    task: str = "math"  # math (scenarios × losses) or poem (Table 3: DPO vs PPO on the poem rules)
+    train_limit: int | None = option(64, "Training prompts sampled.", min=1)
+    test_limit: int | None = option(32, "Test prompts answered by every model.", min=1)
+    task: str = option("math", "math: scenarios × losses (Tables 1, 2, 10, Fig. 4); poem: DPO vs RLHF-PPO on the "
+                               "poem rules (Table 3).")
     scenarios: tuple[int, ...] = (1, 2, 3, 4)
     losses: tuple[str, ...] = DEFAULT_LOSSES
     # sampling the candidates
-    n: int = 8
-    temperature: float = 0.7
-    max_new_tokens: int = 256
-    sample_batch_size: int = 32
-    weak_model: str | None = None  # None: the stand-in, the policy itself at weak_temperature
-    weak_temperature: float = 1.2  # measured on SmolLM2 (docs/study.md): 1.2 reads as a weak answer, 1.6 as word salad
+    n: int = option(8, "Candidates sampled per training prompt (the paper: 8).", flags=("-n",), min=2)
+    temperature: float = option(0.7, "The policy's sampling temperature.", min=0.0)
+    max_new_tokens: int = option(256, "Length cap of a sampled candidate (and of a PPO rollout).", min=1)
+    sample_batch_size: int = option(32, "Sequences generated together.", min=1)
+    weak_model: str | None = option(
+        None, "The off-policy model whose answers are the rejected responses of scenarios 3 and 4 (the paper: a "
+        "weaker LLM). Default: the policy itself at --weak-temperature, a stand-in (see docs/study.md).")
+    # measured on SmolLM2 (docs/study.md): 1.2 reads as a weak answer, 1.6 as word salad
+    weak_temperature: float = option(1.2, "Sampling temperature of the off-policy responses.", min=0.01)
     # pairs
     same_prompts: bool = True  # every scenario trains on the prompts all of them have a pair for
-    heldout_share: float = 0.25  # training prompts whose pairs are held out (Fig. 4, eval accuracy)
-    # training (the same for every cell)
-    steps: int = 12
-    batch_size: int = 4
-    grad_accum: int = 1
-    lr: float = 2e-5
-    rm_lr: float | None = None  # the reward model's; default: lr
-    beta: float = 0.1
+    heldout_share: float = option(
+        0.25, "Share of the training prompts whose pairs are held out (Fig. 4, held-out accuracy).")
+    # training (the same for every cell; the loop's settings are in ``loop``)
+    rm_lr: float | None = option(None, "The reward model's learning rate.")
+    beta: float = option(0.1, "β of every loss (IPO: τ; flex: β_w = β, β_l = β/2).")
     loss_args: tuple[str, ...] = ()  # --loss-arg KEY=VALUE: an option of every loss that takes it (after --beta's)
-    schedule: str = "constant"
-    warmup_ratio: float = 0.0
-    max_length: int = 512
-    probe_size: int = 8
-    unseen_limit: int = 16
-    log_every: int = 2
-    eval_every: int = 2
-    save_every: int = 4  # resumable checkpoints inside a cell
-    reward_model: bool = True  # Fig. 4: a reward model beside DPO on scenario-1 pairs
-    seed: int = 0
+    max_length: int = option(512, "Cut prompt+response to this many tokens.", min=8)
+    probe_size: int = option(8, "Training pairs whose log-probs each cell tracks.", min=1)
+    unseen_limit: int = option(16, "The policy's other candidates tracked for dispersion.", flags=("--unseen",),
+                               param="unseen", min=0)
+    eval_every: int = option(2, "Held-out pair accuracy every N steps (Fig. 4's points).", min=1)
+    reward_model: bool = option(True, "Train Fig. 4's reward model on scenario 1's pairs.",
+                                flags=("--reward-model/--no-reward-model",))
     # evaluation
-    eval_max_new_tokens: int = 256
-    eval_batch_size: int = 16
+    eval_max_new_tokens: int = option(256, "Length cap of a test answer.", min=1)
+    eval_batch_size: int = option(16, "Test answers generated together.", min=1)
     llm_judge: LLMJudgeSettings | None = None
     math_workers: int | None = 0  # the math judge's worker processes (0: in this process)
     # poem task (Table 3)
-    ppo_rollout_batch: int = 8
+    ppo_rollout_batch: int = option(8, "--task poem: PPO prompts per step.", min=1)
     ppo_minibatch: int = 4
-    ppo_epochs: int = 2
-    ppo_lr: float | None = None  # default: lr
+    ppo_epochs: int = option(2, "--task poem: PPO passes over each rollout batch.", min=1)
+    ppo_lr: float | None = option(None, "--task poem: PPO's learning rate (default --lr).")
     ppo_kl_coef: float = 0.05
-    # devices
-    cpu: bool = False
+    # devices (training's: loop.cpu)
     device: str = "auto"  # sampling and evaluation
-    mixed_precision: str | None = None
     load: LoadOptions = field(default_factory=LoadOptions)
 
     def validate(self) -> None:
@@ -134,8 +163,10 @@ class StudyConfig:
             raise ValueError("-n must be at least 2: scenario 1 pairs the best and the worst of a prompt's samples")
         if not 0 < self.heldout_share < 1:
             raise ValueError("--heldout-share must lie in (0, 1)")
-        if self.steps < 1 or self.batch_size < 1 or self.grad_accum < 1:
-            raise ValueError("--max-steps, --batch-size and --grad-accum must be at least 1")
+        if self.loop.max_steps is None or self.loop.max_steps < 1:
+            raise ValueError("--max-steps must be at least 1")
+        self.loop.validate()
+        self.lora.validate()
         if self.weak_temperature <= 0:
             raise ValueError("--weak-temperature must be positive")
         for name in ("train_limit", "test_limit"):
@@ -149,20 +180,28 @@ class StudyConfig:
         """The settings a study folder's results depend on (scenarios and losses excepted: adding one
         adds cells; the LLM judge, devices and checkpoint spacing excepted: they do not change what
         is trained, a resumed run being the run that was not interrupted)."""
-        data = asdict(self)
-        for key in ("out", "scenarios", "losses", "llm_judge", "math_workers", "cpu", "device", "load", "save_every"):
+        data = self.to_json()
+        for key in ("out", "scenarios", "losses", "llm_judge", "math_workers", "device", "load", "loop", "lora"):
             data.pop(key)
         if not self.loss_args:  # a study folder made before --loss-arg keeps its fingerprint
             data.pop("loss_args")
         for key in ("columns", "subset"):  # recorded only when given: study folders from before them still continue
             if data[key] is None:
                 data.pop(key)
+        # the loop's settings under the names study folders recorded before the loop was a section of its own;
+        # those that came later only where they differ from their default (older folders still continue)
+        loop, plain = asdict(self.loop), asdict(study_loop())
+        data.update({key: loop[name] for name, key in FINGERPRINT_LOOP.items()})
+        data.update({name: loop[name] for name in FINGERPRINT_LOOP_LATER if loop[name] != plain[name]})
+        if self.lora.enabled:
+            data["lora"] = asdict(self.lora)
         data["dtype"] = str(self.load.dtype)
         return data
 
     def to_json(self) -> dict:
         data = asdict(self)
         data["out"] = str(self.out)
+        data["loop"] = self.loop.to_json()
         data["load"] = {"dtype": str(self.load.dtype), "trust_remote_code": self.load.trust_remote_code}
         data["scenarios"], data["losses"] = list(self.scenarios), list(self.losses)
         return data

@@ -94,7 +94,7 @@ def sample_candidates(
     else:  # the off-policy model, or the stand-in: the policy itself, sampled hot
         model, temperature = config.weak_model or config.model, config.weak_temperature
     sampling = SamplingConfig(n=config.n, temperature=temperature, top_p=1.0, max_new_tokens=config.max_new_tokens,
-                              batch_size=config.sample_batch_size, seed=config.seed + (0 if which == POLICY else 1))
+                              batch_size=config.sample_batch_size, seed=config.loop.seed + (0 if which == POLICY else 1))
     sampler = sampler_for(model, config, sampling)
     tally = Tally()
 
@@ -160,7 +160,7 @@ def split_pairs(config: StudyConfig, pairs: dict[int, list[dict]]) -> tuple[dict
         universe = sorted(shared)
     else:
         universe = sorted(set().union(*(set(v) for v in ids.values())))
-    heldout = _heldout_ids(universe, config.heldout_share, config.seed)
+    heldout = _heldout_ids(universe, config.heldout_share, config.loop.seed)
     keep = set(universe)
     out: dict[int, dict[str, list[dict]]] = {}
     for scenario, found in pairs.items():

@@ -68,7 +68,7 @@ def evaluate_model(
     """``{"summary": test-set summary of this model, "logprobs": {set name: means}, "cost": ...}``;
     every judged answer goes to ``answers_path``."""
     sampling = ev.eval_config(n=1, max_new_tokens=config.eval_max_new_tokens, batch_size=config.eval_batch_size,
-                              seed=config.seed)
+                              seed=config.loop.seed)
     sampler = sampler_for(model, config, sampling)
     tally = Tally()
 

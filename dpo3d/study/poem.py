@@ -15,13 +15,14 @@ import hashlib
 import json
 import math
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from dpo3d.data import records as rec
 
 from ..poetry import POEM_METRICS
 from ..training.ppo import PPOConfig, train_ppo
-from .cells import pairs_fingerprint, plan, train_cell
+from .cells import loop_config, pairs_fingerprint, plan, train_cell
 from .config import START, Layout, StudyConfig
 from .data import JudgeFactory, load_study_prompts
 from .evaluate import evaluate_model
@@ -41,16 +42,15 @@ def ppo_steps(config: StudyConfig, prompts: int) -> int:
 def train_ppo_run(config: StudyConfig, layout: Layout, steps: int, events: StudyEvents) -> bool:
     folder = layout.root / "cells" / "poem-ppo"
     prompts_path = layout.data / "train_prompts.jsonl"
-    decided = plan(folder, "ppo", "train-ppo", events, config.cpu)
+    decided = plan(folder, "ppo", "train-ppo", events, config.loop.cpu)
     if decided is None:
         return False
+    loop = replace(loop_config(config, folder, decided == "resume", config.ppo_lr), max_steps=steps)
     run = PPOConfig(
-        model=config.model, prompts=str(prompts_path), out=folder, reward="poem", max_steps=steps,
+        model=config.model, prompts=str(prompts_path), reward="poem", loop=loop,
         rollout_batch=config.ppo_rollout_batch, minibatch=min(config.ppo_minibatch, config.ppo_rollout_batch),
-        ppo_epochs=config.ppo_epochs, lr=config.ppo_lr or config.lr, kl_coef=config.ppo_kl_coef,
-        temperature=config.temperature, max_new_tokens=config.max_new_tokens, seed=config.seed,
-        log_every=config.log_every, save_every=config.save_every, resume=decided == "resume", cpu=config.cpu,
-        mixed_precision=config.mixed_precision, load=config.load,
+        ppo_epochs=config.ppo_epochs, kl_coef=config.ppo_kl_coef,
+        temperature=config.temperature, max_new_tokens=config.max_new_tokens, load=config.load, lora=config.lora,
     )
     train_ppo(run, events.training("ppo"), lambda message: events.on_status(f"ppo: {message}"))
     return True
@@ -88,12 +88,12 @@ def run_poem_study(config: StudyConfig, events: StudyEvents, judge_factory: Judg
     if is_main():
         begin(config, layout)
         prepare_data(config, layout, stages, events, judge_factory)
-    sync(config.cpu)
+    sync(config.loop.cpu)
     prompts = len(rec.read_records(layout.data / "train_prompts.jsonl"))
     steps = ppo_steps(config, prompts)
     began = time.perf_counter()
     if train_cell(config, layout, SCENARIO, loss, events) and is_main():
-        stages.record("train-dpo", {}, {"seconds": round(time.perf_counter() - began, 2), "steps": config.steps})
+        stages.record("train-dpo", {}, {"seconds": round(time.perf_counter() - began, 2), "steps": config.loop.max_steps})
     began = time.perf_counter()
     if train_ppo_run(config, layout, steps, events) and is_main():
         stages.record("train-ppo", {}, {"seconds": round(time.perf_counter() - began, 2), "steps": steps})

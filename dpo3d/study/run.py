@@ -45,11 +45,11 @@ def train_all(config: StudyConfig, layout: Layout, stages: Stages, events: Study
             events.on_stage(f"train-{label}", f"cell {number}/{len(runs)}: {loss} on scenario {scenario}")
         began = time.perf_counter()
         if train_cell(config, layout, scenario, loss, events) and is_main():
-            stages.record(f"train-{label}", {}, {"seconds": round(time.perf_counter() - began, 2), "steps": config.steps})
+            stages.record(f"train-{label}", {}, {"seconds": round(time.perf_counter() - began, 2), "steps": config.loop.max_steps})
     if config.reward_model and 1 in config.scenarios:
         began = time.perf_counter()
         if train_reward_model(config, layout, events) and is_main():
-            stages.record("train-s1-rm", {}, {"seconds": round(time.perf_counter() - began, 2), "steps": config.steps})
+            stages.record("train-s1-rm", {}, {"seconds": round(time.perf_counter() - began, 2), "steps": config.loop.max_steps})
 
 
 def _fig4_dpo_loss(config: StudyConfig) -> str:
@@ -157,7 +157,7 @@ def run_study(
     if is_main():
         begin(config, layout)
         prepare_data(config, layout, stages, events, judge_factory)
-    sync(config.cpu)  # the other processes of an accelerate launch wait for the data
+    sync(config.loop.cpu)  # the other processes of an accelerate launch wait for the data
     train_all(config, layout, stages, events)
     if not is_main():
         return None

@@ -98,13 +98,14 @@ def _md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]
 
 def markdown(study: Mapping) -> str:
     config = study["config"]
+    loop = config["loop"]
     llm = config.get("llm_judge") is not None
     out = [f"# dpo3d study: {config['model']}", ""]
     out += [f"Training prompts `{config['train_prompts']}` ({study['data']['train_prompts']}), test prompts "
             f"`{config['test_prompts']}` ({study['data']['test_prompts']}); {config['n']} samples per prompt at "
             f"temperature {config['temperature']}; off-policy rejected responses: {study['data']['weak']}. Every cell: "
-            f"{config['steps']} steps of {config['batch_size']}×{config['grad_accum']} pairs, lr {config['lr']:g}, "
-            f"β {config['beta']:g}, seed {config['seed']}.", ""]
+            f"{loop['max_steps']} steps of {loop['batch_size']}×{loop['grad_accum']} pairs, lr {loop['lr']:g}, "
+            f"β {config['beta']:g}, seed {loop['seed']}.", ""]
     out += ["## Pairs", ""]
     out += _md_table(["scenario", "chosen / rejected", "pairs built", "train", "held out"], [
         [s, SCENARIO_TEXT[int(s)], v["pairs"], v["train"], v["heldout"]] for s, v in study["data"]["pairs"].items()])

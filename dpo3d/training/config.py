@@ -24,7 +24,7 @@ class LoopConfig:
     warmup_ratio: float = option(0.1, "Share of the steps spent warming the learning rate up.")
     schedule: str = option("cosine", "cosine, linear or constant (after warm-up).")
     weight_decay: float = option(0.0, "AdamW's decoupled weight decay.", min=0.0)
-    max_grad_norm: float | None = option(1.0, "Clip the gradient norm (0: no clipping).")
+    max_grad_norm: float | None = option(1.0, "Clip the gradient norm (0: no clipping).", none_at=0)
     seed: int = option(0, "Seed for data order and initialisation.")
     log_every: int = option(
         1, "Log metrics every N steps (train-dpo runs its 3D probes, and every trainer its held-out evaluation, "

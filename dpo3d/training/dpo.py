@@ -6,6 +6,7 @@ import gc
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from dpo3d.config.fields import option
 from dpo3d.data import inputs
 from dpo3d.data.records import write_json
 from dpo3d.data.run_log import read_log
@@ -17,7 +18,7 @@ from dpo3d.scoring.forward import LogprobOptions
 from dpo3d.scoring.pair_logps import truncate_to_shared
 
 from ..losses import BoundLoss, bind_loss
-from ..watch.guard import GuardSettings
+from ..watch.guard import KEEP_BEST_HELP, GuardSettings, guard_help
 from ..watch.probe_responses import ProbeResponseConfig, probe_responses
 from ..watch.probes import baseline_of, probe_indices, probe_prompts
 from ..watch.run import RunWatch
@@ -31,24 +32,35 @@ from .run_folder import LoopCallbacks, RunResult, stage
 
 @dataclass
 class DPORunConfig:
+    """A train-dpo run: model, pairs, the shared loop's section, the loss (bound once, where the run
+    starts), LoRA, the probes and guard, and how log-probs are computed; each setting's default and
+    help stated here (or in its section's dataclass) and nowhere else."""
+
     model: str
     pairs: str | Path | inputs.DataSpec
     loop: LoopConfig
     limit: int | None = None  # read only the first N pairs
     loss: BoundLoss = field(default_factory=lambda: bind_loss("dpo"))  # bound once, where the run starts
-    ref: str | None = None  # None: the starting policy
+    ref: str | None = option(None, "Reference model (default: the same start as --model).")
     eval_pairs: str | Path | inputs.DataSpec | None = None
     max_length: int = 1024
-    probe_size: int = 16
-    unseen_limit: int = 64
-    grad_split_every: int = 0
-    eval_every: int = 10  # with eval_pairs: evaluate every N steps (and the first and last)
+    probe_size: int = option(16, "Fixed training pairs whose log-probs are tracked each logged step.", min=1)
+    probe_pairs: str | Path | inputs.DataSpec | None = option(
+        None, "Probe these pairs (any pair source, same --columns/--subset; their `unseen` candidates too) instead "
+        "of --probe-size training pairs: one probe set for runs on different data (dpo3d iterate's rounds).",
+        cli_type=str)
+    unseen_limit: int = option(
+        64, "Unseen candidates (the pairs' `unseen` field) tracked for dispersion.", flags=("--unseen",), min=0)
+    grad_split_every: int = option(
+        0, "Every N steps, measure the parameter-gradient norm from the chosen and the rejected side (2 extra "
+        "backward passes).", min=0)
+    eval_every: int = option(10, "Evaluate the held-out pairs every N steps (and the first and last).", min=0)
     load: LoadOptions = field(default_factory=LoadOptions)
     lora: LoRAConfig = field(default_factory=LoRAConfig)  # r = 0: full fine-tuning
     probe_responses: ProbeResponseConfig = field(default_factory=ProbeResponseConfig)  # the squeezing probes
     logprobs: LogprobOptions = field(default_factory=LogprobOptions)  # how log-probs are computed (chunked head, packing)
-    guard: str | None = None  # sft | flex | stop (dpo3d.watch.guard): act on the 3D detector's warnings; None: only warn
-    keep_best: str | None = None  # "chosen": keep OUT/best, the state where the probe chosen log-prob peaked
+    guard: str | None = option(None, guard_help())  # sft | flex | stop: act on the detector's warnings; None: only warn
+    keep_best: str | None = option(None, KEEP_BEST_HELP)  # "chosen": keep OUT/best, where the probe chosen peaked
     guard_settings: GuardSettings = field(default_factory=GuardSettings)
 
 
@@ -116,9 +128,14 @@ def train_dpo(config: DPORunConfig, callbacks: LoopCallbacks | None = None, on_s
         groups.update(zip(("chosen_shared", "rejected_shared"), truncate_to_shared(pairs.chosen, pairs.rejected), strict=True))
         if eval_pairs is not None:
             groups.update(zip(("eval_chosen_shared", "eval_rejected_shared"), truncate_to_shared(eval_pairs.chosen, eval_pairs.rejected), strict=True))
-    probe_set = probe_indices(len(pairs), config.probe_size, config.loop.seed)
+    probed = pairs
+    if config.probe_pairs is not None:  # a probe set of its own: every pair of it, with its unseen candidates
+        probed = load_pairs(config.probe_pairs, tokenizer, config.max_length, config.unseen_limit, config.loop.seed)
+        probe_set = list(range(len(probed)))
+    else:
+        probe_set = probe_indices(len(pairs), config.probe_size, config.loop.seed)
     # the squeezing probes, from the starting policy before any update (stored: a resumed run reuses them)
-    prompts = probe_prompts(pairs.chosen, probe_set)
+    prompts = probe_prompts(probed.chosen, probe_set)
     if config.probe_responses.enabled:
         on_status(f"the starting policy's greedy response and {config.probe_responses.samples} sample(s) "
                   f"for {len(prompts)} probe prompt(s)")
@@ -154,6 +171,7 @@ def train_dpo(config: DPORunConfig, callbacks: LoopCallbacks | None = None, on_s
         settings=settings,
         pad_id=tokenizer.pad_token_id,
         probe_set=probe_set,
+        probe_pairs=probed,
         eval_pairs=eval_pairs,
         baseline=baseline,
         probe_responses=own,
@@ -164,7 +182,8 @@ def train_dpo(config: DPORunConfig, callbacks: LoopCallbacks | None = None, on_s
         **inputs.DataSpec.of(config.pairs).options(), "limit": config.limit, "pairs_read": len(pairs),
         "eval_pairs": str(config.eval_pairs) if config.eval_pairs else None, "loss": loss.name,
         "loss_source": loss.spec.source, "log_probs": loss.spec.log_probs, "hyperparameters": dict(loss.options),
-        "max_length": config.max_length, "probe_size": config.probe_size, "unseen_candidates": len(pairs.unseen),
+        "max_length": config.max_length, "probe_size": len(probe_set), "unseen_candidates": len(probed.unseen),
+        "probe_pairs": str(config.probe_pairs) if config.probe_pairs is not None else None,
         "grad_split_every": config.grad_split_every, "eval_every": config.eval_every, "lora": config.lora.to_json(),
         "probe_responses": {**vars(config.probe_responses), **{name: len(v) for name, v in own.items()}},
         "logprobs": vars(config.logprobs),

@@ -44,6 +44,7 @@ class DPOTask(Task):
     settings: DPOSettings
     pad_id: int
     probe_set: list[int]
+    probe_pairs: PairSet | None = None  # where probe_set points (and the unseen candidates come from); None: pairs
     eval_pairs: PairSet | None = None
     baseline: InitVar[dict[str, float] | None] = None  # probe values at step 0 (read back on resume): the scorer's
     watch: RunWatch | None = None  # None: the detector alone (no guard, no keep-best)
@@ -57,7 +58,8 @@ class DPOTask(Task):
     def __post_init__(self, baseline: dict[str, float] | None) -> None:
         if self.watch is None:
             self.watch = RunWatch(self.bound_loss)
-        probes = probe_sets(self.pairs.chosen, self.pairs.rejected, self.probe_set, self.pairs.unseen, self.probe_responses)
+        probed = self.probe_pairs if self.probe_pairs is not None else self.pairs
+        probes = probe_sets(probed.chosen, probed.rejected, self.probe_set, probed.unseen, self.probe_responses)
         self.scorer = ProbeScorer(probes, self.pad_id, self.settings.score_batch_size, self.settings.padding_side,
                                   self.settings.logprobs, baseline)
 

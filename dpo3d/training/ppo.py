@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 from accelerate.utils import set_seed
 
+from dpo3d.config.fields import option
 from dpo3d.data import inputs
 from dpo3d.data.datasets import load_prompts
 from dpo3d.data.records import RecordError, json_safe, write_json
@@ -55,64 +56,80 @@ from .run_folder import LoopCallbacks, RunResult, TrainingRun, make_accelerator,
 VALUE_FOLDER = "value"
 
 
+#: the shared loop's settings PPO takes (LoopConfig's fields; batches, epochs and the schedule are PPO's own)
+LOOP_FIELDS = frozenset({"lr", "max_steps", "seed", "log_every", "save_every", "resume", "max_grad_norm", "mixed_precision",
+                         "gradient_checkpointing", "keep_host_memory", "report_to"})
+#: where PPO's default for a loop setting differs from LoopConfig's, and what the setting means here
+LOOP_DEFAULTS = {"max_steps": 20}
+LOOP_HELP = {"max_steps": "PPO steps (each: one rollout batch, then --ppo-epochs of updates).",
+             "lr": "Policy learning rate (AdamW, constant)."}
+
+
 @dataclass
 class PPOConfig:
+    """A PPO run: the shared loop's section (``loop``: out, lr, max_steps, seed, cadence, precision, ...),
+    the model, prompts and reward, LoRA, and PPO's own settings, each with its default and help here."""
+
     model: str
     prompts: str | inputs.DataSpec  # a built-in name or any source (with its --subset and --columns)
-    out: Path
     reward: str
-    ref: str | None = None  # the KL anchor; default: the starting policy
-    value_model: str | None = None  # default: the reward model for rm:..., else the starting policy
+    loop: LoopConfig
+    ref: str | None = option(None, "Reference policy for the KL penalty (default: the starting --model).")
+    value_model: str | None = option(
+        None, "Start of the value model (default: the reward model for rm:..., else --model).")
     limit: int | None = None
-    max_steps: int = 20
-    rollout_batch: int = 8  # prompts per process per step
-    minibatch: int = 4
-    ppo_epochs: int = 4
-    lr: float = 1e-6
-    value_lr: float | None = None  # default: 10 × lr (a fresh value head must move faster than the policy)
-    kl_coef: float = 0.05
-    gae_gamma: float = 1.0  # the GAE discount (train-dpo's gamma is SimPO's margin)
-    lam: float = 0.95
-    clip_range: float = 0.2
-    clip_range_value: float = 0.2
-    vf_coef: float = 0.1
-    temperature: float = 0.7
-    max_new_tokens: int = 128
-    max_prompt_length: int = 512
-    missing_eos_penalty: float | None = None  # replaces the score of a response cut at max_new_tokens
-    max_grad_norm: float | None = 1.0
-    seed: int = 0
-    log_every: int = 1
-    save_every: int = 0
-    resume: bool = False
-    cpu: bool = False
-    mixed_precision: str | None = LoopConfig.mixed_precision
-    gradient_checkpointing: bool = LoopConfig.gradient_checkpointing
-    keep_host_memory: bool = LoopConfig.keep_host_memory
-    report_to: str = LoopConfig.report_to
+    rollout_batch: int = option(8, "Prompts rolled out per process per step.", min=1)
+    minibatch: int = option(4, "Rollouts per optimizer step.", min=1)
+    ppo_epochs: int = option(4, "Passes over each rollout batch.", min=1)
+    value_lr: float | None = option(
+        None, "Value-model learning rate (default 10 × --lr: its head starts fresh).")
+    kl_coef: float = option(0.05, "β of the per-token KL penalty -β·(log π - log π_ref).", min=0.0)
+    gae_gamma: float = option(1.0, "GAE discount γ (train-dpo's --loss-arg gamma is SimPO's margin).")
+    lam: float = option(0.95, "GAE λ.")
+    clip_range: float = option(0.2, "ε of the clipped surrogate: the ratio π/π_old is kept in [1-ε, 1+ε].")
+    clip_range_value: float = option(0.2, "How far a value prediction may move per rollout.")
+    vf_coef: float = option(0.1, "Weight of the value loss.")
+    temperature: float = option(0.7, "Sampling temperature (log-probs are taken at the same temperature).", min=0.0)
+    max_new_tokens: int = option(128, "Response length cap.", min=1)
+    max_prompt_length: int = option(512, "Keep the last N tokens of a longer prompt.", min=1)
+    missing_eos_penalty: float | None = option(
+        None, "Score given to a response cut at --max-new-tokens (e.g. -1).")
     load: LoadOptions = field(default_factory=LoadOptions)
     # r > 0: LoRA on the policy and the value model; the KL reference is then the policy with its adapter off
     lora: LoRAConfig = field(default_factory=LoRAConfig)
-    invocation: dict | None = None  # the command line that started the run (run_config.json; --config replays it)
+
+    def __post_init__(self) -> None:
+        if self.loop.max_steps is None:  # LoopConfig's None means "from --epochs", which PPO has not
+            self.loop.max_steps = LOOP_DEFAULTS["max_steps"]
+
+    @property
+    def out(self) -> Path:
+        return Path(self.loop.out)
+
+    @property
+    def steps(self) -> int:
+        return int(self.loop.max_steps)
 
     def validate(self) -> None:
-        if self.max_steps < 1 or self.rollout_batch < 1 or self.minibatch < 1 or self.ppo_epochs < 1:
+        if self.steps < 1 or self.rollout_batch < 1 or self.minibatch < 1 or self.ppo_epochs < 1:
             raise ValueError("--max-steps, --rollout-batch, --minibatch and --ppo-epochs must be at least 1")
         if self.minibatch > self.rollout_batch:
             raise ValueError("--minibatch cannot exceed --rollout-batch")
-        if self.lr <= 0 or self.kl_coef < 0 or self.temperature <= 0:
+        if self.loop.lr <= 0 or self.kl_coef < 0 or self.temperature <= 0:
             raise ValueError("--lr and --temperature must be positive, --kl-coef >= 0")
         if not (0 <= self.gae_gamma <= 1 and 0 <= self.lam <= 1):
             raise ValueError("--gae-gamma and --lam must lie in [0, 1]")
         if self.clip_range <= 0 or self.clip_range_value <= 0:
             raise ValueError("--clip-range and --clip-range-value must be positive")
-        precision.resolve(self.mixed_precision)
-        tracking.parse(self.report_to)
+        precision.resolve(self.loop.mixed_precision)
+        tracking.parse(self.loop.report_to)
         self.lora.validate()
 
     def to_json(self) -> dict:
-        data = asdict(self)
-        data["out"] = str(self.out)
+        """run_config.json's fields: the loop's settings PPO takes beside PPO's own, one flat table as before."""
+        data = {key: value for key, value in asdict(self).items() if key != "loop"}
+        loop = self.loop.to_json()
+        data.update({key: loop[key] for key in (*sorted(LOOP_FIELDS), "out", "cpu", "invocation")})
         data["prompts"] = str(self.prompts)
         data.update(inputs.DataSpec.of(self.prompts).options())
         data["load"] = {"dtype": str(self.load.dtype), "trust_remote_code": self.load.trust_remote_code}
@@ -141,22 +158,22 @@ class PPOTrainer:
     def __init__(self, config: PPOConfig, callbacks: LoopCallbacks | None = None, on_status=lambda message: None):
         config.validate()
         self.config, self.callbacks, self.status = config, callbacks or LoopCallbacks(), on_status
-        self.accelerator, self.trackers_wanted = make_accelerator(config.cpu, config.mixed_precision, config.report_to,
-                                                                  Path(config.out))
+        self.accelerator, self.trackers_wanted = make_accelerator(config.loop.cpu, config.loop.mixed_precision, config.loop.report_to,
+                                                                  config.out)
         sharding.check_ppo_supported(self.accelerator)
-        set_seed(config.seed)
-        self.out = Path(config.out)
+        set_seed(config.loop.seed)
+        self.out = config.out
         on_status(f"loading {config.model} (policy), its reference and a value model")
         self.tokenizer = load_tokenizer(config.model, config.load)
         policy = load_causal_lm(config.model, config.load)
         # dropout off after the adapter is added: the LoRA path's dropout too
-        self.policy = without_dropout(lora.for_training(policy, config.lora, config.model, seed=config.seed))
+        self.policy = without_dropout(lora.for_training(policy, config.lora, config.model, seed=config.loop.seed))
         self.ref = None  # a LoRA policy is its own reference: the base, with the adapter switched off
         if not (config.lora.enabled and config.ref in (None, config.model)):
             self.ref = load_causal_lm(config.ref or config.model, config.load).to(self.accelerator.device)
             self.ref.requires_grad_(False)
         value_spec = config.value_model or (config.reward[3:] if config.reward.startswith("rm:") else config.model)
-        value = lora.for_training(load_value_model(value_spec, config.load), config.lora, value_spec, "value", config.seed)
+        value = lora.for_training(load_value_model(value_spec, config.load), config.lora, value_spec, "value", config.loop.seed)
         self.value = without_dropout(value)
         on_status(lora.trainable_summary(self.policy, self.value).message() + " (policy and value model)")
         self.reward_fn = make_reward(config.reward, self.accelerator.device, config.load, config.max_prompt_length + config.max_new_tokens)
@@ -187,7 +204,7 @@ class PPOTrainer:
         per_epoch = max(1, len(self.prompts) // global_size) if len(self.prompts) >= global_size else 1
         epoch, slot = divmod(step, per_epoch)
         order = list(range(len(self.prompts)))
-        random.Random(f"ppo:{self.config.seed}:{epoch}").shuffle(order)
+        random.Random(f"ppo:{self.config.loop.seed}:{epoch}").shuffle(order)
         while len(order) < global_size:  # fewer prompts than one global batch: reuse them
             order += order
         chosen = order[slot * global_size : (slot + 1) * global_size]
@@ -200,8 +217,8 @@ class PPOTrainer:
         cfg = self.config
         indices = self._step_prompts(step)
         sampling = SamplingConfig(n=1, temperature=cfg.temperature, top_p=1.0, max_new_tokens=cfg.max_new_tokens,
-                                  batch_size=len(indices), seed=cfg.seed)
-        torch.manual_seed(chunk_seed(cfg.seed, step * 1000 + self.accelerator.process_index))
+                                  batch_size=len(indices), seed=cfg.loop.seed)
+        torch.manual_seed(chunk_seed(cfg.loop.seed, step * 1000 + self.accelerator.process_index))
         policy.eval()
         value.eval()
         generated = generate_ids(policy, self.tokenizer, [self.encoded[i] for i in indices], sampling)
@@ -234,7 +251,7 @@ class PPOTrainer:
         cfg = self.config
         n = len(rollout.sequences)
         stats: dict[str, list[float]] = defaultdict(list)
-        generator = torch.Generator().manual_seed(chunk_seed(cfg.seed, 7919 * step + 1))
+        generator = torch.Generator().manual_seed(chunk_seed(cfg.loop.seed, 7919 * step + 1))
         policy.train()
         value.train()
         policy_params, value_params = (group["params"] for group in optimizer.param_groups)
@@ -262,8 +279,8 @@ class PPOTrainer:
                 stop_unless_finite(self.accelerator, bool(torch.isfinite(loss.detach())), self.out, step + 1,
                                    "PPO loss", "Lower --lr or raise --kl-coef, then --resume.")
                 self.accelerator.backward(loss)
-                if cfg.max_grad_norm:  # each model clipped on its own: value gradients cannot shrink the policy's step
-                    clip_each(self.accelerator, (policy_params, value_params), cfg.max_grad_norm)
+                if cfg.loop.max_grad_norm:  # each model clipped on its own: value gradients cannot shrink the policy's step
+                    clip_each(self.accelerator, (policy_params, value_params), cfg.loop.max_grad_norm)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
                 stats["policy_loss"].append(float(pg.loss.detach()))
@@ -300,50 +317,50 @@ class PPOTrainer:
         for model in (self.policy, self.value):
             if (low := precision.low_precision_warning(model)) is not None:
                 warnings.warn(low, stacklevel=2)
-            if cfg.gradient_checkpointing:
+            if cfg.loop.gradient_checkpointing:
                 precision.enable_gradient_checkpointing(model)
         optimizer = torch.optim.AdamW(
-            [{"params": [p for p in self.policy.parameters() if p.requires_grad], "lr": cfg.lr},
-             {"params": [p for p in self.value.parameters() if p.requires_grad], "lr": cfg.value_lr or 10 * cfg.lr}],
+            [{"params": [p for p in self.policy.parameters() if p.requires_grad], "lr": cfg.loop.lr},
+             {"params": [p for p in self.value.parameters() if p.requires_grad], "lr": cfg.value_lr or 10 * cfg.loop.lr}],
             eps=1e-5,
         )
         run = TrainingRun(out, acc, self.trackers_wanted, self.callbacks)
-        state = run.resume_state(cfg.resume, self.policy, {VALUE_FOLDER: self.value})
+        state = run.resume_state(cfg.loop.resume, self.policy, {VALUE_FOLDER: self.value})
         start = state.step if state is not None else 0
         policy, value, optimizer = acc.prepare(self.policy, self.value, optimizer)
         if state is not None:
             optimizer.load_state_dict(state.optimizer)
             torch.set_rng_state(state.torch_rng)
-        run.start({"steps": cfg.max_steps, "processes": acc.num_processes, "extra": {"task": "ppo"}, **cfg.to_json(),
+        run.start({"steps": cfg.steps, "processes": acc.num_processes, "extra": {"task": "ppo"}, **cfg.to_json(),
                    "mixed_precision": acc.mixed_precision})
         unwrapped_policy, unwrapped_value = acc.unwrap_model(policy), acc.unwrap_model(value)
-        self.callbacks.on_start(start, cfg.max_steps)
+        self.callbacks.on_start(start, cfg.steps)
         last: dict = {}
         training = time.perf_counter()
         with run:
-            for step in range(start, cfg.max_steps):
+            for step in range(start, cfg.steps):
                 began = time.perf_counter()
                 with acc.autocast():  # generation, the old policy's, the reference's and the values' numbers
                     rollout = self.rollout(step, unwrapped_policy, unwrapped_value)
                 update = self.update(step, rollout, policy, value, optimizer)
                 done = step + 1
                 self.callbacks.on_step(done)
-                if done % cfg.log_every == 0 or done == cfg.max_steps:
+                if done % cfg.loop.log_every == 0 or done == cfg.steps:
                     last = run.log(json_safe(self._record(done, rollout, update, time.perf_counter() - began)))
-                if cfg.save_every and done % cfg.save_every == 0 and done < cfg.max_steps:
+                if cfg.loop.save_every and done % cfg.loop.save_every == 0 and done < cfg.steps:
                     run.save_checkpoint(unwrapped_policy, self.tokenizer,
                                         checkpoint.TrainerState(done, optimizer.state_dict(), {}, torch.get_rng_state()),
                                         {VALUE_FOLDER: unwrapped_value})
-        trained = cfg.max_steps - start
+        trained = cfg.steps - start
         self.callbacks.on_stage(f"training ({trained} step{'s' if trained != 1 else ''})", time.perf_counter() - training)
-        run.finish(unwrapped_policy, self.tokenizer, cfg.max_steps, extra_models={VALUE_FOLDER: unwrapped_value})
+        run.finish(unwrapped_policy, self.tokenizer, cfg.steps, extra_models={VALUE_FOLDER: unwrapped_value})
         if acc.is_main_process:
             write_json({"final": last}, out / "summary.json")
             if cfg.lora.merge:
                 self.status(f"merged policy → {lora.save_merged(unwrapped_policy, self.tokenizer, out / lora.MERGED_FOLDER)}")
         acc.wait_for_everyone()
         gc.collect()
-        return RunResult(cfg.max_steps, out, last)
+        return RunResult(cfg.steps, out, last)
 
 
 def whiten_advantages(accelerator, advantages: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -364,6 +381,6 @@ def clip_each(accelerator, groups, max_norm: float) -> None:
 
 
 def train_ppo(config: PPOConfig, callbacks: LoopCallbacks | None = None, on_status=lambda message: None) -> RunResult:
-    on_cpu = precision.run_device(config.cpu).type == "cpu"
-    with host_memory.kept(config.keep_host_memory and on_cpu):  # rollouts and updates reuse their pages
+    on_cpu = precision.run_device(config.loop.cpu).type == "cpu"
+    with host_memory.kept(config.loop.keep_host_memory and on_cpu):  # rollouts and updates reuse their pages
         return PPOTrainer(config, callbacks, on_status).train()

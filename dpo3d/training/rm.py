@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from dpo3d.config.fields import option
 from dpo3d.data import inputs
 from dpo3d.data.records import write_json
 from dpo3d.judges.reward_model import load_reward_model, score_sequences, sequence_rewards
@@ -94,8 +95,9 @@ class RMRunConfig:
     loop: LoopConfig
     limit: int | None = None  # read only the first N pairs
     eval_pairs: str | Path | inputs.DataSpec | None = None
-    eval_every: int = 10
-    margin: float = 0.0
+    eval_every: int = option(10, "Evaluate the held-out pairs every N steps (and at step 0).", min=0)
+    margin: float = option(
+        0.0, "Loss -log σ(r_w - r_l - margin): ask the chosen reward to lead by this much.", min=0.0)
     max_length: int = 1024
     load: LoadOptions = field(default_factory=LoadOptions)
     lora: LoRAConfig = field(default_factory=LoRAConfig)  # r = 0: full fine-tuning; the head always trains in full

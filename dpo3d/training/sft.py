@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from dpo3d.config.fields import option
 from dpo3d.data import formats, inputs
 from dpo3d.data.datasets import BUILTINS, load_prompts
 from dpo3d.data.encoding_cache import default_cache, encode_cached
@@ -111,7 +112,7 @@ class SFTRunConfig:
     data: str | inputs.DataSpec
     loop: LoopConfig
     eval_data: str | inputs.DataSpec | None = None
-    eval_every: int = 10
+    eval_every: int = option(10, "Evaluate the held-out data every N steps (and the first and last).", min=0)
     max_length: int = 1024
     limit: int | None = None
     load: LoadOptions = field(default_factory=LoadOptions)

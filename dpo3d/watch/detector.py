@@ -36,13 +36,15 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from dpo3d.config.fields import option
+
 PROPERTIES = ("drastic_drop", "likelihood_displacement", "degradation", "dispersion")
 SIDES = ("chosen", "rejected")
 #: responses in no pair, as dispersion names them (probe group → words)
 ELSEWHERE = {"unseen": "unseen candidates", "greedy": "the starting policy's greedy responses",
              "samples": "the starting policy's samples"}
 NOISE_SUMMED, NOISE_PER_TOKEN = "probe_noise_nats", "probe_noise_nats_per_token"
-OTHER_P = "probe_divergence_other_p"  # divergence.PREFIX + "other_p" (the detector imports nothing of dpo3d)
+OTHER_P = "probe_divergence_other_p"  # divergence.PREFIX + "other_p" (the detector imports only dpo3d.config)
 
 
 def summed_key(group: str) -> str:
@@ -58,18 +60,23 @@ class DetectorSettings:
     """The thresholds, each with its reason; the one place they are stated."""
 
     #: Cor. 1's "much faster": under 5x the two sides move at rates a reader would call comparable
-    drop_ratio: float = 5.0
+    drop_ratio: float = option(
+        5.0, "Drastic drop: the rejected falls at least this many times faster than the chosen rises (per token).")
     #: nats per token a side must move for its rate to count: a 2% change of each token's probability
-    min_rate: float = 0.02
+    min_rate: float = option(0.02, "Nats per token a side must move for its rate to count.")
     #: nats a response's summed log-prob must move (the chosen fall from its start or peak, a response
     #: in no pair gain) to count: 1 nat is the whole response becoming e ≈ 2.7x less (or more) likely
-    min_fall: float = 1.0
+    min_fall: float = option(
+        1.0, "Nats (summed) the chosen must fall from its start (displacement) or peak (degradation), or a response "
+        "in no pair gain (dispersion).")
     #: a change since step 0 is the difference of two scores each off by up to the measured noise, so
     #: rounding alone moves it by up to 2x the noise; 3x leaves a margin
-    noise_multiple: float = 3.0
+    noise_multiple: float = option(
+        3.0, "Changes within this many times the run's measured rounding noise (step 0) are no change.")
     #: share of the next-token distribution at the first differing token that must move to other
     #: tokens before token-level dispersion counts: 2 points of probability
-    min_mass: float = 0.02
+    min_mass: float = option(
+        0.02, "Token-level dispersion: how much the share of other tokens at the first differing token must grow.")
 
     def __post_init__(self) -> None:
         if not (self.drop_ratio > 1 and self.min_rate > 0 and self.min_fall > 0 and self.noise_multiple >= 0

@@ -84,6 +84,25 @@ class GuardSettings:
         return {"sft": self.sft_on, "flex": self.flex_on, "stop": self.stop_on}[policy]
 
 
+def guard_help(settings: GuardSettings = GuardSettings()) -> str:
+    """What ``--guard`` does, with the settings' numbers."""
+    return (
+        f"Act on the live 3D detector's warnings, as the paper's Proposition 1 suggests: {' | '.join(POLICIES)}. "
+        f"sft adds α·NLL(chosen) (α = {settings.sft_weight}, ×{settings.sft_factor:g} on each later warning, at most "
+        f"{settings.sft_cap:g}; dpo-sft/slic raise their own α); flex turns dpo into flex-β and multiplies β_l by "
+        f"{settings.beta_rejected_factor:g} per warning (never below {settings.beta_rejected_floor:g}·β_w); stop ends the "
+        f"run on {' or '.join(p.replace('_', ' ') for p in settings.stop_on)} and leaves in OUT the model of the step "
+        "where the probe chosen log-prob peaked. A change applies from the next step. Every action goes to "
+        "metrics.jsonl (guard_actions), summary.json, stderr and the --plot figure. Default: the detector only warns."
+    )
+
+
+KEEP_BEST_HELP = (
+    f"Keep OUT/best: the model of the logged step where the probe's {' / '.join(KEEP_BEST)} log-prob peaked "
+    "(saved each time it rises; OUT/best/best.json gives the step). Implied by --guard stop."
+)
+
+
 @dataclass
 class BestTracker:
     """The step where a probe field peaked (``keep_best="chosen"``: the probe chosen log-prob)."""

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from dpo3d.config.fields import option
 from dpo3d.data.records import write_json
 from dpo3d.data.sequences import EncodedPair
 from dpo3d.generation.sampler import SamplingConfig, generate_ids
@@ -31,11 +32,18 @@ GREEDY, SAMPLES = "greedy", "samples"
 class ProbeResponseConfig:
     """What the squeezing probes generate before training (``greedy`` False and ``samples`` 0: none)."""
 
-    greedy: bool = True  # the starting policy's greedy response to each probe prompt
-    samples: int = 2  # sampled responses per probe prompt, at ``temperature``
-    temperature: float = 1.0
-    max_new_tokens: int = 128
-    batch_size: int = 16  # sequences generated together
+    greedy: bool = option(
+        True, "Squeezing probe: before training, the starting policy's greedy response to each probe prompt; its "
+        "log-prob change (probe_greedy_logp_delta) and per-token entropy are logged (Ren & Sutherland 2025: DPO's "
+        "negative gradient squeezes mass onto the most likely response).",
+        flags=("--probe-greedy/--no-probe-greedy",))
+    samples: int = option(
+        2, "Squeezing probe: responses sampled from the starting policy per probe prompt (probe_samples_logp_delta); "
+        "0: none.", min=0)
+    temperature: float = option(1.0, "Temperature of the --probe-samples.", min=0.01)
+    max_new_tokens: int = option(128, "Longest greedy/sampled probe response, in tokens.", flags=("--probe-new-tokens",),
+                                 param="probe_new_tokens", min=1)
+    batch_size: int = option(16, "Sequences generated together.", cli=False)
 
     @property
     def enabled(self) -> bool:
