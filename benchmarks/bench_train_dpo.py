@@ -142,7 +142,7 @@ def work_dpo3d(args, spec: dict) -> dict:
                       warmup_ratio=0.0, schedule="constant", log_every=args.steps, cpu=not _cuda(args),
                       mixed_precision="bf16" if args.precision == "bf16" else "no", gradient_checkpointing=False,
                       **({"keep_host_memory": spec["keep_host_memory"]} if "keep_host_memory" in spec else {}))
-    config = DPORunConfig(model=BUNDLED, pairs=work / "pairs.jsonl", loop=loop, loss="dpo", max_length=args.max_length,
+    config = DPORunConfig(model=BUNDLED, pairs=work / "pairs.jsonl", loop=loop, max_length=args.max_length,
                           probe_size=1, unseen_limit=0, **extra)
     try:
         train_dpo(config, LoopCallbacks(on_start=started, on_step=stepped),
