@@ -27,13 +27,13 @@ setup:
         echo "$want" > "$stamp"
     fi
 
-# run the test suite (tiny models, plus the few `slow` tests on the real SmolLM2)
+# run the test suite (tiny models, plus the few `slow` tests on the real SmolLM2), one worker per CPU
 test *args: setup
-    "{{bin}}/python" -m pytest -q {{args}}
+    "{{bin}}/python" -m pytest -q -n auto --dist loadfile {{args}}
 
 # only the fast tests
 test-fast *args: setup
-    "{{bin}}/python" -m pytest -q -m "not slow" {{args}}
+    "{{bin}}/python" -m pytest -q -n auto --dist loadfile -m "not slow" {{args}}
 
 # lint
 lint: setup

@@ -1,8 +1,20 @@
-"""Shared fixtures: the real SmolLM2 tokenizer around tiny random models."""
+"""Shared fixtures: the real SmolLM2 tokenizer around tiny random models.
+
+Under ``pytest -n N`` (``just test`` runs one worker per CPU) each worker computes with one thread, and
+the commands its tests start inherit that: N workers keep N cores busy instead of fighting over them.
+"""
 
 from __future__ import annotations
 
+import os
+import sys
+
 import pytest
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
+    if "torch" in sys.modules:  # imported before this file (by a plugin): its pool is already made
+        sys.modules["torch"].set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,8 @@ import pytest
 
 from dpo3d.data.run_log import read_log
 
+from .launching import port_args
+
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs" / "accelerate"
 LAUNCHER = Path(sys.executable).parent / "accelerate"
@@ -48,7 +50,7 @@ def test_ddp_config_launches_two_processes_with_bf16(tmp_path, tiny_model_dir):
     pairs.write_text("".join(json.dumps({"prompt": f"Question {i}?", "chosen": f"Blue {i}.", "rejected": f"No {i}, never."})
                              + "\n" for i in range(4)))
     result = subprocess.run(
-        [str(LAUNCHER), "launch", "--config_file", str(CONFIGS / "ddp.yaml"), "--num_processes", "2", "-m", "dpo3d",
+        [str(LAUNCHER), "launch", *port_args(), "--config_file", str(CONFIGS / "ddp.yaml"), "--num_processes", "2", "-m", "dpo3d",
          "train-dpo", "--pairs", str(pairs), "--model", str(tiny_model_dir), "--out", str(tmp_path / "run"),
          "--max-steps", "1", "--batch-size", "2", "--grad-accum", "1", "--probe-size", "2", "--device", "cpu"],
         capture_output=True, text=True, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300,

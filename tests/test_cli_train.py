@@ -15,6 +15,7 @@ import pytest
 
 from dpo3d.data.run_log import read_log
 
+from .launching import port_args
 from .test_train_dpo import write_pairs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,7 +72,7 @@ def test_two_process_accelerate_equals_one_process(tmp_path, tiny_model_dir):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     double = subprocess.run(
         # on CPUs accelerate needs --multi_gpu to start several processes; --device cpu makes them use gloo
-        [launcher, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+        [launcher, "launch", *port_args(), "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
          "--dynamo_backend", "no", "-m", "dpo3d",
          *train_args(pairs, tiny_model_dir, tmp_path / "two", "--max-steps", "3", "--batch-size", "2", "--device", "cpu")],
         capture_output=True, text=True, cwd=ROOT, env=env, timeout=300,

@@ -27,6 +27,8 @@ from dpo3d.training import sharding
 from dpo3d.training.config import LoopConfig
 from dpo3d.training.dpo import DPORunConfig, train_dpo
 
+from .launching import port_args
+
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCHER = Path(sys.executable).parent / "accelerate"
 PROCESSES, STEPS = 2, 4
@@ -181,7 +183,7 @@ def test_fsdp_two_processes_train_resume_and_save_like_one(tmp_path, tiny_model_
     two = settings(tmp_path, tiny_model_dir, "two", batch_size=2)
     (tmp_path / "worker.py").write_text(WORKER)
     result = subprocess.run(
-        [str(LAUNCHER), "launch", "--multi_gpu", "--num_processes", str(PROCESSES), "--num_machines", "1",
+        [str(LAUNCHER), "launch", *port_args(), "--multi_gpu", "--num_processes", str(PROCESSES), "--num_machines", "1",
          "--mixed_precision", "no", "--dynamo_backend", "no", str(tmp_path / "worker.py"), json.dumps(two)],
         capture_output=True, text=True, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600,
     )

@@ -28,6 +28,7 @@ from dpo3d.training.dpo import DPORunConfig, train_dpo
 from dpo3d.training.rm import RMRunConfig, train_rm
 from dpo3d.training.run_folder import LoopCallbacks
 
+from .launching import port_args
 from .test_cli_train import comparable, dpo3d, train_args
 from .test_train_dpo import write_pairs
 
@@ -149,7 +150,7 @@ def test_two_process_lora_dpo_equals_one_process(tmp_path, tiny_model_dir):
     assert single.returncode == 0, single.stderr
     launcher = str(Path(sys.executable).parent / "accelerate")
     double = subprocess.run(
-        [launcher, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+        [launcher, "launch", *port_args(), "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
          "--dynamo_backend", "no", "-m", "dpo3d",
          *train_args(pairs, tiny_model_dir, tmp_path / "two", *adapter, "--batch-size", "2")],
         capture_output=True, text=True, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300,
@@ -281,9 +282,9 @@ def test_ppo_lora_reference_is_the_base_with_the_adapter_off(tmp_path, tiny_mode
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text("".join(json.dumps({"id": f"q{i}", "prompt": [{"role": "user", "content": f"Q {i}?"}]}) + "\n"
                                for i in range(8)))
-    config = PPOConfig(model=str(tiny_model_dir), prompts=str(prompts), out=tmp_path / "ppo", reward="contains:a",
-                       max_steps=3, rollout_batch=4, minibatch=4, ppo_epochs=2, lr=1e-2, max_new_tokens=4,
-                       temperature=1.0, lora=LoRAConfig(r=4))
+    config = PPOConfig(model=str(tiny_model_dir), prompts=str(prompts), reward="contains:a",
+                       loop=LoopConfig(out=tmp_path / "ppo", max_steps=3, lr=1e-2), rollout_batch=4, minibatch=4,
+                       ppo_epochs=2, max_new_tokens=4, temperature=1.0, lora=LoRAConfig(r=4))
     statuses: list[str] = []
     trainer = PPOTrainer(config, on_status=statuses.append)
     assert trainer.ref is None  # no second copy of the weights
@@ -313,9 +314,9 @@ def test_ppo_lora_reference_is_the_base_with_the_adapter_off(tmp_path, tiny_mode
 
     cut = tmp_path / "cut"
     with pytest.raises(Interrupt):
-        PPOTrainer(replace(config, out=cut, max_steps=3, save_every=2), LoopCallbacks(on_step=crash)).train()
+        PPOTrainer(replace(config, loop=replace(config.loop, out=cut, save_every=2)), LoopCallbacks(on_step=crash)).train()
     assert (cut / "checkpoint" / "value" / "adapter_model.safetensors").is_file()
-    PPOTrainer(replace(config, out=cut, max_steps=3, save_every=2, resume=True)).train()
+    PPOTrainer(replace(config, loop=replace(config.loop, out=cut, save_every=2, resume=True))).train()
     strip = lambda path: [{k: v for k, v in r.items() if k != "seconds"} for r in read_log(path)]  # noqa: E731
     assert strip(cut / "metrics.jsonl") == strip(tmp_path / "ppo" / "metrics.jsonl")
 

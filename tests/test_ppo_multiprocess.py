@@ -14,6 +14,8 @@ import torch
 
 from dpo3d.losses.ppo import masked_whiten
 
+from .launching import port_args
+
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCHER = Path(sys.executable).parent / "accelerate"
 
@@ -51,7 +53,7 @@ def padded(rows: list[list[float]], width: int) -> torch.Tensor:
 def test_two_processes_whiten_advantages_over_the_global_batch(tmp_path):
     (tmp_path / "worker.py").write_text(WORKER)
     result = subprocess.run(
-        [str(LAUNCHER), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+        [str(LAUNCHER), "launch", *port_args(), "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
          "--dynamo_backend", "no", str(tmp_path / "worker.py"), str(tmp_path)],
         capture_output=True, text=True, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300,
     )

@@ -32,6 +32,7 @@ from dpo3d.watch.probe_responses import ProbeResponseConfig
 from dpo3d.watch.probes import probe_indices
 from dpo3d_cli.app import app
 
+from .launching import port_args
 from .test_train_dpo import write_pairs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -190,7 +191,7 @@ def test_two_processes_follow_the_main_process_guard(tmp_path, tiny_model_dir):
     worker = tmp_path / "worker.py"
     worker.write_text(WORKER)
     done = subprocess.run(
-        [str(LAUNCHER), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+        [str(LAUNCHER), "launch", *port_args(), "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
          "--dynamo_backend", "no", str(worker), json.dumps({"run": run, "loop": loop})],
         capture_output=True, text=True, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600,
     )

@@ -24,6 +24,8 @@ from dpo3d.integrations.trl import FOLDER, PREFIX, ThreeDCallback  # noqa: E402
 from dpo3d.models.tiny import tiny_causal_lm  # noqa: E402
 from dpo3d.watch.probes import ProbeScorer  # noqa: E402
 
+from .launching import port_args
+
 ROWS = [{"prompt": [{"role": "user", "content": f"What is {i}+{i}?"}],
          "chosen": [{"role": "assistant", "content": f"It is {2 * i}."}],
          "rejected": [{"role": "assistant", "content": f"It is {2 * i + 1}."}]} for i in range(8)]
@@ -204,7 +206,7 @@ def test_two_process_ddp_run_probes_on_every_rank(tmp_path, pairs, tiny_model_di
     script = Path(__file__).with_name("trl_ddp_run.py")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     launcher = str(Path(sys.executable).parent / "accelerate")
-    two = subprocess.run([launcher, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+    two = subprocess.run([launcher, "launch", *port_args(), "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
                           "--mixed_precision", "no", "--dynamo_backend", "no", str(script), str(tmp_path / "two"),
                           str(pairs), str(tiny_model_dir), "1"], capture_output=True, text=True, env=env, timeout=600)
     assert two.returncode == 0, two.stderr[-3000:]
