@@ -84,6 +84,13 @@ study out="runs/study" *args: setup
         --log-every 2 --eval-every 2 --save-every 4 --probe-size 6 --unseen 12 --max-length 384 \
         --eval-max-new-tokens 200 --eval-batch-size 20 --loss dpo --loss flex --loss dpo-sft --loss ipo {{args}}
 
+# on-policy iterative DPO on the bundled SmolLM2 (docs/iterate.md): 3 rounds, each 16 fresh ASDiv prompts x 4
+# samples judged by math-verify, best vs worst, 8 DPO steps from the previous round's model; rerun to continue
+iterate out="runs/iterate" *args: setup
+    "{{bin}}/dpo3d" iterate --out "{{out}}" --prompts asdiv --limit 48 --prompts-per-round 16 --rounds 3 -n 4 \
+        --max-new-tokens 200 --sample-batch-size 32 --max-steps 8 --batch-size 4 --lr 2e-5 --log-every 2 \
+        --save-every 4 --probe-size 6 --unseen 12 --max-length 384 {{args}}
+
 # likelihood displacement, degradation and (token-level) dispersion on the bundled SmolLM2: minimal-edit GSM8K pairs
 # (the dataset's solution vs the same text with only the final answer changed), dpo/dpo-sft/flex x 3 seeds x 60
 # steps of one pair, then the detector over every run: a table and a figure (~1 h on two cores; rerun to continue;

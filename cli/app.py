@@ -108,6 +108,10 @@ def _register() -> None:
 
     app.command("study")(study.command)
 
+    from . import iterate
+
+    app.command("iterate")(iterate.command)
+
 
 _quiet_libraries()
 _register()

@@ -37,7 +37,7 @@ LAYERS = [
     {"losses"},
     {"watch"},
     {"training"},
-    {"toy", "study"},
+    {"toy", "study", "iterate"},
     {"integrations"},
 ]
 
