@@ -22,7 +22,8 @@ from .registry import LossOutput, PreferenceBatch, register
         "z0 is estimated from the batch's own responses: the mean of the chosen and rejected log-ratios, detached "
         "and clamped at 0. TRL (and the paper) estimate it from mismatched responses (prompt i with the "
         "completion of another example), which a paired batch does not carry. The two terms of a pair are summed, "
-        "so the batch loss is twice TRL's mean over its 2n examples for the same z0."
+        "so the batch loss is twice TRL's mean over its 2n examples for the same z0. Unpaired "
+        "{prompt, completion, label} files are read as such pairs (dpo3d/pairs/unpaired.py)."
     ),
 )
 def kto(

@@ -71,9 +71,10 @@ def bco(batch: PreferenceBatch, *, beta: float = 0.1) -> LossOutput:
         "(NeurIPS 2024), the Cal-DPO objective as in the authors' code (Cal-DPO/Cal-DPO, shift 0.5)"
     ),
     note=(
-        "The calibration targets are for the log-ratios a, b (not for β·a): a -> 1/(2β), b -> -1/(2β), so the "
-        "implicit rewards β·a, β·b are pulled to ±1/2. The contrastive term is -log σ(a - b) without β, as in the "
-        "paper's objective and the authors' code; it is sppo-hard's loss plus that unscaled DPO term."
+        "The calibration targets are for the log-ratios a, b (not for β·a): the paper aligns log(π/π_ref) with "
+        "r/β for rewards r = ±1/2, so a -> 1/(2β), b -> -1/(2β) and the implicit rewards β·a, β·b go to ±1/2. "
+        "The contrastive term is -log σ(a - b) without β, as in both of the authors' trainers (the paper's full "
+        "text was not at hand to cite its equation); the loss is sppo-hard's plus that unscaled DPO term."
     ),
 )
 def cal_dpo(batch: PreferenceBatch, *, beta: float = 0.1) -> LossOutput:
