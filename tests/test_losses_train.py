@@ -1,4 +1,4 @@
-"""Issue 14's losses train on a tiny model: 3 steps each through train_dpo, and the token-level
+"""Issue 14's and issue 27's losses train on a tiny model: 3 steps each through train_dpo, and the token-level
 extras (LD-DPO's shared-length split, WPO's weights) measured against direct computations."""
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ from dpo3d.training.dpo import DPORunConfig, train_dpo
 NEW_LOSSES = [
     "adadpo", "bpo", "bdpo", "aot", "aot-unpaired", "discopop", "sigmoid-norm", "fdpo-forward-kl", "fdpo-js",
     "fdpo-alpha", "ld-dpo", "wpo", "bco-pair", "orpo", "cpo", "rdpo", "sft", "dpo:0.8,bco:0.2,sft:1",
+    # issue 27's mitigation losses
+    "cal-dpo", "simper", "beta-dpo", "epsilon-dpo", "kto",
 ]  # fmt: skip
 
 

@@ -128,3 +128,30 @@ def test_orpo_equals_trl(batch):
     nll = (-batch.policy_chosen_logps / batch.chosen_lengths).tolist()
     ours = compute_loss("orpo", batch, beta=0.1).losses.tolist()
     assert [n - o for o, n in zip(ours, nll, strict=True)] == pytest.approx(TRL_ORPO_RATIO, rel=1e-7)
+
+
+# TRL 1.16.0 KTOTrainer._compute_loss (loss_type kto, β = 0.1), float32, driven once by a stand-in model that
+# returns the per-token log-probs of the grid above for the four examples [chosen A, chosen B, rejected A,
+# rejected B] (labels True, True, False, False), with the KL completions set to the examples' own, so TRL's
+# z0 = max(0, mean of the four log-ratios) is the one dpo3d's kto computes. TRL averages its 2n per-example
+# losses; dpo3d sums a pair's two terms, then averages over the n pairs: twice TRL's number.
+TRL_KTO = {
+    "grid": 0.4999961256980896,  # z0: mean(0.5, -1, -0.5, 0) = -0.25, clamped to 0 (TRL's logged kl: 0.0)
+    "grid_weights_2_0.5": 0.6296787858009338,  # desirable_weight 2, undesirable_weight 0.5
+    "raised": 0.4875045418739319,  # pair B's chosen tokens [-0.5, -0.5, -0.5, -0.25, -0.25]: a_B = 1, z0 = 0.25
+}
+
+
+@pytest.mark.parametrize(
+    ("key", "hyper", "raise_b"),
+    [("grid", {}, False), ("grid_weights_2_0.5", {"desirable_weight": 2.0, "undesirable_weight": 0.5}, False),
+     ("raised", {}, True)],
+)  # fmt: skip
+def test_kto_equals_trl_for_the_same_reference_point(batch, key, hyper, raise_b):
+    if raise_b:
+        from dataclasses import replace
+
+        batch = replace(batch, policy_chosen_logps=tokens([POLICY_CHOSEN[0], [-0.5, -0.5, -0.5, -0.25, -0.25]]))
+    ours = compute_loss("kto", batch, **hyper).loss.item()
+    # TRL's value is float32 (relative round-off 6e-8 per operation, a few operations deep), ours float64
+    assert ours / 2 == pytest.approx(TRL_KTO[key], rel=2e-7)

@@ -14,6 +14,8 @@ through untouched):
   must come before an assistant turn; strings split after the last shared ``\\n\\nAssistant:``
   (Anthropic HH-RLHF);
 - **prompt-completion**: ``prompt`` and ``completion``;
+- **unpaired preference** (KTO's data): ``prompt``, ``completion`` and a boolean ``label``
+  (true: the completion is desirable);
 - **conversational language modelling** (``messages``, for sft and scoring): the final message
   must be an assistant turn and is the completion; every earlier message, earlier assistant
   turns included, is the prompt — context the model conditions on, never trained on.
@@ -120,6 +122,24 @@ def as_completion(record: dict, source: str = "<input>", position: int | None = 
 
 def is_pair(record: dict) -> bool:
     return "chosen" in record or "rejected" in record
+
+
+def is_unpaired(record: dict) -> bool:
+    """TRL's unpaired preference format: a completion with a ``label`` (true: desirable), no chosen/rejected."""
+    return "label" in record and not is_pair(record)
+
+
+def as_unpaired(record: dict, source: str = "<input>", position: int | None = None) -> dict:
+    """An unpaired preference record ``{prompt, completion, label}`` (KTO's data), label a boolean."""
+    record = as_completion(record, source, position)
+    if not isinstance(record["label"], bool):
+        raise RecordError(source, position, "field 'label' should be true (a desirable completion) or false (an undesirable one)")
+    return record
+
+
+def as_pair_or_unpaired(record: dict, source: str = "<input>", position: int | None = None) -> dict:
+    """A preference pair in any TRL format, or an unpaired ``{prompt, completion, label}`` example."""
+    return as_unpaired(record, source, position) if is_unpaired(record) else as_pair(record, source, position)
 
 
 def as_pair_or_completion(record: dict, source: str = "<input>", position: int | None = None) -> dict:

@@ -1,18 +1,21 @@
 """Preference losses: one registry of pure functions, and their 3D gradient diagnostics.
 
 Importing this package registers every loss (the modules below register on import):
-bradley_terry (DPO and its -log σ(margin) kin), pointwise (per-response rewards), targets
-(squared / hinge margins), balanced (the balanced-gradient family: adadpo, bpo, bdpo),
+bradley_terry (DPO and its -log σ(margin) kin), pointwise (per-response rewards, cal-dpo),
+targets (squared / hinge margins), balanced (the balanced-gradient family: adadpo, bpo, bdpo),
 trl_variants (aot, discopop, sigmoid-norm, bco-pair), divergences (f-DPO), token_level
-(ld-dpo, wpo: token-level inputs), reference_free (orpo, cpo, sft). ``get_loss`` also builds
+(ld-dpo, wpo: token-level inputs), reference_free (orpo, cpo, sft, simper), adaptive_beta
+(beta-dpo, epsilon-dpo), kto (KTO on pairs). ``get_loss`` also builds
 weighted mixtures (mixture.py, lookup.py); options.py reads ``name=value`` loss options and
 ``bind_loss`` (bound.py) checks them once, giving the ``BoundLoss`` a run trains with.
 """
 
 from . import (  # noqa: F401  (registration side effect)
+    adaptive_beta,
     balanced,
     bradley_terry,
     divergences,
+    kto,
     pointwise,
     reference_free,
     targets,

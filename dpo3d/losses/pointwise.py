@@ -61,3 +61,34 @@ def bco(batch: PreferenceBatch, *, beta: float = 0.1) -> LossOutput:
     shift = torch.cat([chosen_rewards, rejected_rewards]).mean().detach()
     losses = -F.logsigmoid(chosen_rewards - shift) - F.logsigmoid(-(rejected_rewards - shift))
     return LossOutput(losses, chosen_rewards, rejected_rewards)
+
+
+@register(
+    "cal-dpo",
+    log_probs="sum",
+    source=(
+        "Xiao et al. 2024, Cal-DPO: Calibrated Direct Preference Optimization for Language Model Alignment "
+        "(NeurIPS 2024), the Cal-DPO objective as in the authors' code (Cal-DPO/Cal-DPO, shift 0.5)"
+    ),
+    note=(
+        "The calibration targets are for the log-ratios a, b (not for β·a): the paper aligns log(π/π_ref) with "
+        "r/β for rewards r = ±1/2, so a -> 1/(2β), b -> -1/(2β) and the implicit rewards β·a, β·b go to ±1/2. "
+        "The contrastive term is -log σ(a - b) without β, as in both of the authors' trainers (the paper's full "
+        "text was not at hand to cite its equation); the loss is sppo-hard's plus that unscaled DPO term."
+    ),
+)
+def cal_dpo(batch: PreferenceBatch, *, beta: float = 0.1) -> LossOutput:
+    """-log σ(a - b) + (a - 1/(2β))² + (b + 1/(2β))², a = logp_w - ref_w, b = logp_l - ref_l: DPO plus calibration.
+
+    Summed log-probs. The squared terms calibrate each implicit reward β·a, β·b to the
+    ±1/2 of a pair's true rewards, so the chosen's reward must rise above zero on its own
+    (the rejected alone cannot carry the margin). Rewards r = β·a, β·b.
+    """
+    chosen_logratio, rejected_logratio = batch.logratios()
+    target = 0.5 / beta
+    losses = (
+        -F.logsigmoid(chosen_logratio - rejected_logratio)
+        + (chosen_logratio - target) ** 2
+        + (rejected_logratio + target) ** 2
+    )
+    return LossOutput(losses, beta * chosen_logratio, beta * rejected_logratio)

@@ -1,4 +1,4 @@
-"""Reference-free losses that keep an SFT (NLL) term on the chosen: ORPO, CPO, and plain SFT."""
+"""Reference-free losses: those that keep an SFT (NLL) term on the chosen (ORPO, CPO, plain SFT), and SimPER."""
 
 from __future__ import annotations
 
@@ -54,3 +54,26 @@ def sft(batch: PreferenceBatch) -> LossOutput:
     chosen_lengths, rejected_lengths = batch.lengths()
     chosen_mean = batch.policy_chosen_logps / chosen_lengths
     return LossOutput(-chosen_mean, chosen_mean, batch.policy_rejected_logps / rejected_lengths)
+
+
+@register(
+    "simper",
+    log_probs="mean",
+    needs_reference=False,
+    source=(
+        "Xiao et al. 2025, SimPER: A Minimalist Approach to Preference Alignment without Hyperparameters "
+        "(ICLR 2025), loss as in the authors' code (tengxiao1/SimPER, loss_type SimPER)"
+    ),
+)
+def simper(batch: PreferenceBatch) -> LossOutput:
+    """-exp(logp_w/|y_w|) + exp(logp_l/|y_l|): raise the chosen's inverse perplexity, lower the rejected's.
+
+    Length-averaged log-probs: exp(logp/|y|) is the inverse perplexity of a response, in
+    (0, 1]. No reference, no hyper-parameter, no SFT term. The gradient on a response's
+    summed log-prob is exp(logp/|y|)/|y|: it fades as the rejected's perplexity grows, so
+    the rejected cannot be pushed without bound. Rewards are the per-token log-probs.
+    """
+    chosen_lengths, rejected_lengths = batch.lengths()
+    chosen_mean = batch.policy_chosen_logps / chosen_lengths
+    rejected_mean = batch.policy_rejected_logps / rejected_lengths
+    return LossOutput(-torch.exp(chosen_mean) + torch.exp(rejected_mean), chosen_mean, rejected_mean)

@@ -1,5 +1,6 @@
 """Preference pairs as training examples: encoded chosen/rejected and unseen candidates (train-dpo, train-rm and
-the 3D probes read pairs through it)."""
+the 3D probes read pairs through it). Unpaired ``{prompt, completion, label}`` examples are read as pairs of a
+desirable and an undesirable example (unpaired.py), for KTO."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from dpo3d.data import formats, inputs
 from dpo3d.data.encoding_cache import default_cache, encode_cached
 from dpo3d.data.records import RecordError
 from dpo3d.data.sequences import EncodedPair
+from dpo3d.pairs.unpaired import rejected_prompt, unpaired_as_pairs
 
 
 @dataclass
@@ -54,15 +56,18 @@ def load_pairs(
 ) -> PairSet:
     """Pairs in any TRL preference format from any source of :mod:`dpo3d.data.inputs`, tokenised
     (through the encoding cache: ``"default"`` is ``$DPO3D_CACHE/encoded``, None disables it).
-    With ``limit``, only the first ``limit`` pairs are read (the rest of the source is not)."""
+    With ``limit``, only the first ``limit`` records are read (the rest of the source is not); unpaired
+    examples are paired after that (``unpaired.unpaired_as_pairs``)."""
     source = inputs.open_source(spec)
-    records = list(itertools.islice(inputs.stream(source, formats.as_pair, ids=True), limit))
+    records = list(itertools.islice(inputs.stream(source, formats.as_pair_or_unpaired, ids=True), limit))
     if not records:
         raise RecordError(source.name, None, "no pairs to read" + (f" (--limit {limit})" if limit is not None else ""))
+    if any(formats.is_unpaired(record) for record in records):
+        records = unpaired_as_pairs(records, source.name)
     candidates = [(index, text) for index, record in enumerate(records) for text in _unseen_texts(record, source.name)]
     random.Random(seed).shuffle(candidates)
     candidates = sorted(candidates[:unseen_limit])
-    items = [(r["prompt"], r["chosen"]) for r in records] + [(r["prompt"], r["rejected"]) for r in records]
+    items = [(r["prompt"], r["chosen"]) for r in records] + [(rejected_prompt(r), r["rejected"]) for r in records]
     items += [(records[i]["prompt"], text) for i, text in candidates]
     encoded, _ = encode_cached(tokenizer, items, max_length, default_cache() if cache == "default" else cache)
     n = len(records)
