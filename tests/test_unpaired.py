@@ -71,3 +71,16 @@ def test_train_dpo_trains_kto_on_an_unpaired_file(tmp_path, tiny_model_dir):
     ])  # fmt: skip
     assert result.exit_code == 0, result.output
     assert json.loads((out / "run_config.json").read_text())["extra"]["loss"] == "kto"
+
+
+def test_train_dpo_refuses_a_contrastive_loss_on_an_unpaired_file(tmp_path, tiny_model_dir):
+    """dpo on unpaired examples would compare answers to two different prompts: one line naming the file."""
+    data = write(tmp_path / "kto.jsonl", EXAMPLES)
+    for loss in ("dpo", "kto:1,dpo:1"):
+        result = CliRunner().invoke(app, [
+            "train-dpo", "--pairs", str(data), "--model", str(tiny_model_dir), "--out", str(tmp_path / loss),
+            "--loss", loss, "--max-steps", "1", "--no-probe-greedy", "--probe-samples", "0",
+        ])  # fmt: skip
+        assert result.exit_code == 2, result.output
+        assert str(data) in result.output and "use kto" in result.output, result.output
+        assert not (tmp_path / loss / "metrics.jsonl").exists()

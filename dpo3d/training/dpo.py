@@ -8,7 +8,7 @@ from pathlib import Path
 
 from dpo3d.config.fields import option
 from dpo3d.data import inputs
-from dpo3d.data.records import write_json
+from dpo3d.data.records import RecordError, write_json
 from dpo3d.data.run_log import read_log
 from dpo3d.models import host_memory, lora
 from dpo3d.models.loading import LoadOptions, load_causal_lm, load_tokenizer
@@ -18,6 +18,7 @@ from dpo3d.scoring.forward import LogprobOptions
 from dpo3d.scoring.pair_logps import truncate_to_shared
 
 from ..losses import BoundLoss, bind_loss
+from ..losses.mixture import parse_mixture
 from ..watch.guard import KEEP_BEST_HELP, GuardSettings, guard_help
 from ..watch.probe_responses import ProbeResponseConfig, probe_responses
 from ..watch.probes import baseline_of, probe_indices, probe_prompts
@@ -62,6 +63,19 @@ class DPORunConfig:
     guard: str | None = option(None, guard_help())  # sft | flex | stop: act on the detector's warnings; None: only warn
     keep_best: str | None = option(None, KEEP_BEST_HELP)  # "chosen": keep OUT/best, where the probe chosen peaked
     guard_settings: GuardSettings = field(default_factory=GuardSettings)
+
+
+#: losses that score a pair's two sides apart: the only ones that may read unpaired examples set side by side
+READS_UNPAIRED = frozenset({"kto", "sft"})
+
+
+def check_unpaired(loss: BoundLoss, pairs, source) -> None:
+    """Refuse unpaired {prompt, completion, label} examples for a loss that compares a pair's two
+    responses to one prompt (dpo would compare answers to two different prompts)."""
+    parts = {name for name, _ in parse_mixture(loss.name)}
+    if any("unpaired" in record for record in pairs.records) and not parts <= READS_UNPAIRED:
+        raise RecordError(str(source), None, f"unpaired {{prompt, completion, label}} examples: --loss {loss.name} "
+                          "compares a pair's two answers to one prompt; use kto (alone or mixed with sft)")
 
 
 def _reference_logps(config: DPORunConfig, policy, tokenizer, groups) -> dict:
@@ -121,6 +135,7 @@ def train_dpo(config: DPORunConfig, callbacks: LoopCallbacks | None = None, on_s
         pairs = load_pairs(config.pairs, tokenizer, config.max_length, config.unseen_limit, config.loop.seed,
                            limit=config.limit)
         eval_pairs = load_pairs(config.eval_pairs, tokenizer, config.max_length, 0) if config.eval_pairs else None
+    check_unpaired(loss, pairs, config.pairs)
     groups = {"chosen": pairs.chosen, "rejected": pairs.rejected, "unseen": pairs.unseen}
     if eval_pairs is not None:
         groups.update({"eval_chosen": eval_pairs.chosen, "eval_rejected": eval_pairs.rejected})
