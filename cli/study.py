@@ -19,6 +19,7 @@ from .common import UsageError, console, fail, user_errors
 from .config_file import CONFIG
 from .config_options import OptionGroup, with_options
 from .renamed import Renamed, renamed
+from .train_dpo import PROBE_RESPONSES
 
 POEM_DEFAULTS = ("poems:english-train", "poems:english-test")
 MATH_DEFAULTS = ("gsm8k:train", "gsm8k:test")
@@ -68,7 +69,7 @@ STUDY = OptionGroup(StudyConfig)
 @user_errors
 @renamed(Renamed("--steps", "max_steps", "--max-steps"),
          Renamed("--no-rm", "reward_model", "--no-reward-model", value=False))
-@with_options(STUDY_LOOP, STUDY, t.LORA)
+@with_options(STUDY_LOOP, STUDY, PROBE_RESPONSES, t.LORA)
 def command(
     ctx: typer.Context,
     config: Path = CONFIG,
@@ -127,7 +128,7 @@ def command(
                                cache_path=str(default_cache_path()))
     config = STUDY.build(
         ctx.params, out=out, model=model, loop=t.loop_config(ctx.params, group=STUDY_LOOP),
-        lora=t.lora_config(ctx.params), train_prompts=train_prompts or defaults[0],
+        lora=t.lora_config(ctx.params), probe_responses=PROBE_RESPONSES.build(ctx.params), train_prompts=train_prompts or defaults[0],
         test_prompts=test_prompts or defaults[1], columns=columns, subset=subset, scenarios=_scenarios(scenario),
         losses=tuple(loss or (("dpo",) if task == "poem" else DEFAULT_LOSSES)), same_prompts=not all_prompts,
         loss_args=tuple(loss_args or ()), llm_judge=llm, math_workers=workers, device=device,

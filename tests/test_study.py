@@ -19,6 +19,7 @@ from dpo3d.judges.base import Judge
 from dpo3d.study import StudyConfig, StudyEvents, run_study
 from dpo3d.study.config import SCENARIOS, study_loop
 from dpo3d.training.run_folder import LoopCallbacks
+from dpo3d.watch.probe_responses import ProbeResponseConfig
 
 from .launching import port_args
 
@@ -69,6 +70,7 @@ def tiny_config(tmp_path: Path, model_dir, out: str, **changes) -> StudyConfig:
         train_limit=8, test_limit=3, losses=LOSSES, n=4, max_new_tokens=6, sample_batch_size=16,
         heldout_share=0.3, steps=2, batch_size=2, lr=5e-3, log_every=1, eval_every=1, save_every=0,
         probe_size=4, unseen_limit=8, max_length=96, eval_max_new_tokens=6, eval_batch_size=8, cpu=True, device="cpu",
+        probe_responses=ProbeResponseConfig(max_new_tokens=6),  # squeezing probes of a few tokens: fast, still there
     )
     settings.update(changes)
     return study_config(**settings)
@@ -323,7 +325,7 @@ def test_poem_task_fills_table3_with_dpo_and_ppo_from_one_start(tmp_path, tiny_m
         test_prompts="poems:test", train_limit=4, test_limit=2, losses=("dpo",), n=4, max_new_tokens=8,
         heldout_share=0.3, same_prompts=False, steps=2, batch_size=2, lr=5e-3, log_every=1, eval_every=1,
         save_every=0, probe_size=2, unseen_limit=4, max_length=128, eval_max_new_tokens=8, ppo_rollout_batch=8,
-        ppo_minibatch=4, ppo_epochs=1, cpu=True, device="cpu",
+        ppo_minibatch=4, ppo_epochs=1, cpu=True, device="cpu", probe_responses=ProbeResponseConfig(max_new_tokens=6),
     )
     study = run_study(config, judge_factory=parity)
     # the same number of generated samples: 4 prompts x 4 candidates for DPO, 2 PPO steps of 8 rollouts

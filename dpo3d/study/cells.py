@@ -95,7 +95,7 @@ def train_cell(config: StudyConfig, layout: Layout, scenario: int, loss: str, ev
         loss=config.bound_loss(loss), eval_pairs=str(layout.pairs(scenario, "heldout")),
         max_length=config.max_length, probe_size=config.probe_size, unseen_limit=config.unseen_limit,
         eval_every=config.eval_every, load=LoadOptions(dtype=config.load.dtype, trust_remote_code=config.load.trust_remote_code),
-        lora=config.lora,
+        lora=config.lora, probe_responses=config.probe_responses,
     )
     train_dpo(run, events.training(label), lambda message: events.on_status(f"{label}: {message}"))
     return True

@@ -20,6 +20,7 @@ from dpo3d.models.loading import LoadOptions
 from dpo3d.models.lora import LoRAConfig
 from dpo3d.pairs.building import REFERENCE
 from dpo3d.training.config import LoopConfig
+from dpo3d.watch.probe_responses import ProbeResponseConfig
 
 if TYPE_CHECKING:
     from ..losses.bound import BoundLoss
@@ -92,6 +93,8 @@ class StudyConfig:
     model: str
     loop: LoopConfig = field(default_factory=study_loop)
     lora: LoRAConfig = field(default_factory=LoRAConfig)
+    # every cell's squeezing probes (a measurement: not part of what a study folder's results depend on)
+    probe_responses: ProbeResponseConfig = field(default_factory=ProbeResponseConfig)
     train_prompts: str = "gsm8k:train"
     test_prompts: str = "gsm8k:test"
     columns: str | None = None  # FIELD=COLUMN,... of both prompt sources (--columns)
@@ -181,7 +184,8 @@ class StudyConfig:
         adds cells; the LLM judge, devices and checkpoint spacing excepted: they do not change what
         is trained, a resumed run being the run that was not interrupted)."""
         data = self.to_json()
-        for key in ("out", "scenarios", "losses", "llm_judge", "math_workers", "device", "load", "loop", "lora"):
+        for key in ("out", "scenarios", "losses", "llm_judge", "math_workers", "device", "load", "loop", "lora",
+                    "probe_responses"):
             data.pop(key)
         if not self.loss_args:  # a study folder made before --loss-arg keeps its fingerprint
             data.pop("loss_args")
