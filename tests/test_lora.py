@@ -27,6 +27,7 @@ from dpo3d.training.config import LoopConfig
 from dpo3d.training.dpo import DPORunConfig, train_dpo
 from dpo3d.training.rm import RMRunConfig, train_rm
 from dpo3d.training.run_folder import LoopCallbacks
+from dpo3d.watch.probe_responses import ProbeResponseConfig
 
 from .launching import port_args
 from .test_cli_train import comparable, dpo3d, train_args
@@ -42,7 +43,8 @@ def dpo_config(tmp_path, model_dir, out="run", max_steps=4, lora_config=LoRAConf
     settings = {"lr": 5e-3, "batch_size": 2, "grad_accum": 1, "max_steps": max_steps, "warmup_ratio": 0.0,
                 "schedule": "constant", "seed": 0, **loop}
     return DPORunConfig(model=str(model_dir), pairs=write_pairs(tmp_path / "pairs.jsonl"),
-                        loop=LoopConfig(out=tmp_path / out, **settings), probe_size=4, lora=lora_config)
+                        loop=LoopConfig(out=tmp_path / out, **settings), probe_size=4, lora=lora_config,
+                        probe_responses=ProbeResponseConfig(max_new_tokens=8))  # squeezing probes of 8 tokens: test_probe_responses covers them
 
 
 def capture_trained(monkeypatch, module) -> dict:

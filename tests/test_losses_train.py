@@ -17,6 +17,7 @@ from dpo3d.scoring.logprobs import score_sequences
 from dpo3d.scoring.pair_logps import pair_logps, pair_logps_with_extras, truncate_to_shared
 from dpo3d.training.config import LoopConfig
 from dpo3d.training.dpo import DPORunConfig, train_dpo
+from dpo3d.watch.probe_responses import ProbeResponseConfig
 
 NEW_LOSSES = [
     "adadpo", "bpo", "bdpo", "aot", "aot-unpaired", "discopop", "sigmoid-norm", "fdpo-forward-kl", "fdpo-js",
@@ -44,7 +45,8 @@ def test_new_loss_trains_three_steps(tmp_path, tiny_model_dir, loss):
     pairs = write_pairs(tmp_path / "pairs.jsonl")
     loop = LoopConfig(out=tmp_path / "run", lr=5e-3, batch_size=2, grad_accum=1, max_steps=3, warmup_ratio=0.0,
                       schedule="constant", seed=0)  # fmt: skip
-    result = train_dpo(DPORunConfig(model=str(tiny_model_dir), pairs=pairs, loop=loop, loss=bind_loss(loss), probe_size=2))
+    result = train_dpo(DPORunConfig(model=str(tiny_model_dir), pairs=pairs, loop=loop, loss=bind_loss(loss), probe_size=2,
+                                    probe_responses=ProbeResponseConfig(max_new_tokens=8)))
     records = read_log(result.out / "metrics.jsonl")
     assert [r["step"] for r in records] == [0, 1, 2, 3]
     for record in records[1:]:

@@ -175,7 +175,8 @@ def test_the_command_writes_pairs_train_dpo_reads_and_the_tally_on_stderr(tmp_pa
 
     run = tmp_path / "run"
     result = runner.invoke(app, ["train-dpo", "--pairs", str(out), "--model", str(tiny_model_dir), "--out", str(run),
-                                 "--max-steps", "1", "--batch-size", "2", "--grad-accum", "1", "--probe-size", "2"])
+                                 "--max-steps", "1", "--batch-size", "2", "--grad-accum", "1", "--probe-size", "2",
+                                 "--probe-new-tokens", "8"])
     assert result.exit_code == 0, result.output
     assert (run / "metrics.jsonl").is_file()
 

@@ -18,6 +18,7 @@ from dpo3d.models.loading import LoadOptions
 from dpo3d.training.config import LoopConfig
 from dpo3d.training.dpo import DPORunConfig, train_dpo
 from dpo3d.training.reference import CACHE_FILE
+from dpo3d.watch.probe_responses import ProbeResponseConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER_LR = 5e-7  # the paper's DPO learning rate (App. D.1)
@@ -38,7 +39,7 @@ def dpo_run(tmp_path, model_dir, name, lr=PAPER_LR, max_steps=4, mixed_precision
                 "schedule": "constant", "mixed_precision": mixed_precision, **loop}
     config = DPORunConfig(model=str(model_dir), pairs=write_pairs(tmp_path / "pairs.jsonl"),
                           loop=LoopConfig(out=tmp_path / name, **settings), probe_size=2, unseen_limit=0,
-                          load=LoadOptions(dtype=dtype))
+                          load=LoadOptions(dtype=dtype), probe_responses=ProbeResponseConfig(max_new_tokens=8))
     return train_dpo(config).out
 
 
@@ -129,7 +130,8 @@ def dpo3d(*args: str) -> subprocess.CompletedProcess:
 
 def test_cli_warns_on_pure_bf16_and_refuses_fp16_on_cpu_and_unknown_precisions(tmp_path, tiny_model_dir):
     pairs = write_pairs(tmp_path / "pairs.jsonl")
-    common = ["train-dpo", "--pairs", str(pairs), "--model", str(tiny_model_dir), "--max-steps", "1", "--device", "cpu"]
+    common = ["train-dpo", "--pairs", str(pairs), "--model", str(tiny_model_dir), "--max-steps", "1", "--device", "cpu",
+              "--probe-new-tokens", "8"]
     fp16 = dpo3d(*common, "--out", str(tmp_path / "a"), "--mixed-precision", "fp16")
     assert fp16.returncode == 2 and "--mixed-precision fp16 needs a GPU" in fp16.stderr and "Traceback" not in fp16.stderr
     odd = dpo3d(*common, "--out", str(tmp_path / "b"), "--mixed-precision", "fp8")

@@ -14,6 +14,7 @@ from dpo3d.models.lora import LoRAConfig
 from dpo3d.training.config import LoopConfig
 from dpo3d.training.dpo import DPORunConfig, train_dpo
 from dpo3d.training.rm import RMRunConfig, train_rm
+from dpo3d.watch.probe_responses import ProbeResponseConfig
 
 from .test_train_dpo import write_pairs
 
@@ -39,9 +40,10 @@ def test_full_model_and_adapter_load_with_plain_transformers_and_peft(tmp_path, 
     from transformers import AutoModelForCausalLM
 
     pairs = write_pairs(tmp_path / "pairs.jsonl")
-    full = train_dpo(DPORunConfig(model=str(tiny_model_dir), pairs=pairs, loop=loop(tmp_path, "full"), probe_size=2))
+    full = train_dpo(DPORunConfig(model=str(tiny_model_dir), pairs=pairs, loop=loop(tmp_path, "full"), probe_size=2,
+                                  probe_responses=ProbeResponseConfig(max_new_tokens=8)))
     adapted = train_dpo(DPORunConfig(model=str(tiny_model_dir), pairs=pairs, loop=loop(tmp_path, "lora"), probe_size=2,
-                                     lora=LoRAConfig(r=4)))
+                                     lora=LoRAConfig(r=4), probe_responses=ProbeResponseConfig(max_new_tokens=8)))
     x = ids(tokenizer)
     with torch.no_grad():
         plain = AutoModelForCausalLM.from_pretrained(full.out).eval()
