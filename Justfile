@@ -88,7 +88,7 @@ study out="runs/study" *args: setup
 # samples judged by math-verify, best vs worst, 8 DPO steps from the previous round's model; rerun to continue
 iterate out="runs/iterate" *args: setup
     "{{bin}}/dpo3d" iterate --out "{{out}}" --prompts asdiv --limit 48 --prompts-per-round 16 --rounds 3 -n 4 \
-        --max-new-tokens 200 --sample-batch-size 32 --max-steps 8 --batch-size 4 --lr 2e-5 --log-every 2 \
+        --max-new-tokens 200 --max-steps 8 --batch-size 4 --lr 2e-5 --log-every 2 \
         --save-every 4 --probe-size 6 --unseen 12 --max-length 384 {{args}}
 
 # likelihood displacement, degradation and (token-level) dispersion on the bundled SmolLM2: minimal-edit GSM8K pairs

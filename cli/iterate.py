@@ -76,7 +76,7 @@ def command(
     """On-policy iterative DPO: each round samples from the current policy, judges, pairs and trains.
 
     Round r samples **-n** candidates per prompt from its policy (the starting --model, then round r-1's
-    trained model), scores them with **--judge**, pairs each prompt's best against its worst, and trains
+    trained model), scores them with **--reward** (math-verify by default), pairs each prompt's best against its worst, and trains
     train-dpo (any --loss, --guard, LoRA) on those pairs for --max-steps. **--reference initial** keeps the
     starting model as every round's reference; **previous** moves it to the round's start. Round 1's probe
     pairs are tracked in every round, so OUT/probes.png and the detector span the whole run.

@@ -92,6 +92,7 @@ ALLOWED = {
     # how many go through the model at once: the right number depends on what the command runs
     ("--batch-size", "default"): "records per forward pass: LoopConfig's 8 to score (logprobs, judge rm) and train, "
                                  "SamplingConfig's to sample, 16 for eval-* (greedy answers), StudyConfig's for study",
+    ("--reward", "default"): "ppo asks for its reward; iterate's rounds default to math (math-verify)",
     ("--lr", "default"): "each trainer's own: LoopConfig's 1e-6 (DPO), SFT_LR, RM_LR, PPOConfig's, the toy's Adam "
                          "step and StudyConfig's",
     ("--max-steps", "default"): "the trainers run --epochs unless given (None); toy, ppo and study run a fixed budget "

@@ -37,7 +37,7 @@ def make_config(tmp_path: Path, model_dir, out: str = "iter", **changes) -> Iter
         probe_size=2, max_length=64, probe_responses=ProbeResponseConfig(greedy=False, samples=0))
     settings = dict(out=tmp_path / out, model=str(model_dir), prompts=str(write_prompts(tmp_path / "prompts.jsonl", 8)),
                     train=train, rounds=2, prompts_per_round=4, n=2, temperature=1.0, max_new_tokens=6,
-                    sample_batch_size=8, judge="contains:x", device="cpu")
+                    sample_batch_size=8, reward="contains:x", device="cpu")
     settings.update(changes)
     return IterateConfig(**settings)
 
@@ -173,7 +173,7 @@ def test_the_command_runs_a_round_and_reports_each_stage(tmp_path, tiny_model_di
 
     prompts = write_prompts(tmp_path / "prompts.jsonl", 6)
     args = ["iterate", "--prompts", str(prompts), "--model", str(tiny_model_dir), "--out", str(tmp_path / "it"),
-            "--rounds", "1", "-n", "4", "--max-new-tokens", "3", "--temperature", "1.0", "--judge", "contains:a",
+            "--rounds", "1", "-n", "4", "--max-new-tokens", "3", "--temperature", "1.0", "--reward", "contains:a",
             "--max-steps", "1", "--batch-size", "2", "--probe-size", "2", "--no-probe-greedy", "--probe-samples", "0",
             "--device", "cpu", "--loss", "ipo", "--loss-arg", "beta=0.2"]
     result = CliRunner().invoke(app, args)

@@ -41,10 +41,11 @@ class IterateConfig:
                     flags=("-n",), min=2)
     temperature: float = option(0.7, "Sampling temperature of the round's policy.", min=0.01)
     max_new_tokens: int = option(256, "Length cap of a sampled candidate.", min=1)
-    sample_batch_size: int = option(16, "Sequences generated together.", min=1)
+    sample_batch_size: int = option(32, "Sequences generated together.", min=1)
     backend: str = option("hf", "Sampling backend: hf (transformers generate) or vllm (GPUs; pip install "
                                 "dpo3d[vllm]).")
-    judge: str = option("math", f"How candidates are scored: {REWARD_HELP}.")
+    reward: str = option("math", f"How candidates are scored (the judge; ppo's rewards): {REWARD_HELP}.",
+                         flags=("--reward", "-r"))
     min_gap: float = option(0.0, "Keep a prompt's pair only when chosen − rejected scores at least this "
                                  "(above 0 always).", min=0.0)
     reference: str = option("initial", "The reference of each round: " + "; ".join(

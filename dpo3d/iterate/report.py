@@ -105,7 +105,7 @@ def markdown(config: IterateConfig, rows: Sequence[dict], events: Sequence[dict]
     loop = config.train.loop
     lines = [f"# dpo3d iterate: {config.model}", "",
              f"{config.rounds} rounds; each samples {config.n} candidates per prompt (temperature {config.temperature:g}) "
-             f"from its policy, judges them with `{config.judge}`, pairs each prompt's best against its worst and trains "
+             f"from its policy, judges them with `--reward {config.reward}`, pairs each prompt's best against its worst and trains "
              f"`{config.train.loss.name}` for {loop.max_steps} steps ({loop.batch_size}×{loop.grad_accum} pairs, lr "
              f"{loop.lr:g}, seed {loop.seed}); reference: {config.reference}. Probe changes are summed log-probs "
              "(nats), mean over the probe pairs; per token in brackets.", "",

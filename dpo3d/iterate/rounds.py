@@ -63,11 +63,11 @@ def load_iterate_prompts(config: IterateConfig) -> list[dict]:
     source = config.prompts
     spec = source if str(source) in ds.BUILTINS else inputs.DataSpec.of(source)
     records = prepare_prompts(ds.load_prompts(spec, limit=config.limit))
-    need = needed_fields(config.judge)
+    need = needed_fields(config.reward)
     for number, record in enumerate(records, start=1):
         missing = [key for key in need if record.get(key) is None]
         if missing:
-            raise rec.RecordError(str(source), number, f"--judge {config.judge} needs field(s) {', '.join(missing)}")
+            raise rec.RecordError(str(source), number, f"--reward {config.reward} needs field(s) {', '.join(missing)}")
     if config.prompts_per_round is not None and len(records) < config.prompts_per_round * config.rounds:
         raise ValueError(f"{source}: {len(records)} prompts, fewer than --prompts-per-round {config.prompts_per_round} "
                          f"× --rounds {config.rounds}: give more prompts, fewer rounds, or let rounds share prompts")
@@ -137,11 +137,11 @@ def sample_round(config: IterateConfig, layout: Layout, number: int, policy: str
 def judge_round(config: IterateConfig, layout: Layout, number: int, reward, events: IterateEvents) -> dict:
     name = f"round {number}: judge"
     records = list(inputs.stream(inputs.open_source(layout.samples(number))))
-    stage = Stage(events, name, f"{len(records)} candidates with --judge {config.judge}")
+    stage = Stage(events, name, f"{len(records)} candidates with --reward {config.reward}")
     judged: list[dict] = []
     for start in range(0, len(records), JUDGE_CHUNK):
         part = records[start : start + JUDGE_CHUNK]
-        judged += [{**record, "score": float(score), "judge": config.judge} for record, score in zip(part, reward(part), strict=True)]
+        judged += [{**record, "score": float(score), "judge": config.reward} for record, score in zip(part, reward(part), strict=True)]
         events.on_progress(name, len(judged), len(records))
     rec.write_records(judged, layout.judged(number))
     return stage.done(candidates=len(judged), mean_score=round(sum(r["score"] for r in judged) / max(1, len(judged)), 4))
@@ -230,5 +230,5 @@ def run_iterate(config: IterateConfig, events: IterateEvents | None = None, rewa
 
 
 def _reward(config: IterateConfig):
-    return make_reward(config.judge, pick_device(config.device), LoadOptions(
+    return make_reward(config.reward, pick_device(config.device), LoadOptions(
         dtype=config.load.dtype, trust_remote_code=config.load.trust_remote_code))
