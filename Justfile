@@ -84,10 +84,11 @@ study out="runs/study" *args: setup
         --log-every 2 --eval-every 2 --save-every 4 --probe-size 6 --unseen 12 --max-length 384 \
         --eval-max-new-tokens 200 --eval-batch-size 20 --loss dpo --loss flex --loss dpo-sft --loss ipo {{args}}
 
-# on-policy iterative DPO on the bundled SmolLM2 (docs/iterate.md): 3 rounds, each 16 fresh ASDiv prompts x 4
+# on-policy iterative DPO on the bundled SmolLM2 (docs/iterate.md): 3 rounds, each 24 fresh ASDiv prompts x 8
 # samples judged by math-verify, best vs worst, 8 DPO steps from the previous round's model; rerun to continue
+# (8 samples: the model gets few right, and a prompt gives a pair only with a right and a wrong one)
 iterate out="runs/iterate" *args: setup
-    "{{bin}}/dpo3d" iterate --out "{{out}}" --prompts asdiv --limit 48 --prompts-per-round 16 --rounds 3 -n 4 \
+    "{{bin}}/dpo3d" iterate --out "{{out}}" --prompts asdiv --limit 72 --prompts-per-round 24 --rounds 3 -n 8 \
         --max-new-tokens 200 --max-steps 8 --batch-size 4 --lr 2e-5 --log-every 2 \
         --save-every 4 --probe-size 6 --unseen 12 --max-length 384 {{args}}
 
