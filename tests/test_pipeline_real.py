@@ -29,7 +29,7 @@ def jsonl(path: Path) -> list[dict]:
 @pytest.mark.slow
 def test_sample_judge_build_pairs_chain_on_the_real_model(tmp_path):
     result = shell(
-        f"{DPO3D} sample --prompts gsm8k:test --limit 3 -n 4 --max-new-tokens 160 --seed 0 "
+        f"{DPO3D} sample --prompts gsm8k:test --limit 3 -n 4 --max-new-tokens 96 --seed 0 "
         f"| tee judged_in.jsonl | {DPO3D} judge math --workers 1 | tee judged.jsonl "
         f"| {DPO3D} build-pairs > pairs.jsonl",
         tmp_path,
