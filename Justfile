@@ -77,10 +77,11 @@ demo out="runs/demo": setup
     "$dpo3d" compare "$out/rm" "$out/dpo" --label "reward model" --label DPO -o "$out/fig4.png"
     echo "demo done: $out/toy/sweep.png (toy), $out/dpo/curves.png (DPO on the real model), $out/fig4.png (RM vs DPO)" >&2
 
-# the paper's §5 grid on the bundled SmolLM2 (scenarios 1-4 x dpo, flex, dpo-sft, ipo; Tables 1, 2, 10, Fig. 4); rerun to continue
+# the paper's §5 grid on the bundled SmolLM2 (scenarios 1-4 x dpo, flex, dpo-sft, ipo; Tables 1, 2, 10, Fig. 4), every
+# scenario on the same prompts (--same-prompts: the same pairs, updates and passes over them); rerun to continue
 study out="runs/study" *args: setup
     "{{bin}}/dpo3d" study --out "{{out}}" --train-prompts asdiv --test-prompts asdiv --train-limit 40 --test-limit 20 \
-        -n 6 --max-new-tokens 200 --sample-batch-size 40 --all-prompts --max-steps 8 --batch-size 4 --grad-accum 1 --lr 2e-5 \
+        -n 6 --max-new-tokens 200 --sample-batch-size 40 --max-steps 8 --batch-size 4 --grad-accum 1 --lr 2e-5 \
         --log-every 2 --eval-every 2 --save-every 4 --probe-size 6 --unseen 12 --max-length 384 \
         --eval-max-new-tokens 200 --eval-batch-size 20 --loss dpo --loss flex --loss dpo-sft --loss ipo {{args}}
 

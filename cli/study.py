@@ -9,6 +9,7 @@ from rich.table import Table
 
 from dpo3d.study import DEFAULT_LOSSES, LLMJudgeSettings, StudyConfig, StudyEvents, run_study
 from dpo3d.study.config import SCENARIO_TEXT, STUDY_LOOP_DEFAULTS, STUDY_LOOP_FIELDS, STUDY_LOOP_HELP
+from dpo3d.study.intervals import interval_text
 from dpo3d.training.config import LoopConfig
 from dpo3d.training.run_folder import NonFiniteLoss
 
@@ -101,8 +102,9 @@ def command(
     (the 3D probes live), trains a reward model on scenario 1 (Fig. 4), and evaluates the start and every cell
     on the test prompts.
 
-    OUT gets **study.md** and **study.json** (Table 1: per-token log-probs before → after; Table 2: test
-    accuracy; Table 10: losses × scenarios; the detector's events), **probes.png** (each cell's chosen, rejected
+    OUT gets **study.md** and **study.json** (Table 1: per-token log-probs before → after, each cell's updates
+    and passes over its pairs; Table 2: test accuracy with 95% Wilson intervals, in-domain and with
+    **--ood-test-prompts** out-of-domain; Table 10: losses × scenarios; the detector's events), **probes.png** (each cell's chosen, rejected
     and unseen curves), **fig4.png**, and each cell as an ordinary run folder in OUT/cells. Rerunning the same
     command skips what is done and resumes an interrupted cell. **--task poem** runs Table 3 instead: DPO on
     poem-rule pairs vs RLHF-PPO with --reward poem, from the same start and the same number of generated samples.
@@ -151,10 +153,6 @@ def command(
     console.print(f"[green]done[/]: {out}/study.md, study.json" + (", probes.png, fig4.png" if task == "math" else ""))
 
 
-def _pct(value) -> str:
-    return "—" if value is None else f"{value:.1%}"
-
-
 def _f(value) -> str:
     return "—" if value is None else f"{value:.3f}"
 
@@ -170,16 +168,30 @@ def summary_tables(study: dict) -> list[Table]:
                                                                "title", "score")))
         return [table]
     t1 = Table(title="Table 1: per-token log-prob, before → after", title_justify="left")
-    for header in ("scenario", "loss", "chosen", "rejected"):
+    for header in ("scenario", "loss", "pairs", "updates", "passes", "chosen", "rejected"):
         t1.add_column(header)
     for row in study["table1"]:
-        t1.add_row(str(row["scenario"]), row["loss"], f"{_f(row['chosen_before'])} → {_f(row['chosen_after'])}",
+        passes = row.get("passes")
+        t1.add_row(str(row["scenario"]), row["loss"], str(row["pairs"]), str(row.get("updates", "—")),
+                   "—" if passes is None else f"{passes:.2f}",
+                   f"{_f(row['chosen_before'])} → {_f(row['chosen_after'])}",
                    f"{_f(row['rejected_before'])} → {_f(row['rejected_after'])}")
-    t10 = Table(title="Tables 2/10: test accuracy", title_justify="left")
-    t10.add_column("loss")
-    for column in study["table10"]["columns"]:
-        t10.add_column(column, justify="right")
-    t10.add_row("start", *[_pct(study["table10"]["start"])] * len(study["table10"]["columns"]))
-    for name, row in study["table10"]["rows"].items():
-        t10.add_row(name, *(_pct(row[c]) for c in study["table10"]["columns"]))
-    return [t1, t10]
+    t10 = study["table10"]
+    tables = [t1, _accuracy_table("Tables 2/10: test accuracy, in-domain [95% interval]", t10["columns"], t10)]
+    if t10.get("out_of_domain"):
+        tables.append(_accuracy_table("Tables 2/10: test accuracy, out-of-domain [95% interval]", t10["columns"],
+                                      t10["out_of_domain"]))
+    return tables
+
+
+def _accuracy_table(title: str, columns: list[str], grid: dict) -> Table:
+    """Losses × scenarios of one test set, each accuracy with its Wilson interval."""
+    table = Table(title=title, title_justify="left")
+    table.add_column("loss")
+    for column in columns:
+        table.add_column(column, justify="right")
+    table.add_row("start", *[interval_text(grid["start"], grid.get("start_interval"))] * len(columns))
+    intervals = grid.get("intervals") or {}
+    for name, row in grid["rows"].items():
+        table.add_row(name, *(interval_text(row[c], intervals.get(name, {}).get(c)) for c in columns))
+    return table

@@ -18,6 +18,7 @@ from dpo3d.judges import scored
 from dpo3d.judges.base import Judge
 from dpo3d.study import StudyConfig, StudyEvents, run_study
 from dpo3d.study.config import SCENARIOS, study_loop
+from dpo3d.study.intervals import interval_text, wilson
 from dpo3d.training.run_folder import LoopCallbacks
 from dpo3d.watch.probe_responses import ProbeResponseConfig
 
@@ -67,6 +68,7 @@ def tiny_config(tmp_path: Path, model_dir, out: str, **changes) -> StudyConfig:
         out=tmp_path / out, model=str(model_dir),
         train_prompts=str(write_prompts(tmp_path / "train.jsonl", 8)),
         test_prompts=str(write_prompts(tmp_path / "test.jsonl", 3, offset=100)),
+        ood_test_prompts=str(write_prompts(tmp_path / "ood.jsonl", 4, offset=200)), ood_test_limit=2,
         train_limit=8, test_limit=3, losses=LOSSES, n=4, max_new_tokens=6, sample_batch_size=16,
         heldout_share=0.3, steps=2, batch_size=2, lr=5e-3, log_every=1, eval_every=1, save_every=0,
         probe_size=4, unseen_limit=8, max_length=96, eval_max_new_tokens=6, eval_batch_size=8, cpu=True, device="cpu",
@@ -136,19 +138,40 @@ def test_every_table_is_filled(finished):
     for row in study["table1"]:
         by_scenario.setdefault(row["scenario"], set()).add(row["chosen_before"])
     assert all(len(v) == 1 for v in by_scenario.values())
-    # Table 2: the start and every cell, accuracy over the 3 test prompts
+    # every cell made its 2 updates of 2 pairs over its scenario's training pairs; the same prompts in every
+    # scenario (same_prompts), so the same pairs and passes
+    for row in study["table1"]:
+        assert row["updates"] == 2 and row["passes"] == pytest.approx(2 * 2 / row["pairs"])
+        assert study["cells"][f"s{row['scenario']}-{row['loss']}"]["training"]["global_batch"] == 2
+    assert len({row["pairs"] for row in study["table1"]}) == 1 and len({row["passes"] for row in study["table1"]}) == 1
+    # Table 2: the start and every cell, accuracy over the 3 test prompts and the 2 out-of-domain ones, each
+    # with its Wilson interval
     assert [r["model"] for r in study["table2"]] == ["start", *cells]
     for row in study["table2"]:
         assert row["answers"] == 3 and 0 <= row["correct"] <= 3
         assert row["accuracy"] == pytest.approx(row["correct"] / 3)
-    # the accuracies are the judge's verdicts on what each model wrote
+        assert row["interval"] == list(wilson(row["correct"], 3))
+        assert row["ood_answers"] == 2 and row["ood_accuracy"] == pytest.approx(row["ood_correct"] / 2)
+        assert row["ood_interval"] == list(wilson(row["ood_correct"], 2))
+    assert study["data"]["ood_test_prompts"] == 2
+    # the accuracies are the judge's verdicts on what each model wrote, on each test set
     answers = read_records(out / "eval" / "s1-dpo.jsonl")
     assert sum(len(a["completion"]) % 2 == 0 for a in answers) == study["table2"][1]["correct"]
+    ood_answers = read_records(out / "eval" / "ood" / "s1-dpo.jsonl")
+    assert sorted(a["id"] for a in ood_answers) == ["q200", "q201"]
+    assert sum(len(a["completion"]) % 2 == 0 for a in ood_answers) == study["table2"][1]["ood_correct"]
     # Table 10: losses x scenarios, the same numbers as Table 2
     t10 = study["table10"]
     assert t10["columns"] == [f"scenario {s}" for s in SCENARIOS] and list(t10["rows"]) == list(LOSSES)
     t2 = {r["model"]: r["accuracy"] for r in study["table2"]}
     assert t10["rows"]["ipo"]["scenario 3"] == t2["s3-ipo"] and t10["start"] == t2["start"]
+    rows2 = {r["model"]: r for r in study["table2"]}
+    assert t10["intervals"]["dpo"]["scenario 2"] == rows2["s2-dpo"]["interval"]
+    assert t10["start_interval"] == rows2["start"]["interval"]
+    ood10 = t10["out_of_domain"]
+    assert ood10["rows"]["ipo"]["scenario 4"] == rows2["s4-ipo"]["ood_accuracy"]
+    assert ood10["intervals"]["ipo"]["scenario 4"] == rows2["s4-ipo"]["ood_interval"]
+    assert ood10["start"] == rows2["start"]["ood_accuracy"]
     # detector events: one list per cell, as the cell's own summary.json holds them
     assert sorted(study["events"]) == sorted(cells)
     summary = json.loads((out / "cells" / "s2-dpo" / "summary.json").read_text())
@@ -174,13 +197,17 @@ def test_every_table_is_filled(finished):
         assert (out / name).stat().st_size > 0
     text = (out / "study.md").read_text()
     assert "Table 1" in text and "Table 2" in text and "Table 10" in text and "| s4-ipo |" in text
+    start = rows2["start"]
+    assert f"| start | {interval_text(start['accuracy'], start['interval'])} ({start['correct']}/3) | " \
+           f"{interval_text(start['ood_accuracy'], start['ood_interval'])} ({start['ood_correct']}/2) |" in text
+    assert "| loss | scenario 1 in-domain | scenario 1 out-of-domain | scenario 2 in-domain |" in text
     assert json.loads((out / "study.json").read_text())["table10"] == study["table10"]
 
 
 def test_stage_costs_are_reported(finished):
     _, _, study, events = finished
     for stage in ("sample-policy", "sample-weak", "judge-policy", "pairs", "train-s1-dpo", "train-s1-rm",
-                  "eval-start", "eval-s4-ipo"):
+                  "eval-start", "eval-s4-ipo", "eval-ood-start", "eval-ood-s4-ipo"):
         assert stage in events.done and events.done[stage]["seconds"] >= 0, stage
     assert study["costs"]["sample-policy"]["new_tokens"] > 0
     assert study["costs"]["sample-policy"]["candidates"] == 8 * 4
@@ -208,8 +235,22 @@ def test_rerun_skips_every_finished_stage(finished, tiny_model_dir):
     again = run_study(config, events, judge_factory=parity)
     assert tables_of(again) == tables_of(study)
     assert not events.done  # nothing sampled, judged, trained or evaluated again
-    assert {"sample-policy", "pairs", "eval-start", "s1-dpo", "s4-ipo", "s1-rm"} <= set(events.skipped)
+    assert {"sample-policy", "pairs", "eval-start", "eval-ood-start", "s1-dpo", "s4-ipo", "s1-rm"} <= set(events.skipped)
     assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
+
+
+def test_the_ood_set_adds_an_evaluation_and_nothing_else(finished, tiny_model_dir):
+    """The same study without its out-of-domain set: its data, cells and in-domain evaluations are the ones
+    made with it (nothing sampled, trained or evaluated again), and its tables have no out-of-domain column."""
+    tmp, config, study, _ = finished
+    plain = tiny_config(tmp, tiny_model_dir, "plain", ood_test_prompts=None)
+    shutil.copytree(config.out, plain.out)
+    events = Recorder()
+    again = run_study(plain, events, judge_factory=parity)
+    assert not events.done and {"sample-policy", "judge-policy", "pairs", "eval-start"} <= set(events.skipped)
+    assert again["table10"]["out_of_domain"] is None and "ood_accuracy" not in again["table2"][0]
+    assert again["table10"]["rows"] == study["table10"]["rows"] and again["table1"] == study["table1"]
+    assert "out-of-domain" not in (plain.out / "study.md").read_text()
 
 
 def test_a_killed_study_resumes_to_the_same_tables(finished, tiny_model_dir):
@@ -230,7 +271,7 @@ def test_a_killed_study_resumes_to_the_same_tables(finished, tiny_model_dir):
     events = Recorder()
     resumed = run_study(killed, events, judge_factory=parity)
     assert {"sample-policy", "pairs", "s1-dpo", "s1-ipo"} <= set(events.skipped)
-    assert {"train-s2-ipo", "train-s3-ipo", "eval-s2-ipo", "eval-s3-ipo"} <= set(events.done)
+    assert {"train-s2-ipo", "train-s3-ipo", "eval-s2-ipo", "eval-s3-ipo", "eval-ood-s2-ipo"} <= set(events.done)
     assert "train-s1-dpo" not in events.done and "eval-s1-dpo" not in events.done
     for key in ("table1", "table2", "table10", "events", "fig4", "sources"):
         assert _rounded(resumed[key]) == _rounded(study[key]), key
@@ -268,7 +309,8 @@ def cli_args(config: StudyConfig, out: Path) -> list[str]:
             "--max-new-tokens", "6", "--sample-batch-size", "16", "--heldout-share", "0.3", "--max-steps", "2",
             "--batch-size", "2", "--lr", "5e-3", "--log-every", "1", "--eval-every", "1", "--save-every", "0",
             "--probe-size", "4", "--unseen", "8", "--max-length", "96", "--eval-max-new-tokens", "6",
-            "--eval-batch-size", "8", "--device", "cpu"]
+            "--eval-batch-size", "8", "--device", "cpu", "--ood-test-prompts", config.ood_test_prompts,
+            "--ood-test-limit", str(config.ood_test_limit)]
     for loss in config.losses:
         args += ["--loss", loss]
     return args
@@ -285,6 +327,10 @@ def test_the_command_continues_a_finished_study_and_shows_its_tables(finished, t
     result = CliRunner().invoke(app, cli_args(config, copy))
     assert result.exit_code == 0, result.output
     assert "Table 1" in result.output and "skipped" in result.output and "s4-ipo" in result.output
+    # the accuracies on stderr carry their intervals, in-domain and out-of-domain
+    start = study["table2"][0]
+    assert "in-domain [95% interval]" in result.output and "out-of-domain [95% interval]" in result.output
+    assert interval_text(start["accuracy"], start["interval"]) in result.output
     assert tables_of(json.loads((copy / "study.json").read_text())) == tables_of(json.loads(json.dumps(study)))
 
 

@@ -101,6 +101,10 @@ class StudyConfig:
     subset: str | None = None  # a hub source's config (--subset)
     train_limit: int | None = option(64, "Training prompts sampled.", min=1)
     test_limit: int | None = option(32, "Test prompts answered by every model.", min=1)
+    ood_test_prompts: str | None = option(
+        None, "A second, out-of-domain test set (a built-in or a prompt file) every model also answers, judged "
+        "alike and reported beside the in-domain one (training prompts left out). Default: none.")
+    ood_test_limit: int | None = option(32, "Out-of-domain test prompts answered by every model.", min=1)
     task: str = option("math", "math: scenarios × losses (Tables 1, 2, 10, Fig. 4); poem: DPO vs RLHF-PPO on the "
                                "poem rules (Table 3).")
     scenarios: tuple[int, ...] = (1, 2, 3, 4)
@@ -172,7 +176,9 @@ class StudyConfig:
         self.lora.validate()
         if self.weak_temperature <= 0:
             raise ValueError("--weak-temperature must be positive")
-        for name in ("train_limit", "test_limit"):
+        if self.ood_test_prompts is not None and self.task != "math":
+            raise ValueError("--ood-test-prompts goes with --task math (Table 3 has one test set)")
+        for name in ("train_limit", "test_limit", "ood_test_limit"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be at least 1")
@@ -192,6 +198,9 @@ class StudyConfig:
         for key in ("columns", "subset"):  # recorded only when given: study folders from before them still continue
             if data[key] is None:
                 data.pop(key)
+        if self.ood_test_prompts is None:  # likewise the out-of-domain test set (its limit goes with it)
+            data.pop("ood_test_prompts")
+            data.pop("ood_test_limit")
         # the loop's settings under the names study folders recorded before the loop was a section of its own;
         # those that came later only where they differ from their default (older folders still continue)
         loop, plain = asdict(self.loop), asdict(study_loop())
@@ -201,6 +210,11 @@ class StudyConfig:
             data["lora"] = asdict(self.lora)
         data["dtype"] = str(self.load.dtype)
         return data
+
+    def data_fields(self) -> dict:
+        """What the candidates and pairs depend on: the fingerprint less the out-of-domain test set, which
+        only adds an evaluation (given to a finished study, it samples and trains nothing again)."""
+        return {key: value for key, value in self.fingerprint_fields().items() if not key.startswith("ood_")}
 
     def to_json(self) -> dict:
         data = asdict(self)
@@ -285,6 +299,10 @@ class Layout:
     @property
     def rm(self) -> Path:
         return self.root / "cells" / "s1-rm"
+
+    @property
+    def ood_evals(self) -> Path:
+        return self.evals / "ood"
 
     def eval_file(self, label: str) -> Path:
         return self.evals / f"{slug(label)}.jsonl"

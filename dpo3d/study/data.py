@@ -31,23 +31,27 @@ JudgeFactory = Callable[[StudyConfig, int], Judge]
 
 
 def load_study_prompts(config: StudyConfig, which: str) -> list[dict]:
-    """The training or the test prompts (poem prompts as chat messages, as eval-poem gives them).
+    """The training (``which`` = train), the test (test) or the out-of-domain test prompts (ood); poem
+    prompts as chat messages, as eval-poem gives them.
 
     Test prompts that are also training prompts (the same id: one dataset for both) are left out
-    before ``test_limit`` is counted, so no model is tested on a problem it was trained on.
+    before the set's limit is counted, so no model is tested on a problem it was trained on.
     """
     train = which == "train"
-    source = config.train_prompts if train else config.test_prompts
+    source, limit = {"train": (config.train_prompts, config.train_limit), "test": (config.test_prompts, config.test_limit),
+                     "ood": (config.ood_test_prompts, config.ood_test_limit)}[which]
+    if source is None:
+        raise ValueError(f"no {which} prompts given")
     training_ids = set() if train else {r["id"] for r in load_study_prompts(config, "train")}
     if config.task == "poem":
         source = resolve_poem_data(source)
     spec = source if str(source) in ds.BUILTINS else inputs.DataSpec.of(source, config.subset, config.columns)
-    records = ds.load_prompts(spec, limit=config.train_limit if train else None)
+    records = ds.load_prompts(spec, limit=limit if train else None)
     if config.task == "poem":
         records = [as_chat(r) for r in records]
     records = [r for r in prepare_prompts(records) if r["id"] not in training_ids]
-    if not train and config.test_limit is not None:
-        records = records[: config.test_limit]
+    if not train and limit is not None:
+        records = records[:limit]
     if not records:
         raise ValueError(f"{source}: no {which} prompts" + ("" if train else " left after leaving out the training ones"))
     if config.task == "math":

@@ -30,7 +30,7 @@ def prepare_data(config: StudyConfig, layout: Layout, stages: Stages, events: St
     """Stages 1-3: candidates, verdicts, each scenario's train and held-out pairs."""
     prompts = load_study_prompts(config, "train")
     rec.write_records(prompts, layout.data / "train_prompts.jsonl")
-    base = config.fingerprint_fields()
+    base = config.data_fields()
     for source in sources_needed(config):
         name = f"sample-{source}"
         if stages.done(name, base):

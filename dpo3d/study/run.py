@@ -21,7 +21,7 @@ from typing import Any
 from dpo3d.data import records as rec
 
 from .cells import pairs_fingerprint, state, train_cell, train_reward_model
-from .config import START, Layout, StudyConfig, cell_label
+from .config import START, Layout, StudyConfig, cell_label, slug
 from .data import (
     JudgeFactory,
     default_judge,
@@ -29,6 +29,7 @@ from .data import (
     sources_needed,
 )
 from .evaluate import evaluate_model, source_accuracy, start_score_sets
+from .fairness import passes_over_pairs, warn_uneven_passes
 from .figures import figure4, plot_probes
 from .poem import run_poem_study
 from .prepare import begin, prepare_data
@@ -58,27 +59,39 @@ def _fig4_dpo_loss(config: StudyConfig) -> str:
 
 def evaluate_all(config: StudyConfig, layout: Layout, stages: Stages, events: StudyEvents,
                  judge_factory: JudgeFactory, llm_client: Any | None) -> tuple[dict, dict]:
-    """Stage 5: the start and every cell on the test prompts (each result cached in eval/)."""
+    """Stage 5: the start and every cell on the test prompts, and on the out-of-domain ones when given
+    (each result cached in eval/, the out-of-domain ones in eval/ood/)."""
     test_prompts = load_study_prompts(config, "test")
+    ood_prompts = load_study_prompts(config, "ood") if config.ood_test_prompts is not None else None
+    ood_key = {"prompts": config.ood_test_prompts, "limit": config.ood_test_limit, "ids": [r["id"] for r in ood_prompts or []]}
     train_pairs = {s: rec.read_records(layout.pairs(s, "train")) for s in config.scenarios}
     judge_key = None if config.llm_judge is None else {"base_url": config.llm_judge.base_url, "model": config.llm_judge.model}
     pairs_key = {s: pairs_fingerprint(layout, s) for s in config.scenarios}
 
-    def cached(name: str, label: str, model: str, score_sets: dict, settings: dict) -> dict:
-        result_path = layout.evals / f"{label}.json"
+    def cached(name: str, label: str, model: str, score_sets: dict, settings: dict, ood: bool = False) -> dict:
+        prompts, evals = (ood_prompts, layout.ood_evals) if ood else (test_prompts, layout.evals)
+        name, settings = (f"eval-ood-{name.removeprefix('eval-')}", {**settings, "ood": ood_key}) if ood else (name, settings)
+        result_path = evals / f"{label}.json"
         if stages.done(name, settings) and result_path.is_file():
             events.on_skip(name, "already evaluated")
             return _read_json(result_path)
-        with stages.run(name, f"{label} answers {len(test_prompts)} test prompts", settings) as made:
-            result = evaluate_model(config, model, label, test_prompts, score_sets, layout.eval_file(label),
+        test_set = "out-of-domain test prompts" if ood else "test prompts"
+        with stages.run(name, f"{label} answers {len(prompts)} {test_set}", settings) as made:
+            result = evaluate_model(config, model, label, prompts, score_sets, evals / f"{slug(label)}.jsonl",
                                     events, judge_factory, llm_client)
             rec.write_json(result, result_path)
             made.update(result["cost"], accuracy=result["summary"].get("accuracy", result["summary"].get("metrics")))
         return result
 
+    def evaluated(name: str, label: str, model: str, score_sets: dict, settings: dict) -> dict:
+        result = cached(name, label, model, score_sets, settings)
+        if ood_prompts is not None:  # the same model, the same judge, the other test set (no log-probs to score)
+            result["ood"] = cached(name, label, model, {}, settings, ood=True)["summary"]
+        return result
+
     candidates = {s: rec.read_records(layout.data / f"judged_{s}.jsonl") for s in sources_needed(config)}
-    start = cached("eval-start", START, config.model, start_score_sets(config, train_pairs, candidates),
-                   {"pairs": pairs_key, "judge": judge_key})
+    start = evaluated("eval-start", START, config.model, start_score_sets(config, train_pairs, candidates),
+                      {"pairs": pairs_key, "judge": judge_key})
     start["source_accuracy"] = source_accuracy(candidates)
     cells = {}
     for loss in config.losses:
@@ -87,12 +100,22 @@ def evaluate_all(config: StudyConfig, layout: Layout, stages: Stages, events: St
             folder = layout.cell(scenario, loss)
             # the run's summary names the training it evaluates: a cell trained again is evaluated again
             trained = hashlib.sha256((folder / "summary.json").read_bytes()).hexdigest()[:16]
-            result = cached(f"eval-{label}", label, str(folder), {f"scenario{scenario}": train_pairs[scenario]},
-                            {"pairs": pairs_key[scenario], "judge": judge_key, "trained": trained})
+            result = evaluated(f"eval-{label}", label, str(folder), {f"scenario{scenario}": train_pairs[scenario]},
+                               {"pairs": pairs_key[scenario], "judge": judge_key, "trained": trained})
             summary = _read_json(folder / "summary.json")
             cells[label] = {**result, "scenario": scenario, "loss": loss, "folder": str(folder),
-                            "events": summary.get("three_d_events", []), "final": summary.get("final", {})}
+                            "events": summary.get("three_d_events", []), "final": summary.get("final", {}),
+                            "training": cell_training(folder, len(train_pairs[scenario]))}
     return start, cells
+
+
+def cell_training(folder: Path, pairs: int) -> dict:
+    """What a cell's training was: its pairs, optimizer updates, global batch and passes over its pairs
+    (from the run's run_config.json)."""
+    run = _read_json(Path(folder) / "run_config.json")
+    updates, batch = run.get("steps"), run.get("global_batch")
+    passes = passes_over_pairs(updates, batch, pairs) if updates is not None and batch is not None else None
+    return {"pairs": pairs, "updates": updates, "global_batch": batch, "passes": passes}
 
 
 def _read_json(path: Path) -> dict:
@@ -108,6 +131,7 @@ def write_outputs(config: StudyConfig, layout: Layout, stages: Stages, start: di
     data = {
         "train_prompts": len(rec.read_records(layout.data / "train_prompts.jsonl")),
         "test_prompts": start["summary"].get("problems"), "weak": config.weak_label,
+        "ood_test_prompts": (start.get("ood") or {}).get("problems"),
         "shared_prompts": pairs_cost.get("prompts"), "heldout_prompts": pairs_cost.get("heldout_prompts"),
         "pairs": pair_rows,
     }
@@ -126,8 +150,9 @@ def write_outputs(config: StudyConfig, layout: Layout, stages: Stages, start: di
         "table10": table10(config, start, cells),
         "events": detector_events(config, cells),
         "fig4": fig4,
-        "cells": {label: {"folder": c["folder"], "final": c["final"], "eval": c["summary"]} for label, c in cells.items()},
-        "start": {"eval": start["summary"], "logprobs": start["logprobs"]},
+        "cells": {label: {"folder": c["folder"], "final": c["final"], "eval": c["summary"], "ood_eval": c.get("ood"),
+                          "training": c["training"]} for label, c in cells.items()},
+        "start": {"eval": start["summary"], "ood_eval": start.get("ood"), "logprobs": start["logprobs"]},
         "costs": stages.all_costs(),
     }
     rec.write_json(rec.json_safe(study), layout.root / "study.json")
@@ -157,6 +182,7 @@ def run_study(
     if is_main():
         begin(config, layout)
         prepare_data(config, layout, stages, events, judge_factory)
+        warn_uneven_passes(config, layout, events)  # before hours of training on an unfair comparison
     sync(config.loop.cpu)  # the other processes of an accelerate launch wait for the data
     train_all(config, layout, stages, events)
     if not is_main():

@@ -1,10 +1,12 @@
 """The study's tables in the paper's layouts, as data (study.json) and as Markdown (study.md).
 
 - Table 1: mean per-token log-prob of the chosen and the rejected responses of each
-  scenario's training pairs, under the start ("before") and after training;
+  scenario's training pairs, under the start ("before") and after training, with each cell's
+  pairs, optimizer updates and passes over its pairs;
 - Table 2: test accuracy of the start and of each scenario's model (math-verify; with
-  the LLM judge, the shares of answers scored 5 and 4-or-5, the paper's columns);
-- Table 10: accuracy, losses × scenarios;
+  the LLM judge, the shares of answers scored 5 and 4-or-5, the paper's columns), in-domain and
+  (when given) out-of-domain, each with its 95% Wilson interval;
+- Table 10: accuracy, losses × scenarios, likewise;
 - the 3D detector's events of every cell, the off-policy sources under the start
   policy, Fig. 4's steadiness numbers and what each stage cost.
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from .config import SCENARIO_TEXT, START, StudyConfig, cell_label
+from .intervals import interval_text, wilson
 
 
 def _per_token(logprobs: Mapping | None, side: str) -> float | None:
@@ -21,47 +24,76 @@ def _per_token(logprobs: Mapping | None, side: str) -> float | None:
 
 
 def table1(config: StudyConfig, start: Mapping, cells: Mapping[str, Mapping]) -> list[dict]:
-    """One row per (scenario, loss): chosen and rejected per-token log-probs before → after."""
+    """One row per (scenario, loss): chosen and rejected per-token log-probs before → after, and the
+    cell's optimizer updates and passes over its pairs."""
     rows = []
     for scenario in config.scenarios:
         before = start["logprobs"].get(f"scenario{scenario}")
         for loss in config.losses:
-            after = cells[cell_label(scenario, loss)]["logprobs"].get(f"scenario{scenario}")
+            cell = cells[cell_label(scenario, loss)]
+            after = cell["logprobs"].get(f"scenario{scenario}")
+            training = cell.get("training") or {}
             rows.append({
                 "scenario": scenario, "loss": loss, "pairs": (before or {}).get("count"),
+                "updates": training.get("updates"), "passes": training.get("passes"),
                 "chosen_before": _per_token(before, "chosen"), "chosen_after": _per_token(after, "chosen"),
                 "rejected_before": _per_token(before, "rejected"), "rejected_after": _per_token(after, "rejected"),
             })
     return rows
 
 
-def _accuracy(summary: Mapping) -> dict:
-    row = {"accuracy": summary.get("accuracy"), "correct": summary.get("correct"), "answers": summary.get("completions"),
-           "no_answer": summary.get("no_answer")}
+def accuracy_interval(summary: Mapping | None) -> list[float] | None:
+    """The 95% Wilson interval of a test set's accuracy (n: its answers)."""
+    if not summary or summary.get("correct") is None or not summary.get("completions"):
+        return None
+    return list(wilson(summary["correct"], summary["completions"]))
+
+
+def _accuracy(summary: Mapping, ood: Mapping | None) -> dict:
+    row = {"accuracy": summary.get("accuracy"), "interval": accuracy_interval(summary), "correct": summary.get("correct"),
+           "answers": summary.get("completions"), "no_answer": summary.get("no_answer")}
     llm = summary.get("llm")
     if llm is not None:
         row.update(share_5=llm.get("share_5"), share_4_or_5=llm.get("share_4_or_5"), llm_judged=llm.get("judged"))
+    if ood is not None:
+        row.update(ood_accuracy=ood.get("accuracy"), ood_interval=accuracy_interval(ood), ood_correct=ood.get("correct"),
+                   ood_answers=ood.get("completions"), ood_no_answer=ood.get("no_answer"))
     return row
 
 
 def table2(config: StudyConfig, start: Mapping, cells: Mapping[str, Mapping]) -> list[dict]:
-    """The start, then every cell: test accuracy (and the LLM judge's shares)."""
-    rows = [{"model": START, "scenario": None, "loss": None, **_accuracy(start["summary"])}]
+    """The start, then every cell: test accuracy with its interval (and the LLM judge's shares), in-domain
+    and, with an out-of-domain set, out-of-domain (the ``ood_`` keys)."""
+    rows = [{"model": START, "scenario": None, "loss": None, **_accuracy(start["summary"], start.get("ood"))}]
     for loss in config.losses:
         for scenario in config.scenarios:
             label = cell_label(scenario, loss)
-            rows.append({"model": label, "scenario": scenario, "loss": loss, **_accuracy(cells[label]["summary"])})
+            cell = cells[label]
+            rows.append({"model": label, "scenario": scenario, "loss": loss, **_accuracy(cell["summary"], cell.get("ood"))})
     return rows
 
 
-def table10(config: StudyConfig, start: Mapping, cells: Mapping[str, Mapping]) -> dict:
-    """Accuracy, a row per loss (and the start), a column per scenario."""
+def _grid(config: StudyConfig, start: Mapping, cells: Mapping[str, Mapping], key: str) -> dict:
+    """The accuracies and intervals of one test set (``key``: summary, in-domain; ood) as losses × scenarios."""
+
+    def summary(result: Mapping) -> Mapping | None:
+        return result.get(key)
+
+    grid = {loss: {f"scenario {s}": summary(cells[cell_label(s, loss)]) or {} for s in config.scenarios}
+            for loss in config.losses}
     return {
-        "columns": [f"scenario {s}" for s in config.scenarios],
-        "start": start["summary"].get("accuracy"),
-        "rows": {loss: {f"scenario {s}": cells[cell_label(s, loss)]["summary"].get("accuracy") for s in config.scenarios}
-                 for loss in config.losses},
+        "start": (summary(start) or {}).get("accuracy"), "start_interval": accuracy_interval(summary(start)),
+        "rows": {loss: {c: v.get("accuracy") for c, v in row.items()} for loss, row in grid.items()},
+        "intervals": {loss: {c: accuracy_interval(v) for c, v in row.items()} for loss, row in grid.items()},
     }
+
+
+def table10(config: StudyConfig, start: Mapping, cells: Mapping[str, Mapping]) -> dict:
+    """Accuracy with its interval, a row per loss (and the start), a column per scenario; with an
+    out-of-domain set, the same grid of its accuracies under ``out_of_domain``."""
+    ood = start.get("ood") is not None
+    return {"columns": [f"scenario {s}" for s in config.scenarios], **_grid(config, start, cells, "summary"),
+            "out_of_domain": _grid(config, start, cells, "ood") if ood else None}
 
 
 def detector_events(config: StudyConfig, cells: Mapping[str, Mapping]) -> dict[str, list[dict]]:
@@ -102,7 +134,10 @@ def markdown(study: Mapping) -> str:
     llm = config.get("llm_judge") is not None
     out = [f"# dpo3d study: {config['model']}", ""]
     out += [f"Training prompts `{config['train_prompts']}` ({study['data']['train_prompts']}), test prompts "
-            f"`{config['test_prompts']}` ({study['data']['test_prompts']}); {config['n']} samples per prompt at "
+            f"`{config['test_prompts']}` ({study['data']['test_prompts']})"
+            + (f", out-of-domain test prompts `{config['ood_test_prompts']}` ({study['data']['ood_test_prompts']})"
+               if study["data"].get("ood_test_prompts") is not None else "")
+            + f"; {config['n']} samples per prompt at "
             f"temperature {config['temperature']}; off-policy rejected responses: {study['data']['weak']}. Every cell: "
             f"{loop['max_steps']} steps of {loop['batch_size']}×{loop['grad_accum']} pairs, lr {loop['lr']:g}, "
             f"β {config['beta']:g}, seed {loop['seed']}.", ""]
@@ -114,19 +149,42 @@ def markdown(study: Mapping) -> str:
             "scored right: an off-policy source has a low likelihood; a rejected source should be wrong.", ""]
     out += _md_table(["source", "responses", "per-token log-prob", "right"],
                      [[r["source"], r["responses"], _f(r["per_token"]), _pct(r["right"])] for r in study["sources"]])
-    out += ["## Table 1: per-token log-prob of chosen and rejected, before → after", ""]
-    out += _md_table(["scenario", "loss", "pairs", "chosen before", "chosen after", "rejected before", "rejected after"],
-                     [[r["scenario"], r["loss"], r["pairs"], _f(r["chosen_before"]), _f(r["chosen_after"]),
-                       _f(r["rejected_before"]), _f(r["rejected_after"])] for r in study["table1"]])
-    out += ["## Table 2: test accuracy", ""]
-    header = ["model", "accuracy (math-verify)", "no answer"] + (["LLM 5 points", "LLM 4&5 points"] if llm else [])
+    out += ["## Table 1: per-token log-prob of chosen and rejected, before → after", "",
+            "Each cell's training pairs, its optimizer updates and its passes over its pairs (updates × batch × "
+            "grad_accum × processes / pairs): equal passes across scenarios make their comparison fair.", ""]
+    out += _md_table(["scenario", "loss", "pairs", "updates", "passes", "chosen before", "chosen after",
+                      "rejected before", "rejected after"],
+                     [[r["scenario"], r["loss"], r["pairs"], r.get("updates", "—"), _f(r.get("passes"), 2),
+                       _f(r["chosen_before"]), _f(r["chosen_after"]), _f(r["rejected_before"]), _f(r["rejected_after"])]
+                      for r in study["table1"]])
+    ood = study["data"].get("ood_test_prompts") is not None
+    out += ["## Table 2: test accuracy", "",
+            "Accuracy (math-verify) with its 95% Wilson score interval, in percent; n is the number of test answers."
+            + (f" Out-of-domain: `{config['ood_test_prompts']}` ({study['data']['ood_test_prompts']} prompts)." if ood else ""),
+            ""]
+    header = ["model", "in-domain", *(["out-of-domain"] if ood else []), "no answer"] + (
+        ["LLM 5 points", "LLM 4&5 points"] if llm else [])
     out += _md_table(header, [
-        [r["model"], f"{_pct(r['accuracy'])} ({r['correct']}/{r['answers']})", _pct(r["no_answer"])]
+        [r["model"], f"{interval_text(r['accuracy'], r.get('interval'))} ({r['correct']}/{r['answers']})",
+         *([f"{interval_text(r.get('ood_accuracy'), r.get('ood_interval'))} ({r.get('ood_correct')}/{r.get('ood_answers')})"]
+           if ood else []), _pct(r["no_answer"])]
         + ([_pct(r.get("share_5")), _pct(r.get("share_4_or_5"))] if llm else []) for r in study["table2"]])
     t10 = study["table10"]
-    out += ["## Table 10: accuracy, losses × scenarios", ""]
-    out += _md_table(["loss", *t10["columns"]], [[START, *[_pct(t10["start"])] * len(t10["columns"])]] + [
-        [loss, *[_pct(row[c]) for c in t10["columns"]]] for loss, row in t10["rows"].items()])
+    grids = [("in-domain", t10)] + ([("out-of-domain", t10["out_of_domain"])] if t10.get("out_of_domain") else [])
+    out += ["## Table 10: accuracy, losses × scenarios", "",
+            "Accuracy with its 95% Wilson interval" + (", in-domain and out-of-domain." if len(grids) > 1 else "."), ""]
+    columns = [f"{c} {name}" if len(grids) > 1 else c for c in t10["columns"] for name, _ in grids]
+
+    def cells_of(row_of) -> list[str]:
+        return [row_of(grid, c) for c in t10["columns"] for _, grid in grids]
+
+    def start_cell(grid: Mapping, column: str) -> str:
+        return interval_text(grid["start"], grid.get("start_interval"))
+
+    out += _md_table(["loss", *columns], [[START, *cells_of(start_cell)]] + [
+        [loss, *cells_of(lambda grid, c, loss=loss: interval_text(grid["rows"][loss][c], (grid.get("intervals") or {})
+                                                                  .get(loss, {}).get(c)))]
+        for loss in t10["rows"]])
     out += ["## 3D detector events", ""]
     for label, events in study["events"].items():
         shown = "; ".join(f"{e['property']} at step {e['step']}" for e in events) or "none"
