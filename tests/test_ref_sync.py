@@ -211,3 +211,17 @@ def test_train_dpo_offers_the_sync_options_with_their_help():
         assert (found[flag].default, found[flag].help) == (default, shown), flag
     assert "TR-DPO" in ref_sync.SYNC_HELP and "TRL's default 512" in ref_sync.EVERY_HELP
     assert "--ref-sync-every" in CliRunner().invoke(app, ["train-dpo", "--help"]).output
+
+
+def test_resuming_with_a_sync_the_run_started_without_is_refused(tmp_path, tiny_model_dir):
+    class Stop(Exception):
+        pass
+
+    def crash(step):
+        if step == 3:
+            raise Stop
+
+    with pytest.raises(Stop):
+        train_dpo(config(tmp_path, tiny_model_dir, "cut", steps=4), LoopCallbacks(on_step=crash))
+    with pytest.raises(ValueError, match="holds no reference/ to resume"):
+        train_dpo(config(tmp_path, tiny_model_dir, "cut", steps=4, resume=True, ref_sync="hard", ref_sync_every=2))
