@@ -225,3 +225,16 @@ def test_resuming_with_a_sync_the_run_started_without_is_refused(tmp_path, tiny_
         train_dpo(config(tmp_path, tiny_model_dir, "cut", steps=4), LoopCallbacks(on_step=crash))
     with pytest.raises(ValueError, match="holds no reference/ to resume"):
         train_dpo(config(tmp_path, tiny_model_dir, "cut", steps=4, resume=True, ref_sync="hard", ref_sync_every=2))
+
+
+def test_sharded_training_refuses_a_sync():
+    from types import SimpleNamespace
+
+    from accelerate.utils import DistributedType
+
+    from dpo3d.training import sharding
+
+    fsdp = SimpleNamespace(distributed_type=DistributedType.FSDP)
+    with pytest.raises(ValueError, match="--ref-sync reads the policy's whole weights"):
+        sharding.check_supported(fsdp, 0, False, whole_weights=True)
+    sharding.check_supported(SimpleNamespace(distributed_type=DistributedType.MULTI_GPU), 0, False, whole_weights=True)
