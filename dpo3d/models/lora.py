@@ -191,3 +191,25 @@ def trainable_summary(*models) -> TrainableSummary:
                 trainable += parameter.numel()
                 state += 2 * parameter.numel() * parameter.element_size() + 4
     return TrainableSummary(trainable, total, state)
+
+
+def effective_weights(model) -> dict[str, torch.Tensor]:
+    """The weights ``model`` computes with, keyed by its plain (un-adapted) parameter names.
+
+    A plain model's own parameters; an adapted model's LoRA layers as one merged weight
+    ``W0 + ΔW`` (peft's ``get_delta_weight``: ``(α/r)·B·A``), never A and B apart: a weighted mix
+    of two adapted models is a mix of their ``W0 + ΔW`` (``α·B1A1 + (1−α)·B2A2`` is no ``B·A`` of
+    mixed factors). Detached views of the model's own tensors except the merged ones."""
+    if not is_adapted(model):
+        return {name: parameter.detach() for name, parameter in model.named_parameters()}
+    from peft.tuners.lora import LoraLayer
+
+    base = model.get_base_model()
+    weights = {name.replace(".base_layer.", "."): parameter.detach()
+               for name, parameter in base.named_parameters() if "lora_" not in name}
+    for name, module in base.named_modules():
+        if isinstance(module, LoraLayer) and not module.merged:
+            key = f"{name}.weight"
+            for adapter in module.active_adapters:
+                weights[key] = weights[key] + module.get_delta_weight(adapter).to(weights[key].dtype)
+    return weights

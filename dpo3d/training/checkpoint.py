@@ -87,6 +87,9 @@ def load(folder: Path, model, extra_models: dict | None = None) -> TrainerState:
     """Load weights into ``model`` (and each of ``extra_models`` from its sub-folder), in place,
     and return the trainer state."""
     for name, extra in (extra_models or {}).items():
+        if not (Path(folder) / name).is_dir():
+            raise ValueError(f"{folder}: holds no {name}/ to resume (the run started without it: resume with "
+                             "the run's own flags)")
         _load_weights(Path(folder) / name, extra)
     _load_weights(Path(folder), model)
     raw = torch.load(Path(folder) / STATE_FILE, weights_only=True)

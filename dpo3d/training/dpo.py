@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import gc
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,11 +24,12 @@ from ..watch.guard import KEEP_BEST_HELP, GuardSettings, guard_help
 from ..watch.probe_responses import ProbeResponseConfig, probe_responses
 from ..watch.probes import baseline_of, probe_indices, probe_prompts
 from ..watch.run import RunWatch
-from . import precision
+from . import precision, ref_sync
 from . import reference as ref_cache
 from .config import LoopConfig, is_main_process
 from .dpo_task import DPOSettings, DPOTask
 from .loop import train
+from .ref_sync import ALPHA_HELP, EVERY_HELP, SYNC_HELP
 from .run_folder import LoopCallbacks, RunResult, stage
 
 
@@ -43,6 +45,9 @@ class DPORunConfig:
     limit: int | None = None  # read only the first N pairs
     loss: BoundLoss = field(default_factory=lambda: bind_loss("dpo"))  # bound once, where the run starts
     ref: str | None = option(None, "Reference model (default: the same start as --model).")
+    ref_sync: str | None = option(None, SYNC_HELP)  # soft | hard (TR-DPO); None: a fixed reference
+    ref_sync_alpha: float = option(0.6, ALPHA_HELP)
+    ref_sync_every: int = option(32, EVERY_HELP, min=1)
     eval_pairs: str | Path | inputs.DataSpec | None = None
     max_length: int = 1024
     probe_size: int = option(16, "Fixed training pairs whose log-probs are tracked each logged step.", min=1)
@@ -78,8 +83,9 @@ def check_unpaired(loss: BoundLoss, pairs, source) -> None:
                           "compares a pair's two answers to one prompt; use kto (alone or mixed with sft)")
 
 
-def _reference_logps(config: DPORunConfig, policy, tokenizer, groups) -> dict:
-    """Cached if the fingerprint matches; else computed (with --ref, or the starting policy) and stored."""
+def _reference_logps(config: DPORunConfig, policy, tokenizer, groups, moving=None) -> dict:
+    """Cached if the fingerprint matches; else computed (with --ref, or the starting policy) and stored.
+    ``moving``: the synced reference model, at its start (scored instead of loading --ref again)."""
     reference_name = config.ref or config.model
     # the reference is scored under the autocast training uses, so policy and reference agree at step 0
     mixed = precision.resolve(config.loop.mixed_precision)
@@ -92,18 +98,31 @@ def _reference_logps(config: DPORunConfig, policy, tokenizer, groups) -> dict:
     policy.to(device)  # accelerate would place it there anyway; a GPU scores far faster than the host
     kept = host_memory.kept(config.loop.keep_host_memory and device.type == "cpu")
     with kept, precision.autocast(mixed, device):
-        if config.ref is None or config.ref == config.model:
-            tensors = ref_cache.compute(policy, groups, tokenizer.pad_token_id, config.loop.batch_size * 2,
-                                        options=config.logprobs)
+        if moving is not None or config.ref is None or config.ref == config.model:
+            tensors = ref_cache.compute(moving if moving is not None else policy, groups, tokenizer.pad_token_id,
+                                        config.loop.batch_size * 2, options=config.logprobs)
         else:
             reference = load_causal_lm(config.ref, config.load).to(device)
             tensors = ref_cache.compute(reference, groups, tokenizer.pad_token_id, config.loop.batch_size * 2,
                                         options=config.logprobs)
-            del reference  # the reference model is not kept in memory during training
+            del reference  # a fixed reference model is not kept in memory during training
             gc.collect()
     if is_main_process():
         ref_cache.store(config.loop.out, key, tensors)
     return tensors
+
+
+def _moving_reference(config: DPORunConfig, policy, tokenizer, groups) -> ref_sync.ReferenceSync:
+    """--ref-sync's reference: a full-weight copy of the starting policy (before any adapter), or --ref
+    loaded (it must share the policy's weights' names and shapes), on the run's device."""
+    if config.ref is None or config.ref == config.model:
+        model = copy.deepcopy(policy)
+    else:
+        model = load_causal_lm(config.ref, config.load)
+        ref_sync.check_same_weights(model, policy, f"--ref {config.ref}")
+    model.to(precision.run_device(config.loop.cpu))
+    return ref_sync.ReferenceSync.start(model, config.ref_sync, config.ref_sync_alpha, config.ref_sync_every, groups,
+                                        tokenizer.pad_token_id, config.loop.batch_size * 2, config.logprobs)
 
 
 def guard_summary(watch: RunWatch, result: RunResult) -> dict:
@@ -123,6 +142,7 @@ def train_dpo(config: DPORunConfig, callbacks: LoopCallbacks | None = None, on_s
     loss = config.loss
     config.lora.validate()  # before the reference pass, not after it
     config.probe_responses.validate()
+    ref_sync.validate(config.ref_sync, config.ref_sync_alpha, config.ref_sync_every)
     # the detector, the guard and the best-step tracker; a guard that cannot act on this loss fails here
     watch = RunWatch.start(loss, config.guard, config.keep_best, config.guard_settings)
     callbacks = callbacks or LoopCallbacks()
@@ -160,10 +180,12 @@ def train_dpo(config: DPORunConfig, callbacks: LoopCallbacks | None = None, on_s
     with stage(callbacks, "probe responses"):
         own = probe_responses(policy, tokenizer, prompts, config.probe_responses, config.loop.seed,
                               out, main=is_main_process() and keeps)
-    on_status("reference log-probs (once, cached beside the run)")
+    sync = _moving_reference(config, policy, tokenizer, groups) if config.ref_sync else None
+    on_status("reference log-probs (once, cached beside the run)" if sync is None else
+              f"reference log-probs (cached beside the run; scored again at every {config.ref_sync} sync)")
     # reference-free losses (simpo, slic) ignore it, but the diagnostics still measure change from it
     with stage(callbacks, "reference log-probs"):
-        reference = _reference_logps(config, policy, tokenizer, groups)
+        reference = _reference_logps(config, policy, tokenizer, groups, sync.model if sync else None)
     # the adapter comes after the reference pass: the reference is the plain starting policy
     policy = lora.for_training(policy, config.lora, config.model, seed=config.loop.seed)
     on_status(lora.trainable_summary(policy).message())
@@ -191,9 +213,11 @@ def train_dpo(config: DPORunConfig, callbacks: LoopCallbacks | None = None, on_s
         baseline=baseline,
         probe_responses=own,
         watch=watch,
+        sync=sync,
     )
     config.loop.extra = {
         "task": "dpo", "model": config.model, "ref": config.ref or config.model, "pairs": str(config.pairs),
+        "ref_sync": sync.to_json() if sync else None,
         **inputs.DataSpec.of(config.pairs).options(), "limit": config.limit, "pairs_read": len(pairs),
         "eval_pairs": str(config.eval_pairs) if config.eval_pairs else None, "loss": loss.name,
         "loss_source": loss.spec.source, "log_probs": loss.spec.log_probs, "hyperparameters": dict(loss.options),
@@ -208,8 +232,9 @@ def train_dpo(config: DPORunConfig, callbacks: LoopCallbacks | None = None, on_s
     on_status("training")
     result = train(policy, tokenizer, task, config.loop, callbacks)
     if is_main_process():
-        write_json({"three_d_events": task.detector.events, **guard_summary(watch, result), "final": result.last_record},
-                   Path(config.loop.out) / "summary.json")
+        synced = {"ref_synced_at": sync.steps(result.steps, task.total_steps)} if sync else {}
+        write_json({"three_d_events": task.detector.events, **guard_summary(watch, result), **synced,
+                    "final": result.last_record}, Path(config.loop.out) / "summary.json")
         if config.lora.merge:
             on_status(f"merged model → {lora.save_merged(policy, tokenizer, Path(config.loop.out) / lora.MERGED_FOLDER)}")
     return result

@@ -14,6 +14,7 @@ from ..losses import BoundLoss, PreferenceBatch, gradient_diagnostics
 from ..watch.detector import ThreeDDetector
 from ..watch.probes import ProbeScorer, probe_sets
 from ..watch.run import RunWatch
+from . import ref_sync
 from .control import StepControl
 from .task import Task
 
@@ -51,6 +52,8 @@ class DPOTask(Task):
     total_steps: int = 0  # set by the loop: the last step is always evaluated
     # the squeezing probes: the starting policy's greedy response and samples per probe prompt
     probe_responses: dict[str, list] = field(default_factory=dict)
+    # TR-DPO: the reference moves toward the policy every τ steps and ``reference`` is scored again; None: fixed
+    sync: ref_sync.ReferenceSync | None = None
 
     _control: StepControl = field(default_factory=StepControl, repr=False)
     scorer: ProbeScorer = field(init=False, repr=False)  # the probe set and its baseline (dpo3d.watch.probes)
@@ -184,10 +187,35 @@ class DPOTask(Task):
             values.update(self._grad_split(model, indices))
         return values
 
+    # ------------------------------------------------------------------ the moving reference (TR-DPO)
+
+    def after_update(self, model, step: int) -> bool:
+        """At a sync step: the reference's weights moved toward ``model``'s, every cached group scored again."""
+        sync = self.sync
+        if sync is None or not ref_sync.is_sync_step(step, sync.every, self.total_steps):
+            return False
+        sync.update(model)
+        self.reference = sync.scores()
+        return True
+
+    def extra_models(self) -> dict:
+        return {} if self.sync is None else {"reference": self.sync.model}
+
+    def restore(self, step: int) -> None:
+        """A resumed run's reference weights are the checkpoint's: score them again once a sync moved them."""
+        if self.sync is not None and ref_sync.syncs_up_to(step, self.sync.every, self.total_steps):
+            self.reference = self.sync.scores()
+
     # ------------------------------------------------------------------ the detector and the guard (main process)
 
     def check(self, record: dict) -> list[str]:
-        """The detector's warnings and the guard's actions (also added to ``record`` as ``guard_actions``)."""
+        """The detector's warnings and the guard's actions (also added to ``record`` as ``guard_actions``);
+        under --ref-sync the syncs so far (``ref_syncs``) and ``ref_synced`` on a sync step's record."""
+        if self.sync is not None:
+            step, every = int(record["step"]), self.sync.every
+            record["ref_syncs"] = ref_sync.syncs_up_to(step, every, self.total_steps)
+            if step and ref_sync.is_sync_step(step, every, self.total_steps):
+                record["ref_synced"] = True
         warnings, actions, is_best = self.watch.read(record)
         if actions:
             record["guard_actions"] = [action.record() for action in actions]

@@ -97,9 +97,11 @@ def _setup(model, task: Task, config: LoopConfig, callbacks: LoopCallbacks) -> _
     trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
     scheduler = _scheduler(config, optimizer, total)
-    sharding.check_supported(accelerator, config.save_every, config.resume, task.probe_gradients, is_adapted(model))
+    extra_models = task.extra_models()
+    sharding.check_supported(accelerator, config.save_every, config.resume, task.probe_gradients, is_adapted(model),
+                             whole_weights=bool(extra_models))
     run = TrainingRun(out, accelerator, trackers_wanted, callbacks)
-    state = run.resume_state(config.resume, model)
+    state = run.resume_state(config.resume, model, extra_models)
     start = state.step if state is not None else 0
 
     sharding.configure_deepspeed(accelerator, config.batch_size, config.grad_accum, config.max_grad_norm)
@@ -112,6 +114,8 @@ def _setup(model, task: Task, config: LoopConfig, callbacks: LoopCallbacks) -> _
             for message in task.resume(run.logged_records(), saved_best_step(out)):
                 warnings.warn(message, stacklevel=3)
         share_control(accelerator, task)
+        with accelerator.autocast():
+            task.restore(state.step)  # after the extra models are back (a synced reference's log-probs)
     # after the optimizer state is back: FSDP2 sets itself up at its first forward, and the resumed state
     # must find the parameters it was keyed by
     sharding.settle_scoring(accelerator, model, task)
@@ -157,6 +161,15 @@ def _step(s: _Setup, task: Task, config: LoopConfig, step: int, global_batch: li
         s.scheduler.step()
     s.optimizer.zero_grad(set_to_none=True)
     return lr, grad_norm, collected, indices
+
+
+def _after_update(s: _Setup, task: Task, callbacks: LoopCallbacks, step: int) -> None:
+    """The task's update after optimizer step ``step`` (a synced reference), reported as a stage when it did one."""
+    began = time.perf_counter()
+    with s.accelerator.autocast():  # a recomputed reference scores as the policy does
+        changed = task.after_update(s.unwrapped, step)
+    if changed:
+        callbacks.on_stage(f"reference sync at step {step}", time.perf_counter() - began)
 
 
 def _measure(s: _Setup, task: Task, step: int, indices: list[int]) -> dict:
@@ -205,6 +218,7 @@ def _train(model, tokenizer, task: Task, config: LoopConfig, callbacks: LoopCall
                 plans = {epoch: batches.epoch_plan(s.lengths, s.global_size, config.seed, epoch)}
             lr, grad_norm, collected, indices = _step(s, task, config, step, plans[epoch][step % s.per_epoch])
             done = step + 1
+            _after_update(s, task, callbacks, done)
             callbacks.on_step(done)
             if done % config.log_every == 0 or done == s.total:
                 means = {key: float(accelerator.gather(torch.cat(values)).mean()) for key, values in collected.items()}
@@ -219,7 +233,7 @@ def _train(model, tokenizer, task: Task, config: LoopConfig, callbacks: LoopCall
                 weights = sharding.full_state_dict(accelerator, s.model)  # collectives: every process takes part
                 optimizer_state = sharding.optimizer_state(accelerator, s.model, s.optimizer)
                 state = checkpoint.TrainerState(done, optimizer_state, s.scheduler.state_dict(), torch.get_rng_state())
-                s.run.save_checkpoint(s.unwrapped, tokenizer, state, state_dict=weights)
+                s.run.save_checkpoint(s.unwrapped, tokenizer, state, task.extra_models(), state_dict=weights)
     trained = (stopped_at or s.total) - s.start
     callbacks.on_stage(f"training ({trained} step{'s' if trained != 1 else ''})", time.perf_counter() - training)
 

@@ -75,12 +75,14 @@ def check_launch(accelerator) -> None:
 
 
 def check_supported(accelerator, save_every: int, resume: bool, probe_gradients: bool = False,
-                    adapter: bool = False) -> None:
+                    adapter: bool = False, whole_weights: bool = False) -> None:
     """Refuse what the loop cannot do under this distributed type, before any training.
 
     ``probe_gradients``: the task's probes differentiate with respect to the parameters (DPO's
     --grad-split-every), which sharded parameters do not allow: FSDP2 computes through gathered copies,
-    so ``torch.autograd.grad`` on the sharded parameters finds none of them in the graph."""
+    so ``torch.autograd.grad`` on the sharded parameters finds none of them in the graph. ``whole_weights``:
+    the task reads the policy's whole weights after each update and checkpoints a model of its own (DPO's
+    synced reference)."""
     if adapter and is_fsdp(accelerator):
         raise ValueError("LoRA (--lora-r) with FSDP is not supported: --merge folds the adapter into the model after "
                          "training, on one process, which FSDP leaves sharded across all of them. A LoRA model is "
@@ -89,6 +91,9 @@ def check_supported(accelerator, save_every: int, resume: bool, probe_gradients:
         raise ValueError("checkpoints for --resume are not supported under DeepSpeed (its optimizer state is "
                          "partitioned across processes and these trainers save it from the main process): "
                          "use --save-every 0, or FSDP / DDP for resumable runs")
+    if whole_weights and (shards_parameters(accelerator) or is_deepspeed(accelerator)):
+        raise ValueError("--ref-sync reads the policy's whole weights on each process and checkpoints the reference "
+                         "beside it, which FSDP and DeepSpeed do not allow: use DDP (configs/accelerate/ddp.yaml)")
     if probe_gradients and shards_parameters(accelerator):
         raise ValueError("--grad-split-every needs the whole parameters on one process, which FSDP and DeepSpeed "
                          "ZeRO-3 shard: use --grad-split-every 0 there, or DDP")

@@ -8,6 +8,9 @@ a default, so the loop asks every task the same questions and never probes for m
 - ``control`` / ``apply_control``: what that check decided (stop, save the best state, a loss
   change) and its application on the other processes;
 - ``resume``: replay a resumed run's logged records (the detector and guard end as they were);
+- ``after_update``: what changes with the weights after an optimizer step (TR-DPO's reference
+  sync), on every process; ``extra_models``: models a checkpoint holds beside the trained one (that
+  moving reference), loaded back on resume before ``restore`` rebuilds what derives from them;
 - ``total_steps``: set by the loop before training, so a task evaluates the last step too;
 - ``logprob_options``: how the task scores tokens (the loop settles the scorer's paths on every
   process first); None for a task that scores none (reward models);
@@ -58,3 +61,17 @@ class Task(ABC):
     def resume(self, records: list[dict], saved_best_step: int | None) -> list[str]:
         """Replay the logged records of a resumed run; the warnings that raises."""
         return []
+
+    def after_update(self, model, step: int) -> bool:
+        """After optimizer step ``step``, on every process, under the run's autocast (``model``: the
+        unwrapped policy): update what follows the weights; whether anything changed (the loop then
+        reports the time it took as a stage)."""
+        return False
+
+    def extra_models(self) -> dict:
+        """Models besides the trained one that a checkpoint saves and a resume loads back, by sub-folder."""
+        return {}
+
+    def restore(self, step: int) -> None:  # noqa: B027  (a task whose state is all in the weights does nothing)
+        """On resume from step ``step``, on every process, after ``extra_models`` are loaded back:
+        rebuild what derives from them."""
