@@ -115,9 +115,11 @@ def test_a_run_is_the_same_alone_or_stacked():
     torch.testing.assert_close(stacked.history.loss[r], alone.history.loss[0], rtol=0, atol=1e-12)
 
 
-def test_only_bco_and_the_sorted_losses_pool_over_their_batch():
-    # bco shifts by the batch's mean reward; aot and aot-unpaired sort the batch's log-ratios
-    assert sorted(name for name in LOSSES if pools_over_batch(bind_loss(name))) == ["aot", "aot-unpaired", "bco"]
+def test_only_the_losses_with_a_batch_statistic_pool_over_their_batch():
+    # bco shifts by the batch's mean reward; aot and aot-unpaired sort the batch's log-ratios; beta-dpo's β and
+    # filter read the batch's mean gap; kto's reference point z0 is the batch's mean log-ratio
+    assert sorted(name for name in LOSSES if pools_over_batch(bind_loss(name))) == [
+        "aot", "aot-unpaired", "bco", "beta-dpo", "kto"]
 
 
 def test_adam_is_torch_adam():
