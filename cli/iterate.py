@@ -11,12 +11,11 @@ from dpo3d.iterate import IterateConfig, IterateEvents, run_iterate
 from dpo3d.iterate.config import ITERATE_LOOP_DEFAULTS, ITERATE_LOOP_HELP
 from dpo3d.training.config import LoopConfig
 from dpo3d.training.dpo import DPORunConfig
-from dpo3d.training.run_folder import NonFiniteLoss
 
 from . import loss_options as lo
 from . import options
 from . import training_options as t
-from .common import console, fail, user_errors
+from .common import console, user_errors
 from .config_file import CONFIG
 from .config_options import OptionGroup, with_options
 from .datasets import PROMPTS
@@ -97,14 +96,8 @@ def command(
     run = ITERATE.build(ctx.params, out=out, model=model, prompts=options.data_spec(prompts, subset, columns)
                         if columns or subset else prompts, train=train, limit=limit, device=device, load=load)
     display = t.LiveDisplay(SHOWN)
-    try:
-        with display.progress:
-            report = run_iterate(run, _events(display))
-    except NonFiniteLoss as err:
-        fail(str(err), code=1)
-    except KeyboardInterrupt:
-        console.print(f"interrupted: rerun the same command to continue in {out}", highlight=False)
-        raise typer.Exit(130) from None
+    with t.running(display, rerun_to_continue=out):
+        report = run_iterate(run, _events(display))
     console.print(round_table(report["rounds"]))
     events = "; ".join(f"{e['property']} at step {e['step']}" for e in report["events"]) or "none"
     console.print(f"whole run, detector: {events}", highlight=False)

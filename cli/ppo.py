@@ -9,11 +9,10 @@ import typer
 
 from dpo3d.judges.rewards import REWARD_HELP
 from dpo3d.training.ppo import LOOP_DEFAULTS, LOOP_FIELDS, LOOP_HELP, PPOConfig, train_ppo
-from dpo3d.training.run_folder import NonFiniteLoss
 
 from . import options
 from . import training_options as t
-from .common import console, fail, user_errors
+from .common import console, user_errors
 from .config_file import CONFIG, invocation
 from .config_options import OptionGroup, with_options
 from .datasets import PROMPTS
@@ -71,11 +70,8 @@ def command(
         load=options.load_options(dtype, trust_remote_code), lora=t.lora_config(ctx.params),
     )
     display = t.LiveDisplay(SHOWN)
-    try:
-        with display.progress:
-            result = train_ppo(config, display.callbacks(), lambda m: display.say(m, "dim"))
-    except NonFiniteLoss as err:
-        fail(str(err), code=1)
+    with t.running(display):
+        result = train_ppo(config, display.callbacks(), lambda m: display.say(m, "dim"))
     last = result.last_record
     if plot:
         from dpo3d.training.plots import plot_panels

@@ -7,12 +7,11 @@ from pathlib import Path
 
 import typer
 
-from dpo3d.training.run_folder import NonFiniteLoss
 from dpo3d.training.sft import SFT_LR, SFTRunConfig, train_sft
 
 from . import options
 from . import training_options as t
-from .common import console, fail, user_errors
+from .common import console, user_errors
 from .config_file import CONFIG, invocation
 from .config_options import OptionGroup, with_options
 
@@ -48,11 +47,8 @@ def command(
         eval_data=options.data_spec(eval_data, subset, columns) if eval_data else None, max_length=max_length, limit=limit, load=options.load_options(dtype, trust_remote_code),
                           lora=t.lora_config(ctx.params))
     display = t.LiveDisplay(("loss", "eval_loss"))
-    try:
-        with display.progress:
-            result = train_sft(config, display.callbacks(), lambda m: display.say(m, "dim"))
-    except NonFiniteLoss as err:
-        fail(str(err), code=1)
+    with t.running(display):
+        result = train_sft(config, display.callbacks(), lambda m: display.say(m, "dim"))
     console.print(f"[green]done[/]: {result.steps} steps → {out}")
     if plot:
         from dpo3d.training.plots import plot_panels

@@ -11,12 +11,11 @@ from dpo3d.study import DEFAULT_LOSSES, LLMJudgeSettings, StudyConfig, StudyEven
 from dpo3d.study.config import SCENARIO_TEXT, STUDY_LOOP_DEFAULTS, STUDY_LOOP_FIELDS, STUDY_LOOP_HELP
 from dpo3d.study.intervals import interval_text
 from dpo3d.training.config import LoopConfig
-from dpo3d.training.run_folder import NonFiniteLoss
 
 from . import loss_options as lo
 from . import options
 from . import training_options as t
-from .common import UsageError, console, fail, user_errors
+from .common import UsageError, console, user_errors
 from .config_file import CONFIG
 from .config_options import OptionGroup, with_options
 from .renamed import Renamed, renamed
@@ -138,14 +137,8 @@ def command(
     )
     display = t.LiveDisplay(("loss", "accuracy", "probe_chosen_logp_delta", "probe_rejected_logp_delta",
                              "probe_unseen_logp_delta", "reward", "eval_accuracy"))
-    try:
-        with display.progress:
-            study = run_study(config, _events(display))
-    except NonFiniteLoss as err:
-        fail(str(err), code=1)
-    except KeyboardInterrupt:
-        console.print(f"interrupted: rerun the same command to continue the study in {out}", highlight=False)
-        raise typer.Exit(130) from None
+    with t.running(display, rerun_to_continue=out):
+        study = run_study(config, _events(display))
     if study is None:  # a secondary process of accelerate launch: it trained, the first one reports
         return
     for table in summary_tables(study):

@@ -9,13 +9,12 @@ import typer
 from dpo3d.losses import LOSSES
 from dpo3d.scoring.forward import LogprobOptions
 from dpo3d.training.dpo import DPORunConfig, train_dpo
-from dpo3d.training.run_folder import NonFiniteLoss
 from dpo3d.watch.probe_responses import ProbeResponseConfig
 
 from . import loss_options as lo
 from . import options
 from . import training_options as t
-from .common import console, fail, user_errors
+from .common import console, user_errors
 from .config_file import CONFIG, invocation
 from .config_options import OptionGroup, with_options
 from .renamed import renamed
@@ -93,12 +92,8 @@ def command(
         probe_responses=PROBE_RESPONSES.build(ctx.params), logprobs=LOGPROBS.build(ctx.params),
     )
     display = t.LiveDisplay(SHOWN)
-    try:
-        with display.progress:
-            status = lambda message: display.say(message, "dim")  # noqa: E731
-            result = train_dpo(config, display.callbacks(), status)
-    except NonFiniteLoss as err:
-        fail(str(err), code=1)
+    with t.running(display):
+        result = train_dpo(config, display.callbacks(), lambda message: display.say(message, "dim"))
     stopped = f" (the guard stopped it; OUT holds the model of step {_best_step(out)})" if result.stopped_at else ""
     console.print(f"[green]done[/]: {result.steps} steps → {out} (metrics.jsonl, summary.json){stopped}")
     if plot:

@@ -8,11 +8,10 @@ from pathlib import Path
 import typer
 
 from dpo3d.training.rm import RM_LR, RMRunConfig, train_rm
-from dpo3d.training.run_folder import NonFiniteLoss
 
 from . import options
 from . import training_options as t
-from .common import console, fail, user_errors
+from .common import console, user_errors
 from .config_file import CONFIG, invocation
 from .config_options import OptionGroup, with_options
 from .renamed import renamed
@@ -58,11 +57,8 @@ def command(
         eval_pairs=options.data_spec(eval_pairs, subset, columns) if eval_pairs else None, max_length=max_length, load=options.load_options(dtype, trust_remote_code),
                          lora=t.lora_config(ctx.params))
     display = t.LiveDisplay(("loss", "accuracy", "margin", "eval_accuracy"))
-    try:
-        with display.progress:
-            result = train_rm(config, display.callbacks(), lambda m: display.say(m, "dim"))
-    except NonFiniteLoss as err:
-        fail(str(err), code=1)
+    with t.running(display):
+        result = train_rm(config, display.callbacks(), lambda m: display.say(m, "dim"))
     last = result.last_record
     shown = ", ".join(f"{k} {last[k]:.3f}" for k in ("accuracy", "eval_accuracy") if isinstance(last.get(k), float))
     console.print(f"[green]done[/]: {result.steps} steps → {out}" + (f" ({shown})" if shown else ""))

@@ -4,8 +4,10 @@ display. The options every command shares (--model, --dtype, --device, --limit, 
 
 from __future__ import annotations
 
+import contextlib
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -23,9 +25,9 @@ from rich.text import Text
 from dpo3d.models.lora import LoRAConfig
 from dpo3d.training import precision
 from dpo3d.training.config import LoopConfig
-from dpo3d.training.run_folder import LoopCallbacks
+from dpo3d.training.run_folder import LoopCallbacks, NonFiniteLoss
 
-from .common import console
+from .common import console, fail
 from .config_options import OptionGroup
 
 OUT = typer.Option(..., "--out", "-o", help="Run folder: the final Hugging Face model, run_config.json, metrics.jsonl, checkpoint/.")
@@ -50,6 +52,22 @@ def loop_config(params: Mapping[str, Any], invocation: dict | None = None, group
     values = {**group.values(params), **overrides}
     return LoopConfig(out=params["out"], **values, cpu=precision.training_device(params.get("device", "auto")),
                       invocation=invocation)
+
+
+@contextlib.contextmanager
+def running(display: LiveDisplay, rerun_to_continue: Path | None = None) -> Iterator[None]:
+    """A run under its live display: a non-finite loss is one line and exit 1; with ``rerun_to_continue``
+    (a study's or an iterate run's folder), Ctrl-C says that rerunning the command continues it (exit 130)."""
+    try:
+        with display.progress:
+            yield
+    except NonFiniteLoss as err:
+        fail(str(err), code=1)
+    except KeyboardInterrupt:
+        if rerun_to_continue is None:
+            raise
+        console.print(f"interrupted: rerun the same command to continue in {rerun_to_continue}", highlight=False)
+        raise typer.Exit(130) from None
 
 
 class LiveDisplay:
