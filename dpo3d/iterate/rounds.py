@@ -29,9 +29,8 @@ from dpo3d.generation.sampling_run import prepare_prompts, sample_to_file
 from dpo3d.judges.rewards import make_reward, needed_fields
 from dpo3d.models.loading import LoadOptions, pick_device
 from dpo3d.pairs.building import PairConfig, build_pairs, read_candidates
-from dpo3d.training import checkpoint
 from dpo3d.training.dpo import train_dpo
-from dpo3d.training.run_folder import LoopCallbacks
+from dpo3d.training.run_folder import LoopCallbacks, folder_state
 from dpo3d.watch.probes import probe_indices
 
 from .config import IterateConfig, Layout
@@ -166,21 +165,11 @@ def choose_probe_pairs(config: IterateConfig, layout: Layout) -> int:
     return len(chosen)
 
 
-def run_state(folder: Path) -> str:
-    """A round's run folder: ``done``, ``resume`` (from its last checkpoint) or ``new`` (a folder killed
-    before its first checkpoint is cleared: nothing in it can be continued)."""
-    if (folder / "summary.json").is_file():
-        return "done"
-    if checkpoint.latest(folder) is not None or (folder / f".{checkpoint.LATEST}.previous").is_dir():
-        return "resume"
-    if folder.exists():
-        shutil.rmtree(folder)
-    return "new"
-
-
 def train_round(config: IterateConfig, layout: Layout, number: int, policy: str, events: IterateEvents) -> dict:
     folder = layout.run(number)
-    state = run_state(folder)
+    state = folder_state(folder)
+    if state == "restart":  # killed before its first checkpoint: start the round's training again
+        shutil.rmtree(folder)
     label = f"round {number}: train-dpo"
     if state == "done":
         events.on_skip(label, f"done ({folder})")

@@ -19,10 +19,10 @@ from pathlib import Path
 from dpo3d.data import records as rec
 from dpo3d.models.loading import LoadOptions
 
-from ..training import checkpoint
 from ..training.config import LoopConfig
 from ..training.dpo import DPORunConfig, train_dpo
 from ..training.rm import RMRunConfig, train_rm
+from ..training.run_folder import folder_state
 from .config import Layout, StudyConfig, cell_label, fingerprint
 from .progress import StudyEvents, is_main, sync
 
@@ -46,11 +46,7 @@ def state(folder: Path, pairs_key: str) -> str:
         raise ValueError(
             f"{folder} was trained on other pairs (the scenarios or prompts changed): remove it, or choose another --out"
         )
-    if (folder / "summary.json").is_file():
-        return "done"
-    # a kill between the two renames of a checkpoint swap leaves only the previous one: the loop puts it back
-    swapped = (folder / f".{checkpoint.LATEST}.previous").is_dir()
-    return "resume" if checkpoint.latest(folder) is not None or swapped else "restart"
+    return folder_state(folder)
 
 
 def loop_config(config: StudyConfig, out: Path, resume: bool, lr: float | None = None) -> LoopConfig:

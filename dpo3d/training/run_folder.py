@@ -59,6 +59,19 @@ class RunResult:
     stopped_at: int | None = None  # the step a task's control stopped the run at (a guard's stop)
 
 
+def folder_state(folder: Path) -> str:
+    """A run folder as a rerun finds it: ``new`` (none), ``done`` (its summary.json, written last), ``resume``
+    (a checkpoint to continue from: one a kill left between the two renames of a swap included, which the
+    loop puts back) or ``restart`` (killed before its first checkpoint: nothing in it can be continued)."""
+    folder = Path(folder)
+    if not folder.exists():
+        return "new"
+    if (folder / "summary.json").is_file():
+        return "done"
+    swapped = (folder / f".{checkpoint.LATEST}.previous").is_dir()
+    return "resume" if checkpoint.latest(folder) is not None or swapped else "restart"
+
+
 def save_final(model, tokenizer, out: Path, state_dict: dict | None = None) -> None:
     """The trained model's files into OUT itself (each file replaced atomically). ``state_dict``: the
     weights gathered from a sharded model (``model`` then only gives the config and the file layout)."""
