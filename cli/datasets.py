@@ -41,13 +41,18 @@ WHERE = typer.Option(
 )
 
 
+def prompt_source(prompts: str, subset: str | None = None, columns: str | None = None):
+    """A built-in dataset's name as it is, any other source with its --subset and --columns."""
+    return prompts if prompts in ds.BUILTINS else options.data_spec(prompts, subset, columns)
+
+
 def load_prompts(
     prompts: str, template: str | None, where: list[str] | None, shuffle: bool, seed: int, limit: int | None,
     subset: str | None = None, columns: str | None = None,
 ) -> list[dict]:
     """The prompt records the shared options describe (raises the library's errors)."""
     return ds.load_prompts(
-        prompts if prompts in ds.BUILTINS else options.data_spec(prompts, subset, columns),
+        prompt_source(prompts, subset, columns),
         template=template,
         where=ds.parse_where(where or []),
         seed=seed if shuffle else None,

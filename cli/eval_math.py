@@ -21,6 +21,7 @@ from dpo3d.judges.math_judge import MathJudge, MathJudgeConfig, check_candidate
 from . import options
 from .common import UsageError, console, progress, user_errors
 from .config_file import CONFIG
+from .datasets import prompt_source
 from .evaluating import (
     BATCH_SIZE,
     COLUMNS,
@@ -106,7 +107,7 @@ def command(
         records = [records[i] for i in ev.first_problems(records, limit)]
     else:
         config = ev.eval_config(n, temperature, max_new_tokens, batch_size, seed)
-        prompts = ds.load_prompts(data if data in ds.BUILTINS else options.data_spec(data, subset, columns), limit=limit)
+        prompts = ds.load_prompts(prompt_source(data, subset, columns), limit=limit)
         if not prompts:
             raise UsageError(f"{data}: no problems to evaluate (--limit 0?)")
         for number, prompt in enumerate(prompts, start=1):

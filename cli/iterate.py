@@ -18,7 +18,7 @@ from . import training_options as t
 from .common import console, user_errors
 from .config_file import CONFIG
 from .config_options import OptionGroup, with_options
-from .datasets import PROMPTS
+from .datasets import PROMPTS, prompt_source
 from .train_dpo import LOGPROBS, LOSS_HELP, PROBE_RESPONSES, SHOWN
 
 #: each round's loop (LoopConfig's fields but --resume: a rerun resumes by itself), with iterate's defaults
@@ -93,8 +93,8 @@ def command(
     train = ROUND.build(ctx.params, model=model, pairs="", loop=loop, loss=bound, max_length=max_length, load=load,
                         lora=t.lora_config(ctx.params), probe_responses=PROBE_RESPONSES.build(ctx.params),
                         logprobs=LOGPROBS.build(ctx.params))
-    run = ITERATE.build(ctx.params, out=out, model=model, prompts=options.data_spec(prompts, subset, columns)
-                        if columns or subset else prompts, train=train, limit=limit, device=device, load=load)
+    run = ITERATE.build(ctx.params, out=out, model=model, prompts=prompt_source(prompts, subset, columns), train=train,
+                        limit=limit, device=device, load=load)
     display = t.LiveDisplay(SHOWN)
     with t.running(display, rerun_to_continue=out):
         report = run_iterate(run, _events(display))

@@ -60,8 +60,7 @@ class IterateEvents:
 def load_iterate_prompts(config: IterateConfig) -> list[dict]:
     """Every prompt the run may sample (built-in names resolved), with ids; checked for the judge's fields."""
     source = config.prompts
-    spec = source if str(source) in ds.BUILTINS else inputs.DataSpec.of(source)
-    records = prepare_prompts(ds.load_prompts(spec, limit=config.limit))
+    records = prepare_prompts(ds.load_prompts(source, limit=config.limit))
     need = needed_fields(config.reward)
     for number, record in enumerate(records, start=1):
         missing = [key for key in need if record.get(key) is None]
