@@ -31,9 +31,6 @@ ROUND = OptionGroup(DPORunConfig, exclude=frozenset({"ref", "probe_pairs"}))
 
 def _events(display: t.LiveDisplay) -> IterateEvents:
     def stage(name: str, what: str) -> None:
-        if display.task is not None:  # one bar at a time: the last round's goes
-            display.progress.remove_task(display.task)
-            display.task = None
         display.say(f"== {name}: {what}", "bold")
 
     def done(name: str, cost: dict) -> None:
@@ -50,7 +47,7 @@ def _events(display: t.LiveDisplay) -> IterateEvents:
     return IterateEvents(on_stage=stage, on_done=done, on_progress=progress,
                          on_skip=lambda name, why: display.say(f"== {name}: skipped, {why}", "dim"),
                          on_status=lambda message: display.say(f"   {message}", "dim"),
-                         training=lambda label: display.callbacks())
+                         training=lambda label: display.next_run())
 
 
 @user_errors

@@ -42,17 +42,12 @@ def _events(display: t.LiveDisplay) -> StudyEvents:
             generating[name] = done_prompts
             say(f"[dim]   {name}: {done_prompts}/{total} prompts[/]", highlight=False)
 
-    def training(label: str):
-        if display.task is not None:  # one bar at a time: the last run's goes
-            display.progress.remove_task(display.task)
-            display.task = None
-        return display.callbacks()
 
     return StudyEvents(
         on_stage=stage, on_done=done,
         on_skip=lambda name, why: say(f"[dim]== {name}: skipped, {why}[/]", highlight=False),
         on_status=lambda message: say(f"[dim]   {message}[/]", highlight=False),
-        on_generate=generate, training=training,
+        on_generate=generate, training=lambda label: display.next_run(),
     )
 
 

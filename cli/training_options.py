@@ -96,6 +96,14 @@ class LiveDisplay:
             on_stage=lambda name, seconds: self.say(f"{name} took {seconds:.1f} s", "dim"),
         )
 
+    def next_run(self) -> LoopCallbacks:
+        """The callbacks of the next of several runs (a study's cells, iterate's rounds): one bar at a time,
+        the last run's goes."""
+        if self.task is not None:
+            self.progress.remove_task(self.task)
+            self.task = None
+        return self.callbacks()
+
     def start(self, start: int, total: int) -> None:
         self.total = total
         if start:
