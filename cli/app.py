@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import typer
 
+from .common import user_errors
+
 app = typer.Typer(
     name="dpo3d",
     help=(
@@ -33,8 +35,15 @@ def root(
     version: bool = typer.Option(
         False, "--version", help="Print the version and exit.", is_eager=True, callback=_print_version
     ),
+    debug: bool = typer.Option(
+        False, "--debug", help="Show the traceback behind a failure (also DPO3D_DEBUG=1).",
+    ),
 ) -> None:
     """Preference optimisation with DPO's 3D-properties measured (see `dpo3d COMMAND --help`)."""
+    if debug:
+        import os
+
+        os.environ["DPO3D_DEBUG"] = "1"
 
 
 def _quiet_libraries() -> None:
@@ -113,11 +122,36 @@ def _register() -> None:
     app.command("iterate")(iterate.command)
 
 
+def _guard(typer_app: typer.Typer) -> None:
+    """Every command, the judge group's included, behind the one error boundary (common.user_errors)."""
+    for info in typer_app.registered_commands:
+        if not getattr(info.callback, "guarded", False):
+            info.callback = user_errors(info.callback)
+            info.callback.guarded = True
+    for group in typer_app.registered_groups:
+        _guard(group.typer_instance)
+
+
+def _terminate_as_interrupt() -> None:
+    """SIGTERM (a batch scheduler's cancel, `kill`) ends a command the way Ctrl-C does: outputs are left
+    untouched or whole and the error boundary says what was kept and how to go on."""
+    import signal
+    import threading
+
+    def interrupted(signum, frame):
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, interrupted)
+
+
 _quiet_libraries()
 _register()
+_guard(app)
 
 
 def main() -> None:
+    _terminate_as_interrupt()
     app()
 
 

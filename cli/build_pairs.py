@@ -11,11 +11,10 @@ from dpo3d.data import records as rec
 from dpo3d.pairs.building import REFERENCE, PairConfig, PairStats, build_pairs, read_candidates
 
 from . import options
-from .common import console, fail, user_errors
+from .common import console, fail
 from .config_file import CONFIG
 
 
-@user_errors
 def command(
     config: Path = CONFIG,
     inputs: list[str] = typer.Argument(

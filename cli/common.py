@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable
 from typing import TypeVar
 
+import click
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -20,6 +21,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from dpo3d.data.faults import Fault, os_error_text
 from dpo3d.data.records import RecordError
 
 #: the width of stderr when it is a file (a batch job's log), not a terminal: wide enough that no line is cut
@@ -52,24 +54,53 @@ def fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+def debugging() -> bool:
+    """``dpo3d --debug`` or ``DPO3D_DEBUG=1``: show the traceback behind a failure."""
+    return os.environ.get("DPO3D_DEBUG", "") not in ("", "0")
+
+
+def _show_traceback() -> None:
+    if debugging():
+        console.print_exception()
+
+
 def user_errors(fn: F) -> F:
-    """Turn a user's mistake (bad record, bad value, missing file) into one line and exit 2."""
+    """The command layer's one error boundary (app.py wraps every command in it).
+
+    A failure the user can act on (a bad record or value, a missing, unwritable or corrupt file, a full
+    disk) is one line naming the file and the remedy, exit code 2; an interrupt (Ctrl-C, SIGTERM) says so,
+    exit 130; anything else is a bug in dpo3d: one line, exit code 1, the traceback with ``--debug``."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except RecordError as err:
-            fail(str(err))
-        except (UsageError, FileNotFoundError) as err:
-            fail(str(err))
-        except ValueError as err:
-            # library ValueErrors name a bad value the user gave (unknown loss, bad hyper-parameter)
-            fail(str(err))
+        except (typer.Exit, typer.Abort, click.exceptions.ClickException):
+            raise
         except BrokenPipeError:
             # `dpo3d ... | head`: the reader left; not an error
             sys.stderr.close()
             raise typer.Exit(0) from None
+        except (RecordError, UsageError, Fault, FileNotFoundError, ValueError) as err:
+            # library ValueErrors name a bad value the user gave (unknown loss, bad hyper-parameter)
+            _show_traceback()
+            fail(str(err))
+        except OSError as err:
+            _show_traceback()
+            fail(os_error_text(err))
+        except KeyboardInterrupt as err:
+            _show_traceback()
+            said = str(err) or "stopped before it finished; no output was published"
+            fail(f"interrupted: {said}", code=130)
+        except Exception as err:  # noqa: BLE001 - the boundary: a bug is reported, not a traceback dump
+            if debugging():
+                raise
+            first = str(err).splitlines()[0] if str(err) else ""
+            fail(
+                f"internal error ({type(err).__name__}{': ' + first if first else ''}); this is a bug in dpo3d: "
+                "rerun with --debug (or DPO3D_DEBUG=1) for the traceback and report it",
+                code=1,
+            )
 
     return wrapper  # type: ignore[return-value]
 

@@ -9,11 +9,10 @@ from rich.table import Table
 
 from dpo3d.training.compare import load_curve, plot_curves, steadiness
 
-from .common import console, user_errors
+from .common import console
 from .config_file import CONFIG
 
 
-@user_errors
 def command(
     config: Path = CONFIG,
     runs: list[Path] = typer.Argument(..., help="Run folders of train-dpo / train-rm / sft (each holds metrics.jsonl)."),

@@ -16,7 +16,7 @@ from dpo3d.data import prompting
 from dpo3d.data import records as rec
 
 from . import options
-from .common import console, user_errors
+from .common import console
 from .config_file import CONFIG
 
 _NAMES = ", ".join(ds.BUILTINS)
@@ -63,7 +63,6 @@ def load_prompts(
 # --------------------------------------------------------------------------- the command
 
 
-@user_errors
 def command(
     config: Path = CONFIG,
     name: str = typer.Argument(None, help=f"A built-in dataset ({_NAMES}) to write as prompt records; omit to list them."),

@@ -16,7 +16,7 @@ from dpo3d.watch.figures import plot_runs
 from dpo3d.watch.probes import ProbeOptions
 
 from . import options as shared
-from .common import console, user_errors
+from .common import console
 from .config_file import CONFIG
 from .config_options import OptionGroup, with_options
 
@@ -28,7 +28,6 @@ SCORED = "3d-checkpoints"  # where a run's scored checkpoints go without --out
 DETECTOR = OptionGroup(DetectorSettings)
 
 
-@user_errors
 @with_options(DETECTOR)
 def command(
     ctx: typer.Context,

@@ -11,11 +11,10 @@ from dpo3d.pairs.minimal_edit import MinimalEditConfig, build_edit_pairs
 
 from . import datasets as prompt_options
 from . import options
-from .common import UsageError, console, user_errors
+from .common import UsageError, console
 from .config_file import CONFIG
 
 
-@user_errors
 def command(
     config: Path = CONFIG,
     prompts: str = typer.Argument(

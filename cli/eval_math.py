@@ -19,7 +19,7 @@ from dpo3d.judges import evaluation as ev
 from dpo3d.judges.math_judge import MathJudge, MathJudgeConfig, check_candidate
 
 from . import options
-from .common import UsageError, console, progress, user_errors
+from .common import UsageError, console, progress
 from .config_file import CONFIG
 from .datasets import prompt_source
 from .evaluating import (
@@ -47,7 +47,6 @@ def percent(value: float | None) -> str:
 # --------------------------------------------------------------------------- the command
 
 
-@user_errors
 def command(
     config: Path = CONFIG,
     model: list[str] = MODELS,

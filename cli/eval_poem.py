@@ -16,7 +16,7 @@ from dpo3d.judges import evaluation as ev
 from dpo3d.poetry import POEM_METRICS, SLOGAN_METRICS
 
 from . import options
-from .common import UsageError, console, user_errors
+from .common import UsageError, console
 from .config_file import CONFIG
 from .evaluating import (
     BATCH_SIZE,
@@ -49,7 +49,6 @@ def _check_completion(record: Mapping, source: str, line: int) -> None:
         raise rec.RecordError(source, line, "missing field 'completion'")
 
 
-@user_errors
 def command(
     config: Path = CONFIG,
     model: list[str] = MODELS,

@@ -15,7 +15,7 @@ from dpo3d.training.dpo import DPORunConfig
 from . import loss_options as lo
 from . import options
 from . import training_options as t
-from .common import console, user_errors
+from .common import console
 from .config_file import CONFIG
 from .config_options import OptionGroup, with_options
 from .datasets import PROMPTS, prompt_source
@@ -50,7 +50,6 @@ def _events(display: t.LiveDisplay) -> IterateEvents:
                          training=lambda label: display.next_run())
 
 
-@user_errors
 @with_options(ITERATE_LOOP, ITERATE, ROUND, PROBE_RESPONSES, LOGPROBS, t.LORA)
 def command(
     ctx: typer.Context,

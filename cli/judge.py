@@ -18,7 +18,7 @@ from dpo3d.judges.base import Judge, size_hint
 from dpo3d.judges.math_judge import MathJudge, MathJudgeConfig
 
 from . import options
-from .common import console, progress, user_errors
+from .common import console, progress
 from .config_file import CONFIG
 
 app = typer.Typer(
@@ -51,7 +51,6 @@ def run_judge(judge: Judge, data: str, out: Path, subset: str | None = None, col
 
 
 @app.command("math")
-@user_errors
 def math_command(
     config: Path = CONFIG,
     data: str = INPUT,
@@ -82,7 +81,6 @@ def math_command(
 
 
 @app.command("rm")
-@user_errors
 def rm_command(
     config: Path = CONFIG,
     data: str = INPUT,
@@ -112,7 +110,6 @@ def rm_command(
 
 
 @app.command("poem")
-@user_errors
 def poem_command(
     config: Path = CONFIG,
     data: str = INPUT, out: Path = options.OUT, columns: str = options.COLUMNS, subset: str = options.SUBSET
@@ -133,7 +130,6 @@ def poem_command(
 
 
 @app.command("slogan")
-@user_errors
 def slogan_command(
     config: Path = CONFIG,
     data: str = INPUT, out: Path = options.OUT, columns: str = options.COLUMNS, subset: str = options.SUBSET

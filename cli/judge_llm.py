@@ -13,14 +13,13 @@ from dpo3d.judges.llm_judge import LLMJudge, LLMJudgeConfig, default_cache_path
 from dpo3d.judges.rubric import DEFAULT_RUBRIC, load_rubric
 
 from . import options
-from .common import UsageError, user_errors
+from .common import UsageError
 from .config_file import CONFIG
 from .renamed import Renamed, renamed
 
 INPUT = typer.Argument("-", help=f"Candidates, e.g. the output of `dpo3d sample`: {options.SOURCE_HELP}.")
 
 
-@user_errors
 @renamed(Renamed("-j", "concurrency", "--concurrency", why="-j is --workers, worker processes, in every command"))
 def llm_command(
     config: Path = CONFIG,

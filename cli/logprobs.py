@@ -16,14 +16,13 @@ from dpo3d.scoring import ches as ches_lib
 from dpo3d.scoring.logprobs import score_records
 
 from . import options
-from .common import console, progress, user_errors
+from .common import console, progress
 from .config_file import CONFIG
 
 #: records scored per model pass: the input streams through in chunks this size
 CHUNK = 1024
 
 
-@user_errors
 def command(
     config: Path = CONFIG,
     data: str = typer.Argument(

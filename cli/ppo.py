@@ -12,7 +12,7 @@ from dpo3d.training.ppo import LOOP_DEFAULTS, LOOP_FIELDS, LOOP_HELP, PPOConfig,
 
 from . import options
 from . import training_options as t
-from .common import console, user_errors
+from .common import console
 from .config_file import CONFIG, invocation
 from .config_options import OptionGroup, with_options
 from .datasets import PROMPTS
@@ -27,7 +27,6 @@ PPO_LOOP = replace(t.LOOP, only=LOOP_FIELDS, defaults=LOOP_DEFAULTS, helps=LOOP_
 PPO = OptionGroup(PPOConfig)
 
 
-@user_errors
 @renamed(Renamed("--steps", "max_steps", "--max-steps"), Renamed("--gamma", "gae_gamma", "--gae-gamma"))
 @with_options(PPO_LOOP, PPO, t.LORA)
 def command(

@@ -1,12 +1,11 @@
 """Old spellings of renamed flags, kept for one release: hidden from --help, a warning on stderr when used.
 
-    @user_errors
     @renamed(Renamed("--steps", "max_steps", "--max-steps"))
     def command(..., max_steps: int = ...): ...
 
 adds a hidden ``--steps`` to the command that fills ``max_steps`` (with the same type and bounds),
 prints ``warning: --steps is deprecated; it is now --max-steps`` when it is given, and refuses the
-old and the new spelling together (a UsageError: under ``user_errors``, one line). The command's own signature, and what run_config.json records
+old and the new spelling together (a UsageError: one line, from the command layer's error boundary). The command's own signature, and what run_config.json records
 (``ctx.params``), know only the new name.
 """
 

@@ -22,11 +22,10 @@ from dpo3d.models.loading import (
 
 from . import datasets as prompt_options
 from . import options
-from .common import UsageError, console, progress, user_errors
+from .common import UsageError, console, progress
 from .config_file import CONFIG
 
 
-@user_errors
 def command(
     config: Path = CONFIG,
     prompts: str = prompt_options.PROMPTS,

@@ -11,12 +11,11 @@ from dpo3d.training.sft import SFT_LR, SFTRunConfig, train_sft
 
 from . import options
 from . import training_options as t
-from .common import console, user_errors
+from .common import console
 from .config_file import CONFIG, invocation
 from .config_options import OptionGroup, with_options
 
 
-@user_errors
 @with_options(replace(t.LOOP, defaults={"lr": SFT_LR}), OptionGroup(SFTRunConfig), t.LORA)
 def command(
     ctx: typer.Context,

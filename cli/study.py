@@ -15,7 +15,7 @@ from dpo3d.training.config import LoopConfig
 from . import loss_options as lo
 from . import options
 from . import training_options as t
-from .common import UsageError, console, user_errors
+from .common import UsageError, console
 from .config_file import CONFIG
 from .config_options import OptionGroup, with_options
 from .renamed import Renamed, renamed
@@ -61,7 +61,6 @@ STUDY_LOOP = OptionGroup(LoopConfig, only=STUDY_LOOP_FIELDS, defaults=STUDY_LOOP
 STUDY = OptionGroup(StudyConfig)
 
 
-@user_errors
 @renamed(Renamed("--steps", "max_steps", "--max-steps"),
          Renamed("--no-rm", "reward_model", "--no-reward-model", value=False))
 @with_options(STUDY_LOOP, STUDY, PROBE_RESPONSES, t.LORA)

@@ -31,7 +31,7 @@ from dpo3d.watch.guard import KEEP_BEST, POLICIES, GuardSettings
 
 from . import loss_options as lo
 from . import options
-from .common import UsageError, console, progress, user_errors
+from .common import UsageError, console, progress
 from .config_file import CONFIG
 from .renamed import Renamed, renamed
 
@@ -119,7 +119,6 @@ def _table(rows: list[dict], guarded: bool = False) -> Table:
     return table
 
 
-@user_errors
 @renamed(Renamed("--steps", "max_steps", "--max-steps"))
 def command(
     ctx: typer.Context,

@@ -14,7 +14,7 @@ from dpo3d.watch.probe_responses import ProbeResponseConfig
 from . import loss_options as lo
 from . import options
 from . import training_options as t
-from .common import console, user_errors
+from .common import console
 from .config_file import CONFIG, invocation
 from .config_options import OptionGroup, with_options
 from .renamed import renamed
@@ -31,7 +31,6 @@ LOGPROBS = OptionGroup(LogprobOptions)
 SHOWN = ("loss", "accuracy", "margin", "probe_chosen_logp_delta", "probe_rejected_logp_delta", "probe_unseen_logp_delta")
 
 
-@user_errors
 @renamed(options.PAIRS_P)
 @with_options(t.LOOP, DPO, PROBE_RESPONSES, LOGPROBS, t.LORA)
 def command(

@@ -11,13 +11,12 @@ from dpo3d.training.rm import RM_LR, RMRunConfig, train_rm
 
 from . import options
 from . import training_options as t
-from .common import console, user_errors
+from .common import console
 from .config_file import CONFIG, invocation
 from .config_options import OptionGroup, with_options
 from .renamed import renamed
 
 
-@user_errors
 @renamed(options.PAIRS_P)
 @with_options(replace(t.LOOP, defaults={"lr": RM_LR}), OptionGroup(RMRunConfig), t.LORA)
 def command(

@@ -1,5 +1,5 @@
 """`eval-math` and `eval-poem` through the command layer: scoring given completions, and
-generating with tiny random models. The commands are registered on an app of our own."""
+generating with tiny random models."""
 
 from __future__ import annotations
 
@@ -10,11 +10,8 @@ import typer
 from typer.testing import CliRunner
 
 from dpo3d.judges.rubric import DEFAULT_RUBRIC
-from dpo3d_cli import eval_math, eval_poem
+from dpo3d_cli.app import app
 
-app = typer.Typer(rich_markup_mode="markdown", pretty_exceptions_enable=False)
-app.command("eval-math")(eval_math.command)
-app.command("eval-poem")(eval_poem.command)
 runner = CliRunner()
 
 

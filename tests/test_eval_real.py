@@ -8,10 +8,8 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from dpo3d_cli import eval_math
+from dpo3d_cli.app import app
 
-app = typer.Typer(rich_markup_mode="markdown", pretty_exceptions_enable=False)
-app.command("eval-math")(eval_math.command)
 
 
 @pytest.mark.slow

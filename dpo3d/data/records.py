@@ -22,6 +22,8 @@ from typing import Any, BinaryIO, TextIO
 
 import jsonlines
 
+from .faults import remove_stale_temps, temp_prefix
+
 STDIO = "-"
 
 
@@ -44,6 +46,22 @@ def _publish(tmp_name: str, target: Path) -> None:
     os.umask(umask)
     os.chmod(tmp_name, 0o666 & ~umask)
     os.replace(tmp_name, target)
+
+
+@contextmanager
+def temp_beside(target: Path) -> Iterator[tuple[int, str]]:
+    """An open temp file beside ``target`` (its descriptor and name), renamed onto it when the body
+    succeeds and removed when it raises, so the target is either untouched or whole. Leftovers of
+    earlier writers killed mid-write are removed first."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(target)
+    handle, tmp_name = tempfile.mkstemp(prefix=temp_prefix(target), suffix=".tmp", dir=target.parent)
+    try:
+        yield handle, tmp_name
+        _publish(tmp_name, target)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
 
 
 class Row(int):
@@ -296,18 +314,11 @@ def open_output(path: str | os.PathLike = STDIO) -> Iterator[TextIO]:
         yield out
         out.flush()
         return
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
+    with temp_beside(Path(path)) as (handle, _):
         with open(handle, "w", encoding="utf-8", newline="\n") as out:
             yield out
             out.flush()
             os.fsync(out.fileno())
-        _publish(tmp_name, target)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
 
 
 def write_records(records: Iterable[Mapping], path: str | os.PathLike = STDIO) -> int:
@@ -341,31 +352,18 @@ def _write_parquet(records: Iterable[Mapping], target: Path) -> int:
             f"{target}: these records cannot be one Parquet table ({err}); a field holds different "
             "types in different records: write JSONL instead"
         ) from None
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(handle)
-    try:
+    with temp_beside(target) as (handle, tmp_name):
+        os.close(handle)
         pq.write_table(table, tmp_name)
-        _publish(tmp_name, target)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
     return len(rows)
 
 
 def write_json(obj: Any, path: str | os.PathLike) -> None:
     """Write one JSON document atomically (summaries, configs)."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
+    with temp_beside(Path(path)) as (handle, _):
         with open(handle, "w", encoding="utf-8") as out:
             json.dump(obj, out, ensure_ascii=False, indent=2, allow_nan=False)
             out.write("\n")
-        _publish(tmp_name, target)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
 
 
 def json_safe(value: Any) -> Any:
