@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import typer
 from typer.testing import CliRunner
 
 from dpo3d.judges.rubric import DEFAULT_RUBRIC

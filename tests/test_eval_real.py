@@ -5,11 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
-import typer
 from typer.testing import CliRunner
 
 from dpo3d_cli.app import app
-
 
 
 @pytest.mark.slow
