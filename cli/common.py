@@ -8,7 +8,8 @@ import sys
 from collections.abc import Callable
 from typing import TypeVar
 
-import click
+import importlib
+
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -21,7 +22,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from dpo3d.data.faults import Fault, os_error_text
+from dpo3d.data.faults import Fault, check_output_file, check_output_folder, os_error_text
 from dpo3d.data.records import RecordError
 
 #: the width of stderr when it is a file (a batch job's log), not a terminal: wide enough that no line is cut
@@ -64,6 +65,30 @@ def _show_traceback() -> None:
         console.print_exception()
 
 
+#: the click context's meta key under which options.output notes a command's output locations
+OUTPUTS = "dpo3d_outputs"
+
+
+def _click_module(name: str):
+    """A module of the click that typer runs on: recent typer carries its own copy (``typer._click``),
+    earlier releases use the ``click`` package."""
+    package = next(c for c in typer.Context.__mro__ if c.__name__ == "Context" and c.__module__.endswith(".core"))
+    return importlib.import_module(package.__module__.rsplit(".", 1)[0] + "." + name)
+
+
+#: click's exceptions (a usage error raised by a command, Exit, Abort) pass the boundary as they are
+CLICK_EXCEPTION = _click_module("exceptions").ClickException
+
+
+def check_outputs() -> None:
+    """Refuse, before the command starts its work, an output location it could not write (a folder where
+    a file belongs, a file where a folder belongs, a folder that takes no new files): ``--out`` of every
+    command, eval-*'s ``--summary``, diagnose's ``--table``/``--figure``."""
+    ctx = _click_module("globals").get_current_context(silent=True)
+    for kind, flag, value in (ctx.meta.get(OUTPUTS, []) if ctx is not None else []):
+        (check_output_file if kind == "file" else check_output_folder)(value, flag)
+
+
 def user_errors(fn: F) -> F:
     """The command layer's one error boundary (app.py wraps every command in it).
 
@@ -74,8 +99,9 @@ def user_errors(fn: F) -> F:
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
+            check_outputs()
             return fn(*args, **kwargs)
-        except (typer.Exit, typer.Abort, click.exceptions.ClickException):
+        except (typer.Exit, typer.Abort, CLICK_EXCEPTION):
             raise
         except BrokenPipeError:
             # `dpo3d ... | head`: the reader left; not an error

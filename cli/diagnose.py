@@ -47,11 +47,13 @@ def command(
     max_length: int = typer.Option(_P.max_length, "--max-length", min=8, help="With --pairs: tokens per prompt+response."),
     greedy_tokens: int = typer.Option(_P.greedy_tokens, "--greedy-tokens", help="With --pairs: length of the "
                                       "starting model's greedy response per probe prompt (a response in no pair); 0: none."),
-    out: Path = typer.Option(None, "--out", "-o", help=f"With --pairs and one RUN: where the scores go (default RUN/{SCORED})."),
+    out: Path = typer.Option(None, "--out", "-o", help=f"With --pairs and one RUN: where the scores go (default RUN/{SCORED}).",
+                                callback=shared.output("file")),
     table_out: Path = typer.Option(None, "--table", help="Write the Markdown table here (one row per loss, mean ± sd "
-                                   "over its runs, then one per run)."),
+                                   "over its runs, then one per run).", callback=shared.output("file")),
     figure: Path = typer.Option(None, "--figure", help="Draw the runs here (PNG): per loss mean ± sd of the chosen and "
-                                "rejected changes, the other tokens' share, each event marked."),
+                                "rejected changes, the other tokens' share, each event marked.",
+                                callback=shared.output("file")),
 ) -> None:
     """Name the 3D-property each run shows, again, from its logged probes: no training, no model.
 

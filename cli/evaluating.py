@@ -32,8 +32,10 @@ SEED = typer.Option(0, "--seed", help="Seed of the sampling (with -n > 1 or --te
 BATCH_SIZE = typer.Option(16, "--batch-size", "-b", min=1, help="Sequences generated together.")
 COLUMNS, SUBSET = options.COLUMNS, options.SUBSET  # of --data and --completions alike
 LIMIT = options.LIMIT
-OUT = typer.Option(None, "--out", "-o", help="Write every scored completion as JSONL here ('-' = stdout).")
-SUMMARY = typer.Option(None, "--summary", help="Write the summary (what the table shows, and more) as JSON here.")
+OUT = typer.Option(None, "--out", "-o", help="Write every scored completion as JSONL here ('-' = stdout).",
+                   callback=options.output("file"))
+SUMMARY = typer.Option(None, "--summary", help="Write the summary (what the table shows, and more) as JSON here.",
+                       callback=options.output("file"))
 
 
 def check_models(models: list[str] | None, completions: str | None) -> list[str]:

@@ -12,6 +12,7 @@ import typer
 
 from dpo3d.models.loading import BUNDLED, DTYPES, LoadOptions
 
+from . import common
 from .renamed import Renamed
 
 MODEL = typer.Option(
@@ -37,7 +38,21 @@ DEVICE = typer.Option(
 )
 BATCH_SIZE = typer.Option(8, "--batch-size", "-b", min=1, help="Records per forward pass.")
 MAX_LENGTH = typer.Option(1024, "--max-length", min=8, help="Cut prompt+response to this many tokens.")
-OUT = typer.Option(Path("-"), "--out", "-o", help="Output JSONL file ('-' = stdout). Written atomically.")
+def output(kind: str):
+    """An ``--out``-like option's callback: note the location (``kind``: "file" or "folder") so the error
+    boundary checks it can be written before the command does any work (common.check_outputs)."""
+
+    def remember(ctx: typer.Context, param: typer.CallbackParam, value):
+        if value is not None and not ctx.resilient_parsing:
+            ctx.meta.setdefault(common.OUTPUTS, []).append((kind, param.opts[0], value))
+        return value
+
+    return remember
+
+
+OUT = typer.Option(
+    Path("-"), "--out", "-o", help="Output JSONL file ('-' = stdout). Written atomically.", callback=output("file")
+)
 LIMIT = typer.Option(
     None, "--limit", min=0,
     help="Read only the first N records of the input (prompts: after --where and --shuffle; eval-* --completions: "

@@ -49,6 +49,7 @@ def command(
     out: Path = typer.Option(
         Path("-"), "--out", "-o",
         help="Output JSONL ('-' = stdout). A file is appended chunk by chunk, with its settings in FILE.run.json.",
+        callback=options.output("file"),
     ),
     resume: bool = options.RESUME,
     backend: str = typer.Option("hf", "--backend", help=f"Generation engine: {', '.join(BACKENDS)} (vllm: if installed)."),

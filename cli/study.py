@@ -67,7 +67,8 @@ STUDY = OptionGroup(StudyConfig)
 def command(
     ctx: typer.Context,
     config: Path = CONFIG,
-    out: Path = typer.Option(..., "--out", "-o", help="The study folder (rerun the same command to continue it)."),
+    out: Path = typer.Option(..., "--out", "-o", help="The study folder (rerun the same command to continue it).",
+                                callback=options.output("folder")),
     model: str = options.MODEL,
     train_prompts: str = typer.Option(None, "--train-prompts", help=f"Training prompts: a built-in (gsm8k:train, math:train, svamp, ...) or a prompt file. Default {MATH_DEFAULTS[0]} ({POEM_DEFAULTS[0]} with --task poem)."),
     test_prompts: str = typer.Option(None, "--test-prompts", help=f"Held-out test prompts each model answers. Default {MATH_DEFAULTS[1]} ({POEM_DEFAULTS[1]} with --task poem)."),

@@ -123,7 +123,8 @@ def _table(rows: list[dict], guarded: bool = False) -> Table:
 def command(
     ctx: typer.Context,
     config: Path = CONFIG,
-    out: Path = typer.Option(Path("runs/toy"), "--out", "-o", help="Folder for metrics.jsonl, summary.json and the figures."),
+    out: Path = typer.Option(Path("runs/toy"), "--out", "-o", help="Folder for metrics.jsonl, summary.json and the figures.",
+                                callback=options.output("folder")),
     scenario: str = typer.Option(
         "all", "--scenario", "-s", help="Which step-1 distributions: 1, 2, 3, 4, a comma list (1,3) or all."
     ),

@@ -27,10 +27,14 @@ from dpo3d.training import precision
 from dpo3d.training.config import LoopConfig
 from dpo3d.training.run_folder import LoopCallbacks, NonFiniteLoss
 
+from . import options
 from .common import console, fail
 from .config_options import OptionGroup
 
-OUT = typer.Option(..., "--out", "-o", help="Run folder: the final Hugging Face model, run_config.json, metrics.jsonl, checkpoint/.")
+OUT = typer.Option(
+    ..., "--out", "-o", help="Run folder: the final Hugging Face model, run_config.json, metrics.jsonl, checkpoint/.",
+    callback=options.output("folder"),
+)
 PLOT = typer.Option(False, "--plot/--no-plot", help="Draw the run's curves to OUT/curves.png at the end.")
 
 #: the shared loop's options (LoopConfig's fields; --out and --device are the commands' own)

@@ -59,6 +59,11 @@ def temp_beside(target: Path) -> Iterator[tuple[int, str]]:
     try:
         yield handle, tmp_name
         _publish(tmp_name, target)
+    except OSError as err:
+        Path(tmp_name).unlink(missing_ok=True)
+        if err.filename in (None, tmp_name):  # a failed write or rename is about the target, not our temp name
+            raise OSError(err.errno, err.strerror, str(target)) from err
+        raise
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise
