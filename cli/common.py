@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import functools
+import importlib
 import os
 import sys
 from collections.abc import Callable
 from typing import TypeVar
-
-import importlib
 
 import typer
 from rich.console import Console
