@@ -23,7 +23,6 @@ import re
 from functools import lru_cache
 
 import pronouncing
-from pypinyin import Style, pinyin
 
 # 中华新韵 (2005): finals -> group. Keys are pypinyin strict finals (ü written v).
 _ZH_GROUPS = {
@@ -47,6 +46,11 @@ FINAL_TO_GROUP = {final: group for group, finals in _ZH_GROUPS.items() for final
 @lru_cache(maxsize=65536)
 def zh_rhyme_groups(char: str) -> frozenset[str]:
     """The 中华新韵 groups a Chinese character's readings fall into (empty if not Chinese)."""
+    from pypinyin import (  # its phrase dictionary takes a second to load: only when a poem is judged
+        Style,
+        pinyin,
+    )
+
     readings = pinyin(char, style=Style.FINALS, heteronym=True, strict=True, errors=lambda _: [[]])[0]
     groups = set()
     for final in readings:

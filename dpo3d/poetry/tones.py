@@ -39,8 +39,6 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
-from pypinyin import Style, pinyin
-
 from dpo3d.poetry import _classical_tones
 
 LEVEL = "平"
@@ -74,6 +72,11 @@ def mandarin_tones(text: str) -> tuple[int | None, ...]:
     Each run of Chinese characters goes to pypinyin whole, so its phrase
     dictionary can choose a heteronym's reading from context.
     """
+    from pypinyin import (  # its phrase dictionary takes a second to load: only when tones are read
+        Style,
+        pinyin,
+    )
+
     tones: list[int | None] = [None] * len(text)
     for run in _HAN_RUN.finditer(text):
         syllables = pinyin(run.group(), style=Style.TONE3, errors="default")
