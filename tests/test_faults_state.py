@@ -514,6 +514,7 @@ def test_allow_pickle_is_a_declared_option():
 
     found = {s.name: s for s in settings(LoadOptions)}
     assert "allow_pickle" in found and found["allow_pickle"].default is False and found["allow_pickle"].help
+    assert found["allow_pickle"].flags() == ("--allow-pickle/--no-allow-pickle",)  # the flag the refusal names
 
 
 # --------------------------------------------------------------------------- run logs (metrics.jsonl)

@@ -34,12 +34,11 @@ import torch
 
 from dpo3d.data.faults import CorruptFile
 from dpo3d.models.integrity import file_sha256, first_line, read_weights
-from dpo3d.models.loading import is_adapted, save_options
+from dpo3d.models.loading import ADAPTER_WEIGHTS, is_adapted, save_options
 from dpo3d.models.lora import load_adapter_weights
 
 STATE_FILE = "trainer_state.pt"
 LATEST = "checkpoint"
-ADAPTER_WEIGHTS = "adapter_model.safetensors"  # peft's file: a LoRA run's checkpoint holds only its adapter
 MANIFEST = "checksums.json"
 _STATE_KEYS = ("step", "optimizer", "scheduler", "torch_rng")
 
@@ -170,13 +169,13 @@ def _read_state(path: Path, advice: str) -> TrainerState:
 
 def _load_weights(folder: Path, model, advice: str) -> None:
     adapter = Path(folder) / ADAPTER_WEIGHTS
-    if adapter.is_file():  # a LoRA run checkpoints its adapter alone
-        read_weights(adapter, "the checkpoint's adapter weights", advice)
+    if adapter.is_file():  # a LoRA run checkpoints its adapter alone (peft's file)
+        read_weights(adapter, "the checkpoint's adapter weight file", advice)
         load_adapter_weights(model, adapter)
         return
     if is_adapted(model):
         raise ValueError(f"{folder}: holds a full model, but this run trains a LoRA adapter (resume without --lora-r)")
-    weights = read_weights(Path(folder) / "model.safetensors", "the checkpoint's weights", advice)
+    weights = read_weights(Path(folder) / "model.safetensors", "the checkpoint's weight file", advice)
     missing, unexpected = model.load_state_dict(weights, strict=False)
     # tied embeddings are saved once; anything else missing is a real mismatch
     tied = {k for k in missing if "lm_head" in k} if getattr(model.config, "tie_word_embeddings", False) else set()
