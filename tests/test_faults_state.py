@@ -360,6 +360,35 @@ def test_a_garbled_manifest_is_a_corrupt_file(tokenizer, run_out):
     assert_names_file_and_remedy(caught.value, manifests[0])
 
 
+def torch_writer_failure(*args, **kwargs):
+    raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598")  # torch.save, disk full
+
+
+def safetensors_full_disk(self, folder, *args, **kwargs):
+    raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+
+@pytest.mark.parametrize("writer", ["weights", "trainer state"])
+def test_a_checkpoint_that_cannot_be_written_is_one_line_and_keeps_the_last(tokenizer, run_out, monkeypatch, writer):
+    """A full disk while saving: safetensors and torch.save raise their own errors (not OSError); they reach
+    the user as one line naming the checkpoint, the previous checkpoint untouched, no staging folder left."""
+    from dpo3d.models.tiny import tiny_causal_lm
+
+    before = {p.relative_to(run_out): p.read_bytes() for p in run_out.rglob("*") if p.is_file()}
+    model = tiny_causal_lm(tokenizer, seed=5)
+    if writer == "weights":
+        monkeypatch.setattr(type(model), "save_pretrained", safetensors_full_disk)
+    else:
+        monkeypatch.setattr(torch, "save", torch_writer_failure)
+    with pytest.raises((OSError, Fault)) as caught:
+        checkpoint.save(run_out, model, tokenizer, checkpoint.TrainerState(9, {}, {}, torch.random.get_rng_state()))
+    target = run_out / checkpoint.LATEST
+    assert str(target) in str(caught.value) and "\n" not in str(caught.value)
+    if writer == "weights":
+        assert isinstance(caught.value, OSError) and caught.value.errno == errno.ENOSPC
+    assert {p.relative_to(run_out): p.read_bytes() for p in run_out.rglob("*") if p.is_file()} == before
+
+
 def test_resume_from_garbled_weights_names_the_file_not_the_learning_rate(tmp_path, tiny_model_dir):
     """The reported case: garbled checkpoint weights ended in "loss became non-finite ... lower --lr"."""
     from dpo3d.training.run_folder import LoopCallbacks

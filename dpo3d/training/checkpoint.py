@@ -25,14 +25,17 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from dpo3d.data.faults import CorruptFile
+from dpo3d.data.faults import CorruptFile, Fault
 from dpo3d.models.integrity import file_sha256, first_line, read_weights
 from dpo3d.models.loading import ADAPTER_WEIGHTS, is_adapted, save_options
 from dpo3d.models.lora import load_adapter_weights
@@ -68,17 +71,19 @@ def save(out: Path, model, tokenizer, state: TrainerState, extra_models: dict | 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".checkpoint.", dir=out))
+    target = out / LATEST
     try:
-        model.save_pretrained(staging, **weights_option(state_dict), **save_options(model))
-        tokenizer.save_pretrained(staging)
-        for name, extra in (extra_models or {}).items():
-            extra.save_pretrained(staging / name, **save_options(extra))
-        torch.save(
-            {"step": state.step, "optimizer": state.optimizer, "scheduler": state.scheduler, "torch_rng": state.torch_rng},
-            staging / STATE_FILE,
-        )
-        write_manifest(staging)
-        target = out / LATEST
+        with writing(target):
+            model.save_pretrained(staging, **weights_option(state_dict), **save_options(model))
+            tokenizer.save_pretrained(staging)
+            for name, extra in (extra_models or {}).items():
+                extra.save_pretrained(staging / name, **save_options(extra))
+            torch.save(
+                {"step": state.step, "optimizer": state.optimizer, "scheduler": state.scheduler,
+                 "torch_rng": state.torch_rng},
+                staging / STATE_FILE,
+            )
+            write_manifest(staging)
         previous = out / f".{LATEST}.previous"
         shutil.rmtree(previous, ignore_errors=True)
         if target.exists():
@@ -88,6 +93,27 @@ def save(out: Path, model, tokenizer, state: TrainerState, extra_models: dict | 
         return target
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+@contextmanager
+def writing(target: Path) -> Iterator[None]:
+    """Name the writers' own errors for what they are: safetensors reports a full disk as a SafetensorError
+    (``os error 28``) and torch.save as a RuntimeError from its zip writer, neither an OSError. A failure
+    with an OS error code becomes that OSError on ``target``; any other failure of those writers a Fault
+    that names ``target`` (the folder is staged, so what was there before is untouched)."""
+    from safetensors import SafetensorError
+
+    try:
+        yield
+    except (SafetensorError, RuntimeError) as err:
+        text = first_line(err)
+        code = re.search(r"os error (\d+)", text)
+        if code is not None:
+            raise OSError(int(code.group(1)), os.strerror(int(code.group(1))), str(target)) from err
+        if isinstance(err, SafetensorError) or "inline_container" in text or "PytorchStreamWriter" in text:
+            raise Fault(f"{target}: could not be written ({text}); check that its disk has space, then rerun "
+                        "(what was there before is untouched)") from err
+        raise
 
 
 def recover_interrupted_swap(out: Path) -> None:
