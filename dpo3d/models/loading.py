@@ -297,8 +297,9 @@ def _weight_files(folder: Path, spec: str, options: LoadOptions) -> list[Path]:
 
 
 def _check_finite(model, spec: str, files: list[Path], options: LoadOptions) -> None:
-    """Refuse weights that hold NaN or inf once loaded, naming the file that holds them where one does."""
-    bad = first_non_finite(model.state_dict().items())
+    """Refuse weights that hold NaN or inf once loaded, naming the file that holds them where one does.
+    Parameters only: a buffer may hold an inf by design (a mask), and buffers are not what garbling hits."""
+    bad = first_non_finite(model.named_parameters())
     if bad is None:
         return
     found = non_finite_in_files(files)
