@@ -78,6 +78,7 @@ def command(
     dtype: str = options.DTYPE,
     device: str = options.DEVICE,
     trust_remote_code: bool = options.TRUST_REMOTE_CODE,
+    allow_pickle: bool = options.ALLOW_PICKLE,
 ) -> None:
     """Evaluate models on math problems: accuracy overall, by **level** and by **subject** (the paper's Table 2).
 
@@ -111,7 +112,7 @@ def command(
             raise UsageError(f"{data}: no problems to evaluate (--limit 0?)")
         for number, prompt in enumerate(prompts, start=1):
             check_candidate({"completion": "", **prompt}, str(data), number)
-        records, costs = generate_all(models, prompts, config, dtype, device, trust_remote_code)
+        records, costs = generate_all(models, prompts, config, dtype, device, trust_remote_code, allow_pickle)
     if judge == "llm" and any("prompt" not in record for record in records):
         raise UsageError("--judge llm needs each record's 'prompt' (the question the LLM judge reads)")
 

@@ -74,6 +74,7 @@ def command(
     dtype: str = options.DTYPE,
     device: str = options.DEVICE,
     trust_remote_code: bool = options.TRUST_REMOTE_CODE,
+    allow_pickle: bool = options.ALLOW_PICKLE,
 ) -> None:
     """Evaluate models on poems and slogans with the paper's rules (Table 3): each metric's mean, by form.
 
@@ -107,7 +108,7 @@ def command(
             except ValueError as err:
                 raise rec.RecordError(str(path), number, str(err)) from None
         generated, costs = generate_all(
-            models, [ev.as_chat(p) for p in prompts], config, dtype, device, trust_remote_code
+            models, [ev.as_chat(p) for p in prompts], config, dtype, device, trust_remote_code, allow_pickle
         )
         scored = ev.score_poem_records(generated, "<generated>")
 

@@ -53,6 +53,7 @@ def check_models(models: list[str] | None, completions: str | None) -> list[str]
 
 def generate_all(
     models: Sequence[str], prompts: list[dict], config, dtype: str, device: str, trust_remote_code: bool,
+    allow_pickle: bool = False,
     backend: str = "hf",
 ) -> tuple[list[dict], dict[str, dict]]:
     """Every model's completions of ``prompts`` (loaded one model at a time, progress on stderr),
@@ -62,7 +63,7 @@ def generate_all(
     costs: dict[str, dict] = {}
     for model in models:
         label = labels[model]
-        sampler = open_sampler(backend, model, config, dtype, device, trust_remote_code)
+        sampler = open_sampler(backend, model, config, dtype, device, trust_remote_code, allow_pickle)
         totals = {"tokens": 0, "seconds": 0.0}
         start = time.perf_counter()
         with progress() as bar:

@@ -68,6 +68,7 @@ def command(
     dtype: str = options.DTYPE,
     device: str = options.DEVICE,
     trust_remote_code: bool = options.TRUST_REMOTE_CODE,
+    allow_pickle: bool = options.ALLOW_PICKLE,
 ) -> None:
     """On-policy iterative DPO: each round samples from the current policy, judges, pairs and trains.
 
@@ -85,7 +86,7 @@ def command(
     Example: `dpo3d iterate --prompts gsm8k:train --limit 24 --prompts-per-round 8 --rounds 3 -n 4 --out runs/iter`
     """
     (bound,) = lo.bind_cli_losses(ctx.params, [loss])
-    load = options.load_options(dtype, trust_remote_code)
+    load = options.load_options(dtype, trust_remote_code, allow_pickle=allow_pickle)
     loop = t.loop_config(ctx.params, group=ITERATE_LOOP)
     train = ROUND.build(ctx.params, model=model, pairs="", loop=loop, loss=bound, max_length=max_length, load=load,
                         lora=t.lora_config(ctx.params), probe_responses=PROBE_RESPONSES.build(ctx.params),

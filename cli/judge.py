@@ -91,6 +91,7 @@ def rm_command(
     dtype: str = options.DTYPE,
     device: str = options.DEVICE,
     trust_remote_code: bool = options.TRUST_REMOTE_CODE,
+    allow_pickle: bool = options.ALLOW_PICKLE,
     columns: str = options.COLUMNS,
     subset: str = options.SUBSET,
 ) -> None:
@@ -104,7 +105,7 @@ def rm_command(
     from dpo3d.judges.reward import RewardModelJudge
 
     with console.status(f"loading {rm}"):
-        judge = RewardModelJudge.load(rm, options.load_options(dtype, trust_remote_code), device,
+        judge = RewardModelJudge.load(rm, options.load_options(dtype, trust_remote_code, allow_pickle=allow_pickle), device,
                                       max_length=max_length, batch_size=batch_size)
     run_judge(judge, data, out, subset, columns)
 

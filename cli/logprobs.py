@@ -44,6 +44,7 @@ def command(
     dtype: str = options.DTYPE,
     device: str = options.DEVICE,
     trust_remote_code: bool = options.TRUST_REMOTE_CODE,
+    allow_pickle: bool = options.ALLOW_PICKLE,
 ) -> None:
     """Score each record's response(s): log π(y|x) summed over the response tokens.
 
@@ -78,7 +79,7 @@ def command(
             raise ValueError(f"--drop-highest-ches must be a share in [0, 1), got {drop_highest_ches}")
         ches = True
     source = inputs.open_source(options.data_spec(data, subset, columns))
-    load = options.load_options(dtype, trust_remote_code, padding_side)
+    load = options.load_options(dtype, trust_remote_code, padding_side, allow_pickle)
     with console.status(f"loading {model}"):
         lm, tokenizer = load_model_and_tokenizer(model, load)
         lm.to(pick_device(device))

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import typer
 
+from dpo3d.config.fields import settings
 from dpo3d.models.loading import BUNDLED, DTYPES, LoadOptions
 
 from . import common
@@ -25,6 +26,8 @@ MODEL = typer.Option(
 TRUST_REMOTE_CODE = typer.Option(
     False, "--trust-remote-code/--no-trust-remote-code", help="Allow a model's own Python code (off by default)."
 )
+_PICKLE = next(s for s in settings(LoadOptions) if s.name == "allow_pickle")
+ALLOW_PICKLE = typer.Option(_PICKLE.default, *_PICKLE.flags(), help=_PICKLE.help)  # declared on LoadOptions
 DTYPE = typer.Option(
     "float32", "--dtype",
     help=f"Weights dtype: {', '.join(DTYPES)} (float32 is the fast path on CPUs). To train, keep float32 and pass "
@@ -78,10 +81,11 @@ def workers(default: int | None, help: str, minimum: int = 0) -> typer.models.Op
     return typer.Option(default, "--workers", "-j", min=minimum, help=help)
 
 
-def load_options(dtype: str, trust_remote_code: bool, padding_side: str = "right") -> LoadOptions:
+def load_options(dtype: str, trust_remote_code: bool, padding_side: str = "right", allow_pickle: bool = False) -> LoadOptions:
     if dtype not in DTYPES:
         raise ValueError(f"--dtype must be one of {', '.join(DTYPES)}, got '{dtype}'")
-    return LoadOptions(dtype=DTYPES[dtype], trust_remote_code=trust_remote_code, padding_side=padding_side)
+    return LoadOptions(dtype=DTYPES[dtype], trust_remote_code=trust_remote_code, padding_side=padding_side,
+                       allow_pickle=allow_pickle)
 
 # --------------------------------------------------------------------------- an LLM judge beside the math judge (eval-math, study)
 

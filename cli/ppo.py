@@ -43,6 +43,7 @@ def command(
     dtype: str = options.DTYPE,
     device: str = options.DEVICE,
     trust_remote_code: bool = options.TRUST_REMOTE_CODE,
+    allow_pickle: bool = options.ALLOW_PICKLE,
 ) -> None:
     """Optimise a policy with RLHF-PPO: rollouts, a per-token KL penalty to a frozen reference, GAE, clipping.
 
@@ -66,7 +67,7 @@ def command(
     config = PPO.build(
         ctx.params, model=model, prompts=options.data_spec(prompts, subset, columns), reward=reward, limit=limit,
         loop=t.loop_config(ctx.params, invocation(ctx), group=PPO_LOOP),
-        load=options.load_options(dtype, trust_remote_code), lora=t.lora_config(ctx.params),
+        load=options.load_options(dtype, trust_remote_code, allow_pickle=allow_pickle), lora=t.lora_config(ctx.params),
     )
     display = t.LiveDisplay(SHOWN)
     with t.running(display):

@@ -56,6 +56,7 @@ def command(
     dtype: str = options.DTYPE,
     device: str = options.DEVICE,
     trust_remote_code: bool = options.TRUST_REMOTE_CODE,
+    allow_pickle: bool = options.ALLOW_PICKLE,
 ) -> None:
     """Sample **-n** candidate completions for every prompt, with the KV cache, in batches.
 
@@ -79,7 +80,7 @@ def command(
     if not records:
         raise UsageError(f"{prompts}: no prompts left to sample (after --where and --limit)")
     label = source or display_name(model)
-    sampler = open_sampler(backend, model, config, dtype, device, trust_remote_code)
+    sampler = open_sampler(backend, model, config, dtype, device, trust_remote_code, allow_pickle)
 
     with progress() as bar:
         task = bar.add_task("sample", total=len(records), rate="")
@@ -121,8 +122,9 @@ def command(
     )
 
 
-def open_sampler(backend: str, model: str, config: SamplingConfig, dtype: str, device: str, trust_remote_code: bool):
+def open_sampler(backend: str, model: str, config: SamplingConfig, dtype: str, device: str, trust_remote_code: bool,
+                 allow_pickle: bool = False):
     """The library's sampler for the command's flags, loaded under a status line."""
-    load = options.load_options(dtype, trust_remote_code, padding_side="left")
+    load = options.load_options(dtype, trust_remote_code, padding_side="left", allow_pickle=allow_pickle)
     with console.status(f"loading {model}"):
         return load_sampler(backend, model, config, load, device)

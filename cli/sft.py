@@ -32,6 +32,7 @@ def command(
     dtype: str = options.DTYPE,
     device: str = options.DEVICE,
     trust_remote_code: bool = options.TRUST_REMOTE_CODE,
+    allow_pickle: bool = options.ALLOW_PICKLE,
 ) -> None:
     """Fine-tune a model on (prompt, response) examples; the loss covers response tokens only.
 
@@ -43,7 +44,7 @@ def command(
     loop = t.loop_config(ctx.params, invocation(ctx))
     config = OptionGroup(SFTRunConfig).build(
         ctx.params, model=model, data=options.data_spec(data, subset, columns), loop=loop,
-        eval_data=options.data_spec(eval_data, subset, columns) if eval_data else None, max_length=max_length, limit=limit, load=options.load_options(dtype, trust_remote_code),
+        eval_data=options.data_spec(eval_data, subset, columns) if eval_data else None, max_length=max_length, limit=limit, load=options.load_options(dtype, trust_remote_code, allow_pickle=allow_pickle),
                           lora=t.lora_config(ctx.params))
     display = t.LiveDisplay(("loss", "eval_loss"))
     with t.running(display):

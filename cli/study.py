@@ -87,6 +87,7 @@ def command(
     dtype: str = options.DTYPE,
     device: str = options.DEVICE,
     trust_remote_code: bool = options.TRUST_REMOTE_CODE,
+    allow_pickle: bool = options.ALLOW_PICKLE,
 ) -> None:
     """Run the paper's LLM experiments (§5) as one resumable study: scenarios 1-4 × losses.
 
@@ -128,7 +129,7 @@ def command(
         test_prompts=test_prompts or defaults[1], columns=columns, subset=subset, scenarios=_scenarios(scenario),
         losses=tuple(loss or (("dpo",) if task == "poem" else DEFAULT_LOSSES)), same_prompts=not all_prompts,
         loss_args=tuple(loss_args or ()), llm_judge=llm, math_workers=workers, device=device,
-        load=options.load_options(dtype, trust_remote_code),
+        load=options.load_options(dtype, trust_remote_code, allow_pickle=allow_pickle),
     )
     display = t.LiveDisplay(("loss", "accuracy", "probe_chosen_logp_delta", "probe_rejected_logp_delta",
                              "probe_unseen_logp_delta", "reward", "eval_accuracy"))

@@ -59,6 +59,7 @@ def command(
     dtype: str = options.DTYPE,
     device: str = options.DEVICE,
     trust_remote_code: bool = options.TRUST_REMOTE_CODE,
+    allow_pickle: bool = options.ALLOW_PICKLE,
 ) -> None:
     """Train a policy on preference pairs with DPO or a variant, watching for the 3D-properties.
 
@@ -86,7 +87,7 @@ def command(
     config = DPO.build(
         ctx.params, model=model, pairs=options.data_spec(pairs, subset, columns), limit=limit, loop=loop, loss=bound,
         eval_pairs=options.data_spec(eval_pairs, subset, columns) if eval_pairs else None, max_length=max_length,
-        load=options.load_options(dtype, trust_remote_code), lora=t.lora_config(ctx.params),
+        load=options.load_options(dtype, trust_remote_code, allow_pickle=allow_pickle), lora=t.lora_config(ctx.params),
         probe_pairs=options.data_spec(ctx.params["probe_pairs"], subset, columns) if ctx.params["probe_pairs"] else None,
         probe_responses=PROBE_RESPONSES.build(ctx.params), logprobs=LOGPROBS.build(ctx.params),
     )

@@ -34,6 +34,7 @@ def command(
     dtype: str = options.DTYPE,
     device: str = options.DEVICE,
     trust_remote_code: bool = options.TRUST_REMOTE_CODE,
+    allow_pickle: bool = options.ALLOW_PICKLE,
 ) -> None:
     """Train a reward model r(x, y) with the Bradley-Terry loss -log σ(r_w - r_l).
 
@@ -53,7 +54,7 @@ def command(
     loop = t.loop_config(ctx.params, invocation(ctx))
     config = OptionGroup(RMRunConfig).build(
         ctx.params, model=model, pairs=options.data_spec(pairs, subset, columns), limit=limit, loop=loop,
-        eval_pairs=options.data_spec(eval_pairs, subset, columns) if eval_pairs else None, max_length=max_length, load=options.load_options(dtype, trust_remote_code),
+        eval_pairs=options.data_spec(eval_pairs, subset, columns) if eval_pairs else None, max_length=max_length, load=options.load_options(dtype, trust_remote_code, allow_pickle=allow_pickle),
                          lora=t.lora_config(ctx.params))
     display = t.LiveDisplay(("loss", "accuracy", "margin", "eval_accuracy"))
     with t.running(display):
