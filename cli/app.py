@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from .common import user_errors
+from .common import show_warning, user_errors
 
 app = typer.Typer(
     name="dpo3d",
@@ -151,6 +151,9 @@ _guard(app)
 
 
 def main() -> None:
+    import warnings
+
+    warnings.showwarning = show_warning
     _terminate_as_interrupt()
     app()
 

@@ -12,6 +12,7 @@ from typing import TypeVar
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.text import Text
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -128,6 +129,12 @@ def user_errors(fn: F) -> F:
             )
 
     return wrapper  # type: ignore[return-value]
+
+
+def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """The library's warnings (a dropped cache entry, a repaired log) as one line on stderr, not Python's two
+    (the file and line of the library's ``warnings.warn`` mean nothing to a user)."""
+    console.print(Text.assemble(("warning", "bold yellow"), " ", str(message)), highlight=False, soft_wrap=True)
 
 
 def progress(transient: bool = False) -> Progress:
