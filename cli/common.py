@@ -12,7 +12,6 @@ from typing import TypeVar
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.text import Text
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -21,6 +20,7 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.text import Text
 
 from dpo3d.data.faults import Fault, check_output_file, check_output_folder, os_error_text
 from dpo3d.data.records import RecordError
