@@ -212,6 +212,17 @@ def test_lock_is_released_when_a_run_fails_and_taken_only_by_the_main_process(tm
     assert debris(out) == []
 
 
+def test_lock_a_held_folder_is_refused_early_by_a_probe_that_takes_nothing(tmp_path):
+    from dpo3d.data.run_lock import FolderInUse, RunLock, check_free
+
+    check_free(tmp_path / "none")  # no folder, no lock
+    with RunLock(tmp_path / "run"):
+        with pytest.raises(FolderInUse, match=f"pid {os.getpid()}"):
+            check_free(tmp_path / "run")
+    check_free(tmp_path / "run")
+    assert not (tmp_path / "run").exists(), "a lock that made its folder removes it when nothing was written"
+
+
 def test_lock_a_study_folder_in_use_is_refused_naming_the_holder(tmp_path, tiny_model_dir):
     from dpo3d.data.run_lock import RunLock
     from dpo3d.study.run import run_study
@@ -265,7 +276,8 @@ def test_debris_of_an_interrupted_swap_and_final_save_is_cleaned_on_resume(cut, 
     for name in (".checkpoint.k2j4l1", ".final.x8z0q3", ".checkpoint.previous"):
         (folder / name).mkdir()
         (folder / name / "model.safetensors").write_bytes(b"half")
-    resumed = loop_run(folder, tokenizer, steps=6, save_every=2, resume=True)
+    with pytest.warns(UserWarning, match="dropped the record of step 5"):
+        resumed = loop_run(folder, tokenizer, steps=6, save_every=2, resume=True)
     assert resumed.steps == 6 and steps_of(folder) == list(range(7))
     assert debris(folder) == [] and not (folder / "checkpoint").exists()
 
@@ -275,7 +287,8 @@ def test_debris_a_kill_between_the_swaps_renames_resumes_from_the_previous_check
     os.replace(folder / "checkpoint", folder / ".checkpoint.previous")  # the first rename done, not the second
     shutil.copytree(folder / ".checkpoint.previous", folder / ".checkpoint.staged1")
     began: list[int] = []
-    loop_run(folder, tokenizer, steps=6, save_every=2, resume=True, callbacks=started_at(began))
+    with pytest.warns(UserWarning, match="dropped the record of step 5"):
+        loop_run(folder, tokenizer, steps=6, save_every=2, resume=True, callbacks=started_at(began))
     assert began == [4] and steps_of(folder) == list(range(7)) and debris(folder) == []
 
 
@@ -425,7 +438,8 @@ def test_final_save_on_a_full_disk_keeps_the_last_checkpoint_and_names_it(tmp_pa
     assert "step 4" in text and "--resume" in text and "no space left" in text.lower()
     assert saved_step(folder) == 4 and debris(folder) == []
     began: list[int] = []
-    loop_run(folder, tokenizer, steps=5, save_every=2, resume=True, callbacks=started_at(began))
+    with pytest.warns(UserWarning, match="dropped the record of step 5"):
+        loop_run(folder, tokenizer, steps=5, save_every=2, resume=True, callbacks=started_at(began))
     assert began == [4] and (folder / "model.safetensors").is_file() and not (folder / "checkpoint").exists()
 
 
