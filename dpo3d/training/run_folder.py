@@ -113,8 +113,9 @@ def save_final(model, tokenizer, out: Path, state_dict: dict | None = None, extr
         shutil.rmtree(staging, ignore_errors=True)
 
 
-class RunFolderTaken(Fault):
-    """The folder holds a run this one may not start in, or a resume that cannot go on as asked."""
+class RunFolderTaken(Fault, ValueError):
+    """The folder holds a run this one may not start in, or a resume that cannot go on as asked (a
+    ValueError too, as these refusals were before they were Faults)."""
 
 
 class RunLogMismatch(Fault):
@@ -306,7 +307,7 @@ class TrainingRun:
                 raise RunFolderTaken(f"{out} already holds a run (its checkpoint is step {step}): pass --resume to "
                                      "continue it, or choose another --out")
             if self.metrics_path.exists():
-                what = ("a finished run" if holds_final_model(out) else
+                what = ("a finished run (--resume has nothing to continue)" if holds_final_model(out) else
                         "a run stopped before its first checkpoint (pass --resume to start it over)")
                 raise RunFolderTaken(f"{out} already holds {what}: choose another --out")
         elif checkpoint.latest(out) is None:
