@@ -29,7 +29,7 @@ import torch
 from accelerate.utils import set_seed
 
 from dpo3d.config.fields import option
-from dpo3d.data import inputs
+from dpo3d.data import inputs, run_lock
 from dpo3d.data.datasets import load_prompts
 from dpo3d.data.records import RecordError, json_safe, write_json
 from dpo3d.data.sequences import EncodedPair, encode_prompt
@@ -161,6 +161,8 @@ class PPOTrainer:
         self.accelerator, self.trackers_wanted = make_accelerator(config.loop.cpu, config.loop.mixed_precision, config.loop.report_to,
                                                                   config.out)
         sharding.check_ppo_supported(self.accelerator)
+        if self.accelerator.is_main_process:  # another live run on --out: refused before the models load
+            run_lock.check_free(config.out)
         set_seed(config.loop.seed)
         self.out = config.out
         on_status(f"loading {config.model} (policy), its reference and a value model")
