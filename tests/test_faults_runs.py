@@ -443,6 +443,29 @@ def test_final_save_on_a_full_disk_keeps_the_last_checkpoint_and_names_it(tmp_pa
     assert began == [4] and (folder / "model.safetensors").is_file() and not (folder / "checkpoint").exists()
 
 
+def test_final_save_a_checkpoint_on_a_full_disk_keeps_the_previous_one_and_names_it(tmp_path, tokenizer):
+    from safetensors import SafetensorError
+
+    from dpo3d.models.tiny import tiny_causal_lm
+
+    folder = tmp_path / "run"
+    model = tiny_causal_lm(tokenizer, seed=0)
+    real, saves = model.save_pretrained, []
+
+    def save_pretrained(target, *args, **kwargs):  # the second checkpoint finds the disk full
+        saves.append(target)
+        if len(saves) == 2:
+            raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+        return real(target, *args, **kwargs)
+
+    model.save_pretrained = save_pretrained
+    with pytest.raises(Fault) as failed:
+        loop_run(folder, tokenizer, steps=6, save_every=2, model=model)
+    text = str(failed.value)
+    assert "step 4 could not be saved" in text and "step 2 is kept" in text and "no space left" in text.lower()
+    assert saved_step(folder) == 2 and debris(folder) == []
+
+
 # --------------------------------------------------------------------------- pool
 
 

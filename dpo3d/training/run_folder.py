@@ -122,6 +122,10 @@ class RunLogMismatch(Fault):
     """``--resume``: metrics.jsonl no longer holds what was logged up to the checkpoint."""
 
 
+class CheckpointFailed(Fault):
+    """A checkpoint could not be written (a full disk); the text names the one that is kept."""
+
+
 class FinalSaveFailed(Fault):
     """The final model could not be written; the text says what of the run is kept."""
 
@@ -318,6 +322,7 @@ class TrainingRun:
                 logged = [record.get("step") for record in read_log(self.metrics_path)] if self.metrics_path.exists() else []
                 dropped = f" (its metrics.jsonl, {len(logged)} record(s), dropped)" if logged else ""
                 self.metrics_path.unlink(missing_ok=True)
+                shutil.rmtree(out / BEST, ignore_errors=True)  # the stopped run's best state is not this one's
                 warnings.warn(f"--resume: {out} holds a run stopped before its first checkpoint: starting it over "
                               f"from step 0{dropped}", stacklevel=4)
         elif step is not None:  # (an unreadable state file: loading the checkpoint says what is wrong with it)
@@ -364,9 +369,21 @@ class TrainingRun:
     def save_checkpoint(self, unwrapped, tokenizer, state: checkpoint.TrainerState, extra_models: dict | None = None,
                         state_dict: dict | None = None) -> None:
         """A resumable checkpoint of step ``state.step`` (written by the main process; every process waits)."""
+        failure = None
         if self.main:
-            path = checkpoint.save(self.out, unwrapped, tokenizer, state, extra_models, state_dict=state_dict)
-            self.callbacks.on_save(state.step, path)
+            kept = saved_step(self.out)
+            try:
+                path = checkpoint.save(self.out, unwrapped, tokenizer, state, extra_models, state_dict=state_dict)
+            except (OSError, SafetensorError) as err:  # the swap never began: the previous checkpoint is whole
+                before = (f"the checkpoint of step {kept} is kept: free space, then rerun the same command with "
+                          "--resume to continue from it" if kept is not None else
+                          "no earlier checkpoint was saved: free space, then rerun the same command with --resume "
+                          "to start over")
+                failure = CheckpointFailed(f"the checkpoint of step {state.step} could not be saved "
+                                           f"({_os_reason(err, self.out)}); {before}")
+            else:
+                self.callbacks.on_save(state.step, path)
+        self._agree(failure)
         self.accelerator.wait_for_everyone()
 
     def finish(self, unwrapped, tokenizer, step: int, state_dict: dict | None = None,
