@@ -223,9 +223,9 @@ def stop_unless_finite(accelerator, finite: bool, out: Path, step: int, what: st
     """Raise NonFiniteLoss on every process when any process saw a non-finite loss at ``step``."""
     if sharding.on_every_process(accelerator, [finite])[0]:
         return
-    saved = saved_step(out)
-    where = (f"the last good checkpoint is {checkpoint.latest(out)} (step {saved})" if saved is not None
-             else "no checkpoint was saved yet")
+    saved, found = saved_step(out), checkpoint.latest(out)
+    where = (f"the last good checkpoint is {found} (step {saved})" if saved is not None else
+             f"the checkpoint in {found} cannot be read" if found is not None else "no checkpoint was saved yet")
     raise NonFiniteLoss(f"{what} became non-finite at step {step}; stopped before applying it; {where}. {advice}")
 
 
