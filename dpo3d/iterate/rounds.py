@@ -22,13 +22,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from dpo3d.data import datasets as ds
-from dpo3d.data import inputs
+from dpo3d.data import inputs, run_lock
 from dpo3d.data import records as rec
 from dpo3d.generation.sampler import SamplingConfig, load_sampler
 from dpo3d.generation.sampling_run import prepare_prompts, sample_to_file
 from dpo3d.judges.rewards import make_reward, needed_fields
 from dpo3d.models.loading import LoadOptions, pick_device
 from dpo3d.pairs.building import PairConfig, build_pairs, read_candidates
+from dpo3d.training.config import is_main_process
 from dpo3d.training.dpo import train_dpo
 from dpo3d.training.run_folder import LoopCallbacks, folder_state
 from dpo3d.watch.probes import probe_indices
@@ -188,6 +189,11 @@ def run_iterate(config: IterateConfig, events: IterateEvents | None = None, rewa
     ``reward_factory(config)`` gives the judge's reward function (tests pass their own)."""
     events = events or IterateEvents()
     config.validate()
+    with run_lock.held(config.out, is_main_process()):  # one iterate run per folder (each round's run has its own)
+        return _run(config, events, reward_factory)
+
+
+def _run(config: IterateConfig, events: IterateEvents, reward_factory) -> dict:
     layout = Layout(Path(config.out))
     layout.root.mkdir(parents=True, exist_ok=True)
     check_folder(config)

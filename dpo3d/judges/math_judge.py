@@ -16,6 +16,8 @@ from __future__ import annotations
 import math
 import multiprocessing
 import os
+import signal
+import sys
 import threading
 import time
 from collections import Counter, deque
@@ -165,6 +167,34 @@ def _warm_up() -> bool:
     return bool(_parse_gold("1", 5))
 
 
+def _die_with_parent(parent: int | None) -> None:
+    """A pool worker's initializer: end this worker when the process that started it dies, however it dies
+    (a worker otherwise waits on its task queue forever: both ends of that pipe are its own).
+
+    On Linux the kernel does it: PR_SET_PDEATHSIG sends SIGKILL when the parent ends. The parent is the
+    forking thread's process: under ``fork`` the judging process (forked from its only thread, see
+    :func:`_start_method`), under ``forkserver`` the fork server, which exits when the judging process
+    dies, taking its workers with it. ``parent``: the pid expected (None: whatever the parent is now); a
+    parent that died before the request took effect is caught by comparing. Elsewhere a daemon thread
+    polls the parent's pid once a second."""
+    parent = os.getppid() if parent is None else parent
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        if ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0) == 0:
+            if os.getppid() != parent:
+                os._exit(1)
+            return
+    threading.Thread(target=_watch_parent, args=(parent,), daemon=True, name="parent-watch").start()
+
+
+def _watch_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(1)
+
+
 def _start_method() -> str:
     # fork is fastest (the workers inherit math-verify, nothing is re-imported) but only safe
     # while this process has one thread: a thread holding a lock at fork time (a progress
@@ -219,7 +249,10 @@ class MathJudge(Judge):
             context = multiprocessing.get_context(method)
             if method == "forkserver":
                 context.set_forkserver_preload([__name__])
-            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=context)
+            # a forked worker's parent is this process; a fork server's, the server
+            parent = os.getpid() if method == "fork" else None
+            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=context,
+                                             initializer=_die_with_parent, initargs=(parent,))
             self._pool.submit(_warm_up).result()  # forks every worker now, before the caller's threads
         return self
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from dpo3d.data import records as rec
+from dpo3d.data import run_lock
 
 from .cells import pairs_fingerprint, state, train_cell, train_reward_model
 from .config import START, Layout, StudyConfig, cell_label, slug
@@ -173,8 +174,12 @@ def run_study(
     (default: math-verify, or the poem rules); ``llm_client`` is an OpenAI client for ``--judge llm``.
     """
     config.validate()
-    events = events or StudyEvents()
-    judge_factory = judge_factory or default_judge
+    # one study per folder: the first process holds its lock (each cell's run folder has its own)
+    with run_lock.held(config.out, is_main()):
+        return _run(config, events or StudyEvents(), judge_factory or default_judge, llm_client)
+
+
+def _run(config: StudyConfig, events: StudyEvents, judge_factory: JudgeFactory, llm_client: Any | None) -> dict | None:
     if config.task == "poem":
         return run_poem_study(config, events, judge_factory)
     layout = Layout(Path(config.out))

@@ -9,9 +9,11 @@ N processes with batch size b train exactly like one process with batch size N·
 FSDP (and DeepSpeed) the probes run on every process and saving gathers the weights first
 (see sharding.py).
 
-The loop in four parts: :func:`_setup` (accelerator, optimizer, schedule, resume, run
-folder), :func:`_step` (one optimizer step over the accumulated micro-batches),
-:func:`_log` (a logged step: metrics, probes, the task's check and control) and the saves.
+The loop in parts: :func:`_setup` (optimizer, schedule, resume, run folder), :func:`_steps` (the
+steps, their logs and checkpoints), :func:`_step` (one optimizer step over the accumulated
+micro-batches), :func:`_log` (a logged step: metrics, probes, the task's check and control) and
+the final save, all inside the run folder's :class:`.run_folder.TrainingRun` (its lock, and the
+word an interrupt leaves).
 """
 
 from __future__ import annotations
@@ -79,9 +81,8 @@ class _Setup:
     probes: sharding.ProbeRunner
 
 
-def _setup(model, task: Task, config: LoopConfig, callbacks: LoopCallbacks) -> _Setup:
-    out = Path(config.out)
-    accelerator, trackers_wanted = make_accelerator(config.cpu, config.mixed_precision, config.report_to, out)
+def _setup(model, task: Task, config: LoopConfig, run: TrainingRun) -> _Setup:
+    out, accelerator = Path(config.out), run.accelerator
     set_seed(config.seed)
     lengths = task.lengths()
     global_size = batches.global_batch_size(config.batch_size, accelerator.num_processes, config.grad_accum)
@@ -100,8 +101,7 @@ def _setup(model, task: Task, config: LoopConfig, callbacks: LoopCallbacks) -> _
     extra_models = task.extra_models()
     sharding.check_supported(accelerator, config.save_every, config.resume, task.probe_gradients, is_adapted(model),
                              whole_weights=bool(extra_models))
-    run = TrainingRun(out, accelerator, trackers_wanted, callbacks)
-    state = run.resume_state(config.resume, model, extra_models)
+    state = run.resume_state(config.resume, model, extra_models, log_every=config.log_every)
     start = state.step if state is not None else 0
 
     sharding.configure_deepspeed(accelerator, config.batch_size, config.grad_accum, config.max_grad_norm)
@@ -200,48 +200,56 @@ def _log(s: _Setup, task: Task, tokenizer, out: Path, record: dict, indices: lis
 
 def _train(model, tokenizer, task: Task, config: LoopConfig, callbacks: LoopCallbacks) -> RunResult:
     out = Path(config.out)
-    s = _setup(model, task, config, callbacks)
-    accelerator = s.accelerator
+    accelerator, trackers_wanted = make_accelerator(config.cpu, config.mixed_precision, config.report_to, out)
+    # the run folder's lock, log and trackers for everything from opening the folder to the final model
+    with TrainingRun(out, accelerator, trackers_wanted, callbacks, config.save_every) as run:
+        s = _setup(model, task, config, run)
+        stopped_at, last_record = _steps(s, task, tokenizer, config, callbacks)
+        weights = sharding.full_state_dict(accelerator, s.model)
+
+        def keep_best() -> None:
+            if stopped_at is not None and saved_best_step(out) is not None:
+                keep_best_as_final(out)  # a stop keeps the best state, not the one it stopped at
+
+        run.finish(s.unwrapped, tokenizer, stopped_at or s.total, weights, before_cleanup=keep_best)
+    return RunResult(stopped_at or s.total, out, last_record, stopped_at)
+
+
+def _steps(s: _Setup, task: Task, tokenizer, config: LoopConfig, callbacks: LoopCallbacks) -> tuple[int | None, dict]:
+    """The optimizer steps from ``s.start``, their logs and checkpoints: the step a task's control stopped
+    at (None: none did) and the last logged record."""
+    out, accelerator = Path(config.out), s.accelerator
     callbacks.on_start(s.start, s.total)
     stopped_at: int | None = None
     last_record: dict = {}
     plans: dict[int, list[list[int]]] = {}
-    with s.run:
-        if s.start == 0:
-            with stage(callbacks, "step-0 measurements"):
-                _log(s, task, tokenizer, out, {"step": 0}, [])
-        training = time.perf_counter()
-        for step in range(s.start, s.total):
-            began = time.perf_counter()
-            epoch = step // s.per_epoch
-            if epoch not in plans:
-                plans = {epoch: batches.epoch_plan(s.lengths, s.global_size, config.seed, epoch)}
-            lr, grad_norm, collected, indices = _step(s, task, config, step, plans[epoch][step % s.per_epoch])
-            done = step + 1
-            _after_update(s, task, callbacks, done)
-            callbacks.on_step(done)
-            if done % config.log_every == 0 or done == s.total:
-                means = {key: float(accelerator.gather(torch.cat(values)).mean()) for key, values in collected.items()}
-                record = {"step": done, "epoch": round(step / s.per_epoch + 1 / s.per_epoch, 4), "lr": lr,
-                          "grad_norm": float(grad_norm), **means,
-                          "examples_per_s": s.global_size / (time.perf_counter() - began)}
-                last_record, control = _log(s, task, tokenizer, out, record, indices)
-                if control.stop:
-                    stopped_at = done
-                    break
-            if config.save_every and done % config.save_every == 0 and done < s.total:
-                weights = sharding.full_state_dict(accelerator, s.model)  # collectives: every process takes part
-                optimizer_state = sharding.optimizer_state(accelerator, s.model, s.optimizer)
-                state = checkpoint.TrainerState(done, optimizer_state, s.scheduler.state_dict(), torch.get_rng_state())
-                s.run.save_checkpoint(s.unwrapped, tokenizer, state, task.extra_models(), state_dict=weights)
+    if s.start == 0:
+        with stage(callbacks, "step-0 measurements"):
+            _log(s, task, tokenizer, out, {"step": 0}, [])
+    training = time.perf_counter()
+    for step in range(s.start, s.total):
+        began = time.perf_counter()
+        epoch = step // s.per_epoch
+        if epoch not in plans:
+            plans = {epoch: batches.epoch_plan(s.lengths, s.global_size, config.seed, epoch)}
+        lr, grad_norm, collected, indices = _step(s, task, config, step, plans[epoch][step % s.per_epoch])
+        done = step + 1
+        _after_update(s, task, callbacks, done)
+        callbacks.on_step(done)
+        if done % config.log_every == 0 or done == s.total:
+            means = {key: float(accelerator.gather(torch.cat(values)).mean()) for key, values in collected.items()}
+            record = {"step": done, "epoch": round(step / s.per_epoch + 1 / s.per_epoch, 4), "lr": lr,
+                      "grad_norm": float(grad_norm), **means,
+                      "examples_per_s": s.global_size / (time.perf_counter() - began)}
+            last_record, control = _log(s, task, tokenizer, out, record, indices)
+            if control.stop:
+                stopped_at = done
+                break
+        if config.save_every and done % config.save_every == 0 and done < s.total:
+            weights = sharding.full_state_dict(accelerator, s.model)  # collectives: every process takes part
+            optimizer_state = sharding.optimizer_state(accelerator, s.model, s.optimizer)
+            state = checkpoint.TrainerState(done, optimizer_state, s.scheduler.state_dict(), torch.get_rng_state())
+            s.run.save_checkpoint(s.unwrapped, tokenizer, state, task.extra_models(), state_dict=weights)
     trained = (stopped_at or s.total) - s.start
     callbacks.on_stage(f"training ({trained} step{'s' if trained != 1 else ''})", time.perf_counter() - training)
-
-    weights = sharding.full_state_dict(accelerator, s.model)
-
-    def keep_best() -> None:
-        if stopped_at is not None and saved_best_step(out) is not None:
-            keep_best_as_final(out)  # a stop keeps the best state, not the one it stopped at
-
-    s.run.finish(s.unwrapped, tokenizer, stopped_at or s.total, weights, before_cleanup=keep_best)
-    return RunResult(stopped_at or s.total, out, last_record, stopped_at)
+    return stopped_at, last_record

@@ -29,7 +29,7 @@ import torch
 from accelerate.utils import set_seed
 
 from dpo3d.config.fields import option
-from dpo3d.data import inputs
+from dpo3d.data import inputs, run_lock
 from dpo3d.data.datasets import load_prompts
 from dpo3d.data.records import RecordError, json_safe, write_json
 from dpo3d.data.sequences import EncodedPair, encode_prompt
@@ -161,6 +161,8 @@ class PPOTrainer:
         self.accelerator, self.trackers_wanted = make_accelerator(config.loop.cpu, config.loop.mixed_precision, config.loop.report_to,
                                                                   config.out)
         sharding.check_ppo_supported(self.accelerator)
+        if self.accelerator.is_main_process:  # another live run on --out: refused before the models load
+            run_lock.check_free(config.out)
         set_seed(config.loop.seed)
         self.out = config.out
         on_status(f"loading {config.model} (policy), its reference and a value model")
@@ -324,36 +326,21 @@ class PPOTrainer:
              {"params": [p for p in self.value.parameters() if p.requires_grad], "lr": cfg.value_lr or 10 * cfg.loop.lr}],
             eps=1e-5,
         )
-        run = TrainingRun(out, acc, self.trackers_wanted, self.callbacks)
-        state = run.resume_state(cfg.loop.resume, self.policy, {VALUE_FOLDER: self.value})
-        start = state.step if state is not None else 0
-        policy, value, optimizer = acc.prepare(self.policy, self.value, optimizer)
-        if state is not None:
-            optimizer.load_state_dict(state.optimizer)
-            torch.set_rng_state(state.torch_rng)
-        run.start({"steps": cfg.steps, "processes": acc.num_processes, "extra": {"task": "ppo"}, **cfg.to_json(),
-                   "mixed_precision": acc.mixed_precision})
-        unwrapped_policy, unwrapped_value = acc.unwrap_model(policy), acc.unwrap_model(value)
-        self.callbacks.on_start(start, cfg.steps)
-        last: dict = {}
-        training = time.perf_counter()
-        with run:
-            for step in range(start, cfg.steps):
-                began = time.perf_counter()
-                with acc.autocast():  # generation, the old policy's, the reference's and the values' numbers
-                    rollout = self.rollout(step, unwrapped_policy, unwrapped_value)
-                update = self.update(step, rollout, policy, value, optimizer)
-                done = step + 1
-                self.callbacks.on_step(done)
-                if done % cfg.loop.log_every == 0 or done == cfg.steps:
-                    last = run.log(json_safe(self._record(done, rollout, update, time.perf_counter() - began)))
-                if cfg.loop.save_every and done % cfg.loop.save_every == 0 and done < cfg.steps:
-                    run.save_checkpoint(unwrapped_policy, self.tokenizer,
-                                        checkpoint.TrainerState(done, optimizer.state_dict(), {}, torch.get_rng_state()),
-                                        {VALUE_FOLDER: unwrapped_value})
-        trained = cfg.steps - start
-        self.callbacks.on_stage(f"training ({trained} step{'s' if trained != 1 else ''})", time.perf_counter() - training)
-        run.finish(unwrapped_policy, self.tokenizer, cfg.steps, extra_models={VALUE_FOLDER: unwrapped_value})
+        # the run folder's lock, log and trackers for everything from opening the folder to the final model
+        with TrainingRun(out, acc, self.trackers_wanted, self.callbacks, cfg.loop.save_every) as run:
+            state = run.resume_state(cfg.loop.resume, self.policy, {VALUE_FOLDER: self.value},
+                                     log_every=cfg.loop.log_every, logs_step_zero=False)
+            start = state.step if state is not None else 0
+            policy, value, optimizer = acc.prepare(self.policy, self.value, optimizer)
+            if state is not None:
+                optimizer.load_state_dict(state.optimizer)
+                torch.set_rng_state(state.torch_rng)
+            run.start({"steps": cfg.steps, "processes": acc.num_processes, "extra": {"task": "ppo"}, **cfg.to_json(),
+                       "mixed_precision": acc.mixed_precision})
+            unwrapped_policy, unwrapped_value = acc.unwrap_model(policy), acc.unwrap_model(value)
+            self.callbacks.on_start(start, cfg.steps)
+            last = self._steps(run, start, policy, value, optimizer, unwrapped_policy, unwrapped_value)
+            run.finish(unwrapped_policy, self.tokenizer, cfg.steps, extra_models={VALUE_FOLDER: unwrapped_value})
         if acc.is_main_process:
             write_json({"final": last}, out / "summary.json")
             if cfg.lora.merge:
@@ -361,6 +348,28 @@ class PPOTrainer:
         acc.wait_for_everyone()
         gc.collect()
         return RunResult(cfg.steps, out, last)
+
+    def _steps(self, run: TrainingRun, start: int, policy, value, optimizer, unwrapped_policy, unwrapped_value) -> dict:
+        """The PPO steps from ``start``, their logs and checkpoints; the last logged record."""
+        cfg, acc = self.config, self.accelerator
+        last: dict = {}
+        training = time.perf_counter()
+        for step in range(start, cfg.steps):
+            began = time.perf_counter()
+            with acc.autocast():  # generation, the old policy's, the reference's and the values' numbers
+                rollout = self.rollout(step, unwrapped_policy, unwrapped_value)
+            update = self.update(step, rollout, policy, value, optimizer)
+            done = step + 1
+            self.callbacks.on_step(done)
+            if done % cfg.loop.log_every == 0 or done == cfg.steps:
+                last = run.log(json_safe(self._record(done, rollout, update, time.perf_counter() - began)))
+            if cfg.loop.save_every and done % cfg.loop.save_every == 0 and done < cfg.steps:
+                run.save_checkpoint(unwrapped_policy, self.tokenizer,
+                                    checkpoint.TrainerState(done, optimizer.state_dict(), {}, torch.get_rng_state()),
+                                    {VALUE_FOLDER: unwrapped_value})
+        trained = cfg.steps - start
+        self.callbacks.on_stage(f"training ({trained} step{'s' if trained != 1 else ''})", time.perf_counter() - training)
+        return last
 
 
 def whiten_advantages(accelerator, advantages: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

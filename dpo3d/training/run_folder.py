@@ -9,10 +9,13 @@ in :class:`TrainingRun`, so a fix to it is made once.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import re
 import shutil
 import tempfile
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,12 +24,16 @@ import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 from accelerate.utils import DistributedType
+from safetensors import SafetensorError
 
+from dpo3d.data.faults import Fault, os_error_text
 from dpo3d.data.records import json_safe, write_json, write_records
+from dpo3d.data.run_lock import FolderInUse, RunLock
 from dpo3d.data.run_log import AppendLog, read_log
 from dpo3d.models.loading import save_options
 
 from . import checkpoint, precision, sharding, tracking
+from .control import BEST
 
 
 class NonFiniteLoss(RuntimeError):
@@ -72,43 +79,127 @@ def folder_state(folder: Path) -> str:
     return "resume" if checkpoint.latest(folder) is not None or swapped else "restart"
 
 
-def save_final(model, tokenizer, out: Path, state_dict: dict | None = None) -> None:
-    """The trained model's files into OUT itself (each file replaced atomically). ``state_dict``: the
-    weights gathered from a sharded model (``model`` then only gives the config and the file layout)."""
+#: a Hugging Face folder's weight files (a sharded model's too): what save_final publishes last
+_WEIGHTS = re.compile(r"(model|adapter_model|pytorch_model)(-\d+-of-\d+)?\.(safetensors|bin)(\.index\.json)?")
+#: the files whose presence in OUT means its final model was published
+FINAL_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "adapter_model.safetensors")
+
+
+def _is_weights(name: str) -> bool:
+    return _WEIGHTS.fullmatch(name) is not None
+
+
+def save_final(model, tokenizer, out: Path, state_dict: dict | None = None, extra_models: dict | None = None) -> None:
+    """The trained model's files into OUT itself, ``extra_models`` into OUT/<name>. Everything is written
+    into a staging folder first, so a failure (a full disk) publishes nothing; then each file is moved in
+    (the weights last: OUT's weights are new only once the rest is) and each extra folder swapped in.
+    ``state_dict``: the weights gathered from a sharded model (``model`` then only gives the config and the
+    file layout)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".final.", dir=out))
     try:
         model.save_pretrained(staging, **checkpoint.weights_option(state_dict), **save_options(model))
         tokenizer.save_pretrained(staging)
-        for item in staging.iterdir():
+        for name, extra in (extra_models or {}).items():
+            extra.save_pretrained(staging / name, **save_options(extra))
+        for name in extra_models or {}:
+            if (out / name).exists():
+                os.replace(out / name, staging / f".{name}.old")
+            os.replace(staging / name, out / name)
+        for item in sorted((item for item in staging.iterdir() if item.is_file()), key=lambda item: _is_weights(item.name)):
             os.replace(item, out / item.name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def truncate_metrics(path: Path, step: int) -> None:
-    """Drop metrics logged after the checkpoint we resume from (the killed run got further)."""
-    kept = [record for record in read_log(path) if record.get("step", 0) <= step]
-    write_records(kept, path) if kept else path.unlink(missing_ok=True)
+class RunFolderTaken(Fault, ValueError):
+    """The folder holds a run this one may not start in, or a resume that cannot go on as asked (a
+    ValueError too, as these refusals were before they were Faults)."""
 
 
-def open_run(out: Path, resume: bool, accelerator, model, extra_models: dict | None = None) -> checkpoint.TrainerState | None:
-    """The state to resume from (weights loaded into ``model`` and ``extra_models``), or None for a new run.
+class RunLogMismatch(Fault):
+    """``--resume``: metrics.jsonl no longer holds what was logged up to the checkpoint."""
 
-    A new run refuses a folder that already holds one; ``--resume`` first repairs a checkpoint swap
-    a kill interrupted, then needs a checkpoint to be there.
-    """
-    metrics_path = out / "metrics.jsonl"
-    if not resume:
-        if metrics_path.exists() or checkpoint.latest(out) is not None:
-            raise ValueError(f"{out} already holds a run: pass --resume to continue it, or choose another --out")
-        return None
-    if accelerator.is_main_process:
-        checkpoint.recover_interrupted_swap(out)
-    accelerator.wait_for_everyone()
+
+class CheckpointFailed(Fault):
+    """A checkpoint could not be written (a full disk); the text names the one that is kept."""
+
+
+class FinalSaveFailed(Fault):
+    """The final model could not be written; the text says what of the run is kept."""
+
+
+def saved_step(out: Path) -> int | None:
+    """The step of OUT's checkpoint (None: none, or its state file cannot be read)."""
     found = checkpoint.latest(out)
     if found is None:
-        raise ValueError(f"--resume: {out} holds no checkpoint to resume from")
-    return checkpoint.load(found, model, extra_models)
+        return None
+    try:
+        return int(torch.load(found / checkpoint.STATE_FILE, weights_only=True, mmap=True)["step"])
+    except Exception:  # noqa: BLE001 - an unreadable state file counts as no step; loading it says why
+        return None
+
+
+def holds_final_model(out: Path) -> bool:
+    """Whether OUT holds a final model's weights (a finished run's, or a stopped one's best)."""
+    return any((Path(out) / name).is_file() for name in FINAL_WEIGHTS)
+
+
+def _steps_text(steps: list[int]) -> str:
+    if len(steps) == 1:
+        return f"the record of step {steps[0]}"
+    return f"the {len(steps)} records of steps {steps[0]} to {steps[-1]}"
+
+
+def reconcile_metrics(path: Path, step: int, log_every: int, logs_step_zero: bool = True) -> str | None:
+    """Make metrics.jsonl end at the checkpoint's ``step`` for a resume: records logged after it (the
+    killed run got further) and a torn last line are dropped (the warning that says so is returned);
+    a log that lost records up to ``step`` (emptied, deleted, cut short) or holds a step twice (two runs
+    wrote it) is refused, since the resumed run's log would no longer match its steps."""
+    path = Path(path)
+    raw = path.read_bytes() if path.is_file() else None
+    records = read_log(path) if raw is not None else []
+    torn = raw is not None and len([line for line in raw.split(b"\n") if line.strip()]) > len(records)
+    kept = [record for record in records if record.get("step", 0) <= step]
+    later = [record.get("step") for record in records if record.get("step", 0) > step]
+    steps = [record.get("step", 0) for record in kept]
+    last_logged = step - step % log_every  # the loop logs every log_every steps (and step 0 where it does)
+    checkpoint_text = f"the checkpoint in {path.parent / checkpoint.LATEST} is at step {step}"
+    remedy = (f"put the run's own metrics.jsonl back, or delete {path.parent / checkpoint.LATEST} and rerun with "
+              "--resume to train again from the start")
+    if steps != sorted(set(steps)):
+        raise RunLogMismatch(f"--resume: {path} holds steps out of order or twice (two runs wrote it?) up to step "
+                             f"{step}, where {checkpoint_text}: {remedy}")
+    lost = (logs_step_zero and (not steps or steps[0] != 0)) or (last_logged > 0 and (not steps or steps[-1] < last_logged))
+    if lost:
+        what = ("is missing" if raw is None else "is empty" if not records else
+                f"holds steps {steps[0]} to {steps[-1]}" if steps else f"starts at step {records[0].get('step')}")
+        raise RunLogMismatch(f"--resume: {path} {what}, but {checkpoint_text}: the metrics of the steps before it "
+                             f"are lost; {remedy}")
+    if not later and not torn:
+        return None
+    write_records(kept, path)
+    dropped = " and ".join(part for part in (_steps_text(later) if later else "", "a torn last line" if torn else "") if part)
+    return f"--resume: {path}: dropped {dropped} (logged after the checkpoint, step {step})"
+
+
+def remove_debris(out: Path) -> list[Path]:
+    """What a kill left in OUT (and OUT/best): a checkpoint's staging folder, the previous checkpoint of a
+    swap that completed, the final save's staging folder, a best state's staged copy. A swap interrupted
+    between its renames is put back first. Returns what was removed."""
+    out = Path(out)
+    if not out.is_dir():
+        return []
+    checkpoint.recover_interrupted_swap(out)
+    found = [*out.glob(f".{checkpoint.LATEST}.*"), *out.glob(".final.*"), *out.glob(".*.best"),
+             *(out / BEST).glob(".final.*")]
+    for leftover in found:
+        if leftover.is_dir():
+            shutil.rmtree(leftover, ignore_errors=True)
+        else:
+            leftover.unlink(missing_ok=True)
+    return found
 
 
 def make_accelerator(cpu: bool, mixed_precision: str | None, report_to: str, out: Path) -> tuple[Accelerator, list[str]]:
@@ -132,35 +223,121 @@ def stop_unless_finite(accelerator, finite: bool, out: Path, step: int, what: st
     """Raise NonFiniteLoss on every process when any process saw a non-finite loss at ``step``."""
     if sharding.on_every_process(accelerator, [finite])[0]:
         return
-    saved = checkpoint.latest(out)
-    where = (f"the last good checkpoint is {saved} (step {torch.load(saved / checkpoint.STATE_FILE, weights_only=True)['step']})"
-             if saved else "no checkpoint was saved yet")
+    saved, found = saved_step(out), checkpoint.latest(out)
+    where = (f"the last good checkpoint is {found} (step {saved})" if saved is not None else
+             f"the checkpoint in {found} cannot be read" if found is not None else "no checkpoint was saved yet")
     raise NonFiniteLoss(f"{what} became non-finite at step {step}; stopped before applying it; {where}. {advice}")
+
+
+def _os_reason(err: Exception, path: Path) -> str:
+    """A failed write's reason as one line about ``path``: an OSError's, or the OS error a safetensors
+    error carries (its text ends in "(os error N)"), else its own text."""
+    code = err.errno if isinstance(err, OSError) else None
+    if code is None and (found := re.search(r"os error (\d+)", str(err))):
+        code = int(found.group(1))
+    if code is None:
+        return str(err).splitlines()[0] if str(err) else type(err).__name__
+    return os_error_text(OSError(code, os.strerror(code), str(path)))
 
 
 class TrainingRun:
     """One run's folder and bookkeeping, on every process (files are written by the main one).
 
-    ``resume_state`` opens the folder (a new run refuses one that holds a run; ``--resume`` loads the
-    last checkpoint and drops the metrics logged after it), ``start`` writes run_config.json and opens
-    the metrics log and trackers, ``log`` records a logged step, ``save_checkpoint`` a resumable state,
-    ``finish`` the final model. Use it as a context manager: the log and trackers close on the way out.
+    Use it as a context manager around everything the run does in its folder: entering takes the
+    folder's lock (:mod:`dpo3d.data.run_lock`; the main process holds it, every process is refused
+    with it), leaving closes the log and trackers and gives the lock back, and an interrupt (Ctrl-C,
+    SIGTERM) leaves it as a KeyboardInterrupt that says which step is saved and how to go on.
+    ``resume_state`` opens the folder (a new run refuses one that holds a run; ``--resume`` loads
+    the last checkpoint, or starts over a run stopped before its first one), ``start`` writes
+    run_config.json and opens the metrics log and trackers, ``log`` records a logged step,
+    ``save_checkpoint`` a resumable state, ``finish`` the final model.
     """
 
-    def __init__(self, out: Path, accelerator, trackers_wanted: list[str], callbacks: LoopCallbacks):
+    def __init__(self, out: Path, accelerator, trackers_wanted: list[str], callbacks: LoopCallbacks,
+                 save_every: int = 0):
         self.out, self.accelerator, self.callbacks = Path(out), accelerator, callbacks
         self.trackers_wanted = trackers_wanted
+        self.save_every = save_every
         self.main = accelerator.is_main_process
         self.metrics_path = self.out / "metrics.jsonl"
         self.trackers: tracking.Trackers | None = None
         self.metrics: AppendLog | None = None
+        self.lock = RunLock(self.out)
+        self.final_saved = False
 
-    def resume_state(self, resume: bool, model, extra_models: dict | None = None) -> checkpoint.TrainerState | None:
-        """The checkpoint to resume from, its weights loaded into ``model`` (and ``extra_models``); None: a new run."""
-        state = open_run(self.out, resume, self.accelerator, model, extra_models)
-        if state is not None and self.main:
-            truncate_metrics(self.metrics_path, state.step)
-        return state
+    # ------------------------------------------------------------------ every process agrees
+
+    def _agree(self, error: Exception | None) -> None:
+        """Raise ``error`` (found on the main process) there, and a line naming it on every other process."""
+        if getattr(self.accelerator, "num_processes", 1) > 1:
+            from accelerate.utils import broadcast_object_list
+
+            text = broadcast_object_list([str(error) if error is not None else None], from_process=0)[0]
+            if text is not None and not self.main:
+                raise Fault(f"the main process stopped: {text}")
+        if error is not None:
+            raise error
+
+    def _on_main(self, work: Callable[[], None]) -> None:
+        """``work`` on the main process; a user-facing failure there stops every process."""
+        error = None
+        if self.main:
+            try:
+                work()
+            except (Fault, ValueError) as err:
+                error = err
+        self._agree(error)
+
+    # ------------------------------------------------------------------ the folder
+
+    def resume_state(self, resume: bool, model, extra_models: dict | None = None, log_every: int = 1,
+                     logs_step_zero: bool = True) -> checkpoint.TrainerState | None:
+        """The checkpoint to resume from, its weights loaded into ``model`` (and ``extra_models``); None: a new
+        run (or one started over). ``log_every`` and ``logs_step_zero``: when the run logs (the log is checked
+        against the checkpoint's step; run_config.json's own log_every wins)."""
+        self._on_main(lambda: self._open(resume, log_every, logs_step_zero))
+        self.accelerator.wait_for_everyone()
+        found = checkpoint.latest(self.out) if resume else None
+        return checkpoint.load(found, model, extra_models) if found is not None else None
+
+    def _open(self, resume: bool, log_every: int, logs_step_zero: bool) -> None:
+        """The main process's part of opening the folder: refusals, repairs, debris removed."""
+        out = self.out
+        if out.is_dir():
+            checkpoint.recover_interrupted_swap(out)
+        step = saved_step(out)
+        if not resume:
+            if checkpoint.latest(out) is not None:
+                raise RunFolderTaken(f"{out} already holds a run (its checkpoint is step {step}): pass --resume to "
+                                     "continue it, or choose another --out")
+            if self.metrics_path.exists():
+                what = ("a finished run (--resume has nothing to continue)" if holds_final_model(out) else
+                        "a run stopped before its first checkpoint (pass --resume to start it over)")
+                raise RunFolderTaken(f"{out} already holds {what}: choose another --out")
+        elif checkpoint.latest(out) is None:
+            if holds_final_model(out):
+                raise RunFolderTaken(f"--resume: {out} holds a finished run (its final model, no checkpoint): there "
+                                     "is nothing to continue; choose another --out to train again")
+            if self.metrics_path.exists() or (out / "run_config.json").exists():
+                logged = [record.get("step") for record in read_log(self.metrics_path)] if self.metrics_path.exists() else []
+                dropped = f" (its metrics.jsonl, {len(logged)} record(s), dropped)" if logged else ""
+                self.metrics_path.unlink(missing_ok=True)
+                shutil.rmtree(out / BEST, ignore_errors=True)  # the stopped run's best state is not this one's
+                warnings.warn(f"--resume: {out} holds a run stopped before its first checkpoint: starting it over "
+                              f"from step 0{dropped}", stacklevel=4)
+        elif step is not None:  # (an unreadable state file: loading the checkpoint says what is wrong with it)
+            said = reconcile_metrics(self.metrics_path, step, self._logged_every(log_every), logs_step_zero)
+            if said:
+                warnings.warn(said, stacklevel=4)
+        remove_debris(out)
+
+    def _logged_every(self, default: int) -> int:
+        """The run's own log_every (run_config.json), else ``default``."""
+        try:
+            recorded = json.loads((self.out / "run_config.json").read_text(encoding="utf-8")).get("log_every")
+        except (OSError, ValueError):
+            return default
+        return recorded if isinstance(recorded, int) and recorded > 0 else default
 
     def logged_records(self) -> list[dict]:
         """What the run logged so far (a resumed run's records up to its checkpoint)."""
@@ -192,33 +369,99 @@ class TrainingRun:
     def save_checkpoint(self, unwrapped, tokenizer, state: checkpoint.TrainerState, extra_models: dict | None = None,
                         state_dict: dict | None = None) -> None:
         """A resumable checkpoint of step ``state.step`` (written by the main process; every process waits)."""
+        failure = None
         if self.main:
-            path = checkpoint.save(self.out, unwrapped, tokenizer, state, extra_models, state_dict=state_dict)
-            self.callbacks.on_save(state.step, path)
+            kept = saved_step(self.out)
+            try:
+                path = checkpoint.save(self.out, unwrapped, tokenizer, state, extra_models, state_dict=state_dict)
+            except (OSError, SafetensorError) as err:  # the swap never began: the previous checkpoint is whole
+                before = (f"the checkpoint of step {kept} is kept: free space, then rerun the same command with "
+                          "--resume to continue from it" if kept is not None else
+                          "no earlier checkpoint was saved: free space, then rerun the same command with --resume "
+                          "to start over")
+                failure = CheckpointFailed(f"the checkpoint of step {state.step} could not be saved "
+                                           f"({_os_reason(err, self.out)}); {before}")
+            else:
+                self.callbacks.on_save(state.step, path)
+        self._agree(failure)
         self.accelerator.wait_for_everyone()
 
     def finish(self, unwrapped, tokenizer, step: int, state_dict: dict | None = None,
                extra_models: dict | None = None, before_cleanup: Callable[[], None] = lambda: None) -> None:
-        """The final model into OUT (``extra_models`` into OUT/<name>), then the checkpoint removed."""
+        """The final model into OUT (``extra_models`` into OUT/<name>), then the checkpoint removed. A failed
+        save (a full disk) publishes nothing, keeps the checkpoint and raises FinalSaveFailed, which says
+        what of the run is kept."""
         with stage(self.callbacks, "saving the final model"):
+            failure = None
             if self.main:
-                save_final(unwrapped, tokenizer, self.out, state_dict)
-                for name, model in (extra_models or {}).items():
-                    shutil.rmtree(self.out / name, ignore_errors=True)
-                    model.save_pretrained(self.out / name, **save_options(model))
+                try:
+                    save_final(unwrapped, tokenizer, self.out, state_dict, extra_models)
+                except (OSError, SafetensorError) as err:
+                    failure = FinalSaveFailed(self._final_save_failed(err))
+            self._agree(failure)
+            if self.main:
+                self.final_saved = True
                 before_cleanup()
                 shutil.rmtree(self.out / checkpoint.LATEST, ignore_errors=True)
                 self.callbacks.on_save(step, self.out)
         self.accelerator.wait_for_everyone()
 
+    def _final_save_failed(self, err: Exception) -> str:
+        reason = _os_reason(err, self.out)
+        step = saved_step(self.out)
+        if step is not None:
+            kept = (f"the checkpoint of step {step} is kept in {self.out / checkpoint.LATEST}: rerun the same "
+                    "command with --resume to continue from it")
+        else:
+            why = "--save-every 0" if not self.save_every else f"none was due yet: --save-every {self.save_every}"
+            kept = (f"no checkpoint was kept ({why}), so the training is lost: rerun the same command with --resume "
+                    "to train again from the start")
+        return f"the final model could not be saved ({reason}); {kept}"
+
+    # ------------------------------------------------------------------ leaving
+
+    def _interrupted(self, error: BaseException | None) -> str:
+        """What an interrupt leaves: the folder made whole (a swap put back, staging removed), and the line
+        that says which step is saved and how to go on."""
+        with contextlib.suppress(OSError):
+            remove_debris(self.out)
+        step = saved_step(self.out)
+        if self.final_saved:
+            said = f"the final model is saved in {self.out}"
+        elif step is not None:
+            said = (f"the last checkpoint is step {step} in {self.out / checkpoint.LATEST}: rerun the same command "
+                    "with --resume to continue")
+        else:
+            why = "--save-every 0" if not self.save_every else f"the first comes at step {self.save_every}"
+            said = f"no checkpoint was saved yet ({why}): rerun the same command with --resume to start over"
+        own = str(error) if error is not None else ""
+        return f"{own}: {said}" if own else said
+
     def close(self) -> None:
         if self.metrics is not None:
             self.metrics.close()
+            self.metrics = None
         if self.trackers is not None:
             self.trackers.end()
+            self.trackers = None
 
     def __enter__(self) -> TrainingRun:
+        refused = None
+        if self.main:
+            try:
+                self.lock.acquire()
+            except FolderInUse as err:
+                refused = err
+        self._agree(refused)
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, kind, error, traceback) -> None:
+        message = None
+        try:
+            self.close()
+            if kind is not None and issubclass(kind, KeyboardInterrupt) and self.main:
+                message = self._interrupted(error)
+        finally:
+            self.lock.release()
+        if message is not None:
+            raise KeyboardInterrupt(message) from None
