@@ -8,22 +8,17 @@ import json
 
 import pyarrow.parquet as pq
 import pytest
-import typer
 from typer.testing import CliRunner
 
 from dpo3d.data.records import RecordError, Row
 from dpo3d.judges.base import Judge, ScoreTally, size_hint
 from dpo3d.judges.math_judge import MathJudge, MathJudgeConfig
 from dpo3d.judges.rules import poem_judge, slogan_judge
-from dpo3d_cli import build_pairs, eval_math, eval_poem, judge
+from dpo3d_cli import judge
+from dpo3d_cli.app import app
 
 from .test_cli_eval import MATH as ANSWERS  # base: 2 of 3 right; dpo: 1 of 3 right
 
-app = typer.Typer(pretty_exceptions_enable=False)
-app.add_typer(judge.app, name="judge")
-app.command("build-pairs")(build_pairs.command)
-app.command("eval-math")(eval_math.command)
-app.command("eval-poem")(eval_poem.command)
 runner = CliRunner()
 
 SHAPES = ("parquet", "folder")
