@@ -22,9 +22,10 @@ from rich.progress import (
 )
 from rich.text import Text
 
+from dpo3d.data import run_lock
 from dpo3d.models.lora import LoRAConfig
 from dpo3d.training import precision
-from dpo3d.training.config import LoopConfig
+from dpo3d.training.config import LoopConfig, is_main_process
 from dpo3d.training.run_folder import LoopCallbacks, NonFiniteLoss
 
 from . import options
@@ -54,8 +55,11 @@ def loop_config(params: Mapping[str, Any], invocation: dict | None = None, group
     """The shared loop's config from a command's parsed options (``ctx.params``): every LoopConfig
     option it offers (``group``'s); ``--device`` becomes ``cpu``."""
     values = {**group.values(params), **overrides}
-    return LoopConfig(out=params["out"], **values, cpu=precision.training_device(params.get("device", "auto")),
-                      invocation=invocation)
+    config = LoopConfig(out=params["out"], **values, cpu=precision.training_device(params.get("device", "auto")),
+                        invocation=invocation)
+    if is_main_process():  # another live run on --out: refused before the model loads (the run locks it later)
+        run_lock.check_free(config.out)
+    return config
 
 
 @contextlib.contextmanager

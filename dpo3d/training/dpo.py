@@ -24,7 +24,7 @@ from ..watch.guard import KEEP_BEST_HELP, GuardSettings, guard_help
 from ..watch.probe_responses import ProbeResponseConfig, probe_responses
 from ..watch.probes import baseline_of, probe_indices, probe_prompts
 from ..watch.run import RunWatch
-from . import precision, ref_sync
+from . import checkpoint, precision, ref_sync
 from . import reference as ref_cache
 from .config import LoopConfig, is_main_process
 from .dpo_task import DPOSettings, DPOTask
@@ -190,7 +190,7 @@ def train_dpo(config: DPORunConfig, callbacks: LoopCallbacks | None = None, on_s
     policy = lora.for_training(policy, config.lora, config.model, seed=config.loop.seed)
     on_status(lora.trainable_summary(policy).message())
     baseline = None
-    if config.loop.resume:
+    if config.loop.resume and checkpoint.latest(config.loop.out) is not None:  # a --resume that starts over measures its own
         first = next((r for r in read_log(Path(config.loop.out) / "metrics.jsonl") if r.get("step") == 0), None)
         baseline = baseline_of(first or {}) or None
     settings = DPOSettings(
