@@ -420,7 +420,7 @@ def test_a_lone_surrogate_is_refused_naming_the_file_line_and_field(tmp_path):
 def test_a_lone_surrogate_inside_chat_messages_is_refused(tmp_path):
     path = tmp_path / "s.jsonl"
     path.write_text('{"id": "1", "prompt": [{"role": "user", "content": "hi \\uDC00"}], "completion": "c"}\n')
-    with pytest.raises(RecordError, match=r"s\.jsonl:1: .*surrogate.*prompt"):
+    with pytest.raises(RecordError, match=r"s\.jsonl:1: field 'prompt' .*surrogate"):
         inputs.read(str(path))
 
 
