@@ -405,7 +405,7 @@ def test_a_command_given_json_nested_100000_deep_says_one_line(tmp_path):
     assert not (tmp_path / "out.jsonl").exists()
 
 
-# --------------------------------------------------------------------------- lone surrogates (4 cases)
+# --------------------------------------------------------------------------- lone surrogates (5 cases)
 
 
 def test_a_lone_surrogate_is_refused_naming_the_file_line_and_field(tmp_path):
@@ -429,6 +429,19 @@ def test_a_surrogate_pair_is_a_character_and_is_read(tmp_path):
     path.write_text('{"id": "1", "prompt": "p", "completion": "smile \\ud83d\\ude00 and a backslash \\\\ud800"}\n')
     ((_, record),) = list(iter_records(path))
     assert record["completion"] == "smile \U0001f600 and a backslash \\ud800"
+
+
+def test_a_lone_surrogate_in_a_json_file_is_refused_naming_the_line(tmp_path):
+    # the .json reader (pyarrow's) silently turned it into other text before
+    path = tmp_path / "s.json"
+    path.write_text('[\n{"id": "1", "prompt": "p", "completion": "a pair \\ud83d\\ude00, a backslash \\\\ud800"},\n'
+                    '{"id": "2", "prompt": "p", "completion": "bad \\udc00"}\n]\n')
+    with pytest.raises(RecordError) as caught:
+        inputs.read(str(path))
+    assert f"{path}:3" in str(caught.value) and "surrogate" in str(caught.value) and one_line(caught.value)
+    path.write_text('[{"id": "1", "prompt": "p", "completion": "a pair \\ud83d\\ude00, a backslash \\\\ud800"}]')
+    (record,) = inputs.read(str(path))
+    assert record["completion"] == "a pair \U0001f600, a backslash \\ud800"
 
 
 def test_a_command_given_a_lone_surrogate_names_the_file_and_line(tmp_path):
