@@ -89,7 +89,7 @@ def bounded_ids(tokenizer, text: str, keep: int | None, from_end: bool = False, 
         return _ids(tokenizer, text, special)
 
     def kept(ids: list[int]) -> list[int]:
-        return ids[-keep:] if from_end else ids[:keep]
+        return ids[max(0, len(ids) - keep) :] if from_end else ids[:keep]
 
     def stretch(chars: int) -> list[int]:
         return _ids(tokenizer, text[-chars:] if from_end else text[:chars], special)

@@ -84,10 +84,11 @@ class LLMJudgeConfig:
     timeout_s: float = 60.0  # per request
     max_wait_s: float = option(
         MAX_WAIT_S, "The longest wait before a retry, in seconds: a server's Retry-After (seconds or an HTTP date, "
-        "sent with 429 and 503) is honoured up to this, and the exponential back-off grows no further.", min=0.0)
+        "sent with 429 and 503) is honoured up to this, and the exponential back-off grows no further.",
+        flags=("--max-wait",), min=0.0)
     cache_wait_s: float = option(
         CACHE_WAIT_S, "Seconds to wait for the reply cache while another process holds its lock; then the run "
-        "stops with one line naming the file.", min=0.0)
+        "stops with one line naming the file.", flags=("--cache-wait",), min=0.0)
     cache_path: str | os.PathLike | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)  # more request fields (e.g. seed)
 
