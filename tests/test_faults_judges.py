@@ -453,7 +453,7 @@ def test_a_command_given_a_lone_surrogate_names_the_file_and_line(tmp_path):
     assert result.exit_code == 2 and f"{path}:1" in result.output and "surrogate" in result.output, result.output
 
 
-# --------------------------------------------------------------------------- a 10 MB response (4 cases)
+# --------------------------------------------------------------------------- a 10 MB response (11 cases)
 
 
 RSS_SCRIPT = """
