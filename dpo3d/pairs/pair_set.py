@@ -18,8 +18,9 @@ from dpo3d.pairs.unpaired import rejected_prompt, unpaired_as_pairs
 
 #: the help of the option that keeps such pairs, one text for every config that offers it
 KEEP_IDENTICAL_HELP = (
-    "Keep pairs whose chosen and rejected are identical (same prompt, same response): DPO's loss is ln 2 on them and "
-    "their gradient zero, so by default they are counted, warned about once and dropped.")
+    "Keep pairs whose chosen and rejected are identical (same prompt, same response): a preference loss (DPO's, a "
+    "reward model's) is ln 2 on them and their gradient zero, so by default they are counted, warned about once and "
+    "dropped.")
 
 
 @dataclass
@@ -70,7 +71,7 @@ def drop_identical(records: list[dict], source: str, keep: bool = False) -> tupl
     if dropped:
         first = next(record for record in records if is_identical(record))
         warnings.warn(f"{source}: dropped {dropped} of {len(records)} pairs whose chosen and rejected are identical "
-                      f"(the first: '{first['id']}'): DPO's loss is ln 2 on them and their gradient zero "
+                      f"(the first: '{first['id']}'): a preference loss is ln 2 on them and their gradient zero "
                       "(--keep-identical keeps them)", stacklevel=3)
     return kept, dropped
 
