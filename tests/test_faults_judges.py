@@ -709,15 +709,17 @@ def test_train_dpo_in_such_a_launch_writes_nothing(tmp_path, monkeypatch, alone,
 
 
 LAUNCHED_SCRIPT = """
+import os
 from accelerate import Accelerator
 from dpo3d.training import sharding
 accelerator = Accelerator()
 try:
     sharding.check_launch(accelerator)
+    outcome = "went on"
 except ValueError as err:
-    print(f"rank {accelerator.process_index}/{accelerator.num_processes} refused: {err}", flush=True)
-else:
-    print(f"rank {accelerator.process_index}/{accelerator.num_processes} went on", flush=True)
+    outcome = f"refused: {err}"
+# one write of less than a pipe's atomic size: the two processes' lines never interleave
+os.write(1, f"rank {os.environ['RANK']} ({accelerator.num_processes} process) {outcome}\\n".encode())
 """
 
 
@@ -736,7 +738,8 @@ def test_the_ddp_config_launched_on_a_machine_without_gpus_is_refused_on_both_pr
     )
     assert result.returncode == 0, result.stderr[-3000:]
     lines = sorted(line for line in result.stdout.splitlines() if line.startswith("rank "))
-    assert len(lines) == 2 and all("refused" in line and "--device cpu" in line for line in lines), result.stdout
+    assert [line.split(" (")[0] for line in lines] == ["rank 0", "rank 1"], result.stdout
+    assert all("refused" in line and "--device cpu" in line for line in lines), result.stdout
 
 
 # --------------------------------------------------------------------------- compare -o (4 cases)
