@@ -7,10 +7,29 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
+from dpo3d.data.faults import OutputUnusable, check_output_file
 from dpo3d.training.compare import load_curve, plot_curves, steadiness
 
 from .common import console
 from .config_file import CONFIG
+
+#: the figure's name in a folder given as --out
+FIGURE_NAME = "compare.png"
+
+
+def figure_path(out: Path) -> Path:
+    """Where the figure is written: into a folder given as ``--out`` (as compare.png), a path without a suffix
+    as PNG with ``.png`` added (as matplotlib would), else as given in the format its suffix names. Refuses,
+    before any run is read, a suffix matplotlib cannot write and a path that cannot be written."""
+    target = out / FIGURE_NAME if out.is_dir() else out if out.suffix else out.with_name(out.name + ".png")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    formats = FigureCanvasAgg.get_supported_filetypes()
+    if target.suffix[1:].lower() not in formats:
+        raise OutputUnusable(f"--out {out}: matplotlib cannot write '{target.suffix}' figures; give a path ending in "
+                             f"{', '.join('.' + name for name in sorted(formats))}")
+    check_output_file(target, "--out")
+    return target
 
 
 def command(
@@ -18,7 +37,9 @@ def command(
     runs: list[Path] = typer.Argument(..., help="Run folders of train-dpo / train-rm / sft (each holds metrics.jsonl)."),
     metric: str = typer.Option("eval_accuracy", "--metric", help="The metrics.jsonl field to compare."),
     label: list[str] = typer.Option(None, "--label", help="A label per run, in order (default: the folder names)."),
-    out: Path = typer.Option(Path("compare.png"), "--out", "-o", help="The figure (PNG)."),
+    out: Path = typer.Option(
+        Path(FIGURE_NAME), "--out", "-o",
+        help=f"The figure: PNG, or the format its suffix names (.pdf, .svg, ...); a folder: {FIGURE_NAME} in it."),
 ) -> None:
     """Overlay a metric of several runs over their share of training, and tabulate how steady each is.
 
@@ -30,6 +51,7 @@ def command(
 
     Example: `dpo3d compare runs/rm runs/dpo --label RM --label DPO -o fig4.png`
     """
+    target = figure_path(out)
     labels = list(label or [])
     if labels and len(labels) != len(runs):
         raise ValueError(f"--label given {len(labels)} times for {len(runs)} runs")
@@ -41,4 +63,4 @@ def command(
         s = steadiness(curve.values)
         table.add_row(curve.label, curve.task, str(s["points"]), *(f"{s[k]:.3f}" for k in ("start", "final", "min", "max", "change", "against_share")))
     console.print(table)
-    console.print(f"figure → {plot_curves(curves, metric, out)}")
+    console.print(f"figure → {plot_curves(curves, metric, target)}", soft_wrap=True)

@@ -471,10 +471,12 @@ def test_connection_refused_is_reported_not_raised():
 
 
 def command_app() -> typer.Typer:
+    """`judge llm` alone, behind the command layer's one error boundary as in the real app."""
+    from dpo3d_cli.common import user_errors
     from dpo3d_cli.judge_llm import llm_command
 
     app = typer.Typer()
-    app.command()(llm_command)
+    app.command()(user_errors(llm_command))
     return app
 
 
@@ -515,8 +517,9 @@ def test_command_judges_a_file_with_the_cache(tmp_path, monkeypatch):
         result.output.split()
     )
     rerun = CliRunner().invoke(command_app(), args)
-    assert rerun.exit_code == 0 and clients[-1].calls == []
-    assert "0 requests, 2 from cache" in " ".join(rerun.output.split())
+    # the scored reply comes from the cache; the one without a score was not cached and is asked again
+    assert rerun.exit_code == 0 and len(clients[-1].calls) == 1 and "3*3" in clients[-1].calls[0]["messages"][0]["content"]
+    assert "1 requests, 1 from cache" in " ".join(rerun.output.split())
 
 
 def test_command_reads_a_parquet_file_with_mapped_columns_and_writes_parquet(tmp_path, monkeypatch):

@@ -22,6 +22,7 @@ No torch here.
 from __future__ import annotations
 
 import itertools
+import mmap
 import os
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -162,6 +163,7 @@ def _file(path: Path, mapping: dict) -> Source:
         _refuse_binary(path, name)
         return Source(name, path.stem, "jsonl", lambda: _jsonl_rows(path), columns=mapping)
     if kind == "json":
+        _refuse_lone_surrogates(path, name)
         return _dataset_source(lambda: _load_json(path, name), name, path.stem, mapping)
     return _table_source(lambda: _read_table(path, kind, name), name, path.stem, mapping)
 
@@ -174,6 +176,29 @@ def _refuse_binary(path: Path, name: str) -> None:
         what = "a binary file"
     if what is not None:
         raise RecordError(name, None, f"this is {what}, not JSONL text ({ACCEPTED}; name a table by its suffix)")
+
+
+#: a JSON escape of a lone UTF-16 surrogate: a high one not followed by a low one, a low one not after a high one
+_LONE_SURROGATE_ESCAPE = re.compile(
+    rb"\\u[dD](?:[89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F][0-9a-fA-F]{2})"
+    rb"|[c-fC-F][0-9a-fA-F]{2}(?<!\\u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}))")
+
+
+def _refuse_lone_surrogates(path: Path, name: str) -> None:
+    """A ``.json`` file's reader turns a lone surrogate escape into other text without a word: refuse the
+    file instead, naming the line (a surrogate pair is one character and passes). JSONL lines are checked
+    as they are parsed (:mod:`dpo3d.data.records`)."""
+    if path.stat().st_size == 0:
+        return
+    with open(path, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        for found in _LONE_SURROGATE_ESCAPE.finditer(data):
+            start = found.start()
+            before = data[max(0, start - 64) : start]
+            if (len(before) - len(before.rstrip(b"\\"))) % 2:  # an escaped backslash, then "uD800": text, not an escape
+                continue
+            line = data[:start].count(b"\n") + 1
+            raise RecordError(name, line, f"a lone surrogate ({found.group().decode()}, a \\uD800-\\uDFFF escape without "
+                                          "its pair) is not Unicode text: fix or drop the escape")
 
 
 def _jsonl_rows(path) -> Iterator[tuple[int, dict]]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping
@@ -27,7 +28,24 @@ from .faults import remove_stale_temps, temp_prefix
 STDIO = "-"
 
 
+#: the deepest nesting of arrays and objects a record may have (a chat record needs 3); deeper input is refused
+#: with its file and line, before Python's recursion limit (json's decoder, json.dumps, any walk) is reached
+MAX_NESTING = 100
+
+#: a JSON escape of a UTF-16 surrogate: the only way a record's text can hold one
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 class _NonFiniteNumber(ValueError):
+    pass
+
+
+class _TooDeep(ValueError):
+    pass
+
+
+class _LoneSurrogate(ValueError):
     pass
 
 
@@ -36,8 +54,51 @@ def _refuse_constant(token: str):
     raise _NonFiniteNumber(token)
 
 
+def _too_deep(value: Any) -> bool:
+    """Whether arrays and objects nest deeper than MAX_NESTING in ``value`` (walked without recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
+        for child in children:
+            if isinstance(child, (dict, list)):
+                if depth + 1 > MAX_NESTING:
+                    return True
+                stack.append((child, depth + 1))
+    return False
+
+
+def _surrogate_field(value: Any) -> str | None:
+    """The top-level field whose text holds a lone surrogate (a surrogate pair decodes to one character)."""
+    for field, item in (value.items() if isinstance(value, dict) else [("", value)]):
+        stack = [item]
+        while stack:
+            part = stack.pop()
+            if isinstance(part, str):
+                if _SURROGATE.search(part):
+                    return field
+            elif isinstance(part, dict):
+                stack.extend(part.keys())
+                stack.extend(part.values())
+            elif isinstance(part, list):
+                stack.extend(part)
+        if isinstance(field, str) and _SURROGATE.search(field):
+            return field.encode("utf-8", "backslashreplace").decode()
+    return None
+
+
 def _strict_loads(text: str):
-    return json.loads(text, parse_constant=_refuse_constant)
+    """json.loads refusing NaN/Infinity, nesting deeper than MAX_NESTING and lone surrogates (ValueErrors
+    that name the problem). The checks past parsing run only where the line's text says they may find one."""
+    try:
+        value = json.loads(text, parse_constant=_refuse_constant)
+    except RecursionError:
+        raise _TooDeep(f"nested deeper than {MAX_NESTING} levels of arrays and objects") from None
+    if text.count("[") + text.count("{") > MAX_NESTING and _too_deep(value):
+        raise _TooDeep(f"nested deeper than {MAX_NESTING} levels of arrays and objects")
+    if _SURROGATE_ESCAPE.search(text) and (field := _surrogate_field(value)) is not None:
+        raise _LoneSurrogate(field)
+    return value
 
 
 def _publish(tmp_name: str, target: Path) -> None:
@@ -112,6 +173,12 @@ def _line_problem(err: jsonlines.InvalidLineError) -> str:
         return f"not valid UTF-8 (byte {cause.start})"
     if isinstance(cause, _NonFiniteNumber):
         return f"{cause} is not valid JSON (write null for a missing number)"
+    if isinstance(cause, _TooDeep):
+        return f"{cause}: not a record (a record's fields nest a few levels)"
+    if isinstance(cause, _LoneSurrogate):
+        where = f"field '{cause}'" if str(cause) else "the line"
+        return (f"{where} holds a lone surrogate (a \\uD800-\\uDFFF escape without its pair), which is not Unicode "
+                "text: fix or drop the escape")
     if isinstance(cause, json.JSONDecodeError):
         return f"malformed JSON: {cause.msg} (column {cause.colno})"
     if "null" in str(err):

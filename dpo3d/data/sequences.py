@@ -10,6 +10,16 @@
 
 Prompt and response are tokenised separately and concatenated, so the response
 tokens are exactly the ones scored.
+
+With a ``max_length``, a text is tokenised only as far as the tokens kept need: the
+response from its start, the prompt from its end. A stretch of the text is tokenised,
+and taken when it yields ``max_length`` tokens and :data:`MARGIN_TOKENS` more and a
+stretch one character longer gives the same tokens to keep (the cut does not reach
+them); else the stretch doubles, up to the whole text. A 10 MB response then costs a
+few kB of tokenising, not ~1.5 GB of the tokenizer's memory, and what is kept is what
+the whole text gives: a text that fits in the first stretch is tokenised whole, and a
+text whose kept tokens depend on where it is cut (a prompt ending in a run of one
+character thousands long, which BPE splits from the run's start) is tokenised whole too.
 """
 
 from __future__ import annotations
@@ -61,17 +71,52 @@ def render_response(tokenizer, prompt: Any, response: Any) -> str:
     return response + (tokenizer.eos_token or "")
 
 
-def encode_prompt(tokenizer, prompt: Any) -> list[int]:
+#: tokens tokenised past the last one a stretch keeps: its cut's own tokens may differ from the whole text's
+MARGIN_TOKENS = 64
+#: the first stretch of text tried per token needed (English averages about 4 characters a token)
+_FIRST_CHARS_PER_TOKEN = 8
+
+
+def _ids(tokenizer, text: str, special: bool) -> list[int]:
+    return tokenizer(text, add_special_tokens=special)["input_ids"]
+
+
+def bounded_ids(tokenizer, text: str, keep: int | None, from_end: bool = False, special: bool = False) -> list[int]:
+    """The first ``keep`` token ids of ``text`` (``from_end``: its last ``keep``) as tokenising the whole
+    text gives them, or all of them when there are fewer; without ``keep``, all of them. ``special``: with
+    the tokenizer's special tokens (e.g. BOS) added, as it adds them to the whole text."""
+    if keep is None:
+        return _ids(tokenizer, text, special)
+
+    def kept(ids: list[int]) -> list[int]:
+        return ids[max(0, len(ids) - keep) :] if from_end else ids[:keep]
+
+    def stretch(chars: int) -> list[int]:
+        return _ids(tokenizer, text[-chars:] if from_end else text[:chars], special)
+
+    chars = (keep + MARGIN_TOKENS) * _FIRST_CHARS_PER_TOKEN
+    while chars + 1 < len(text):
+        ids = stretch(chars)
+        if len(ids) >= keep + MARGIN_TOKENS and kept(ids) == kept(stretch(chars + 1)):
+            return kept(ids)
+        chars *= 2
+    return kept(_ids(tokenizer, text, special))
+
+
+def encode_prompt(tokenizer, prompt: Any, keep_last: int | None = None) -> list[int]:
+    """The prompt's token ids; with ``keep_last``, only its last ``keep_last`` (a long prompt is then
+    tokenised only as far as they need)."""
     text = render_prompt(tokenizer, prompt)
     # a chat template writes its own special tokens; a plain prompt gets the tokenizer's (e.g. BOS)
-    return tokenizer(text, add_special_tokens=not is_messages(prompt))["input_ids"]
+    return bounded_ids(tokenizer, text, keep_last, from_end=True, special=not is_messages(prompt))
 
 
 def encode_pair(tokenizer, prompt: Any, response: Any, max_length: int | None = None) -> EncodedPair:
     """Token ids of prompt and response; over ``max_length`` the response keeps its start and the
     prompt its end (the response keeps at least half the budget)."""
-    prompt_ids = encode_prompt(tokenizer, prompt)
-    response_ids = tokenizer(render_response(tokenizer, prompt, response), add_special_tokens=False)["input_ids"]
+    # neither side keeps more than max_length tokens: tokenise each only as far as that needs
+    prompt_ids = encode_prompt(tokenizer, prompt, max_length)
+    response_ids = bounded_ids(tokenizer, render_response(tokenizer, prompt, response), max_length)
     if max_length is not None and len(prompt_ids) + len(response_ids) > max_length:
         response_budget = max(max_length - len(prompt_ids), min(len(response_ids), max_length // 2))
         response_ids = response_ids[:response_budget]

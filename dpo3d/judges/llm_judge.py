@@ -6,10 +6,15 @@ turn of a chat prompt) and answer (its completion, or the assistant turns) are p
 into a rubric prompt; the judge's reply is parsed for a score 1-5 (both in :mod:`.rubric`).
 
 Requests run on a thread pool (``concurrency`` at a time), transient failures
-(connection, timeout, 429, 5xx) are retried with exponential back-off and jitter,
-and replies are kept in a disk cache keyed by everything that decides them, so a
-rerun with the same inputs sends no request at all. The API key is read from an
-environment variable and is never written to records, the cache or error messages.
+(connection, timeout, 429, 5xx) are retried with exponential back-off and jitter; a server's
+``Retry-After`` (seconds or an HTTP date) is honoured, every wait capped at ``max_wait_s``
+(60 s by default). Replies that carry a score are kept in a disk cache keyed by everything
+that decides them, so a rerun with the same inputs sends no request for them; a reply without
+a score is never cached, so a rerun asks again. A cache file found corrupt is started afresh
+(one warning); one locked by another process is waited for ``cache_wait_s`` (30 s by default),
+then the run stops with one line naming the file. The API key is read from an environment
+variable and is never written anywhere: where a reply or an error quotes it, it is replaced by
+``***`` before the record, the cache or a message sees it.
 
 Each record comes back with ``score`` (float 1.0-5.0, or None when the reply did
 not parse or the call failed), ``judge`` (``"llm:<model>"``) and ``verdict``
@@ -19,6 +24,8 @@ something did. Records stream through a window of ``2 * concurrency`` requests.
 
 from __future__ import annotations
 
+import datetime
+import email.utils
 import hashlib
 import json
 import os
@@ -26,6 +33,7 @@ import random
 import sqlite3
 import threading
 import time
+import warnings
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -33,7 +41,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dpo3d.config.fields import option
 from dpo3d.data.cache import cache_dir
+from dpo3d.data.faults import Fault
 from dpo3d.data.formats import as_completion
 
 from . import judge_failed
@@ -45,8 +55,10 @@ NAME = "llm"
 #: used when the key's environment variable is unset: local servers accept anything
 DUMMY_KEY = "EMPTY"
 
-#: the longest wait between two tries, whatever the back-off says
-MAX_BACKOFF_S = 60.0
+#: the longest wait between two tries by default, whatever the back-off or the server's Retry-After says
+MAX_WAIT_S = 60.0
+#: how long to wait by default for the reply cache while another process holds its lock
+CACHE_WAIT_S = 30.0
 
 # --------------------------------------------------------------------------- configuration and cache
 
@@ -70,6 +82,13 @@ class LLMJudgeConfig:
     max_retries: int = 4  # tries after the first, for transient errors only
     backoff_s: float = 1.0  # first wait; doubles each retry, with jitter
     timeout_s: float = 60.0  # per request
+    max_wait_s: float = option(
+        MAX_WAIT_S, "The longest wait before a retry, in seconds: a server's Retry-After (seconds or an HTTP date, "
+        "sent with 429 and 503) is honoured up to this, and the exponential back-off grows no further.",
+        flags=("--max-wait",), min=0.0)
+    cache_wait_s: float = option(
+        CACHE_WAIT_S, "Seconds to wait for the reply cache while another process holds its lock; then the run "
+        "stops with one line naming the file.", flags=("--cache-wait",), min=0.0)
     cache_path: str | os.PathLike | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)  # more request fields (e.g. seed)
 
@@ -89,6 +108,10 @@ class LLMJudgeConfig:
             raise ValueError(f"the back-off must be 0 s or more, got {self.backoff_s}")
         if self.timeout_s <= 0:
             raise ValueError(f"--timeout must be positive, got {self.timeout_s}")
+        if self.max_wait_s < 0:
+            raise ValueError(f"the longest wait before a retry (max_wait_s) must be 0 s or more, got {self.max_wait_s}")
+        if self.cache_wait_s < 0:
+            raise ValueError(f"the wait for a locked cache (cache_wait_s) must be 0 s or more, got {self.cache_wait_s}")
 
     @property
     def name(self) -> str:
@@ -121,29 +144,98 @@ class LLMJudgeConfig:
         return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
-class ReplyCache:
-    """Judge replies by request hash, in one SQLite file; safe to share between threads."""
+def _sqlite_trouble(err: sqlite3.Error) -> str:
+    """``corrupt`` (not a database, a malformed image), ``locked`` (busy past the wait) or ``other``."""
+    name = getattr(err, "sqlite_errorname", "") or ""  # Python 3.11+
+    text = str(err).lower()
+    if name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")) or "not a database" in text or "malformed" in text:
+        return "corrupt"
+    if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or "locked" in text:
+        return "locked"
+    return "other"
 
-    def __init__(self, path: str | os.PathLike):
+
+class ReplyCache:
+    """Judge replies by request hash, in one SQLite file; safe to share between threads.
+
+    A file that is not a database, or a damaged one, is removed and started afresh with one warning (it is
+    a cache: its replies are asked again). A file another process holds locked is waited for ``wait_s``
+    seconds (SQLite's busy timeout); after that, and on anything else SQLite refuses (a folder in the
+    file's place, a read-only file), a :class:`~dpo3d.data.faults.Fault` names the file and what to do.
+    """
+
+    def __init__(self, path: str | os.PathLike, wait_s: float = CACHE_WAIT_S):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.wait_s = wait_s
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=30)
-        with self._lock, self._db:
-            self._db.execute("CREATE TABLE IF NOT EXISTS replies (key TEXT PRIMARY KEY, reply TEXT NOT NULL)")
+        self._db: sqlite3.Connection | None = None
+        self._rebuilt = False
+        self._failed: Fault | None = None
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._use(lambda db: None)
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, check_same_thread=False, timeout=self.wait_s)
+        try:
+            with db:
+                db.execute("CREATE TABLE IF NOT EXISTS replies (key TEXT PRIMARY KEY, reply TEXT NOT NULL)")
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def _use(self, action: Callable[[sqlite3.Connection], Any]) -> Any:
+        """``action(db)`` under the lock; a corrupt file is rebuilt once and the action tried again."""
+        with self._lock:
+            if self._failed is not None:  # the cache failed for another thread already: fail alike, at once
+                raise self._failed
+            while True:
+                try:
+                    if self._db is None:
+                        self._db = self._connect()
+                    return action(self._db)
+                except sqlite3.Error as err:
+                    trouble = _sqlite_trouble(err)
+                    if trouble == "corrupt" and not self._rebuilt:
+                        self._rebuild(err)
+                        continue
+                    self._failed = self._fault(trouble, err)
+                    raise self._failed from None
+
+    def _fault(self, trouble: str, err: sqlite3.Error) -> Fault:
+        if trouble == "locked":
+            return Fault(f"{self.path}: the judge's reply cache is locked by another process (waited {self.wait_s:g} s); "
+                         "let that run finish, or give this one a cache of its own (--cache FILE) or none (--no-cache)")
+        what = "is damaged past repair" if trouble == "corrupt" else "cannot be used"
+        return Fault(f"{self.path}: the judge's reply cache {what} ({err}); give --cache a file you can write, "
+                     "or run with --no-cache")
+
+    def _rebuild(self, err: sqlite3.Error) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+        for leftover in (self.path, *(self.path.with_name(self.path.name + end) for end in ("-journal", "-wal", "-shm"))):
+            leftover.unlink(missing_ok=True)
+        self._rebuilt = True
+        warnings.warn(f"{self.path}: the judge's reply cache was unreadable ({err}); started it afresh (its replies "
+                      "will be asked again)", stacklevel=4)
 
     def get(self, key: str) -> str | None:
-        with self._lock:
-            row = self._db.execute("SELECT reply FROM replies WHERE key = ?", (key,)).fetchone()
+        row = self._use(lambda db: db.execute("SELECT reply FROM replies WHERE key = ?", (key,)).fetchone())
         return row[0] if row else None
 
     def put(self, key: str, reply: str) -> None:
-        with self._lock, self._db:
-            self._db.execute("INSERT OR REPLACE INTO replies (key, reply) VALUES (?, ?)", (key, reply))
+        def insert(db: sqlite3.Connection) -> None:
+            with db:
+                db.execute("INSERT OR REPLACE INTO replies (key, reply) VALUES (?, ?)", (key, reply))
+
+        self._use(insert)
 
     def close(self) -> None:
         with self._lock:
-            self._db.close()
+            if self._db is not None:
+                self._db.close()
+                self._db = None
 
 
 # --------------------------------------------------------------------------- errors
@@ -160,26 +252,45 @@ def is_transient(err: BaseException) -> bool:
     return False
 
 
-def _retry_after(err: BaseException) -> float | None:
-    """The server's Retry-After, in seconds, when it sent a plain number."""
-    response = getattr(err, "response", None)
-    headers = getattr(response, "headers", None)
+def retry_after(err: BaseException, now: float | None = None) -> float | None:
+    """The wait in seconds a server asked for with an error: its ``Retry-After`` header, in seconds or as an
+    HTTP date (a date in the past is 0), or OpenAI's ``retry-after-ms``; None when it sent neither or garbled it."""
+    headers = getattr(getattr(err, "response", None), "headers", None)
     if headers is None:
         return None
     try:
-        value = float(headers.get("retry-after", ""))
-    except (TypeError, ValueError):
+        millis = headers.get("retry-after-ms")
+        if millis is not None:
+            value = float(millis) / 1000
+            return value if value >= 0 else None
+        text = (headers.get("retry-after") or "").strip()
+        if not text:
+            return None
+        if text.replace(".", "", 1).isdigit():
+            return float(text)
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
-    return value if 0 <= value <= MAX_BACKOFF_S else None
+    if when.tzinfo is None:  # "-0000": UTC, as HTTP dates are
+        when = when.replace(tzinfo=datetime.timezone.utc)
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def usable_secret(secret: str | None) -> bool:
+    """Whether ``secret`` is a key worth hiding (not unset, not the placeholder, not a few characters)."""
+    return bool(secret) and len(secret) >= 4 and secret != DUMMY_KEY
+
+
+def redact(text: str, secret: str | None) -> str:
+    """``text`` with every occurrence of the API key replaced by ``***``."""
+    return text.replace(secret, "***") if usable_secret(secret) and secret in text else text
 
 
 def short_error(err: BaseException, secret: str | None = None, limit: int = 300) -> str:
     """One line naming the failure, with the API key (if it shows up at all) blanked out."""
     status = getattr(err, "status_code", None)
     head = type(err).__name__ + (f" ({status})" if status is not None else "")
-    message = " ".join(str(err).split())
-    if secret and len(secret) >= 4 and secret != DUMMY_KEY:
-        message = message.replace(secret, "***")
+    message = redact(" ".join(str(err).split()), secret)
     text = f"{head}: {message}" if message else head
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
@@ -200,7 +311,7 @@ class LLMJudge(Judge):
         self._client = client
         self._client_lock = threading.Lock()
         self._sleep = sleep
-        self.cache = ReplyCache(config.cache_path) if config.cache_path is not None else None
+        self.cache = ReplyCache(config.cache_path, config.cache_wait_s) if config.cache_path is not None else None
         #: how many requests were sent (retries included) and answered from the cache, last judge() call
         self.requests = 0
         self.cache_hits = 0
@@ -235,11 +346,12 @@ class LLMJudge(Judge):
             self.cache.close()
 
     def _backoff(self, attempt: int, err: BaseException) -> float:
+        """The back-off with jitter, or longer when the server asked for longer; never over ``max_wait_s``."""
         delay = self.config.backoff_s * (2**attempt) * random.uniform(0.5, 1.5)
-        server = _retry_after(err)
+        server = retry_after(err)
         if server is not None:
             delay = max(delay, server)
-        return min(delay, MAX_BACKOFF_S)
+        return min(delay, self.config.max_wait_s)
 
     def _ask(self, messages: list[dict]) -> str:
         """The reply text for one request, retrying transient errors; raises the last error."""
@@ -272,18 +384,22 @@ class LLMJudge(Judge):
             verdict["error"] = str(err)
             return out
         key = self.config.cache_key(messages)
+        secret = self.config.api_key()
         reply = self.cache.get(key) if self.cache is not None else None
+        if reply is not None and parse_score(reply) is None:
+            reply = None  # an unscored reply an earlier version cached: ask again
         if reply is not None:
             with self._count_lock:
                 self.cache_hits += 1
+            reply = redact(reply, secret)
         else:
             try:
-                reply = self._ask(messages)
+                reply = redact(self._ask(messages), secret)
             except Exception as err:
-                verdict["error"] = short_error(err, self.config.api_key())
+                verdict["error"] = short_error(err, secret)
                 return out
-            if self.cache is not None:
-                self.cache.put(key, reply)
+            if self.cache is not None and parse_score(reply) is not None:
+                self.cache.put(key, reply)  # only a reply that scored: a rerun asks again for the others
         verdict["reply"] = reply
         score = parse_score(reply)
         if score is None:

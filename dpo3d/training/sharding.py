@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 
 import torch
-from accelerate.utils import DistributedType, broadcast_object_list
+from accelerate.utils import DistributedType, broadcast_object_list, parse_flag_from_env
 
 from dpo3d.scoring import features
 
@@ -62,8 +62,61 @@ def gathers_to_save(accelerator) -> bool:
     return is_fsdp(accelerator) or is_deepspeed(accelerator)
 
 
+def _env_int(name: str, default: int) -> int:
+    try:
+        return int(os.environ.get(name) or default)
+    except ValueError:
+        return default
+
+
+def _has_accelerator() -> bool:
+    """Whether this machine has a device accelerate launches processes on (a CUDA GPU, or another torch accelerator)."""
+    if torch.cuda.is_available():
+        return True
+    try:
+        return bool(getattr(torch, "accelerator", None) and torch.accelerator.is_available())
+    except RuntimeError:  # some torch builds raise where no accelerator is present
+        return False
+
+
+#: what to do when a launch's processes would each train alone on a machine without GPUs
+_CPU_FIX = "add --device cpu to train on the CPU with the same launch, or launch where the GPUs are"
+
+
+def check_devices(cpu: bool) -> None:
+    """Refuse, before anything is loaded or written, a launch this machine cannot run: processes started
+    for GPUs (``accelerate launch`` with a GPU config) on a machine without any, which never join one
+    process group and would each train alone on the same folder; or more processes on this machine than it
+    has GPUs. ``cpu``: the run was asked to train on the CPU (``--device cpu``), where any number fit."""
+    if cpu or parse_flag_from_env("ACCELERATE_USE_CPU"):
+        return
+    world, local = _env_int("WORLD_SIZE", 1), _env_int("LOCAL_WORLD_SIZE", 0)
+    if world <= 1 and local <= 1:
+        return
+    if not _has_accelerator():
+        raise ValueError(f"the launcher started {world} processes (WORLD_SIZE={world}) to train on GPUs, and this machine "
+                         f"has none: each process would train alone on the same folder; {_CPU_FIX}")
+    count = torch.cuda.device_count() if torch.cuda.is_available() else None
+    if count is not None and local > count:
+        raise ValueError(f"the launcher started {local} processes on this machine (LOCAL_WORLD_SIZE={local}), one per GPU, "
+                         f"and it has {count}: launch with --num_processes {count} (or set num_processes to {count} in the "
+                         "accelerate config), or add --device cpu")
+
+
 def check_launch(accelerator) -> None:
-    """Refuse a launch that asked for FSDP or DeepSpeed but did not get it (accelerate falls back silently)."""
+    """Refuse, on every process, a launch whose processes did not join one process group (each would train
+    as a one-process run and write the same folder), and one that asked for FSDP or DeepSpeed but did not
+    get it (accelerate falls back silently)."""
+    world = _env_int("WORLD_SIZE", 1)
+    if world > 1 and accelerator.num_processes != world:
+        got = f"accelerate set up {accelerator.num_processes} process(es) ({accelerator.distributed_type.value})"
+        if accelerator.device.type == "cpu" and not _has_accelerator():
+            cause = f"the launch config asks for GPUs and this machine has none; {_CPU_FIX}"
+        else:
+            cause = ("check the launch: its config (accelerate launch --config_file) and that every process reaches "
+                     "MASTER_ADDR:MASTER_PORT")
+        raise ValueError(f"the launcher started {world} processes (WORLD_SIZE={world}) but they did not join one process "
+                         f"group: {got}, so each would train alone on the same folder. {cause}")
     for variable, kind, name in (("ACCELERATE_USE_FSDP", DistributedType.FSDP, "FSDP"),
                                  ("ACCELERATE_USE_DEEPSPEED", DistributedType.DEEPSPEED, "DeepSpeed")):
         if os.environ.get(variable, "false").lower() == "true" and accelerator.distributed_type != kind:
