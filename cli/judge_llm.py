@@ -15,13 +15,18 @@ from dpo3d.judges.rubric import DEFAULT_RUBRIC, load_rubric
 from . import options
 from .common import UsageError
 from .config_file import CONFIG
+from .config_options import OptionGroup, with_options
 from .renamed import Renamed, renamed
 
 INPUT = typer.Argument("-", help=f"Candidates, e.g. the output of `dpo3d sample`: {options.SOURCE_HELP}.")
+#: the judge's settings declared with their help in LLMJudgeConfig (--max-wait, --cache-wait)
+JUDGE = OptionGroup(LLMJudgeConfig)
 
 
 @renamed(Renamed("-j", "concurrency", "--concurrency", why="-j is --workers, worker processes, in every command"))
+@with_options(JUDGE)
 def llm_command(
+    ctx: typer.Context,
     config: Path = CONFIG,
     data: str = INPUT,
     out: Path = options.OUT,
@@ -66,9 +71,12 @@ def llm_command(
     **verdict** {reply, error}: the raw reply, and only on failure what went wrong
     (`build-pairs` leaves such candidates out).
 
-    Transient errors (connection, timeout, 429, 5xx) are retried with back-off; replies are
-    cached, so a rerun with the same inputs sends no request. The key is read from the
-    variable named by `--api-key-env` and is never written anywhere.
+    Transient errors (connection, timeout, 429, 5xx) are retried with back-off, a server's
+    Retry-After honoured up to `--max-wait` seconds; replies that carry a score are cached, so a
+    rerun with the same inputs asks only for the others. A corrupt cache is started afresh with a
+    warning; one locked by another run is waited for `--cache-wait` seconds. The key is read from
+    the variable named by `--api-key-env` and is never written anywhere (a reply or an error that
+    quotes it shows `***`).
 
     Example: `dpo3d sample --prompts math500 -n 4 | dpo3d judge llm --base-url http://localhost:8000/v1
     --judge-model Qwen/Qwen2.5-7B-Instruct -o judged.jsonl`
@@ -86,6 +94,7 @@ def llm_command(
         max_retries=max_retries,
         timeout_s=timeout,
         cache_path=None if not use_cache else (cache if cache is not None else default_cache_path()),
+        **JUDGE.values(ctx.params),
     )
     # local import: run_judge lives in judge.py, which imports this module to register the command
     from .judge import run_judge

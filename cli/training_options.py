@@ -24,7 +24,7 @@ from rich.text import Text
 
 from dpo3d.data import run_lock
 from dpo3d.models.lora import LoRAConfig
-from dpo3d.training import precision
+from dpo3d.training import precision, sharding
 from dpo3d.training.config import LoopConfig, is_main_process
 from dpo3d.training.run_folder import LoopCallbacks, NonFiniteLoss
 
@@ -55,8 +55,9 @@ def loop_config(params: Mapping[str, Any], invocation: dict | None = None, group
     """The shared loop's config from a command's parsed options (``ctx.params``): every LoopConfig
     option it offers (``group``'s); ``--device`` becomes ``cpu``."""
     values = {**group.values(params), **overrides}
-    config = LoopConfig(out=params["out"], **values, cpu=precision.training_device(params.get("device", "auto")),
-                        invocation=invocation)
+    cpu = precision.training_device(params.get("device", "auto"))
+    sharding.check_devices(cpu)  # a launch this machine cannot run, refused before anything is loaded or written
+    config = LoopConfig(out=params["out"], **values, cpu=cpu, invocation=invocation)
     if is_main_process():  # another live run on --out: refused before the model loads (the run locks it later)
         run_lock.check_free(config.out)
     return config

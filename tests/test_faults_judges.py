@@ -690,9 +690,6 @@ def test_a_plain_run_and_a_whole_group_pass(monkeypatch):
 
 
 @no_gpu
-@pytest.mark.xfail(strict=True, reason="the command layer checks the launch only when the Accelerator is made, after the "
-                   "probe responses and the reference log-probs are stored in --out: cli/training_options.loop_config "
-                   "must call sharding.check_devices (a change its owner makes; remove this mark then)")
 def test_train_dpo_in_such_a_launch_writes_nothing(tmp_path, monkeypatch, alone, tiny_model_dir):
     from dpo3d_cli.app import app
 

@@ -14,7 +14,7 @@ from dpo3d.data.run_log import read_log
 from dpo3d.models import host_memory, lora
 from dpo3d.models.loading import LoadOptions, load_causal_lm, load_tokenizer
 from dpo3d.models.lora import LoRAConfig
-from dpo3d.pairs.pair_set import load_pairs
+from dpo3d.pairs.pair_set import KEEP_IDENTICAL_HELP, load_pairs
 from dpo3d.scoring.forward import LogprobOptions
 from dpo3d.scoring.pair_logps import truncate_to_shared
 
@@ -61,6 +61,7 @@ class DPORunConfig:
         0, "Every N steps, measure the parameter-gradient norm from the chosen and the rejected side (2 extra "
         "backward passes).", min=0)
     eval_every: int = option(10, "Evaluate the held-out pairs every N steps (and the first and last).", min=0)
+    keep_identical: bool = option(False, KEEP_IDENTICAL_HELP, flags=("--keep-identical/--drop-identical",))
     load: LoadOptions = field(default_factory=LoadOptions)
     lora: LoRAConfig = field(default_factory=LoRAConfig)  # r = 0: full fine-tuning
     probe_responses: ProbeResponseConfig = field(default_factory=ProbeResponseConfig)  # the squeezing probes
@@ -153,8 +154,9 @@ def train_dpo(config: DPORunConfig, callbacks: LoopCallbacks | None = None, on_s
     on_status("encoding pairs")
     with stage(callbacks, "encoding pairs"):
         pairs = load_pairs(config.pairs, tokenizer, config.max_length, config.unseen_limit, config.loop.seed,
-                           limit=config.limit)
-        eval_pairs = load_pairs(config.eval_pairs, tokenizer, config.max_length, 0) if config.eval_pairs else None
+                           limit=config.limit, keep_identical=config.keep_identical)
+        eval_pairs = (load_pairs(config.eval_pairs, tokenizer, config.max_length, 0, keep_identical=config.keep_identical)
+                      if config.eval_pairs else None)
     check_unpaired(loss, pairs, config.pairs)
     groups = {"chosen": pairs.chosen, "rejected": pairs.rejected, "unseen": pairs.unseen}
     if eval_pairs is not None:
@@ -165,7 +167,8 @@ def train_dpo(config: DPORunConfig, callbacks: LoopCallbacks | None = None, on_s
             groups.update(zip(("eval_chosen_shared", "eval_rejected_shared"), truncate_to_shared(eval_pairs.chosen, eval_pairs.rejected), strict=True))
     probed = pairs
     if config.probe_pairs is not None:  # a probe set of its own: every pair of it, with its unseen candidates
-        probed = load_pairs(config.probe_pairs, tokenizer, config.max_length, config.unseen_limit, config.loop.seed)
+        probed = load_pairs(config.probe_pairs, tokenizer, config.max_length, config.unseen_limit, config.loop.seed,
+                            keep_identical=config.keep_identical)
         probe_set = list(range(len(probed)))
     else:
         probe_set = probe_indices(len(pairs), config.probe_size, config.loop.seed)
@@ -219,6 +222,7 @@ def train_dpo(config: DPORunConfig, callbacks: LoopCallbacks | None = None, on_s
         "task": "dpo", "model": config.model, "ref": config.ref or config.model, "pairs": str(config.pairs),
         "ref_sync": sync.to_json() if sync else None,
         **inputs.DataSpec.of(config.pairs).options(), "limit": config.limit, "pairs_read": len(pairs),
+        "pairs_identical_dropped": pairs.identical, "keep_identical": config.keep_identical,
         "eval_pairs": str(config.eval_pairs) if config.eval_pairs else None, "loss": loss.name,
         "loss_source": loss.spec.source, "log_probs": loss.spec.log_probs, "hyperparameters": dict(loss.options),
         "max_length": config.max_length, "probe_size": len(probe_set), "unseen_candidates": len(probed.unseen),

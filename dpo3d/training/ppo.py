@@ -181,7 +181,7 @@ class PPOTrainer:
         self.reward_fn = make_reward(config.reward, self.accelerator.device, config.load, config.max_prompt_length + config.max_new_tokens)
         self.prompts = load_prompts(config.prompts, limit=config.limit)
         self._check_prompts()
-        self.encoded = [encode_prompt(self.tokenizer, r["prompt"])[-config.max_prompt_length :] for r in self.prompts]
+        self.encoded = [encode_prompt(self.tokenizer, r["prompt"], keep_last=config.max_prompt_length) for r in self.prompts]
 
     def _check_prompts(self) -> None:
         """Every prompt carries what the reward needs; a rule reward is tried on each (empty answer) now,

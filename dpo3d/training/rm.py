@@ -22,7 +22,7 @@ from dpo3d.judges.reward_model import load_reward_model, score_sequences, sequen
 from dpo3d.models import lora
 from dpo3d.models.loading import LoadOptions
 from dpo3d.models.lora import LoRAConfig
-from dpo3d.pairs.pair_set import PairSet, load_pairs
+from dpo3d.pairs.pair_set import KEEP_IDENTICAL_HELP, PairSet, load_pairs
 
 from ..losses.reward import bradley_terry_rm
 from .config import LoopConfig, is_main_process
@@ -99,6 +99,7 @@ class RMRunConfig:
     margin: float = option(
         0.0, "Loss -log σ(r_w - r_l - margin): ask the chosen reward to lead by this much.", min=0.0)
     max_length: int = 1024
+    keep_identical: bool = option(False, KEEP_IDENTICAL_HELP, flags=("--keep-identical/--drop-identical",))
     load: LoadOptions = field(default_factory=LoadOptions)
     lora: LoRAConfig = field(default_factory=LoRAConfig)  # r = 0: full fine-tuning; the head always trains in full
 
@@ -110,11 +111,14 @@ def train_rm(config: RMRunConfig, callbacks: LoopCallbacks | None = None, on_sta
     model = lora.for_training(model, config.lora, config.model, kind="reward", seed=config.loop.seed)
     on_status(lora.trainable_summary(model).message())
     on_status("encoding pairs")
-    pairs = load_pairs(config.pairs, tokenizer, config.max_length, unseen_limit=0, limit=config.limit)
-    eval_pairs = load_pairs(config.eval_pairs, tokenizer, config.max_length, 0) if config.eval_pairs else None
+    pairs = load_pairs(config.pairs, tokenizer, config.max_length, unseen_limit=0, limit=config.limit,
+                       keep_identical=config.keep_identical)
+    eval_pairs = (load_pairs(config.eval_pairs, tokenizer, config.max_length, 0, keep_identical=config.keep_identical)
+                  if config.eval_pairs else None)
     config.loop.extra = {
         "task": "rm", "model": config.model, "pairs": str(config.pairs),
         **inputs.DataSpec.of(config.pairs).options(), "limit": config.limit, "pairs_read": len(pairs),
+        "pairs_identical_dropped": pairs.identical, "keep_identical": config.keep_identical,
         "eval_pairs": str(config.eval_pairs) if config.eval_pairs else None, "margin": config.margin,
         "max_length": config.max_length, "eval_every": config.eval_every, "lora": config.lora.to_json(),
     }
