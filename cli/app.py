@@ -155,7 +155,10 @@ def main() -> None:
 
     warnings.showwarning = show_warning
     _terminate_as_interrupt()
-    app()
+    try:
+        app()
+    except KeyboardInterrupt:  # one that reached past the error boundary (while typer unwinds): still an interrupt
+        raise SystemExit(130) from None
 
 
 if __name__ == "__main__":
