@@ -15,14 +15,11 @@ import pytest
 
 from dpo3d.data.run_log import read_log
 
+from .commands import dpo3d
 from .launching import port_args
 from .test_train_dpo import write_pairs
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def dpo3d(*args: str, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "dpo3d", *args], capture_output=True, text=True, cwd=ROOT, **kwargs)
 
 
 def train_args(pairs: Path, model: Path, out: Path, *extra: str) -> list[str]:

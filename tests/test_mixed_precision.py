@@ -5,8 +5,6 @@ not results."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,6 +17,8 @@ from dpo3d.training.config import LoopConfig
 from dpo3d.training.dpo import DPORunConfig, train_dpo
 from dpo3d.training.reference import CACHE_FILE
 from dpo3d.watch.probe_responses import ProbeResponseConfig
+
+from .commands import dpo3d
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER_LR = 5e-7  # the paper's DPO learning rate (App. D.1)
@@ -122,10 +122,6 @@ def test_sft_rm_and_ppo_train_under_bf16_with_checkpointing(tmp_path, tiny_model
         record = read_log(result.out / "metrics.jsonl")[-1]
         assert record["step"] == 2 and torch.isfinite(torch.tensor(record[key])), result.out
         assert json.loads((result.out / "run_config.json").read_text())["mixed_precision"] == "bf16"
-
-
-def dpo3d(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "dpo3d", *args], capture_output=True, text=True, cwd=ROOT)
 
 
 def test_cli_warns_on_pure_bf16_and_refuses_fp16_on_cpu_and_unknown_precisions(tmp_path, tiny_model_dir):

@@ -17,13 +17,10 @@ from dpo3d.training.ppo_tokens import load_value_model
 from dpo3d.training.run_folder import LoopCallbacks
 from dpo3d.training.sft import SFTRunConfig, train_sft
 
+from .commands import dpo3d
 from .launching import port_args
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def dpo3d(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "dpo3d", *args], capture_output=True, text=True, cwd=ROOT)
 
 
 def question(i: int) -> list[dict]:

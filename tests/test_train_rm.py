@@ -4,8 +4,6 @@ it resumes, its checkpoint is a sequence-classification folder that `judge rm` l
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,13 +15,10 @@ from dpo3d.training.config import LoopConfig
 from dpo3d.training.rm import RMRunConfig, train_rm
 from dpo3d.training.run_folder import LoopCallbacks
 
+from .commands import dpo3d
 from .test_train_dpo import write_pairs
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def dpo3d(*args: str, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "dpo3d", *args], capture_output=True, text=True, cwd=ROOT, **kwargs)
 
 
 def rm_config(tmp_path, model_dir, steps=30, out="rm", **loop) -> RMRunConfig:
