@@ -48,3 +48,19 @@ def bundled_model():
     from dpo3d.models.loading import BUNDLED, load_model_and_tokenizer
 
     return load_model_and_tokenizer(BUNDLED)
+
+
+@pytest.fixture
+def counted(monkeypatch):
+    """How many (prompt, response) examples the encoding cache tokenised (a hit tokenises none)."""
+    from dpo3d.data import encoding_cache
+
+    calls = {"n": 0}
+    encode = encoding_cache.encode_pair
+
+    def counting(*args, **kwargs):
+        calls["n"] += 1
+        return encode(*args, **kwargs)
+
+    monkeypatch.setattr(encoding_cache, "encode_pair", counting)
+    return calls

@@ -2,26 +2,10 @@
 
 from __future__ import annotations
 
-import pytest
-
 from dpo3d.data import encoding_cache
-from dpo3d.data.sequences import encode_pair
 from dpo3d.pairs.pair_set import load_pairs
 
 from .test_train_dpo import write_pairs
-
-
-@pytest.fixture
-def counted(monkeypatch):
-    """Count how many (prompt, response) examples are tokenised."""
-    calls = {"n": 0}
-
-    def counting(*args, **kwargs):
-        calls["n"] += 1
-        return encode_pair(*args, **kwargs)
-
-    monkeypatch.setattr(encoding_cache, "encode_pair", counting)
-    return calls
 
 
 def test_a_rerun_reads_the_same_encoding_from_the_cache(tmp_path, tokenizer, counted):

@@ -119,19 +119,6 @@ OTHER_ITEMS = [
 ]
 
 
-@pytest.fixture
-def counted(monkeypatch):
-    """How many examples the cache tokenised (a hit tokenises none)."""
-    calls = {"n": 0}
-
-    def counting(*args, **kwargs):
-        calls["n"] += 1
-        return encode_pair(*args, **kwargs)
-
-    monkeypatch.setattr(encoding_cache, "encode_pair", counting)
-    return calls
-
-
 def clean(tokenizer, items=ITEMS):
     return [encode_pair(tokenizer, prompt, response, 64) for prompt, response in items]
 

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from dpo3d.data.faults import os_error_text
+from dpo3d.data.faults import write_failure_text
 from dpo3d.data.records import temp_beside
 from dpo3d.data.sequences import EncodedPair, encode_pair
 
@@ -132,7 +132,7 @@ def _write(path: Path, key: str, encoded: Sequence[EncodedPair]) -> None:
             os.close(handle)
             save_file(arrays, tmp_name, metadata={"key": key, "sha256": content_digest(arrays)})
     except (OSError, SafetensorError) as err:
-        problem = os_error_text(err) if isinstance(err, OSError) else str(err).strip().splitlines()[0]
+        problem = write_failure_text(err)
         warnings.warn(f"{path.parent}: the encoding cache was not written ({problem}); going on without it "
                       "(the next run encodes again)", stacklevel=3)
 

@@ -101,7 +101,8 @@ def temp_prefix(target: Path) -> str:
     return f".{target.name}.{os.getpid()}."
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` is running (another user's included)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -109,6 +110,12 @@ def _alive(pid: int) -> bool:
     except PermissionError:  # another user's live process
         return True
     return True
+
+
+def write_failure_text(err: Exception) -> str:
+    """What went wrong writing a file: an OSError as :func:`os_error_text` words it, else (safetensors'
+    SafetensorError on a full disk) the error's first line."""
+    return os_error_text(err) if isinstance(err, OSError) else str(err).strip().splitlines()[0]
 
 
 def remove_stale_temps(target: str | os.PathLike) -> list[Path]:
@@ -120,7 +127,7 @@ def remove_stale_temps(target: str | os.PathLike) -> list[Path]:
     removed = []
     for leftover in target.parent.glob(f".{target.name}.*.tmp"):
         pid_text = leftover.name[len(target.name) + 2 :].split(".", 1)[0]
-        if pid_text.isdigit() and (int(pid_text) == os.getpid() or _alive(int(pid_text))):
+        if pid_text.isdigit() and (int(pid_text) == os.getpid() or pid_alive(int(pid_text))):
             continue
         try:
             leftover.unlink()

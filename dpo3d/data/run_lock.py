@@ -18,7 +18,7 @@ import os
 import time
 from pathlib import Path
 
-from .faults import Fault
+from .faults import Fault, pid_alive
 
 try:
     import fcntl
@@ -70,16 +70,6 @@ def _holder(fd: int) -> int | None:
     return None
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's live process
-        return True
-    return True
-
-
 def _same_file(path: Path, fd: int) -> bool:
     try:
         named, opened = os.stat(path), os.fstat(fd)
@@ -117,7 +107,7 @@ class RunLock:
                 if locked is False:
                     raise FolderInUse(self.folder, _holder(fd))
                 previous = _read_pid(fd)
-                if locked is None and previous not in (None, os.getpid()) and _alive(previous):
+                if locked is None and previous not in (None, os.getpid()) and pid_alive(previous):
                     raise FolderInUse(self.folder, previous)
                 if locked and not _same_file(self.path, fd):
                     os.close(fd)
@@ -172,7 +162,7 @@ def check_free(folder: str | os.PathLike) -> None:
         if locked is False:
             raise FolderInUse(folder, _holder(fd))
         holder = _read_pid(fd)
-        if locked is None and holder not in (None, os.getpid()) and _alive(holder):
+        if locked is None and holder not in (None, os.getpid()) and pid_alive(holder):
             raise FolderInUse(folder, holder)
     finally:
         os.close(fd)

@@ -22,7 +22,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from dpo3d.data.faults import os_error_text
+from dpo3d.data.faults import write_failure_text
 from dpo3d.data.records import temp_beside
 from dpo3d.data.sequences import EncodedPair
 from dpo3d.scoring.forward import LogprobOptions
@@ -100,6 +100,6 @@ def store(out: Path, key: str, tensors: dict[str, torch.Tensor]) -> None:
             os.close(handle)
             save_file(tensors, tmp_name, metadata={"fingerprint": key, "sha256": tensors_digest(tensors)})
     except (OSError, SafetensorError) as err:
-        problem = os_error_text(err) if isinstance(err, OSError) else str(err).strip().splitlines()[0]
+        problem = write_failure_text(err)
         warnings.warn(f"{path}: reference log-probs not cached ({problem}); going on without the cache "
                       "(a resume scores the reference again)", stacklevel=2)
