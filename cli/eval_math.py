@@ -16,6 +16,7 @@ from rich.table import Table
 from dpo3d.data import datasets as ds
 from dpo3d.data import records as rec
 from dpo3d.judges import evaluation as ev
+from dpo3d.judges.intervals import interval_text, wilson
 from dpo3d.judges.math_judge import MathJudge, MathJudgeConfig, check_candidate
 
 from . import options
@@ -177,13 +178,14 @@ def math_table(result: Mapping) -> Table:
 
     row("problems", lambda s: str(s["problems"]) + (f" × {s['completions'] // s['problems']}"
                                                      if s["completions"] != s["problems"] else ""))
-    row("accuracy", lambda s: f"{s['accuracy']:.1%} ({s['correct']}/{s['completions']})")
+    row("accuracy [95%]", lambda s: f"{interval_text(s['accuracy'], wilson(s['correct'], s['completions']))} "
+                                    f"({s['correct']}/{s['completions']})")
     row("no answer", lambda s: percent(s["no_answer"]))
     grouped("by_level", "level ")
     grouped("by_subject", "")
     if any("llm" in s for s in models.values()):
-        row("LLM judge: share 5", lambda s: percent(s.get("llm", {}).get("share_5")))
-        row("LLM judge: share 4–5", lambda s: percent(s.get("llm", {}).get("share_4_or_5")))
+        for key, label in (("share_5", "LLM judge: share 5"), ("share_4_or_5", "LLM judge: share 4–5")):
+            row(label, lambda s, key=key: interval_text(s.get("llm", {}).get(key), s.get("llm", {}).get(f"{key}_interval")))
     return table
 
 

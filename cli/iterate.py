@@ -9,6 +9,7 @@ from rich.table import Table
 
 from dpo3d.iterate import IterateConfig, IterateEvents, run_iterate
 from dpo3d.iterate.config import ITERATE_LOOP_DEFAULTS, ITERATE_LOOP_HELP
+from dpo3d.iterate.report import sample_text
 from dpo3d.training.config import LoopConfig
 from dpo3d.training.dpo import DPORunConfig
 
@@ -104,10 +105,10 @@ def command(
 
 def round_table(rows: list[dict]) -> Table:
     table = Table(title="iterate: one row per round", title_justify="left")
-    for header in ("round", "pairs", "mean sample score", "chosen Δ", "rejected Δ", "events"):
+    for header in ("round", "pairs", "samples", "chosen Δ", "rejected Δ", "events"):
         table.add_column(header, justify="left" if header in ("round", "events") else "right")
     for row in rows:
-        table.add_row(str(row["round"]), str(row["pairs"]), f"{row['sample_score']:.3f}", f"{row['chosen_delta']:.2f}",
+        table.add_row(str(row["round"]), str(row["pairs"]), sample_text(row), f"{row['chosen_delta']:.2f}",
                       f"{row['rejected_delta']:.2f}", "; ".join(e["property"] for e in row["events"]) or "—")
     return table
 

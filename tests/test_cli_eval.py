@@ -84,8 +84,9 @@ def test_eval_math_scores_completions_side_by_side(tmp_path):
     assert dpo["by_level"]["1"]["accuracy"] == 0.0 and dpo["by_level"]["2"]["accuracy"] == 1.0
     assert base["by_subject"]["Algebra"]["accuracy"] == 0.5 and dpo["by_subject"]["Prealgebra"]["accuracy"] == 0.0
     assert dpo["no_answer"] == pytest.approx(1 / 3) and base["no_answer"] == 0.0
-    # the table: one column per model, a row per level and subject
-    for text in ("base", "dpo", "66.7% (2/3)", "33.3% (1/3)", "level 1", "level 2", "Prealgebra", "no answer"):
+    # the table: one column per model, a row per level and subject; accuracy with its Wilson interval
+    # (2 of 3 mirrors 1 of 3: [1 - 0.792, 1 - 0.0615])
+    for text in ("base", "dpo", "66.7% [20.8, 93.9] (2/3)", "33.3% [6.1, 79.2] (1/3)", "level 1", "level 2", "Prealgebra", "no answer"):
         assert text in result.stderr
     assert "share 5" not in result.stderr
 
@@ -151,6 +152,8 @@ def test_eval_math_llm_judge_shares(tmp_path, monkeypatch):
     assert models["base"]["llm"]["share_4_or_5"] == pytest.approx(2 / 3)
     assert models["dpo"]["llm"]["judged"] == 0 and models["dpo"]["llm"]["share_5"] is None
     assert "share 5" in result.stderr and "share 4–5" in result.stderr and "33.3%" in result.stderr
+    # 1 of the 3 scored: 33.3% with its Wilson interval [6.1, 79.2] (0.0615: worked in test_study)
+    assert "33.3% [6.1, 79.2]" in result.stderr
     assert "no score for 3 of 6 answers" in result.stderr
 
 

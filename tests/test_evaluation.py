@@ -49,6 +49,11 @@ def test_math_summary_by_hand():
     assert (llm["judged"], llm["unscored"]) == (4, 1)
     assert llm["share_5"] == pytest.approx(0.5)
     assert llm["share_4_or_5"] == pytest.approx(0.75)
+    # their 95% Wilson intervals over the 4 judged, by hand (z = 1.96, z² = 3.8415, 1 + z²/n = 1.9604):
+    # 2 of 4: centre (0.5 + 0.4802)/1.9604 = 0.5, half 0.9998·sqrt(0.0625 + 0.0600) = 0.3500 → [0.150, 0.850]
+    # 3 of 4: centre (0.75 + 0.4802)/1.9604 = 0.6275, half 0.9998·sqrt(0.0469 + 0.0600) = 0.3269 → [0.301, 0.954]
+    assert llm["share_5_interval"] == pytest.approx([0.150, 0.850], abs=5e-4)
+    assert llm["share_4_or_5_interval"] == pytest.approx([0.301, 0.954], abs=5e-4)
     assert llm["mean"] == pytest.approx(4.0)
     assert llm["counts"] == {"1": 0, "2": 1, "3": 0, "4": 1, "5": 2}
     b = result["models"]["b"]
@@ -77,6 +82,8 @@ def test_llm_share_levels_levels_as_numbers():
     summary = ev.math_summary(records)["models"]["m"]
     assert list(summary["by_level"]) == ["2", "9", "10"]
     assert summary["llm"]["share_5"] == 0.0 and summary["llm"]["share_4_or_5"] == 0.0
+    # none of 3: the interval still has width (Wilson: [0, z²/(n + z²)] = [0, 0.562])
+    assert summary["llm"]["share_5_interval"] == pytest.approx([0.0, 3.8415 / 6.8415], abs=5e-4)
 
 
 JING_YE_SI = "静夜思\n床前明月光，疑是地上霜。\n举头望明月，低头思故乡。"

@@ -77,6 +77,11 @@ def test_rounds_chain_each_from_the_previous_rounds_model(finished):
     assert len(pairs) == 4 and all(p["chosen_sample_index"] == 1 and p["rejected_sample_index"] == 0 for p in pairs)
     assert [row["pairs"] for row in report["rounds"]] == [4, 4]
     assert [row["sample_score"] for row in report["rounds"]] == [0.5, 0.5]  # scores 0 and 1 per prompt
+    # right/wrong scores: the round's sample accuracy gets its 95% Wilson interval; 4 of 8 by hand (z² = 3.8415,
+    # 1 + z²/n = 1.4802): centre 0.5, half 1.3242·sqrt(0.03125 + 0.01501) = 0.2848 → [0.215, 0.785]
+    assert [row["sample_right"] for row in report["rounds"]] == [4, 4]
+    assert report["rounds"][0]["sample_interval"] == pytest.approx([0.215, 0.785], abs=5e-4)
+    assert "50.0% [21.5, 78.5] (4/8)" in (config.out / "iterate.md").read_text()
 
 
 def test_one_probe_set_spans_every_round_and_the_report(finished):
@@ -99,7 +104,7 @@ def test_one_probe_set_spans_every_round_and_the_report(finished):
     assert joined[-1]["probe_chosen_logp_delta"] == pytest.approx(end - start, abs=1e-12)
     assert (config.out / "probes.png").stat().st_size > 10_000
     text = (config.out / "iterate.md").read_text()
-    assert "| 2 | 8 | 0.500 | 4 | 2 |" in text and "round 2: train-dpo" in text
+    assert "| 2 | 8 | 50.0% [21.5, 78.5] (4/8) | 4 | 2 |" in text and "round 2: train-dpo" in text
 
 
 def test_a_rerun_skips_what_is_done_and_redoes_only_what_is_missing(finished, tmp_path):

@@ -18,7 +18,8 @@ from dpo3d.judges import scored
 from dpo3d.judges.base import Judge
 from dpo3d.study import StudyConfig, StudyEvents, run_study
 from dpo3d.study.config import SCENARIOS, study_loop
-from dpo3d.study.intervals import interval_text, wilson
+from dpo3d.study.tables import share_text
+from dpo3d.judges.intervals import interval_text, wilson
 from dpo3d.training.run_folder import LoopCallbacks
 from dpo3d.watch.probe_responses import ProbeResponseConfig
 
@@ -428,6 +429,9 @@ def test_the_llm_judge_fills_table2s_two_columns(tmp_path, tiny_model_dir):
     rows = table2(config, {"summary": summaries["start"]}, {"s1-dpo": {"summary": summaries["s1-dpo"]}})
     # three of the four answers got a score: one 5, one 4
     assert rows[0]["share_5"] == pytest.approx(1 / 3) and rows[0]["share_4_or_5"] == pytest.approx(2 / 3)
+    # 1 of 3, Wilson by hand: centre (1/3 + 0.6403)/2.2805 = 0.4269, half 0.8595·sqrt(0.0741 + 0.1067) = 0.3654
+    assert rows[0]["share_5_interval"] == pytest.approx([0.0615, 0.7923], abs=5e-4)
+    assert share_text(rows[0], "share_5") == "33.3% [6.1, 79.2]"
     assert rows[1]["llm_judged"] == 3 and rows[1]["accuracy"] == 0.25
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from dpo3d.data import inputs
 from dpo3d.data import records as rec
 from dpo3d.data.run_log import read_log
+from dpo3d.judges.intervals import interval_text, wilson
 from dpo3d.watch.detector import (
     NOISE_PER_TOKEN,
     NOISE_SUMMED,
@@ -41,15 +42,19 @@ def _mean(values: Sequence[float]) -> float | None:
 
 
 def round_row(layout: Layout, number: int) -> dict:
-    """One round: its samples' mean score (for a right/wrong judge: their accuracy), the pairs it built,
+    """One round: its samples' mean score (for a right/wrong judge: their accuracy and its 95% Wilson
+    interval), the pairs it built,
     its steps, the probe changes within the round (summed and per token) and its detector events."""
     judged = list(inputs.stream(inputs.open_source(layout.judged(number))))
     pairs = sum(1 for _ in inputs.stream(inputs.open_source(layout.pairs(number))))
     probes = _probe_records(layout, number)
     first, last = probes[0], probes[-1]
     summary = json.loads((layout.run(number) / "summary.json").read_text(encoding="utf-8"))
-    row = {"round": number, "candidates": len(judged), "sample_score": _mean([r["score"] for r in judged]),
-           "pairs": pairs, "steps": last["step"]}
+    scores = [r["score"] for r in judged]
+    row = {"round": number, "candidates": len(judged), "sample_score": _mean(scores), "pairs": pairs, "steps": last["step"]}
+    if scores and all(score in (0.0, 1.0) for score in scores):  # a right/wrong judge: an accuracy, with its interval
+        right = int(sum(scores))
+        row.update(sample_right=right, sample_interval=list(wilson(right, len(scores))))
     for side in ("chosen", "rejected"):
         row[f"{side}_start"], row[f"{side}_end"] = first[f"probe_{side}_logp"], last[f"probe_{side}_logp"]
         row[f"{side}_delta"] = last[summed_key(side)]
@@ -96,6 +101,13 @@ def whole_run(config: IterateConfig, layout: Layout, rows: list[dict], costs: di
     return report
 
 
+def sample_text(row: dict) -> str:
+    """A round's samples: their accuracy with its 95% interval for a right/wrong judge, else their mean score."""
+    if row.get("sample_interval") is not None:
+        return f"{interval_text(row['sample_score'], row['sample_interval'])} ({row['sample_right']}/{row['candidates']})"
+    return _f(row["sample_score"], 3)
+
+
 def _f(value, digits: int = 2) -> str:
     return "—" if value is None else f"{value:.{digits}f}"
 
@@ -109,13 +121,13 @@ def markdown(config: IterateConfig, rows: Sequence[dict], events: Sequence[dict]
              f"`{config.train.loss.name}` for {loop.max_steps} steps ({loop.batch_size}×{loop.grad_accum} pairs, lr "
              f"{loop.lr:g}, seed {loop.seed}); reference: {config.reference}. Probe changes are summed log-probs "
              "(nats), mean over the probe pairs; per token in brackets.", "",
-             "| round | candidates | mean sample score | pairs | steps | chosen Δ in round | rejected Δ in round | "
+             "| round | candidates | sample score (right/wrong: accuracy [95%]) | pairs | steps | chosen Δ in round | rejected Δ in round | "
              "chosen since start | rejected since start | events |", "|---|---|---|---|---|---|---|---|---|---|"]
     start = rows[0] if rows else {}
     for row in rows:
         shown = "; ".join(f"{e['property']} @ {e['step']}" for e in row["events"]) or "none"
         lines.append(
-            f"| {row['round']} | {row['candidates']} | {_f(row['sample_score'], 3)} | {row['pairs']} | {row['steps']} | "
+            f"| {row['round']} | {row['candidates']} | {sample_text(row)} | {row['pairs']} | {row['steps']} | "
             f"{_f(row['chosen_delta'])} ({_f(row['chosen_delta_per_token'], 3)}) | "
             f"{_f(row['rejected_delta'])} ({_f(row['rejected_delta_per_token'], 3)}) | "
             f"{_f(row['chosen_end'] - start['chosen_start'])} | {_f(row['rejected_end'] - start['rejected_start'])} | {shown} |")

@@ -26,6 +26,7 @@ from dpo3d.data import records as rec
 from dpo3d.data.records import message_text
 from dpo3d.generation.sampler import ChunkResult, SamplingConfig, sample_all
 from dpo3d.generation.sampling_run import prepare_prompts
+from dpo3d.judges.intervals import wilson
 from dpo3d.models.loading import display_name
 from dpo3d.poetry import POEM_METRICS, SLOGAN_METRICS, poem_form, score_poem, score_slogan
 
@@ -184,20 +185,30 @@ def llm_summary(records: Sequence[Mapping]) -> dict | None:
     scores = [record.get("llm_score") for record in records]
     judged = [int(s) for s in scores if isinstance(s, (int, float)) and not isinstance(s, bool) and s in LLM_SCORES]
     count = len(judged)
+    fives, high = sum(s == 5 for s in judged), sum(s >= 4 for s in judged)
     return {
         "judged": count,
         "unscored": len(records) - count,
         "mean": _mean(judged),
-        "share_5": sum(s == 5 for s in judged) / count if count else None,
-        "share_4_or_5": sum(s >= 4 for s in judged) / count if count else None,
+        "share_5": fives / count if count else None,
+        "share_5_interval": _interval(fives, count),
+        "share_4_or_5": high / count if count else None,
+        "share_4_or_5_interval": _interval(high, count),
         "counts": {str(s): sum(x == s for x in judged) for s in LLM_SCORES},
     }
+
+
+def _interval(hits: int, count: int) -> list[float] | None:
+    """The share's 95% Wilson interval over the answers the judge scored."""
+    interval = wilson(hits, count)
+    return None if interval is None else list(interval)
 
 
 def math_summary(judged_records: Iterable[Mapping], default_model: str = UNNAMED) -> dict:
     """Accuracy per model (the records' ``source``), overall, by MATH ``meta.level`` and by
     subject (``meta.type`` or ``meta.subject``), with counts and the share of completions with
-    no final answer; with ``llm_score`` fields, the LLM judge's share of 5s and of 4-or-5s.
+    no final answer; with ``llm_score`` fields, the LLM judge's share of 5s and of 4-or-5s (each with its
+    95% Wilson interval).
 
     Accuracy is over completions: with several per problem it is the mean per-sample accuracy.
     Returns ``{"models": {model: {...}}}`` in the order the models first appear.

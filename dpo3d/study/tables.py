@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from .config import SCENARIO_TEXT, START, StudyConfig, cell_label
-from .intervals import interval_text, wilson
+from dpo3d.judges.intervals import interval_text, wilson
 
 
 def _per_token(logprobs: Mapping | None, side: str) -> float | None:
@@ -49,12 +49,19 @@ def accuracy_interval(summary: Mapping | None) -> list[float] | None:
     return list(wilson(summary["correct"], summary["completions"]))
 
 
+def share_text(row: Mapping, key: str) -> str:
+    """An LLM judge's share ("share_5" or "share_4_or_5") with its 95% Wilson interval, in percent."""
+    return interval_text(row.get(key), row.get(f"{key}_interval"))
+
+
 def _accuracy(summary: Mapping, ood: Mapping | None) -> dict:
     row = {"accuracy": summary.get("accuracy"), "interval": accuracy_interval(summary), "correct": summary.get("correct"),
            "answers": summary.get("completions"), "no_answer": summary.get("no_answer")}
     llm = summary.get("llm")
     if llm is not None:
-        row.update(share_5=llm.get("share_5"), share_4_or_5=llm.get("share_4_or_5"), llm_judged=llm.get("judged"))
+        row.update(share_5=llm.get("share_5"), share_5_interval=llm.get("share_5_interval"),
+                   share_4_or_5=llm.get("share_4_or_5"), share_4_or_5_interval=llm.get("share_4_or_5_interval"),
+                   llm_judged=llm.get("judged"))
     if ood is not None:
         row.update(ood_accuracy=ood.get("accuracy"), ood_interval=accuracy_interval(ood), ood_correct=ood.get("correct"),
                    ood_answers=ood.get("completions"), ood_no_answer=ood.get("no_answer"))
@@ -168,7 +175,7 @@ def markdown(study: Mapping) -> str:
         [r["model"], f"{interval_text(r['accuracy'], r.get('interval'))} ({r['correct']}/{r['answers']})",
          *([f"{interval_text(r.get('ood_accuracy'), r.get('ood_interval'))} ({r.get('ood_correct')}/{r.get('ood_answers')})"]
            if ood else []), _pct(r["no_answer"])]
-        + ([_pct(r.get("share_5")), _pct(r.get("share_4_or_5"))] if llm else []) for r in study["table2"]])
+        + ([share_text(r, "share_5"), share_text(r, "share_4_or_5")] if llm else []) for r in study["table2"]])
     t10 = study["table10"]
     grids = [("in-domain", t10)] + ([("out-of-domain", t10["out_of_domain"])] if t10.get("out_of_domain") else [])
     out += ["## Table 10: accuracy, losses × scenarios", "",
