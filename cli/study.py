@@ -7,9 +7,9 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
+from dpo3d.judges.intervals import interval_text
 from dpo3d.study import DEFAULT_LOSSES, LLMJudgeSettings, StudyConfig, StudyEvents, run_study
 from dpo3d.study.config import SCENARIO_TEXT, STUDY_LOOP_DEFAULTS, STUDY_LOOP_FIELDS, STUDY_LOOP_HELP
-from dpo3d.judges.intervals import interval_text
 from dpo3d.training.config import LoopConfig
 
 from . import loss_options as lo

@@ -16,10 +16,10 @@ from dpo3d.data.records import read_records
 from dpo3d.data.run_log import read_log
 from dpo3d.judges import scored
 from dpo3d.judges.base import Judge
+from dpo3d.judges.intervals import interval_text, wilson
 from dpo3d.study import StudyConfig, StudyEvents, run_study
 from dpo3d.study.config import SCENARIOS, study_loop
 from dpo3d.study.tables import share_text
-from dpo3d.judges.intervals import interval_text, wilson
 from dpo3d.training.run_folder import LoopCallbacks
 from dpo3d.watch.probe_responses import ProbeResponseConfig
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from dpo3d.judges.intervals import interval_text, wilson
 from dpo3d.study import StudyConfig
 from dpo3d.study.config import Layout
 from dpo3d.study.fairness import passes_over_pairs, planned_passes, uneven_passes, warn_uneven_passes
-from dpo3d.judges.intervals import interval_text, wilson
 
 from .test_study import Recorder, tiny_config, write_prompts
 

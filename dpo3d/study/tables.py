@@ -15,8 +15,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from .config import SCENARIO_TEXT, START, StudyConfig, cell_label
 from dpo3d.judges.intervals import interval_text, wilson
+
+from .config import SCENARIO_TEXT, START, StudyConfig, cell_label
 
 
 def _per_token(logprobs: Mapping | None, side: str) -> float | None:
