@@ -223,8 +223,28 @@ def test_resuming_with_a_sync_the_run_started_without_is_refused(tmp_path, tiny_
 
     with pytest.raises(Stop):
         train_dpo(config(tmp_path, tiny_model_dir, "cut", steps=4), LoopCallbacks(on_step=crash))
-    with pytest.raises(ValueError, match="holds no reference/ to resume"):
+    with pytest.raises(ValueError, match="started with a fixed reference; this resume asks for --ref-sync hard"):
         train_dpo(config(tmp_path, tiny_model_dir, "cut", steps=4, resume=True, ref_sync="hard", ref_sync_every=2))
+
+
+@pytest.mark.parametrize("resumed", [{}, {"ref_sync": "soft", "ref_sync_alpha": 0.5, "ref_sync_every": 2},
+                                     {"ref_sync": "hard", "ref_sync_every": 1}])
+def test_resuming_a_synced_run_with_other_sync_settings_is_refused(tmp_path, tiny_model_dir, resumed):
+    # without the check, a resume without --ref-sync went on against the reference as last synced, silently
+    class Stop(Exception):
+        pass
+
+    def crash(step):
+        if step == 3:
+            raise Stop
+
+    started = {"ref_sync": "soft", "ref_sync_alpha": 0.6, "ref_sync_every": 2}
+    with pytest.raises(Stop):
+        train_dpo(config(tmp_path, tiny_model_dir, "cut", steps=4, **started), LoopCallbacks(on_step=crash))
+    with pytest.raises(ValueError, match="started with --ref-sync soft .α 0.6, every 2 steps.; this resume asks for"):
+        train_dpo(config(tmp_path, tiny_model_dir, "cut", steps=4, resume=True, **resumed))
+    # the same settings resume
+    assert train_dpo(config(tmp_path, tiny_model_dir, "cut", steps=4, resume=True, **started)).steps == 4
 
 
 def test_sharded_training_refuses_a_sync():

@@ -144,6 +144,9 @@ def train_dpo(config: DPORunConfig, callbacks: LoopCallbacks | None = None, on_s
     config.lora.validate()  # before the reference pass, not after it
     config.probe_responses.validate()
     ref_sync.validate(config.ref_sync, config.ref_sync_alpha, config.ref_sync_every)
+    if config.loop.resume and checkpoint.latest(config.loop.out) is not None:
+        ref_sync.check_resume(Path(config.loop.out) / "run_config.json",
+                              ref_sync.settings(config.ref_sync, config.ref_sync_alpha, config.ref_sync_every))
     # the detector, the guard and the best-step tracker; a guard that cannot act on this loss fails here
     watch = RunWatch.start(loss, config.guard, config.keep_best, config.guard_settings)
     callbacks = callbacks or LoopCallbacks()

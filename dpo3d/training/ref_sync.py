@@ -18,8 +18,10 @@ the number of syncs, and scores as fast as the starting model did.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -48,6 +50,33 @@ def validate(mode: str | None, alpha: float, every: int) -> None:
         raise ValueError(f"--ref-sync-alpha must lie in (0, 1] (got {alpha}): the policy's share of the new reference")
     if every < 1:
         raise ValueError(f"--ref-sync-every must be a positive number of steps (got {every})")
+
+
+def settings(mode: str | None, alpha: float, every: int) -> dict | None:
+    """What a run records of its sync (``run_config.json``'s ``ref_sync``): None for a fixed reference."""
+    return None if mode is None else {"mode": mode, "alpha": alpha if mode == "soft" else 1.0, "every": every}
+
+
+def describe(recorded: Mapping | None) -> str:
+    if not recorded:
+        return "a fixed reference"
+    if recorded["mode"] == "hard":
+        return f"--ref-sync hard (every {recorded['every']} steps)"
+    return f"--ref-sync soft (α {recorded['alpha']:g}, every {recorded['every']} steps)"
+
+
+def check_resume(run_config: Path, wanted: dict | None) -> None:
+    """Refuse to resume a run with other sync settings than it started with: its checkpoint's reference
+    (moved by the syncs so far, or never moved) would be read under rules it was not made by."""
+    if not run_config.is_file():
+        return
+    extra = json.loads(run_config.read_text(encoding="utf-8")).get("extra") or {}
+    if "ref_sync" not in extra:  # a run from before reference sync: it had a fixed reference
+        extra["ref_sync"] = None
+    started = extra["ref_sync"]
+    if started != wanted:
+        raise ValueError(f"{run_config.parent} started with {describe(started)}; this resume asks for "
+                         f"{describe(wanted)}: resume with the run's own sync flags, or start a new --out")
 
 
 def is_sync_step(step: int, every: int, total: int) -> bool:
@@ -113,7 +142,7 @@ class ReferenceSync:
         return ref_cache.compute(self.model, self.groups, self.pad_id, self.batch_size, options=self.options)
 
     def to_json(self) -> dict:
-        return {"mode": self.mode, "alpha": self.alpha, "every": self.every}
+        return settings(self.mode, self.alpha, self.every)
 
     def steps(self, last: int, total: int) -> list[int]:
         """The steps a run that trained up to step ``last`` of ``total`` synced at."""
