@@ -48,6 +48,11 @@ bench: setup
     "{{bin}}/python" benchmarks/bench_judge.py
     "{{bin}}/python" benchmarks/bench_inputs.py
 
+# one CUDA device, ~8 min on an H100: the train-dpo bench in bf16 against TRL, a 1-GPU FSDP launch, HF vs vLLM
+# sampling; one JSON (runs/gpu-check.json). Without CUDA it says so and exits 0
+gpu-check *args: setup
+    "{{bin}}/python" scripts/gpu_check.py {{args}}
+
 # the suite's main job, no network: the toy study, then DPO's 3D-properties on the real SmolLM2, and a reward model beside it
 demo out="runs/demo": setup
     #!/usr/bin/env bash

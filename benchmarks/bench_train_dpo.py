@@ -5,8 +5,9 @@ kept for the next one (--keep-host-memory, dpo3d.models.host_memory), dpo3d with
 LM head 1,024 positions a chunk (the default before it became 512), dpo3d padded
 (packing off), dpo3d full-logits (head_chunk None, packing off: the old path), TRL default (reference
 model run in every step), TRL with precompute_ref_log_probs=True, the same with dpo3d's host-memory
-setting lent to it (what TRL would gain from it), and TRL precompute + padding_free=True (where TRL
-refuses or ignores it, what it said is recorded instead). The dpo3d variants need
+setting lent to it (what TRL would gain from it), TRL precompute + padding_free=True (where TRL
+refuses or ignores it, what it said is recorded instead) and TRL precompute + use_liger_kernel=True
+(where liger-kernel is installed: its Triton kernels need a GPU). The dpo3d variants need
 ``dpo3d.scoring.forward.LogprobOptions``; on a library without it only "dpo3d" (its one path) runs.
 
 Same model (the bundled SmolLM2-135M-Instruct), same pairs (the first --batch of data/examples), one
@@ -65,6 +66,7 @@ CONFIGS: dict[str, dict] = {
     "trl-precompute": {"kind": "trl", "precompute": True},
     "trl-precompute-kept-memory": {"kind": "trl", "precompute": True, "keep_host_memory": True},
     "trl-precompute-padding-free": {"kind": "trl", "precompute": True, "padding_free": True},
+    "trl-precompute-liger": {"kind": "trl", "precompute": True, "liger": True},
     "logprobs": {"kind": "logprobs"},
 }
 BASELINE = "trl-precompute"
@@ -223,13 +225,18 @@ def work_trl(args, spec: dict) -> dict:
             heard.append(record.getMessage())
 
     logging.getLogger("trl").addHandler(Listen(logging.WARNING))
+    if spec.get("liger"):
+        import importlib.util
+
+        if importlib.util.find_spec("liger_kernel") is None:
+            return {"skipped": "liger-kernel is not installed (pip install liger-kernel; its kernels are Triton: GPU only)"}
     config = DPOConfig(
         output_dir=tempfile.mkdtemp(prefix="bench-trl-"), per_device_train_batch_size=args.batch,
         gradient_accumulation_steps=1, max_steps=args.steps, learning_rate=args.lr, lr_scheduler_type="constant",
         warmup_steps=0, max_length=args.max_length, use_cpu=not _cuda(args), bf16=args.precision == "bf16", fp16=False,
         gradient_checkpointing=False, logging_steps=args.steps, save_strategy="no", report_to=[], beta=0.1,
         dataloader_num_workers=0, seed=0, disable_tqdm=True, precompute_ref_log_probs=spec["precompute"],
-        padding_free=spec.get("padding_free", False),
+        padding_free=spec.get("padding_free", False), use_liger_kernel=spec.get("liger", False),
     )
     trainer = Measured(model=model, args=config, train_dataset=data, processing_class=tokenizer, callbacks=[Timer()])
     notes = [f"TRL {trl.__version__}, optimizer {config.optim}"]
