@@ -192,3 +192,42 @@ def test_settling_keeps_the_verdict_every_process_agrees_on(tokenizer):
         padded = forward_token_stats(model, batch, chunk=None, packed=False).logps
     rows = torch.nonzero(scored_positions(batch), as_tuple=True)[0]
     torch.testing.assert_close(got, torch.zeros(4).index_add(0, rows, padded), rtol=0, atol=0)  # padded, bit for bit
+
+
+@pytest.mark.slow
+def test_packing_in_bf16_is_judged_against_bf16_rounding_not_fp32s(monkeypatch):
+    """Before: the probe's fixed 5e-2-nat tolerance refused packing on SmolLM2 in bf16 (packed vs padded up to
+    0.17 nats at a log-prob of -10, while the padded path itself is 0.18 nats off its own fp32 log-probs) and
+    every bf16 scoring pass fell back to padding. The tolerance is now 8 unit roundoffs of the log-prob
+    (bf16: 8 · 2^-8 · max(|log p|, 1)): correct packing measured at ≤ 4.5 of them, a packing that lets the
+    second sequence see the first (position ids that do not restart) at 19-205 of them."""
+    from dpo3d.models.loading import BUNDLED, LoadOptions, load_model_and_tokenizer
+    from dpo3d.scoring import features, packing
+
+    model, _ = load_model_and_tokenizer(BUNDLED, LoadOptions(dtype=torch.bfloat16))
+    model.eval()
+    cpu = torch.device("cpu")
+    assert features._probe(model, "packing", cpu) is True
+    assert features._probe(model, "chunked", cpu) is True
+
+    def blind(self):  # the position ids run on across the row: one long sequence, no boundary
+        return {"input_ids": self.input_ids, "position_ids": torch.arange(self.input_ids.shape[1]).expand_as(self.input_ids)}
+
+    monkeypatch.setattr(packing.PackedBatch, "inputs", blind)
+    assert features._probe(model, "packing", cpu) is False
+
+
+def test_agreement_tolerance_by_hand():
+    from dpo3d.scoring.features import agrees
+
+    plain = torch.tensor([-10.0, -0.5])
+    # bf16: 8 · 2^-8 = 0.03125 per unit of |log p|, |log p| floored at 1: bounds 0.3125 and 0.03125
+    assert agrees(torch.tensor([-10.30, -0.53]), plain, torch.bfloat16)
+    assert not agrees(torch.tensor([-10.35, -0.5]), plain, torch.bfloat16)
+    assert not agrees(torch.tensor([-10.0, -0.54]), plain, torch.bfloat16)
+    # fp16: 8 · 2^-11 = 0.0039 per unit: 0.039 at -10
+    assert agrees(torch.tensor([-10.03, -0.5]), plain, torch.float16)
+    assert not agrees(torch.tensor([-10.05, -0.5]), plain, torch.float16)
+    # float32: 1e-3 absolute, whatever the log-prob
+    assert agrees(torch.tensor([-10.0009, -0.5]), plain, None)
+    assert not agrees(torch.tensor([-10.002, -0.5]), plain, None)

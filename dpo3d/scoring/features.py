@@ -28,10 +28,29 @@ PROBE_CHUNK = 3  # smaller than the probe's token count, so the probe crosses ch
 PROBE_TOKENS = 12
 
 
-def _low_precision(model, device: torch.device) -> bool:
+#: float32: the largest |feature − plain| a token's log-prob may show
+FP32_TOLERANCE = 1e-3
+#: bf16/fp16: the tolerance in unit roundoffs u of the log-prob (u·max(|log p|, 1) per token). Each path's
+#: own rounding puts a token's log-prob ~2-3 u·|log p| off its float32 value (measured on SmolLM2-135M in
+#: bf16: 2.2-2.6 u), so two correct paths differ by up to ~6 u (packed vs padded measured ≤ 4.5 u); a packing
+#: that lets one sequence see another is 19-205 u off. 8 u lies between.
+LOW_PRECISION_UNITS = 8
+
+
+def _low_precision(model, device: torch.device) -> torch.dtype | None:
+    """The half-precision dtype the model computes in (autocast, else its parameters), or None (float32)."""
     if autocast_dtype(device.type) in (torch.float16, torch.bfloat16):
-        return True
-    return any(p.dtype in (torch.float16, torch.bfloat16) for p in unwrap(model).parameters())
+        return autocast_dtype(device.type)
+    return next((p.dtype for p in unwrap(model).parameters() if p.dtype in (torch.float16, torch.bfloat16)), None)
+
+
+def agrees(got: torch.Tensor, plain: torch.Tensor, low_precision: torch.dtype | None) -> bool:
+    """Whether a feature's token log-probs match the plain path's within the precision's rounding."""
+    gap = (got.float() - plain.float()).abs()
+    if low_precision is None:
+        return bool(gap.max() <= FP32_TOLERANCE)
+    unit = torch.finfo(low_precision).eps / 2  # bf16: 2^-8, fp16: 2^-11
+    return bool((gap <= LOW_PRECISION_UNITS * unit * plain.float().abs().clamp(min=1.0)).all())
 
 
 def _probe_batch(model, device: torch.device) -> PaddedBatch:
@@ -58,8 +77,7 @@ def _probe(model, feature: str, device: torch.device) -> bool:
             got = forward_token_stats(model, probe, chunk=None, packed=True, width=None).logps
     finally:
         model.train(was_training)
-    tolerance = 5e-2 if _low_precision(model, device) else 1e-3
-    return bool((got.float() - plain.float()).abs().max() <= tolerance)
+    return agrees(got, plain, _low_precision(model, device))
 
 
 def _warn_unsupported(model, feature: str) -> None:
