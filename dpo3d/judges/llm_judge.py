@@ -24,16 +24,12 @@ something did. Records stream through a window of ``2 * concurrency`` requests.
 
 from __future__ import annotations
 
-import datetime
-import email.utils
 import hashlib
 import json
 import os
 import random
-import sqlite3
 import threading
 import time
-import warnings
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -43,22 +39,18 @@ from typing import Any
 
 from dpo3d.config.fields import option
 from dpo3d.data.cache import cache_dir
-from dpo3d.data.faults import Fault
 from dpo3d.data.formats import as_completion
 
 from . import judge_failed
+from .api_errors import DUMMY_KEY, is_transient, redact, retry_after, short_error
 from .base import Judge, ScoreTally
+from .reply_cache import CACHE_WAIT_S, ReplyCache
 from .rubric import DEFAULT_RUBRIC, check_rubric, judge_messages, parse_score
 
 NAME = "llm"
 
-#: used when the key's environment variable is unset: local servers accept anything
-DUMMY_KEY = "EMPTY"
-
 #: the longest wait between two tries by default, whatever the back-off or the server's Retry-After says
 MAX_WAIT_S = 60.0
-#: how long to wait by default for the reply cache while another process holds its lock
-CACHE_WAIT_S = 30.0
 
 # --------------------------------------------------------------------------- configuration and cache
 
@@ -142,157 +134,6 @@ class LLMJudgeConfig:
         }
         blob = json.dumps(fields, sort_keys=True, ensure_ascii=False)
         return hashlib.sha256(blob.encode("utf-8")).hexdigest()
-
-
-def _sqlite_trouble(err: sqlite3.Error) -> str:
-    """``corrupt`` (not a database, a malformed image), ``locked`` (busy past the wait) or ``other``."""
-    name = getattr(err, "sqlite_errorname", "") or ""  # Python 3.11+
-    text = str(err).lower()
-    if name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")) or "not a database" in text or "malformed" in text:
-        return "corrupt"
-    if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or "locked" in text:
-        return "locked"
-    return "other"
-
-
-class ReplyCache:
-    """Judge replies by request hash, in one SQLite file; safe to share between threads.
-
-    A file that is not a database, or a damaged one, is removed and started afresh with one warning (it is
-    a cache: its replies are asked again). A file another process holds locked is waited for ``wait_s``
-    seconds (SQLite's busy timeout); after that, and on anything else SQLite refuses (a folder in the
-    file's place, a read-only file), a :class:`~dpo3d.data.faults.Fault` names the file and what to do.
-    """
-
-    def __init__(self, path: str | os.PathLike, wait_s: float = CACHE_WAIT_S):
-        self.path = Path(path)
-        self.wait_s = wait_s
-        self._lock = threading.Lock()
-        self._db: sqlite3.Connection | None = None
-        self._rebuilt = False
-        self._failed: Fault | None = None
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._use(lambda db: None)
-
-    def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, check_same_thread=False, timeout=self.wait_s)
-        try:
-            with db:
-                db.execute("CREATE TABLE IF NOT EXISTS replies (key TEXT PRIMARY KEY, reply TEXT NOT NULL)")
-        except BaseException:
-            db.close()
-            raise
-        return db
-
-    def _use(self, action: Callable[[sqlite3.Connection], Any]) -> Any:
-        """``action(db)`` under the lock; a corrupt file is rebuilt once and the action tried again."""
-        with self._lock:
-            if self._failed is not None:  # the cache failed for another thread already: fail alike, at once
-                raise self._failed
-            while True:
-                try:
-                    if self._db is None:
-                        self._db = self._connect()
-                    return action(self._db)
-                except sqlite3.Error as err:
-                    trouble = _sqlite_trouble(err)
-                    if trouble == "corrupt" and not self._rebuilt:
-                        self._rebuild(err)
-                        continue
-                    self._failed = self._fault(trouble, err)
-                    raise self._failed from None
-
-    def _fault(self, trouble: str, err: sqlite3.Error) -> Fault:
-        if trouble == "locked":
-            return Fault(f"{self.path}: the judge's reply cache is locked by another process (waited {self.wait_s:g} s); "
-                         "let that run finish, or give this one a cache of its own (--cache FILE) or none (--no-cache)")
-        what = "is damaged past repair" if trouble == "corrupt" else "cannot be used"
-        return Fault(f"{self.path}: the judge's reply cache {what} ({err}); give --cache a file you can write, "
-                     "or run with --no-cache")
-
-    def _rebuild(self, err: sqlite3.Error) -> None:
-        if self._db is not None:
-            self._db.close()
-            self._db = None
-        for leftover in (self.path, *(self.path.with_name(self.path.name + end) for end in ("-journal", "-wal", "-shm"))):
-            leftover.unlink(missing_ok=True)
-        self._rebuilt = True
-        warnings.warn(f"{self.path}: the judge's reply cache was unreadable ({err}); started it afresh (its replies "
-                      "will be asked again)", stacklevel=4)
-
-    def get(self, key: str) -> str | None:
-        row = self._use(lambda db: db.execute("SELECT reply FROM replies WHERE key = ?", (key,)).fetchone())
-        return row[0] if row else None
-
-    def put(self, key: str, reply: str) -> None:
-        def insert(db: sqlite3.Connection) -> None:
-            with db:
-                db.execute("INSERT OR REPLACE INTO replies (key, reply) VALUES (?, ?)", (key, reply))
-
-        self._use(insert)
-
-    def close(self) -> None:
-        with self._lock:
-            if self._db is not None:
-                self._db.close()
-                self._db = None
-
-
-# --------------------------------------------------------------------------- errors
-
-
-def is_transient(err: BaseException) -> bool:
-    """Worth another try: no connection, a timeout, rate limited (429), conflict/timeout (408/409), 5xx."""
-    import openai
-
-    if isinstance(err, (openai.APIConnectionError, openai.RateLimitError, openai.InternalServerError)):
-        return True  # APITimeoutError is an APIConnectionError
-    if isinstance(err, openai.APIStatusError):
-        return err.status_code in (408, 409) or err.status_code >= 500
-    return False
-
-
-def retry_after(err: BaseException, now: float | None = None) -> float | None:
-    """The wait in seconds a server asked for with an error: its ``Retry-After`` header, in seconds or as an
-    HTTP date (a date in the past is 0), or OpenAI's ``retry-after-ms``; None when it sent neither or garbled it."""
-    headers = getattr(getattr(err, "response", None), "headers", None)
-    if headers is None:
-        return None
-    try:
-        millis = headers.get("retry-after-ms")
-        if millis is not None:
-            value = float(millis) / 1000
-            return value if value >= 0 else None
-        text = (headers.get("retry-after") or "").strip()
-        if not text:
-            return None
-        if text.replace(".", "", 1).isdigit():
-            return float(text)
-        when = email.utils.parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None
-    if when.tzinfo is None:  # "-0000": UTC, as HTTP dates are
-        when = when.replace(tzinfo=datetime.timezone.utc)
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
-
-
-def usable_secret(secret: str | None) -> bool:
-    """Whether ``secret`` is a key worth hiding (not unset, not the placeholder, not a few characters)."""
-    return bool(secret) and len(secret) >= 4 and secret != DUMMY_KEY
-
-
-def redact(text: str, secret: str | None) -> str:
-    """``text`` with every occurrence of the API key replaced by ``***``."""
-    return text.replace(secret, "***") if usable_secret(secret) and secret in text else text
-
-
-def short_error(err: BaseException, secret: str | None = None, limit: int = 300) -> str:
-    """One line naming the failure, with the API key (if it shows up at all) blanked out."""
-    status = getattr(err, "status_code", None)
-    head = type(err).__name__ + (f" ({status})" if status is not None else "")
-    message = redact(" ".join(str(err).split()), secret)
-    text = f"{head}: {message}" if message else head
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 # --------------------------------------------------------------------------- the judge
