@@ -31,7 +31,8 @@ from dpo3d.models.loading import LoadOptions, pick_device
 from dpo3d.pairs.building import PairConfig, build_pairs, read_candidates
 from dpo3d.training.config import is_main_process
 from dpo3d.training.dpo import train_dpo
-from dpo3d.training.run_folder import LoopCallbacks, folder_state
+from dpo3d.training.run_files import folder_state
+from dpo3d.training.run_folder import LoopCallbacks
 from dpo3d.watch.probes import probe_indices
 
 from .config import IterateConfig, Layout

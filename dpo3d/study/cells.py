@@ -22,7 +22,7 @@ from dpo3d.models.loading import LoadOptions
 from ..training.config import LoopConfig
 from ..training.dpo import DPORunConfig, train_dpo
 from ..training.rm import RMRunConfig, train_rm
-from ..training.run_folder import folder_state
+from ..training.run_files import folder_state
 from .config import Layout, StudyConfig, cell_label, fingerprint
 from .progress import StudyEvents, is_main, sync
 

@@ -34,12 +34,12 @@ from dpo3d.models.loading import is_adapted
 from . import batches, checkpoint, precision, sharding
 from .config import LoopConfig
 from .control import keep_best_as_final, save_best, saved_best_step, share_control
+from .run_files import save_final
 from .run_folder import (
     LoopCallbacks,
     RunResult,
     TrainingRun,
     make_accelerator,
-    save_final,
     stage,
     stop_unless_finite,
 )
