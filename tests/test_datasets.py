@@ -8,7 +8,8 @@ import pytest
 
 from dpo3d.data import datasets as ds
 from dpo3d.data import prompting
-from dpo3d.data.records import RecordError, is_messages
+from dpo3d.data.records import RecordError
+from dpo3d.data.schema import is_messages
 
 SIZES = {
     "math:train": 7498,  # 7500 rows, 2 of which box nothing ("$\boxed{}$ primes"): no gold to judge

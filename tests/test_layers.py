@@ -18,8 +18,9 @@ COMMAND_LAYER = {"typer", "rich", "click", "cli", "dpo3d_cli"}
 
 #: modules that must import without torch; globs so the list grows as modules appear
 NO_TORCH_GLOBS = [
-    "data/records.py", "data/inputs.py", "data/formats.py", "data/datasets.py", "pairs/building.py",
-    "judges/base.py", "judges/math_judge.py", "judges/llm_judge.py", "judges/rubric.py", "judges/rules.py",
+    "data/records.py", "data/schema.py", "data/inputs.py", "data/formats.py", "data/datasets.py", "pairs/building.py",
+    "judges/base.py", "judges/math_judge.py", "judges/llm_judge.py", "judges/reply_cache.py", "judges/api_errors.py",
+    "judges/intervals.py", "judges/rubric.py", "judges/rules.py",
     "judges/reward.py", "poetry/**/*.py",
 ]
 

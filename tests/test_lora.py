@@ -15,8 +15,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from dpo3d.data.records import PAIRS_OR_COMPLETIONS, read_records
+from dpo3d.data.records import read_records
 from dpo3d.data.run_log import read_log
+from dpo3d.data.schema import PAIRS_OR_COMPLETIONS
 from dpo3d.models import lora
 from dpo3d.models.loading import LoadOptions, full_model_folder, load_causal_lm, load_tokenizer
 from dpo3d.models.lora import LoRAConfig

@@ -12,12 +12,7 @@ import sys
 import pytest
 
 from dpo3d.data.records import (
-    COMPLETIONS,
-    PAIRS,
-    PAIRS_OR_COMPLETIONS,
     RecordError,
-    Schema,
-    is_messages,
     iter_records,
     json_safe,
     open_output,
@@ -26,6 +21,7 @@ from dpo3d.data.records import (
     write_records,
 )
 from dpo3d.data.run_log import AppendLog, read_log
+from dpo3d.data.schema import COMPLETIONS, PAIRS, PAIRS_OR_COMPLETIONS, Schema, is_messages
 
 PAIR = {"prompt": "Say hi", "chosen": "Hi!", "rejected": "No."}
 CHAT = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Say hi"}]

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from dpo3d.data import inputs, prompting
 from dpo3d.data import records as rec
+from dpo3d.data.schema import is_text
 
 
 @dataclass(frozen=True)
@@ -220,7 +221,7 @@ _QUESTION_KEYS = ("question", "problem")
 
 def _prompt_record(record: dict, source: str, position: int, template: str | None) -> dict:
     if "prompt" in record:
-        if not rec.is_text(record["prompt"]):
+        if not is_text(record["prompt"]):
             raise rec.RecordError(source, position, "field 'prompt' should be a string or a list of chat messages")
         out = dict(record)
     else:

@@ -28,7 +28,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from dpo3d.data.records import RecordError, is_messages, is_text
+from dpo3d.data.records import RecordError
+from dpo3d.data.schema import is_messages, is_text
 
 #: where Anthropic HH-RLHF's strings hand the turn to the assistant
 HH_ASSISTANT = "\n\nAssistant:"

@@ -27,7 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from dpo3d.data.records import is_messages
+from dpo3d.data.schema import is_messages
 
 
 @dataclass(frozen=True)

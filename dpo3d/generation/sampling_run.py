@@ -27,6 +27,7 @@ from typing import TextIO
 
 from dpo3d.data import records as rec
 from dpo3d.data.run_log import AppendLog, read_log
+from dpo3d.data.schema import is_text
 from dpo3d.generation.sampler import ChunkResult, SamplingConfig, chunks, sample_all
 
 
@@ -52,7 +53,7 @@ def prepare_prompts(records: Iterable[dict]) -> list[dict]:
     out: list[dict] = []
     first_seen: dict[str, int] = {}
     for number, record in enumerate(records, start=1):
-        if not rec.is_text(record.get("prompt")):
+        if not is_text(record.get("prompt")):
             raise ValueError(f"prompt record {number}: 'prompt' should be a string or a list of chat messages")
         raw_id = record.get("id")
         if raw_id is None:

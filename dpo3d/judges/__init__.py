@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from dpo3d.data.records import message_text
+from dpo3d.data.schema import message_text
 
 from .base import Judge  # noqa: F401  (the interface, importable as dpo3d.judges.Judge)
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from dpo3d.data import inputs
 from dpo3d.data import records as rec
-from dpo3d.data.records import message_text
+from dpo3d.data.schema import is_text, message_text
 from dpo3d.generation.sampler import ChunkResult, SamplingConfig, sample_all
 from dpo3d.generation.sampling_run import prepare_prompts
 from dpo3d.judges.intervals import wilson
@@ -259,7 +259,7 @@ def score_poem_record(record: Mapping) -> dict:
     and ``task`` (poem or slogan). Raises ValueError when it cannot be scored."""
     if "completion" not in record:
         raise ValueError("missing field 'completion'")
-    if not rec.is_text(record["completion"]):
+    if not is_text(record["completion"]):
         raise ValueError("field 'completion' should be a string or a list of chat messages")
     task = task_of(record)
     completion = message_text(record["completion"])

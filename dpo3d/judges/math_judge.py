@@ -29,7 +29,8 @@ from typing import Any
 
 from dpo3d.data.inputs import chunks
 from dpo3d.data.prompting import boxed_answer
-from dpo3d.data.records import RecordError, is_text
+from dpo3d.data.records import RecordError
+from dpo3d.data.schema import is_text
 
 from . import completion_text, scored
 from .base import Judge

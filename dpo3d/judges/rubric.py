@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from dpo3d.data.records import message_text
+from dpo3d.data.schema import message_text
 
 from . import completion_text
 

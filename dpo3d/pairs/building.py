@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 
 from dpo3d.data import inputs
 from dpo3d.data import records as rec
+from dpo3d.data.schema import Schema, is_messages
 from dpo3d.judges import judge_failed
 
 REFERENCE = "reference"
@@ -41,7 +42,7 @@ CANDIDATE_FIELDS = frozenset(
     }
 )
 
-CANDIDATE = rec.Schema(
+CANDIDATE = Schema(
     required={"prompt": "text", "completion": "text", "score": "number"},
     optional={"source": "str", "sample_index": "int", "reference": "text"},
 )
@@ -179,7 +180,7 @@ def _worst(pool: list[Candidate]) -> Candidate:
 def _reference(group: list[Candidate], score: float) -> _Side | None:
     for candidate in group:
         text = candidate.record.get("reference")
-        if isinstance(text, str) and text.strip() or rec.is_messages(text):
+        if isinstance(text, str) and text.strip() or is_messages(text):
             return _Side(text, score, REFERENCE, None)
     return None
 

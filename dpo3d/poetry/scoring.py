@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from dpo3d.data.records import message_text
+from dpo3d.data.schema import message_text
 from dpo3d.poetry.chinese_forms import FORM_ALIASES, SHI_FORMS, score_rows, shi_patterns
 from dpo3d.poetry.ci_tunes import canonical_tune, ci_patterns
 from dpo3d.poetry.english_forms import ENGLISH_FORMS, score_english_rows, split_english_rows

@@ -34,7 +34,7 @@ import unicodedata
 from collections.abc import Mapping
 from typing import Any
 
-from dpo3d.data.records import message_text
+from dpo3d.data.schema import message_text
 from dpo3d.poetry.text import FENCE, NOTES, PREAMBLE, clean_line
 from dpo3d.poetry.tones import is_han
 

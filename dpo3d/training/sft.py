@@ -19,7 +19,8 @@ from dpo3d.config.fields import option
 from dpo3d.data import formats, inputs
 from dpo3d.data.datasets import BUILTINS, load_prompts
 from dpo3d.data.encoding_cache import default_cache, encode_cached
-from dpo3d.data.records import RecordError, is_text
+from dpo3d.data.records import RecordError
+from dpo3d.data.schema import is_text
 from dpo3d.data.sequences import EncodedPair
 from dpo3d.models import lora
 from dpo3d.models.loading import LoadOptions, load_causal_lm, load_tokenizer
