@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Offline DPO on scenario-2 pairs vs on-policy iterative DPO vs the same with TR-DPO's reference sync, on the
 # bundled SmolLM2 and ASDiv, for one seed (docs/iterate.md has the write-up; run it for seeds 0 1 2, then
-# scripts/onpolicy_report.py OUT). Defaults: 2 rounds x 16 prompts x 8 samples, 8 steps a round, 30 + 30 test
+# scripts/onpolicy_report.py OUT). Defaults: 2 rounds x 16 prompts x 8 samples, 8 steps a round, 20 + 20 test
 # problems: ~1.5 h a seed on one core of a 2-core host (three seeds side by side ~2 h). Every arm gets the same optimizer updates (ROUNDS x STEPS at batch 4) and the
 # same number of generated samples (ROUNDS x PPR prompts x N) from the starting policy or its own rounds:
 #   iterate   ROUNDS rounds: sample N per prompt from the current policy, math-verify, best vs worst, STEPS DPO steps
@@ -19,15 +19,16 @@ ROUNDS=${3:-2}
 PPR=${4:-16}
 N=${5:-8}
 STEPS=${6:-8}
-TEST=${7:-30}
+TEST=${7:-20}
 DPO3D=${DPO3D:-.venv/bin/dpo3d}
 PY=${PY:-.venv/bin/python}
 LIMIT=$((ROUNDS * PPR))
 RUN="$OUT/seed-$SEED"
 mkdir -p "$RUN"
 
-TRAIN=(--batch-size 4 --lr 2e-5 --log-every 2 --save-every "$STEPS" --probe-size 6 --unseen 12 --max-length 384
-       --seed "$SEED")
+# a constant learning rate, no warm-up: iterate's defaults, given here so the offline run trains alike
+TRAIN=(--batch-size 4 --lr 2e-5 --schedule constant --warmup-ratio 0 --log-every 2 --save-every "$STEPS"
+       --probe-size 6 --unseen 12 --max-length 384 --seed "$SEED")
 ITER=(--prompts asdiv --limit "$LIMIT" --prompts-per-round "$PPR" --rounds "$ROUNDS" -n "$N" --max-new-tokens 200
       --max-steps "$STEPS" "${TRAIN[@]}")
 
@@ -68,15 +69,16 @@ with open(path, "w") as handle:
     for row in load_prompts("asdiv", limit=limit)[first:]:
         handle.write(json.dumps(row) + "\n")
 EOF
+    # labelled "policy" like iterate's own samples, so build-pairs takes the rejected from both
     "$DPO3D" sample --prompts "$OFF/rest-prompts.jsonl" -n "$N" --max-new-tokens 200 --temperature 0.7 \
-        --seed "$((SEED + 1))" --batch-size 32 -o "$OFF/rest-samples.jsonl" --resume
+        --seed "$((SEED + 1))" --batch-size 32 --source policy -o "$OFF/rest-samples.jsonl" --resume
     cat "$RUN/iterate/round-1/samples.jsonl" "$OFF/rest-samples.jsonl" > "$OFF/samples.jsonl.part"
     mv "$OFF/samples.jsonl.part" "$OFF/samples.jsonl"
 fi
 [ -f "$OFF/judged.jsonl" ] || "$DPO3D" judge math "$OFF/samples.jsonl" -o "$OFF/judged.jsonl"
 [ -f "$OFF/pairs.jsonl" ] || "$DPO3D" build-pairs "$OFF/judged.jsonl" --chosen-from reference \
     --rejected-from policy -o "$OFF/pairs.jsonl"
-"$DPO3D" train-dpo --pairs "$OFF/pairs.jsonl" --probe-pairs "$RUN/iterate/probe_pairs.jsonl" \
+[ -f "$OFF/train/summary.json" ] || "$DPO3D" train-dpo --pairs "$OFF/pairs.jsonl" --probe-pairs "$RUN/iterate/probe_pairs.jsonl" \
     --max-steps "$((ROUNDS * STEPS))" "${TRAIN[@]}" --save-every "$((ROUNDS * STEPS))" --out "$OFF/train" --resume
 
 stamp "test: greedy, in-domain ASDiv and out-of-domain SVAMP"

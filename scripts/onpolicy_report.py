@@ -21,17 +21,22 @@ from dpo3d.data.run_log import read_log
 from dpo3d.judges.intervals import interval_text, wilson
 from dpo3d.watch.detector import DetectorSettings, ThreeDDetector, per_token_key, summed_key
 
-ARMS = ("offline", "iterate", "tr-dpo")
+ARMS = ("offline", "iterate", "tr-dpo", "offline-cosine")
 LABELS = {"offline": "offline DPO, scenario 2", "iterate": "iterate", "tr-dpo": "iterate + TR-DPO sync",
-          "start": "the starting model"}
+          "start": "the starting model",
+          "offline-cosine": "offline DPO, scenario 2, cosine lr with 10% warm-up"}
+#: where each offline arm's run is (offline-cosine: a first offline run with train-dpo's default schedule,
+#: kept where a seed has it; iterate's rounds use a constant lr)
+OFFLINE_RUNS = {"offline": "train", "offline-cosine": "train-cosine"}
 SETS = ("asdiv", "svamp")
 
 
 def trajectory(seed_dir: Path, arm: str) -> tuple[list[dict], list[dict]] | None:
     """The arm's probe records (changes since its start) and the detector's events on them."""
-    if arm == "offline":
-        path = seed_dir / "offline" / "train" / "metrics.jsonl"
-        if not (seed_dir / "offline" / "train" / "summary.json").is_file():
+    if arm in OFFLINE_RUNS:
+        run = seed_dir / "offline" / OFFLINE_RUNS[arm]
+        path = run / "metrics.jsonl"
+        if not (run / "summary.json").is_file():
             return None
         records = [r for r in read_log(path) if isinstance(r.get("probe_chosen_logp"), float)]
     else:
@@ -44,15 +49,35 @@ def trajectory(seed_dir: Path, arm: str) -> tuple[list[dict], list[dict]] | None
 
 def sample_accuracy(seed_dir: Path, arm: str) -> tuple[int, int]:
     """Right answers among the samples the arm trained from (every round's)."""
-    files = [seed_dir / "offline" / "judged.jsonl"] if arm == "offline" else sorted((seed_dir / arm).glob("round-*/judged.jsonl"))
+    files = [seed_dir / "offline" / "judged.jsonl"] if arm in OFFLINE_RUNS else sorted((seed_dir / arm).glob("round-*/judged.jsonl"))
     scores = [json.loads(line)["score"] for path in files for line in path.read_text().splitlines() if line.strip()]
     return sum(score > 0 for score in scores), len(scores)
 
 
 def pairs_trained(seed_dir: Path, arm: str) -> int:
     """The pairs the arm trained on (every round's)."""
-    files = [seed_dir / "offline" / "pairs.jsonl"] if arm == "offline" else sorted((seed_dir / arm).glob("round-*/pairs.jsonl"))
+    files = [seed_dir / "offline" / "pairs.jsonl"] if arm in OFFLINE_RUNS else sorted((seed_dir / arm).glob("round-*/pairs.jsonl"))
     return sum(1 for path in files for line in path.read_text().splitlines() if line.strip())
+
+
+def second_block(seed_dir: Path) -> dict[str, tuple[int, int]]:
+    """Right samples on round 2's prompts: the starting policy's (the offline arm sampled them), and each
+    iterate arm's round-1 model's (its round-2 samples): the same prompts, so only the model differs."""
+    def right(path: Path, ids: set[str] | None = None) -> tuple[int, int]:
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        scores = [r["score"] for r in rows if ids is None or r["id"] in ids]
+        return sum(score > 0 for score in scores), len(scores)
+
+    found = {}
+    judged = seed_dir / "iterate" / "round-2" / "judged.jsonl"
+    if not judged.is_file() or not (seed_dir / "offline" / "judged.jsonl").is_file():
+        return found
+    ids = {json.loads(line)["id"] for line in judged.read_text().splitlines() if line.strip()}
+    found["start"] = right(seed_dir / "offline" / "judged.jsonl", ids)
+    for arm in ("iterate", "tr-dpo"):
+        if (seed_dir / arm / "round-2" / "judged.jsonl").is_file():
+            found[arm] = right(seed_dir / arm / "round-2" / "judged.jsonl")
+    return found
 
 
 def test_result(path: Path) -> tuple[int, int] | None:
@@ -110,6 +135,7 @@ def main(out: Path) -> None:
             arm_report["seeds"][seed_dir.name] = entry
         report["arms"][arm] = arm_report
     report["start"] = {name: test_result(out / f"start.test-{name}.summary.json") for name in SETS}
+    report["second_block"] = {seed.name: second_block(seed) for seed in seeds}
     (out / "compare.json").write_text(json.dumps(report, indent=1))
     figure = plot(report, out / "compare.png")
     (out / "compare.md").write_text(markdown(report, figure.name))
@@ -144,6 +170,14 @@ def markdown(report: dict, figure: str) -> str:
                              for r in runs.values())
         lines.append(f"| {LABELS[arm]} | {pooled([r['test_asdiv'] for r in runs.values() if r['test_asdiv']])} | "
                      f"{pooled([r['test_svamp'] for r in runs.values() if r['test_svamp']])} | {per_seed} |")
+    lines += ["", "Sample accuracy on round 2's prompts (the same 16 prompts × 8 samples per seed, T 0.7): the starting "
+              "policy (the offline arm's samples) against each iterate arm's round-1 model, pooled over seeds "
+              "(95% Wilson), and per seed:", "", "| sampled by | right | per seed |", "|---|---|---|"]
+    blocks = report["second_block"].values()
+    for key, label in (("start", "the starting policy"), ("iterate", "iterate's round-1 model"),
+                       ("tr-dpo", "iterate + TR-DPO's round-1 model")):
+        got = [block[key] for block in blocks if key in block]
+        lines.append(f"| {label} | {pooled(got)} | {', '.join(f'{r}/{n}' for r, n in got)} |")
     lines += ["", "Detector events (property @ step) per seed:", ""]
     for arm, arm_report in report["arms"].items():
         for seed, run in arm_report["seeds"].items():
@@ -159,7 +193,7 @@ def plot(report: dict, target: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    colours = {"offline": "tab:blue", "iterate": "tab:green", "tr-dpo": "tab:purple"}
+    colours = {"offline": "tab:blue", "iterate": "tab:green", "tr-dpo": "tab:purple", "offline-cosine": "tab:gray"}
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.4))
     for ax, key, title in ((axes[0], summed_key, "summed (nats)"), (axes[1], per_token_key, "per token (nats)")):
         for arm, arm_report in report["arms"].items():
