@@ -47,36 +47,40 @@ def trajectory(seed_dir: Path, arm: str) -> tuple[list[dict], list[dict]] | None
     return records, ThreeDDetector(DetectorSettings()).read_all(records)
 
 
+def arm_files(seed_dir: Path, arm: str, name: str) -> list[Path]:
+    """The arm's ``name`` file (judged.jsonl, pairs.jsonl): the offline arm's one, or every round's."""
+    if arm in OFFLINE_RUNS:
+        return [seed_dir / "offline" / name]
+    return sorted((seed_dir / arm).glob(f"round-*/{name}"))
+
+
+def right(paths: list[Path], ids: set[str] | None = None) -> tuple[int, int]:
+    """Right answers (a score above 0) and answers in judged files, only those of ``ids`` if given."""
+    scores = [r["score"] for path in paths for r in read_log(path) if ids is None or r["id"] in ids]
+    return sum(score > 0 for score in scores), len(scores)
+
+
 def sample_accuracy(seed_dir: Path, arm: str) -> tuple[int, int]:
     """Right answers among the samples the arm trained from (every round's)."""
-    files = [seed_dir / "offline" / "judged.jsonl"] if arm in OFFLINE_RUNS else sorted((seed_dir / arm).glob("round-*/judged.jsonl"))
-    scores = [json.loads(line)["score"] for path in files for line in path.read_text().splitlines() if line.strip()]
-    return sum(score > 0 for score in scores), len(scores)
+    return right(arm_files(seed_dir, arm, "judged.jsonl"))
 
 
 def pairs_trained(seed_dir: Path, arm: str) -> int:
     """The pairs the arm trained on (every round's)."""
-    files = [seed_dir / "offline" / "pairs.jsonl"] if arm in OFFLINE_RUNS else sorted((seed_dir / arm).glob("round-*/pairs.jsonl"))
-    return sum(1 for path in files for line in path.read_text().splitlines() if line.strip())
+    return sum(len(read_log(path)) for path in arm_files(seed_dir, arm, "pairs.jsonl"))
 
 
 def second_block(seed_dir: Path) -> dict[str, tuple[int, int]]:
     """Right samples on round 2's prompts: the starting policy's (the offline arm sampled them), and each
     iterate arm's round-1 model's (its round-2 samples): the same prompts, so only the model differs."""
-    def right(path: Path, ids: set[str] | None = None) -> tuple[int, int]:
-        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-        scores = [r["score"] for r in rows if ids is None or r["id"] in ids]
-        return sum(score > 0 for score in scores), len(scores)
-
     found = {}
     judged = seed_dir / "iterate" / "round-2" / "judged.jsonl"
     if not judged.is_file() or not (seed_dir / "offline" / "judged.jsonl").is_file():
         return found
-    ids = {json.loads(line)["id"] for line in judged.read_text().splitlines() if line.strip()}
-    found["start"] = right(seed_dir / "offline" / "judged.jsonl", ids)
+    found["start"] = right([seed_dir / "offline" / "judged.jsonl"], {r["id"] for r in read_log(judged)})
     for arm in ("iterate", "tr-dpo"):
         if (seed_dir / arm / "round-2" / "judged.jsonl").is_file():
-            found[arm] = right(seed_dir / arm / "round-2" / "judged.jsonl")
+            found[arm] = right([seed_dir / arm / "round-2" / "judged.jsonl"])
     return found
 
 
@@ -87,20 +91,13 @@ def test_result(path: Path) -> tuple[int, int] | None:
     return model["correct"], model["completions"]
 
 
-def mean_sd(values: list[float]) -> str:
+def mean_sd(values: list[float], digits: int = 2) -> str:
+    """Mean ± sd over seeds (one value alone as it is)."""
     if not values:
         return "—"
     if len(values) == 1:
-        return f"{values[0]:+.2f}"
-    return f"{statistics.fmean(values):+.2f} ± {statistics.stdev(values):.2f}"
-
-
-def mean_sd3(values: list[float]) -> str:
-    if not values:
-        return "—"
-    if len(values) == 1:
-        return f"{values[0]:+.3f}"
-    return f"{statistics.fmean(values):+.3f} ± {statistics.stdev(values):.3f}"
+        return f"{values[0]:+.{digits}f}"
+    return f"{statistics.fmean(values):+.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
 
 def pooled(results: list[tuple[int, int]]) -> str:
@@ -156,9 +153,9 @@ def markdown(report: dict, figure: str) -> str:
 
         right = [tuple(r["samples_right"]) for r in runs]
         pairs = ", ".join(str(r["pairs"]) for r in runs)
-        lines.append(f"| {LABELS[arm]} | {len(runs)} | {pairs} | {mean_sd(col('chosen_summed'))} | {mean_sd3(col('chosen_per_token'))} | "
+        lines.append(f"| {LABELS[arm]} | {len(runs)} | {pairs} | {mean_sd(col('chosen_summed'))} | {mean_sd(col('chosen_per_token'), 3)} | "
                      f"{mean_sd(col('chosen_peak_summed'))} | {mean_sd(col('rejected_summed'))} | "
-                     f"{mean_sd3(col('rejected_per_token'))} | {pooled(right)} |")
+                     f"{mean_sd(col('rejected_per_token'), 3)} | {pooled(right)} |")
     lines += ["", "Greedy test accuracy, pooled over seeds (95% Wilson interval; right/answers), and per seed:", "",
               "| model | in-domain (held-out ASDiv) | out-of-domain (SVAMP) | per seed, in / out |", "|---|---|---|---|"]
     start = report["start"]
