@@ -144,7 +144,8 @@ def train_dpo(config: DPORunConfig, callbacks: LoopCallbacks | None = None, on_s
     config.lora.validate()  # before the reference pass, not after it
     config.probe_responses.validate()
     ref_sync.validate(config.ref_sync, config.ref_sync_alpha, config.ref_sync_every)
-    if config.loop.resume and checkpoint.latest(config.loop.out) is not None:
+    resuming = config.loop.resume and checkpoint.latest(config.loop.out) is not None  # a --resume may start over
+    if resuming:
         ref_sync.check_resume(Path(config.loop.out) / "run_config.json",
                               ref_sync.settings(config.ref_sync, config.ref_sync_alpha, config.ref_sync_every))
     # the detector, the guard and the best-step tracker; a guard that cannot act on this loss fails here
@@ -196,7 +197,7 @@ def train_dpo(config: DPORunConfig, callbacks: LoopCallbacks | None = None, on_s
     policy = lora.for_training(policy, config.lora, config.model, seed=config.loop.seed)
     on_status(lora.trainable_summary(policy).message())
     baseline = None
-    if config.loop.resume and checkpoint.latest(config.loop.out) is not None:  # a --resume that starts over measures its own
+    if resuming:  # a --resume that starts over measures its own
         first = next((r for r in read_log(Path(config.loop.out) / "metrics.jsonl") if r.get("step") == 0), None)
         baseline = baseline_of(first or {}) or None
     settings = DPOSettings(

@@ -71,9 +71,7 @@ def check_resume(run_config: Path, wanted: dict | None) -> None:
     if not run_config.is_file():
         return
     extra = json.loads(run_config.read_text(encoding="utf-8")).get("extra") or {}
-    if "ref_sync" not in extra:  # a run from before reference sync: it had a fixed reference
-        extra["ref_sync"] = None
-    started = extra["ref_sync"]
+    started = extra.get("ref_sync")  # absent: a run from before reference sync, with a fixed reference
     if started != wanted:
         raise ValueError(f"{run_config.parent} started with {describe(started)}; this resume asks for "
                          f"{describe(wanted)}: resume with the run's own sync flags, or start a new --out")
