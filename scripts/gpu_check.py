@@ -41,8 +41,9 @@ def sample_rate(stderr: str) -> dict | None:
     found = SAMPLE_LINE.findall(stderr)
     if not found:
         return None
-    tokens, seconds, _ = found[-1]
-    return {"new_tokens": int(tokens), "seconds": float(seconds), "tokens_per_second": int(tokens) / float(seconds)}
+    tokens, seconds, rate = found[-1]
+    # the rate as printed: sample computes it from the unrounded time (a fast run prints "0.0 s")
+    return {"new_tokens": int(tokens), "seconds": float(seconds), "tokens_per_second": float(rate.replace(",", ""))}
 
 
 def plan(work: Path, python: str = sys.executable) -> list[tuple[str, list[str], float]]:
