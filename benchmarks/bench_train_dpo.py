@@ -7,7 +7,9 @@ LM head 1,024 positions a chunk (the default before it became 512), dpo3d padded
 model run in every step), TRL with precompute_ref_log_probs=True, the same with dpo3d's host-memory
 setting lent to it (what TRL would gain from it), TRL precompute + padding_free=True (where TRL
 refuses or ignores it, what it said is recorded instead) and TRL precompute + use_liger_kernel=True
-(where liger-kernel is installed: its Triton kernels need a GPU). The dpo3d variants need
+(where liger-kernel is installed: its Triton kernels need a GPU), and dpo3d and TRL precompute in bf16
+autocast with float32 master weights (dpo3d-bf16, trl-precompute-bf16: the rows beside fp32 in a CPU run,
+each with its MFU against the bf16 matmul peak read in its own process). The dpo3d variants need
 ``dpo3d.scoring.forward.LogprobOptions``; on a library without it only "dpo3d" (its one path) runs.
 
 Same model (the bundled SmolLM2-135M-Instruct), same pairs (the first --batch of data/examples), one
@@ -67,6 +69,9 @@ CONFIGS: dict[str, dict] = {
     "trl-precompute-kept-memory": {"kind": "trl", "precompute": True, "keep_host_memory": True},
     "trl-precompute-padding-free": {"kind": "trl", "precompute": True, "padding_free": True},
     "trl-precompute-liger": {"kind": "trl", "precompute": True, "liger": True},
+    # the same two in bf16 autocast (float32 master weights), whatever the run's --precision: the rows beside fp32
+    "dpo3d-bf16": {"kind": "dpo3d", "logprobs": {}, "precision": "bf16"},
+    "trl-precompute-bf16": {"kind": "trl", "precompute": True, "precision": "bf16"},
     "logprobs": {"kind": "logprobs"},
 }
 BASELINE = "trl-precompute"
@@ -302,9 +307,23 @@ def work_logprobs(args, spec: dict) -> dict:
 WORKERS = {"dpo3d": work_dpo3d, "trl": work_trl, "logprobs": work_logprobs}
 
 
+def precision_of(name: str, run_precision: str) -> str:
+    """The precision a configuration trains in: its own where it names one, else the run's."""
+    return CONFIGS[name].get("precision", run_precision)
+
+
+def planned(only: list[str] | None, run_precision: str) -> list[str]:
+    """The configurations a run times: --only's, else all of them but those that would repeat another
+    (a bf16 configuration in a run that is bf16 already, as on CUDA)."""
+    if only:
+        return list(only)
+    return [name for name, spec in CONFIGS.items() if "precision" not in spec or spec["precision"] != run_precision]
+
+
 def worker_main(args) -> None:
     _setup(args)
     spec = CONFIGS[args.worker]
+    args.precision = precision_of(args.worker, args.precision)
     try:
         result = WORKERS[spec["kind"]](args, spec)
     except Exception as error:  # a trainer that refuses a setting: its words go into the table
@@ -338,8 +357,9 @@ def kernel_cell(result: dict) -> str:
     return f"{statistics.mean(result['kernel_seconds']):.2f} ({statistics.mean(result['page_faults']):,.0f})"
 
 
-def report(results: dict[str, dict], args, peak: dict, shape: ModelShape) -> dict:
+def report(results: dict[str, dict], args, peaks: dict[str, dict], shape: ModelShape) -> dict:
     cuda = _cuda(args)
+    peak = peaks[args.precision] if args.precision in peaks else next(iter(peaks.values()))
     mem = "cuda_phase_peak_mib" if cuda else "phase_peak_mib"
     headers = ["config", "s/step", "pairs/s", "tokens/s", "MFU (peak GFLOP/s)", "MFU 6NT", "work GFLOP/s", "peak process MiB",
                "peak steps MiB", "steps growth MiB", "reference pass tok/s", "kernel s/step (page faults)", "notes"]
@@ -363,11 +383,12 @@ def report(results: dict[str, dict], args, peak: dict, shape: ModelShape) -> dic
                      fmt(ref["tokens"] / ref["seconds"] if ref else None, ".0f"), kernel_cell(r),
                      "; ".join([*r.get("notes", []), "reference forward in every step" if r["reference_in_step"] else ""]).strip("; ")])
     tokens = next((r["tokens_per_step"] / args.batch for r in results.values() if "tokens_per_step" in r), float("nan"))
-    print(f"\nSmolLM2-135M, {args.precision} on {args.device}, {args.batch} pairs/step (~{tokens:.0f} tokens/pair), "
-          f"max length {args.max_length}, {args.steps - args.warmup} timed steps after {args.warmup} warm-up, "
-          f"{args.threads} threads; {args.precision} matmul peak measured before and after the runs "
-          f"{peak['before'] / 1e9:.0f} and {peak['after'] / 1e9:.0f} GFLOP/s, and by each trainer's process just before "
-          f"and after its steps (the higher of those two is its MFU denominator, in brackets)\n")
+    read = "; ".join(f"{p} {v['before'] / 1e9:.0f} and {v['after'] / 1e9:.0f} GFLOP/s" for p, v in peaks.items())
+    print(f"\nSmolLM2-135M, {args.precision} on {args.device} (rows ending -bf16: bf16 autocast, float32 master weights), "
+          f"{args.batch} pairs/step (~{tokens:.0f} tokens/pair), max length {args.max_length}, "
+          f"{args.steps - args.warmup} timed steps after {args.warmup} warm-up, {args.threads} threads; matmul peak of "
+          f"each precision measured before and after the runs ({read}), and by each trainer's process just before and "
+          f"after its steps in its own precision (the higher of those two is its MFU denominator, in brackets)\n")
     print(markdown_table(headers, rows))
     print("\nMFU: policy forward+backward, 6·N_body·T + 6·V·d·P (T real tokens, P response positions, head FLOPs at "
           "prompt positions not credited), policy-only for every trainer; MFU 6NT: 6·N·T (N all parameters). work: the "
@@ -410,6 +431,11 @@ def report(results: dict[str, dict], args, peak: dict, shape: ModelShape) -> dic
             a, b = r["memory"].get(mem), base["memory"].get(mem)
             memory = f", peak steps memory {a / b:.2f}x" if a and b else ""
             print(f"  {name:>28}: pairs/s {r['pairs_per_s'] / base['pairs_per_s']:.2f}x{memory}")
+    compared = precision_ratios(results, mem)
+    if compared:
+        print("\nbf16 autocast against fp32 (pairs/s ratio; peak steps memory ratio):")
+        for line in compared:
+            print(f"  {line}")
     print("\ngoals:")
     for name, g in goals.items():
         print(f"  {verdict(g['met'])} {name} {g['goal']}: {g['text']}")
@@ -418,6 +444,22 @@ def report(results: dict[str, dict], args, peak: dict, shape: ModelShape) -> dic
     print("  (the memory-cap demonstration, a batch x length dpo3d fits where the full-logits path does not: "
           "benchmarks/bench_memory.py)")
     return goals
+
+
+def precision_ratios(results: dict[str, dict], mem: str) -> list[str]:
+    """Each -bf16 row against its fp32 twin, and dpo3d against TRL within bf16: pairs/s and peak steps memory."""
+    pairs = [("dpo3d-bf16", "dpo3d"), ("trl-precompute-bf16", "trl-precompute"), ("dpo3d-bf16", "trl-precompute-bf16")]
+    lines = []
+    for a, b in pairs:
+        ra, rb = results.get(a, {}), results.get(b, {})
+        if "pairs_per_s" not in ra or "pairs_per_s" not in rb:
+            continue
+        ma, mb = ra["memory"].get(mem), rb["memory"].get(mem)
+        memory = f"; {ma / mb:.2f}x" if ma and mb else ""
+        lines.append(f"{a} / {b}: {ra['pairs_per_s'] / rb['pairs_per_s']:.2f}x{memory} "
+                     f"(MFU {ra['mfu']:.1%} of {ra['peak_flops'] / 1e9:.0f} vs {rb['mfu']:.1%} of "
+                     f"{rb['peak_flops'] / 1e9:.0f} GFLOP/s)")
+    return lines
 
 
 def main() -> None:
@@ -451,21 +493,25 @@ def main() -> None:
     from dpo3d.models.loading import BUNDLED, load_causal_lm
 
     shape = ModelShape.of(load_causal_lm(BUNDLED))
-    peak = {"before": matmul_peak(args.device, args.precision)}
+    names = planned(args.only, args.precision)
+    # each precision's matmul peak, read before and after the runs, in this process
+    peaks = {p: {"before": matmul_peak(args.device, p)} for p in sorted({precision_of(n, args.precision) for n in names})}
     passed = ["--steps", str(args.steps), "--warmup", str(args.warmup), "--batch", str(args.batch), "--max-length", str(args.max_length), "--lr",
               str(args.lr), "--threads", str(args.threads), "--device", args.device, "--precision", args.precision]
     results: dict[str, dict] = {}
-    for name in args.only or list(CONFIGS):
+    for name in names:
         print(f"running {name} ...", file=sys.stderr, flush=True)
         results[name] = run_worker([__file__, "--worker", name, *passed], args.threads, args.timeout)
         state = results[name].get("error") or results[name].get("skipped") or "done"
         print(f"  {name}: {state} ({results[name]['wall_seconds']:.0f} s)", file=sys.stderr, flush=True)
-    peak["after"] = matmul_peak(args.device, args.precision)
-    peak["used"] = max(peak["before"], peak["after"])
-    results = {name: summarise(r, shape, peak["used"], args.batch) for name, r in results.items()}
-    goals = report(results, args, peak, shape)
+    for precision, peak in peaks.items():
+        peak["after"] = matmul_peak(args.device, precision)
+        peak["used"] = max(peak["before"], peak["after"])
+    results = {name: {**summarise(r, shape, peaks[precision_of(name, args.precision)]["used"], args.batch),
+                      "precision": precision_of(name, args.precision)} for name, r in results.items()}
+    goals = report(results, args, peaks, shape)
     write_json(args.json, {"settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-                           "model": shape.to_json(), "matmul_peak_flops": peak, "results": results, "goals": goals})
+                           "model": shape.to_json(), "matmul_peak_flops": peaks, "results": results, "goals": goals})
     if args.json:
         print(f"\nwrote {args.json}")
 
