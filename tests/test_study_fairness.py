@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from dpo3d.judges.intervals import interval_text, wilson
+from dpo3d.judges.intervals import interval_text, wilson, wilson_json
 from dpo3d.study import StudyConfig
 from dpo3d.study.config import Layout
 from dpo3d.study.fairness import passes_over_pairs, planned_passes, uneven_passes, warn_uneven_passes
@@ -34,6 +34,8 @@ def test_wilson_interval_worked_by_hand():
     low, high = wilson(1, 8)
     assert round(low, 3) == 0.022 and round(high, 3) == 0.471
     assert wilson(0, 0) is None
+    # the form JSON stores: a list (3/20 as above), None with no answers
+    assert wilson_json(3, 20) == pytest.approx([0.052369, 0.360419], abs=1e-6) and wilson_json(0, 0) is None
     with pytest.raises(ValueError):
         wilson(5, 4)
 

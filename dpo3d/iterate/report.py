@@ -17,7 +17,7 @@ from pathlib import Path
 from dpo3d.data import inputs
 from dpo3d.data import records as rec
 from dpo3d.data.run_log import read_log
-from dpo3d.judges.intervals import interval_text, wilson
+from dpo3d.judges.intervals import interval_text, wilson_json
 from dpo3d.watch.detector import (
     NOISE_PER_TOKEN,
     NOISE_SUMMED,
@@ -54,7 +54,7 @@ def round_row(layout: Layout, number: int) -> dict:
     row = {"round": number, "candidates": len(judged), "sample_score": _mean(scores), "pairs": pairs, "steps": last["step"]}
     if scores and all(score in (0.0, 1.0) for score in scores):  # a right/wrong judge: an accuracy, with its interval
         right = int(sum(scores))
-        row.update(sample_right=right, sample_interval=list(wilson(right, len(scores))))
+        row.update(sample_right=right, sample_interval=wilson_json(right, len(scores)))
     for side in ("chosen", "rejected"):
         row[f"{side}_start"], row[f"{side}_end"] = first[f"probe_{side}_logp"], last[f"probe_{side}_logp"]
         row[f"{side}_delta"] = last[summed_key(side)]

@@ -26,7 +26,7 @@ from dpo3d.data import records as rec
 from dpo3d.data.schema import is_text, message_text
 from dpo3d.generation.sampler import ChunkResult, SamplingConfig, sample_all
 from dpo3d.generation.sampling_run import prepare_prompts
-from dpo3d.judges.intervals import wilson
+from dpo3d.judges.intervals import wilson_json
 from dpo3d.models.loading import display_name
 from dpo3d.poetry import POEM_METRICS, SLOGAN_METRICS, poem_form, score_poem, score_slogan
 
@@ -200,8 +200,7 @@ def llm_summary(records: Sequence[Mapping]) -> dict | None:
 
 def _interval(hits: int, count: int) -> list[float] | None:
     """The share's 95% Wilson interval over the answers the judge scored."""
-    interval = wilson(hits, count)
-    return None if interval is None else list(interval)
+    return wilson_json(hits, count)
 
 
 def math_summary(judged_records: Iterable[Mapping], default_model: str = UNNAMED) -> dict:

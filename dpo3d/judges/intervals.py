@@ -34,6 +34,12 @@ def wilson(correct: int, n: int, z: float = Z95) -> tuple[float, float] | None:
     return low, high
 
 
+def wilson_json(correct: int, n: int) -> list[float] | None:
+    """The Wilson interval as JSON stores it: ``[low, high]``, or None for n = 0."""
+    interval = wilson(correct, n)
+    return None if interval is None else list(interval)
+
+
 def interval_text(accuracy: float | None, interval) -> str:
     """"15.0% [5.2, 36.0]": the accuracy and its interval, in percent."""
     if accuracy is None:

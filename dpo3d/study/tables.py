@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from dpo3d.judges.intervals import interval_text, wilson
+from dpo3d.judges.intervals import interval_text, wilson_json
 
 from .config import SCENARIO_TEXT, START, StudyConfig, cell_label
 
@@ -47,7 +47,7 @@ def accuracy_interval(summary: Mapping | None) -> list[float] | None:
     """The 95% Wilson interval of a test set's accuracy (n: its answers)."""
     if not summary or summary.get("correct") is None or not summary.get("completions"):
         return None
-    return list(wilson(summary["correct"], summary["completions"]))
+    return wilson_json(summary["correct"], summary["completions"])
 
 
 def share_text(row: Mapping, key: str) -> str:
