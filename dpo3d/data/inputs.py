@@ -31,7 +31,16 @@ from pathlib import Path
 from typing import Any
 
 from dpo3d.data import records as rec
-from dpo3d.data.records import STDIO, RecordError, Row
+from dpo3d.data.records import STDIO, RecordError
+from dpo3d.data.table_readers import (
+    dataset_table,
+    load_from_disk,
+    load_hub,
+    load_json,
+    read_table,
+    refuse_nan,
+    table_rows,
+)
 
 #: file formats by suffix
 SUFFIXES = {
@@ -46,7 +55,6 @@ ACCEPTED = (
 _MAGIC = ((b"PAR1", "a Parquet file"), (b"ARROW1", "an Arrow file"), (b"\xff\xff\xff\xff", "an Arrow stream"),
           (b"\x1f\x8b", "a gzip file"), (b"PK\x03\x04", "a zip file"))
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-_BATCH_ROWS = 4096
 
 Check = Callable[[dict, str, int], "dict | None"]
 
@@ -164,8 +172,8 @@ def _file(path: Path, mapping: dict) -> Source:
         return Source(name, path.stem, "jsonl", lambda: _jsonl_rows(path), columns=mapping)
     if kind == "json":
         _refuse_lone_surrogates(path, name)
-        return _dataset_source(lambda: _load_json(path, name), name, path.stem, mapping)
-    return _table_source(lambda: _read_table(path, kind, name), name, path.stem, mapping)
+        return _dataset_source(lambda: load_json(path, name), name, path.stem, mapping)
+    return _table_source(lambda: read_table(path, kind, name), name, path.stem, mapping)
 
 
 def _refuse_binary(path: Path, name: str) -> None:
@@ -215,17 +223,17 @@ def _jsonl_rows(path) -> Iterator[tuple[int, dict]]:
 
 def _folder(path: Path, text: str, split: str | None, mapping: dict) -> Source:
     if any((path / marker).is_file() for marker in ("dataset_info.json", "state.json", "dataset_dict.json")):
-        return _dataset_source(lambda: _load_from_disk(path, split, text), text, path.name, mapping)
+        return _dataset_source(lambda: load_from_disk(path, split, text), text, path.name, mapping)
     shards = sorted(path.glob("*.parquet")) or sorted(path.glob("**/*.parquet"))
     if split is not None:
         shards = [shard for shard in shards if split in shard.relative_to(path).as_posix()]
     if not shards:
         raise RecordError(text, None, f"this folder holds neither a dataset saved with save_to_disk nor Parquet shards ({ACCEPTED})")
-    return _table_source(lambda: _read_table(shards, "parquet", text), text, path.name, mapping)
+    return _table_source(lambda: read_table(shards, "parquet", text), text, path.name, mapping)
 
 
 def _hub(repo: str, split: str | None, subset: str | None, text: str, mapping: dict) -> Source:
-    return _dataset_source(lambda: _load_hub(repo, split, subset, text), text, repo.split("/")[-1], mapping)
+    return _dataset_source(lambda: load_hub(repo, split, subset, text), text, repo.split("/")[-1], mapping)
 
 
 # --------------------------------------------------------------------------- tables
@@ -234,133 +242,13 @@ def _hub(repo: str, split: str | None, subset: str | None, text: str, mapping: d
 def _table_source(load: Callable[[], Any], name: str, stem: str, mapping: dict) -> Source:
     """A source over a pyarrow Table (read at once, memory-mapped where it can be)."""
     table = load()
-    _refuse_nan(table, name)
-    return Source(name, stem, "table", lambda: _table_rows(table), size=table.num_rows, columns=mapping)
+    refuse_nan(table, name)
+    return Source(name, stem, "table", lambda: table_rows(table), size=table.num_rows, columns=mapping)
 
 
 def _dataset_source(load: Callable[[], Any], name: str, stem: str, mapping: dict) -> Source:
     dataset = load()
-    return _table_source(lambda: _dataset_table(dataset), name, stem, mapping)
-
-
-def _dataset_table(dataset):
-    """A 🤗 Dataset's rows as one pyarrow Table (memory-mapped; its index mapping applied)."""
-    if getattr(dataset, "_indices", None) is not None:
-        dataset = dataset.flatten_indices()
-    return dataset.data.table
-
-
-def _table_rows(table) -> Iterator[tuple[int, dict]]:
-    start = 0
-    for batch in table.to_batches(max_chunksize=_BATCH_ROWS):
-        for offset, row in enumerate(batch.to_pylist()):
-            yield Row(start + offset), row
-        start += batch.num_rows
-
-
-def _read_table(path: Path | list[Path], kind: str, name: str):
-    import pyarrow as pa
-
-    try:
-        if kind == "parquet":
-            import pyarrow.parquet as pq
-
-            paths = path if isinstance(path, list) else [path]
-            tables = [pq.read_table(p, memory_map=True) for p in paths]
-            return tables[0] if len(tables) == 1 else pa.concat_tables(tables, promote_options="default")
-        if kind == "csv":
-            import pyarrow.csv as pcsv
-
-            return pcsv.read_csv(path)
-        return _read_arrow(path)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as err:
-        raise RecordError(name, None, f"cannot read it as {kind}: {_first_line(err)}") from None
-
-
-def _read_arrow(path: Path):
-    """An Arrow IPC file (Feather v2) or stream (what ``save_to_disk`` writes), memory-mapped."""
-    import pyarrow as pa
-
-    source = pa.memory_map(str(path))
-    try:
-        return pa.ipc.open_file(source).read_all()
-    except pa.ArrowInvalid:
-        source.seek(0)
-        return pa.ipc.open_stream(source).read_all()
-
-
-def _refuse_nan(table, name: str) -> None:
-    """A NaN in a float column would become invalid JSON downstream: name its row and field."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    for field in table.schema:
-        if pa.types.is_floating(field.type):
-            column = table.column(field.name)
-            bad = pc.fill_null(pc.or_(pc.is_nan(column), pc.is_inf(column)), False)
-            if pc.any(bad).as_py():
-                row = pc.index(bad, True).as_py()
-                raise RecordError(name, Row(row), f"field '{field.name}' is NaN or infinite (write null for a missing number)")
-
-
-def _first_line(err: BaseException) -> str:
-    return (str(err).strip().splitlines() or [type(err).__name__])[0]
-
-
-# --------------------------------------------------------------------------- 🤗 datasets
-
-
-def _quiet_datasets():
-    import datasets
-
-    datasets.disable_progress_bars()  # stderr belongs to the command's own progress
-    datasets.logging.set_verbosity_error()
-    return datasets
-
-
-def _pick_split(found, split: str | None, name: str):
-    """A Dataset from a Dataset or DatasetDict: the asked split, else 'train', else the only one."""
-    if not hasattr(found, "keys"):
-        if split is not None:
-            raise RecordError(name, None, f"this dataset has no splits to pick '{split}' from")
-        return found
-    splits = list(found.keys())
-    chosen = split or ("train" if "train" in splits else splits[0] if len(splits) == 1 else None)
-    if chosen not in splits:
-        ask = f"no split '{split}'" if split else "several splits"
-        raise RecordError(name, None, f"{ask}: pick one of {', '.join(splits)} with NAME:SPLIT")
-    return found[chosen]
-
-
-def _load_from_disk(path: Path, split: str | None, name: str):
-    datasets = _quiet_datasets()
-    try:
-        return _pick_split(datasets.load_from_disk(str(path)), split, name)
-    except (FileNotFoundError, ValueError, OSError) as err:
-        raise RecordError(name, None, f"cannot read this dataset folder: {_first_line(err)}") from None
-
-
-def _load_json(path: Path, name: str):
-    datasets = _quiet_datasets()
-    try:
-        return datasets.load_dataset("json", data_files=str(path), split="train")
-    except Exception as err:  # the json builder raises several kinds (DatasetGenerationError, ArrowInvalid)
-        cause = err.__cause__ or err
-        raise RecordError(name, None, f"cannot read it as JSON: {_first_line(cause)}") from None
-
-
-def _load_hub(repo: str, split: str | None, subset: str | None, name: str):
-    datasets = _quiet_datasets()
-    try:
-        return _pick_split(datasets.load_dataset(repo, subset, split=split), split, name)
-    except RecordError:
-        raise
-    except Exception as err:  # offline, unknown id, gated: many exception types, one user-facing line
-        raise RecordError(
-            name, None,
-            f"cannot load hub dataset '{repo}' ({type(err).__name__}: {_first_line(err)}); offline "
-            "(no network, or HF_HUB_OFFLINE=1) only local files and folders work",
-        ) from None
+    return _table_source(lambda: dataset_table(dataset), name, stem, mapping)
 
 
 # --------------------------------------------------------------------------- reading through a check
