@@ -16,9 +16,8 @@ from dpo3d.generation.sampling_run import (
     sample_to_stream,
     settings_path,
 )
-from dpo3d.models.loading import (
-    display_name,
-)
+from dpo3d.models.loading import DTYPES, display_name, pick_device
+from dpo3d.models.precision import AUTO, inference_dtype
 
 from . import datasets as prompt_options
 from . import options
@@ -53,7 +52,7 @@ def command(
     ),
     resume: bool = options.RESUME,
     backend: str = typer.Option("hf", "--backend", help=f"Generation engine: {', '.join(BACKENDS)} (vllm: if installed)."),
-    dtype: str = options.DTYPE,
+    dtype: str = options.SAMPLE_DTYPE,
     device: str = options.DEVICE,
     trust_remote_code: bool = options.TRUST_REMOTE_CODE,
     allow_pickle: bool = options.ALLOW_PICKLE,
@@ -80,6 +79,9 @@ def command(
     if not records:
         raise UsageError(f"{prompts}: no prompts left to sample (after --where and --limit)")
     label = source or display_name(model)
+    if dtype != AUTO and dtype not in DTYPES:
+        raise UsageError(f"--dtype must be {AUTO} or one of {', '.join(DTYPES)}, got '{dtype}'")
+    dtype = inference_dtype(dtype, pick_device(device))  # auto: what this device samples fastest in
     sampler = open_sampler(backend, model, config, dtype, device, trust_remote_code, allow_pickle)
 
     with progress() as bar:

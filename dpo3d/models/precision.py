@@ -1,0 +1,54 @@
+"""The dtype inference runs in when the user leaves it to us (``--dtype auto``).
+
+bfloat16 weights halve the bytes every matmul reads and, where the hardware has bf16 units, run the
+matmuls on them: on a 2-core AMD EPYC with avx512_bf16 and no AMX tiles, sampling the bundled
+SmolLM2-135M-Instruct ran 1.5-1.7x and scoring 1.6-2.0x faster than in float32
+(``benchmarks/bench_precision.py``, docs/benchmarks.md); AMX tiles are faster still. Without the units
+a CPU emulates bf16 and is slower than float32. So ``auto`` is bfloat16 on a CUDA device that supports
+it and on a CPU with avx512_bf16 or AMX (torch's own capability checks, else ``/proc/cpuinfo``), and
+float32 everywhere else. The text a seeded run samples depends on the dtype (the two round logits
+differently), so a run records the dtype it resolved to, and a resume on a host that resolves otherwise
+is refused rather than mixing the two. No training here: training keeps float32 weights
+(``--mixed-precision bf16`` autocasts the forward instead).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+AUTO = "auto"
+#: the /proc/cpuinfo flags of bf16 units: AVX-512 BF16 dot products, AMX tiles with bf16
+CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def cpuinfo_has_bf16(text: str) -> bool:
+    """Whether /proc/cpuinfo's ``flags`` lines name a bf16 unit."""
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "flags" and set(value.split()) & set(CPU_BF16_FLAGS):
+            return True
+    return False
+
+
+def has_bf16_units(device: torch.device) -> bool:
+    """Whether ``device`` runs bf16 matmuls in hardware: a CUDA GPU that supports bf16, a CPU with
+    avx512_bf16 or AMX."""
+    if device.type == "cuda":
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    if device.type != "cpu":
+        return False
+    checks = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    if all(check is not None for check in checks):
+        return any(check() for check in checks)
+    cpuinfo = Path("/proc/cpuinfo")
+    return cpuinfo.is_file() and cpuinfo_has_bf16(cpuinfo.read_text(errors="replace"))
+
+
+def inference_dtype(name: str, device: torch.device) -> str:
+    """``name`` as it is, or for ``auto`` the dtype inference is fastest in on ``device``: bfloat16 where it
+    has bf16 units, else float32."""
+    if name != AUTO:
+        return name
+    return "bfloat16" if has_bf16_units(device) else "float32"
