@@ -268,3 +268,16 @@ def write_json(path: str | Path | None, data: dict) -> None:
         tmp = Path(path).with_name(f".{Path(path).name}.tmp")
         tmp.write_text(json.dumps(data, indent=2) + "\n")
         tmp.replace(path)
+
+
+def timed_sampling(model, tokenizer, prompts: list[dict], config) -> tuple[list[str], int, float]:
+    """Sample every prompt with dpo3d's HF sampler: (the candidates' texts, new tokens, seconds)."""
+    from dpo3d.generation.sampler import HFSampler, sample_all
+
+    sampler = HFSampler(model, tokenizer, config)
+    texts, tokens = [], 0
+    began = time.perf_counter()
+    for result in sample_all(sampler, prompts, "bench"):
+        texts += [record["completion"] for record in result.records]
+        tokens += result.new_tokens
+    return texts, tokens, time.perf_counter() - began

@@ -19,26 +19,16 @@ import sys
 import time
 
 import torch
-from _bench_common import matmul_peak
+from _bench_common import matmul_peak, timed_sampling
 
 from dpo3d.data import inputs
 from dpo3d.data.datasets import load_prompts
-from dpo3d.generation.sampler import HFSampler, SamplingConfig, sample_all
+from dpo3d.generation.sampler import SamplingConfig
 from dpo3d.models.loading import BUNDLED, LoadOptions, load_model_and_tokenizer, load_tokenizer
 from dpo3d.scoring.logprobs import score_records
 
 PAIRS = "data/examples/pairs.jsonl"
 PAIR_COUNT = 16  # its first pairs, each side scored
-
-
-def sample(model, tokenizer, prompts, config) -> tuple[list[str], int, float]:
-    sampler = HFSampler(model, tokenizer, config)
-    texts, tokens = [], 0
-    began = time.perf_counter()
-    for result in sample_all(sampler, prompts, "bench"):
-        texts += [record["completion"] for record in result.records]
-        tokens += result.new_tokens
-    return texts, tokens, time.perf_counter() - began
 
 
 def score(model, tokenizer, pairs) -> tuple[list[dict], int, float]:
@@ -60,9 +50,9 @@ def main(prompts_count: int = 8, n: int = 4, new_tokens: int = 96) -> None:
     for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
         peak = matmul_peak("cpu", name, size=1024)
         model, tokenizer = load_model_and_tokenizer(BUNDLED, LoadOptions(dtype=dtype, padding_side="left"))
-        sample(model, tokenizer, prompts[:1], SamplingConfig(n=1, max_new_tokens=4, batch_size=1))  # warm-up
-        texts, tokens, seconds = sample(model, tokenizer, prompts, config)
-        again, _, _ = sample(model, tokenizer, prompts, config)
+        timed_sampling(model, tokenizer, prompts[:1], SamplingConfig(n=1, max_new_tokens=4, batch_size=1))  # warm-up
+        texts, tokens, seconds = timed_sampling(model, tokenizer, prompts, config)
+        again, _, _ = timed_sampling(model, tokenizer, prompts, config)
         tokenizer_right = load_tokenizer(BUNDLED, LoadOptions(dtype=dtype))
         scores, scored_tokens, scored_seconds = score(model, tokenizer_right, pairs)
         found[name] = {"texts": texts, "scores": scores}

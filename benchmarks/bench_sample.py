@@ -19,24 +19,13 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 
 import torch
+from _bench_common import timed_sampling
 
 from dpo3d.data.datasets import load_prompts
-from dpo3d.generation.sampler import HFSampler, SamplingConfig, sample_all
+from dpo3d.generation.sampler import SamplingConfig
 from dpo3d.models.loading import BUNDLED, LoadOptions, load_model_and_tokenizer
-
-
-def run(model, tokenizer, prompts: list[dict], config: SamplingConfig) -> tuple[int, int, float]:
-    """(sequences, new tokens, seconds) of sampling every prompt."""
-    sampler = HFSampler(model, tokenizer, config)
-    sequences = tokens = 0
-    start = time.perf_counter()
-    for result in sample_all(sampler, prompts, "bench"):
-        sequences += len(result.records)
-        tokens += result.new_tokens
-    return sequences, tokens, time.perf_counter() - start
 
 
 def main(prompts_count: int = 4, n: int = 8, new_tokens: int = 64, batch: int = 16) -> None:
@@ -46,7 +35,7 @@ def main(prompts_count: int = 4, n: int = 8, new_tokens: int = 64, batch: int = 
     batched = SamplingConfig(n=n, temperature=0.7, max_new_tokens=new_tokens, batch_size=batch, seed=0)
     single = SamplingConfig(n=1, temperature=0.7, max_new_tokens=new_tokens, batch_size=1, seed=0)
 
-    run(model, tokenizer, prompts[:1], SamplingConfig(n=1, max_new_tokens=4, batch_size=1))  # warm-up
+    timed_sampling(model, tokenizer, prompts[:1], SamplingConfig(n=1, max_new_tokens=4, batch_size=1))  # warm-up
     print(f"SmolLM2-135M-Instruct float32, torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"load average {os.getloadavg()[0]:.1f}; {prompts_count} GSM8K prompts x {n} candidates, "
           f"<= {new_tokens} new tokens", file=sys.stderr)
@@ -54,8 +43,8 @@ def main(prompts_count: int = 4, n: int = 8, new_tokens: int = 64, batch: int = 
         (f"batched (--batch-size {batch} -n {n})", prompts, batched),
         ("one at a time (--batch-size 1 -n 1)", repeated, single),
     ):
-        sequences, tokens, seconds = run(model, tokenizer, chosen, config)
-        print(f"{label:38} {sequences} sequences, {tokens} tokens in {seconds:6.1f} s: "
+        texts, tokens, seconds = timed_sampling(model, tokenizer, chosen, config)
+        print(f"{label:38} {len(texts)} sequences, {tokens} tokens in {seconds:6.1f} s: "
               f"{tokens / seconds:6.1f} tokens/s", file=sys.stderr)
 
 
