@@ -34,6 +34,7 @@ from dpo3d.models.loading import is_adapted
 from . import batches, checkpoint, precision, sharding
 from .config import LoopConfig
 from .control import keep_best_as_final, save_best, saved_best_step, share_control
+from .optimizer import adamw
 from .run_files import save_final
 from .run_folder import (
     LoopCallbacks,
@@ -96,7 +97,7 @@ def _setup(model, task: Task, config: LoopConfig, run: TrainingRun) -> _Setup:
         precision.enable_gradient_checkpointing(model)
     # only what trains: a LoRA run's frozen base gets no optimizer slot
     trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = adamw(trainable, lr=config.lr, weight_decay=config.weight_decay)
     scheduler = _scheduler(config, optimizer, total)
     extra_models = task.extra_models()
     sharding.check_supported(accelerator, config.save_every, config.resume, task.probe_gradients, is_adapted(model),

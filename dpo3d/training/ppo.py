@@ -50,6 +50,7 @@ from ..losses.ppo import (
 )
 from . import checkpoint, precision, sharding, tracking
 from .config import LoopConfig
+from .optimizer import adamw
 from .ppo_tokens import load_value_model, policy_token_stats, response_grid, token_values, without_dropout
 from .run_folder import LoopCallbacks, RunResult, TrainingRun, make_accelerator, stop_unless_finite
 
@@ -321,7 +322,7 @@ class PPOTrainer:
                 warnings.warn(low, stacklevel=2)
             if cfg.loop.gradient_checkpointing:
                 precision.enable_gradient_checkpointing(model)
-        optimizer = torch.optim.AdamW(
+        optimizer = adamw(
             [{"params": [p for p in self.policy.parameters() if p.requires_grad], "lr": cfg.loop.lr},
              {"params": [p for p in self.value.parameters() if p.requires_grad], "lr": cfg.value_lr or 10 * cfg.loop.lr}],
             eps=1e-5,
