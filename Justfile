@@ -39,13 +39,15 @@ test-fast *args: setup
 lint: setup
     "{{bin}}/ruff" check dpo3d cli tests scripts benchmarks examples
 
-# benchmarks: train-dpo vs TRL's DPOTrainer (pairs/s, MFU), peak memory with/without gradient checkpointing, sampling tokens/s, sample and logprobs in fp32 vs bf16, judge math answers/s
+# benchmarks: train-dpo vs TRL's DPOTrainer in fp32 and bf16 (pairs/s, MFU), where a step's time goes (op classes), peak memory with/without gradient checkpointing, sampling tokens/s, sample and logprobs in fp32 vs bf16, judge math answers/s
 bench: setup
     "{{bin}}/python" -c "import trl" 2>/dev/null || "{{bin}}/pip" install --quiet -e ".[dev,bench]"
     "{{bin}}/python" benchmarks/bench_train_dpo.py
     "{{bin}}/python" benchmarks/bench_memory.py
     "{{bin}}/python" benchmarks/bench_sample.py
     "{{bin}}/python" benchmarks/bench_precision.py
+    "{{bin}}/python" benchmarks/profile_step.py
+    "{{bin}}/python" benchmarks/profile_step.py --precision bf16
     "{{bin}}/python" benchmarks/bench_judge.py
     "{{bin}}/python" benchmarks/bench_inputs.py
 
