@@ -111,3 +111,16 @@ def test_the_ood_set_enters_the_fingerprint_only_when_given():
 def test_the_ood_set_goes_with_the_math_task():
     with pytest.raises(ValueError, match="--ood-test-prompts"):
         StudyConfig(out=Path("s"), model="m", task="poem", ood_test_prompts="svamp").validate()
+
+
+def test_a_weak_model_samples_at_the_policys_temperature_and_the_stand_in_hot():
+    # the stand-in is the policy sampled hot; a weaker model answers as it would (the paper's Table 1 source),
+    # not at the stand-in's 1.2, which turned a 0.45-nat/token source into a 5-nat one
+    stand_in = StudyConfig(out=Path("s"), model="m", temperature=0.7)
+    weak = StudyConfig(out=Path("s"), model="m", temperature=0.7, weak_model="runs/sft")
+    given = StudyConfig(out=Path("s"), model="m", temperature=0.7, weak_model="runs/sft", weak_temperature=1.0)
+    assert (stand_in.off_policy_temperature, weak.off_policy_temperature, given.off_policy_temperature) == (1.2, 0.7, 1.0)
+    # folders record the temperature as a number, as they did before it could be left out
+    assert stand_in.fingerprint_fields()["weak_temperature"] == 1.2
+    assert weak.fingerprint_fields()["weak_temperature"] == 0.7
+    assert "at temperature 0.7" in weak.weak_label and "stand-in" in stand_in.weak_label

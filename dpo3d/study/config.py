@@ -59,6 +59,8 @@ class LLMJudgeSettings:
     cache_path: str | None = None
 
 
+#: the stand-in off-policy model's temperature (the policy itself sampled hot; docs/study.md measured 1.2 and 1.6)
+STAND_IN_TEMPERATURE = 1.2
 #: the shared loop settings a study's cells take from its command (epochs: cells train max_steps; resume: a
 #: study resumes itself, cell by cell)
 STUDY_LOOP_FIELDS = frozenset(s.name for s in settings(LoopConfig)) - {"epochs", "resume"}
@@ -118,7 +120,10 @@ class StudyConfig:
         None, "The off-policy model whose answers are the rejected responses of scenarios 3 and 4 (the paper: a "
         "weaker LLM). Default: the policy itself at --weak-temperature, a stand-in (see docs/study.md).")
     # measured on SmolLM2 (docs/study.md): 1.2 reads as a weak answer, 1.6 as word salad
-    weak_temperature: float = option(1.2, "Sampling temperature of the off-policy responses.", min=0.01)
+    weak_temperature: float | None = option(
+        None, f"Sampling temperature of the off-policy responses. Default: {STAND_IN_TEMPERATURE:g} for the stand-in "
+        "(the policy sampled hot), the policy's --temperature for a --weak-model (a weaker model answers as it "
+        "would, not hot).", min=0.01)
     # pairs
     same_prompts: bool = True  # every scenario trains on the prompts all of them have a pair for
     heldout_share: float = option(
@@ -174,7 +179,7 @@ class StudyConfig:
             raise ValueError("--max-steps must be at least 1")
         self.loop.validate()
         self.lora.validate()
-        if self.weak_temperature <= 0:
+        if self.weak_temperature is not None and self.weak_temperature <= 0:
             raise ValueError("--weak-temperature must be positive")
         if self.ood_test_prompts is not None and self.task != "math":
             raise ValueError("--ood-test-prompts goes with --task math (Table 3 has one test set)")
@@ -209,6 +214,7 @@ class StudyConfig:
         if self.lora.enabled:
             data["lora"] = asdict(self.lora)
         data["dtype"] = str(self.load.dtype)
+        data["weak_temperature"] = self.off_policy_temperature  # as resolved: folders recorded the number
         return data
 
     def data_fields(self) -> dict:
@@ -240,11 +246,19 @@ class StudyConfig:
         return loss
 
     @property
+    def off_policy_temperature(self) -> float:
+        """The off-policy responses' sampling temperature: --weak-temperature where given, else the
+        stand-in's (the policy sampled hot) or, for a --weak-model, the policy's own."""
+        if self.weak_temperature is not None:
+            return self.weak_temperature
+        return STAND_IN_TEMPERATURE if self.weak_model is None else self.temperature
+
+    @property
     def weak_label(self) -> str:
         """How the off-policy rejected responses are described in the tables."""
         if self.weak_model is None:
-            return f"the policy at temperature {self.weak_temperature:g} (stand-in)"
-        return self.weak_model
+            return f"the policy at temperature {self.off_policy_temperature:g} (stand-in)"
+        return f"{self.weak_model} at temperature {self.off_policy_temperature:g}"
 
 
 def check_folder(config: StudyConfig) -> None:

@@ -96,7 +96,7 @@ def sample_candidates(
     if which == POLICY:
         model, temperature = config.model, config.temperature
     else:  # the off-policy model, or the stand-in: the policy itself, sampled hot
-        model, temperature = config.weak_model or config.model, config.weak_temperature
+        model, temperature = config.weak_model or config.model, config.off_policy_temperature
     sampling = SamplingConfig(n=config.n, temperature=temperature, top_p=1.0, max_new_tokens=config.max_new_tokens,
                               batch_size=config.sample_batch_size, seed=config.loop.seed + (0 if which == POLICY else 1))
     sampler = sampler_for(model, config, sampling)
