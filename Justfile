@@ -93,6 +93,15 @@ study out="runs/study" *args: setup
         --log-every 2 --eval-every 2 --save-every 4 --probe-size 6 --unseen 12 --max-length 384 \
         --eval-max-new-tokens 200 --eval-batch-size 20 --loss dpo --loss flex --loss dpo-sft --loss ipo {{args}}
 
+# haiku, limerick, quatrain; the same 96 generated samples each, 36 test poems per model; rerun to continue
+# the paper's Table 3 on the bundled SmolLM2: DPO vs RLHF-PPO on the English poem rules (~30 min on one core)
+study-poem out="runs/study-poem" *args: setup
+    "{{bin}}/dpo3d" study --task poem --out "{{out}}" --train-prompts poems:english-train \
+        --test-prompts poems:english-test --train-limit 24 --test-limit 36 -n 4 --max-new-tokens 64 \
+        --sample-batch-size 32 --max-steps 8 --batch-size 4 --grad-accum 1 --lr 2e-5 --log-every 2 --eval-every 2 \
+        --save-every 4 --probe-size 4 --unseen 4 --max-length 256 --ppo-rollout-batch 8 \
+        --eval-max-new-tokens 64 --eval-batch-size 36 --loss dpo {{args}}
+
 # on-policy iterative DPO on the bundled SmolLM2 (docs/iterate.md): 3 rounds, each 24 fresh ASDiv prompts x 8
 # samples judged by math-verify, best vs worst, 8 DPO steps from the previous round's model; rerun to continue
 # (8 samples: the model gets few right, and a prompt gives a pair only with a right and a wrong one)
