@@ -85,13 +85,15 @@ demo out="runs/demo": setup
     "$dpo3d" compare "$out/rm" "$out/dpo" --label "reward model" --label DPO -o "$out/fig4.png"
     echo "demo done: $out/toy/sweep.png (toy), $out/dpo/curves.png (DPO on the real model), $out/fig4.png (RM vs DPO)" >&2
 
-# the paper's §5 grid on the bundled SmolLM2 (scenarios 1-4 x dpo, flex, dpo-sft, ipo; Tables 1, 2, 10, Fig. 4), every
+# the paper's §5 grid on the bundled SmolLM2 (scenarios 1-4 x dpo, dpo-sft, flex; Tables 1, 2, 10, Fig. 4; ~1 h 40 min),
 # scenario on the same prompts (--same-prompts: the same pairs, updates and passes over them); rerun to continue
 study out="runs/study" *args: setup
+    scripts/weak_model.sh runs/offpolicy-gap/sft-gsm8k
     "{{bin}}/dpo3d" study --out "{{out}}" --train-prompts asdiv --test-prompts asdiv --train-limit 40 --test-limit 20 \
         -n 6 --max-new-tokens 200 --sample-batch-size 40 --max-steps 8 --batch-size 4 --grad-accum 1 --lr 2e-5 \
         --log-every 2 --eval-every 2 --save-every 4 --probe-size 6 --unseen 12 --max-length 384 \
-        --eval-max-new-tokens 200 --eval-batch-size 20 --loss dpo --loss flex --loss dpo-sft --loss ipo {{args}}
+        --eval-max-new-tokens 200 --eval-batch-size 20 --weak-model runs/offpolicy-gap/sft-gsm8k \
+        --ood-test-prompts svamp --ood-test-limit 20 --loss dpo --loss dpo-sft --loss flex {{args}}
 
 # haiku, limerick, quatrain; the same 96 generated samples each, 36 test poems per model; rerun to continue
 # the paper's Table 3 on the bundled SmolLM2: DPO vs RLHF-PPO on the English poem rules (~30 min on one core)

@@ -17,18 +17,7 @@ mkdir -p "$OUT"
 SAMPLE=(--prompts asdiv --limit "$PROMPTS" -n "$N" --max-new-tokens 200 --seed "$SEED" --batch-size 24)
 
 # a policy that answers in another task's style: 12 SFT steps on GSM8K's reference solutions
-if [ ! -f "$OUT/sft-gsm8k/model.safetensors" ]; then
-    "$PY" - "$OUT/gsm8k_sft.jsonl" <<'EOF'
-import json, sys
-from dpo3d.data.datasets import load_prompts
-rows = load_prompts("gsm8k:train", limit=96)
-with open(sys.argv[1], "w") as out:
-    for row in rows:
-        out.write(json.dumps({"prompt": row["prompt"], "completion": row["reference"]}) + "\n")
-EOF
-    "$DPO3D" sft --data "$OUT/gsm8k_sft.jsonl" --out "$OUT/sft-gsm8k" --max-steps 12 --batch-size 8 --grad-accum 1 \
-        --lr 1e-4 --max-length 384 --seed "$SEED"
-fi
+DPO3D="$DPO3D" PY="$PY" scripts/weak_model.sh "$OUT/sft-gsm8k" "$SEED"
 
 for source in own-t0.7 policy-t1.0 policy-t1.2 sft-gsm8k-t0.7; do
     [ -f "$OUT/$source.scored.jsonl" ] && continue
