@@ -86,7 +86,7 @@ demo out="runs/demo": setup
     echo "demo done: $out/toy/sweep.png (toy), $out/dpo/curves.png (DPO on the real model), $out/fig4.png (RM vs DPO)" >&2
 
 # the paper's §5 grid on the bundled SmolLM2 (scenarios 1-4 x dpo, dpo-sft, flex; Tables 1, 2, 10, Fig. 4; ~1 h 40 min),
-# scenario on the same prompts (--same-prompts: the same pairs, updates and passes over them); rerun to continue
+# every scenario on the same prompts (--same-prompts: the same pairs, updates and passes over them); rerun to continue
 study out="runs/study" *args: setup
     scripts/weak_model.sh runs/offpolicy-gap/sft-gsm8k
     "{{bin}}/dpo3d" study --out "{{out}}" --train-prompts asdiv --test-prompts asdiv --train-limit 40 --test-limit 20 \
