@@ -34,7 +34,8 @@ class LoopConfig:
     cpu: bool = option(False, "Train on the CPU even where a GPU is (the commands' --device cpu).", cli=False)
     mixed_precision: str | None = option(
         None, "no, bf16 or fp16 (GPUs): float32 master weights and optimizer state, the forward under autocast "
-        "(fp16 with loss scaling). Default: accelerate launch's setting, else no. Use bf16 on GPUs.",
+        "(fp16 with loss scaling). Default: accelerate launch's setting, else no. Use bf16 on GPUs and on CPUs with "
+        "bf16 units (avx512_bf16 or AMX: 1.53x the pairs/s of no on a 2-core EPYC with avx512_bf16).",
         show_default=False)
     gradient_checkpointing: bool = option(
         False, "Recompute activations in the backward pass instead of storing them: less memory, about a third "
