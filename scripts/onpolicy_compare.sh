@@ -12,6 +12,8 @@
 # policy, the same seed). Every model is then tested greedily on TEST held-out ASDiv problems (in-domain, none of
 # the training prompts) and TEST SVAMP problems (out-of-domain). Rerun to continue where it stopped.
 #   scripts/onpolicy_compare.sh OUT SEED [ROUNDS] [PPR] [N] [STEPS] [TEST]
+# Environment: MIXED=bf16 trains every arm under bf16 autocast (default no: float32); SYNC_EVERY is TR-DPO's
+# sync period in steps (default STEPS/2, so the reference moves twice a round).
 set -euo pipefail
 OUT=${1:?OUT folder}
 SEED=${2:?seed}
@@ -20,6 +22,8 @@ PPR=${4:-16}
 N=${5:-8}
 STEPS=${6:-8}
 TEST=${7:-20}
+MIXED=${MIXED:-no}
+SYNC_EVERY=${SYNC_EVERY:-$((STEPS / 2))}
 DPO3D=${DPO3D:-.venv/bin/dpo3d}
 PY=${PY:-.venv/bin/python}
 LIMIT=$((ROUNDS * PPR))
@@ -28,7 +32,7 @@ mkdir -p "$RUN"
 
 # a constant learning rate, no warm-up: iterate's defaults, given here so the offline run trains alike
 TRAIN=(--batch-size 4 --lr 2e-5 --schedule constant --warmup-ratio 0 --log-every 2 --save-every "$STEPS"
-       --probe-size 6 --unseen 12 --max-length 384 --seed "$SEED")
+       --probe-size 6 --unseen 12 --max-length 384 --seed "$SEED" --mixed-precision "$MIXED")
 ITER=(--prompts asdiv --limit "$LIMIT" --prompts-per-round "$PPR" --rounds "$ROUNDS" -n "$N" --max-new-tokens 200
       --max-steps "$STEPS" "${TRAIN[@]}")
 
@@ -55,7 +59,7 @@ mkdir -p "$RUN/tr-dpo/round-1"
 for file in round-1/samples.jsonl round-1/samples.jsonl.run.json round-1/judged.jsonl round-1/pairs.jsonl probe_pairs.jsonl; do
     [ -f "$RUN/tr-dpo/$file" ] || cp "$RUN/iterate/$file" "$RUN/tr-dpo/$file"
 done
-"$DPO3D" iterate --out "$RUN/tr-dpo" "${ITER[@]}" --ref-sync soft --ref-sync-alpha 0.6 --ref-sync-every 4
+"$DPO3D" iterate --out "$RUN/tr-dpo" "${ITER[@]}" --ref-sync soft --ref-sync-alpha 0.6 --ref-sync-every "$SYNC_EVERY"
 
 stamp "offline: the starting policy's samples on every prompt (round 1's reused), scenario 2 pairs"
 OFF="$RUN/offline"
@@ -69,9 +73,10 @@ with open(path, "w") as handle:
     for row in load_prompts("asdiv", limit=limit)[first:]:
         handle.write(json.dumps(row) + "\n")
 EOF
-    # labelled "policy" like iterate's own samples, so build-pairs takes the rejected from both
+    # labelled "policy" like iterate's own samples, so build-pairs takes the rejected from both; float32 like
+    # iterate's sampling (its weights' dtype), so both arms sample the starting policy alike
     "$DPO3D" sample --prompts "$OFF/rest-prompts.jsonl" -n "$N" --max-new-tokens 200 --temperature 0.7 \
-        --seed "$((SEED + 1))" --batch-size 32 --source policy -o "$OFF/rest-samples.jsonl" --resume
+        --dtype float32 --seed "$((SEED + 1))" --batch-size 32 --source policy -o "$OFF/rest-samples.jsonl" --resume
     cat "$RUN/iterate/round-1/samples.jsonl" "$OFF/rest-samples.jsonl" > "$OFF/samples.jsonl.part"
     mv "$OFF/samples.jsonl.part" "$OFF/samples.jsonl"
 fi
