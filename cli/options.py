@@ -12,7 +12,7 @@ import typer
 
 from dpo3d.config.fields import settings
 from dpo3d.models.loading import BUNDLED, DTYPES, LoadOptions
-from dpo3d.models.precision import AUTO
+from dpo3d.models.precision import AUTO, INFERENCE_DTYPE_HELP
 
 from . import common
 from .renamed import Renamed
@@ -35,12 +35,7 @@ DTYPE = typer.Option(
     "--mixed-precision bf16: pure bfloat16/float16 weights make AdamW round small updates away (at lr 1e-6 most "
     "weights never change).",
 )
-SAMPLE_DTYPE = typer.Option(
-    AUTO, "--dtype",
-    help=f"Weights dtype: {AUTO} (bfloat16 where the device has bf16 units: a CUDA GPU that supports it, a CPU with "
-    f"avx512_bf16 or AMX; float32 elsewhere), {', '.join(DTYPES)}. On a 2-core EPYC with avx512_bf16 bfloat16 sampled "
-    "1.5-1.7x faster; the two dtypes sample different text from one seed, and the run records which it used.",
-)
+SAMPLE_DTYPE = typer.Option(AUTO, "--dtype", help=f"Weights dtype: {INFERENCE_DTYPE_HELP}")
 DEVICE = typer.Option(
     "auto", "--device",
     help="auto (CUDA if present, else the CPU; under accelerate launch each process's GPU), cpu, cuda, cuda:1, ... "

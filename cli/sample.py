@@ -16,8 +16,8 @@ from dpo3d.generation.sampling_run import (
     sample_to_stream,
     settings_path,
 )
-from dpo3d.models.loading import DTYPES, display_name, pick_device
-from dpo3d.models.precision import AUTO, inference_dtype
+from dpo3d.models.loading import display_name, pick_device
+from dpo3d.models.precision import inference_dtype
 
 from . import datasets as prompt_options
 from . import options
@@ -79,9 +79,10 @@ def command(
     if not records:
         raise UsageError(f"{prompts}: no prompts left to sample (after --where and --limit)")
     label = source or display_name(model)
-    if dtype != AUTO and dtype not in DTYPES:
-        raise UsageError(f"--dtype must be {AUTO} or one of {', '.join(DTYPES)}, got '{dtype}'")
-    dtype = inference_dtype(dtype, pick_device(device))  # auto: what this device samples fastest in
+    try:
+        dtype = inference_dtype(dtype, pick_device(device))  # auto: what this device samples fastest in
+    except ValueError as error:
+        raise UsageError(f"--dtype: {error}") from None
     sampler = open_sampler(backend, model, config, dtype, device, trust_remote_code, allow_pickle)
 
     with progress() as bar:

@@ -13,7 +13,8 @@
 # the training prompts) and TEST SVAMP problems (out-of-domain). Rerun to continue where it stopped.
 #   scripts/onpolicy_compare.sh OUT SEED [ROUNDS] [PPR] [N] [STEPS] [TEST]
 # Environment: MIXED=bf16 trains every arm under bf16 autocast (default no: float32); SYNC_EVERY is TR-DPO's
-# sync period in steps (default STEPS/2, so the reference moves twice a round).
+# sync period in steps (default STEPS/2, so the reference moves twice a round); SAMPLE_DTYPE is every arm's
+# sampling dtype (default float32, as the documented runs sampled; auto is bfloat16 on a bf16 CPU or GPU).
 set -euo pipefail
 OUT=${1:?OUT folder}
 SEED=${2:?seed}
@@ -24,6 +25,7 @@ STEPS=${6:-8}
 TEST=${7:-20}
 MIXED=${MIXED:-no}
 SYNC_EVERY=${SYNC_EVERY:-$((STEPS / 2))}
+SAMPLE_DTYPE=${SAMPLE_DTYPE:-float32}
 DPO3D=${DPO3D:-.venv/bin/dpo3d}
 PY=${PY:-.venv/bin/python}
 LIMIT=$((ROUNDS * PPR))
@@ -34,6 +36,7 @@ mkdir -p "$RUN"
 TRAIN=(--batch-size 4 --lr 2e-5 --schedule constant --warmup-ratio 0 --log-every 2 --save-every "$STEPS"
        --probe-size 6 --unseen 12 --max-length 384 --seed "$SEED" --mixed-precision "$MIXED")
 ITER=(--prompts asdiv --limit "$LIMIT" --prompts-per-round "$PPR" --rounds "$ROUNDS" -n "$N" --max-new-tokens 200
+      --sample-dtype "$SAMPLE_DTYPE"
       --max-steps "$STEPS" "${TRAIN[@]}")
 
 stamp() { echo "== $(date -u +%H:%M:%S) seed $SEED: $*" >&2; }
@@ -73,10 +76,10 @@ with open(path, "w") as handle:
     for row in load_prompts("asdiv", limit=limit)[first:]:
         handle.write(json.dumps(row) + "\n")
 EOF
-    # labelled "policy" like iterate's own samples, so build-pairs takes the rejected from both; float32 like
-    # iterate's sampling (its weights' dtype), so both arms sample the starting policy alike
+    # labelled "policy" like iterate's own samples, so build-pairs takes the rejected from both; in iterate's
+    # sampling dtype, so both arms sample the starting policy alike
     "$DPO3D" sample --prompts "$OFF/rest-prompts.jsonl" -n "$N" --max-new-tokens 200 --temperature 0.7 \
-        --dtype float32 --seed "$((SEED + 1))" --batch-size 32 --source policy -o "$OFF/rest-samples.jsonl" --resume
+        --dtype "$SAMPLE_DTYPE" --seed "$((SEED + 1))" --batch-size 32 --source policy -o "$OFF/rest-samples.jsonl" --resume
     cat "$RUN/iterate/round-1/samples.jsonl" "$OFF/rest-samples.jsonl" > "$OFF/samples.jsonl.part"
     mv "$OFF/samples.jsonl.part" "$OFF/samples.jsonl"
 fi

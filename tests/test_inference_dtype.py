@@ -36,6 +36,11 @@ def test_auto_is_bfloat16_only_with_bf16_units(monkeypatch, avx512_bf16, amx, ex
     assert precision.inference_dtype("bfloat16", CPU) == "bfloat16"
 
 
+def test_an_unknown_dtype_is_refused_naming_the_choices():
+    with pytest.raises(ValueError, match="auto or one of float32, bfloat16, float16, got 'fp8'"):
+        precision.inference_dtype("fp8", CPU)
+
+
 def test_without_torchs_checks_cpuinfo_decides(monkeypatch, tmp_path):
     monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported", raising=False)
     monkeypatch.setattr(precision, "Path", lambda _: tmp_path / "cpuinfo")

@@ -142,7 +142,26 @@ def test_bad_settings_stop_before_any_work(tmp_path, tiny_model_dir):
         run_iterate(make_config(tmp_path, tiny_model_dir, reference="moving"))
     with pytest.raises(ValueError, match="fewer than --prompts-per-round 4 × --rounds 3"):
         run_iterate(make_config(tmp_path, tiny_model_dir, rounds=3), reward_factory=by_sample_index)
+    with pytest.raises(ValueError, match="--sample-dtype"):
+        run_iterate(make_config(tmp_path, tiny_model_dir, sample_dtype="fp8"), reward_factory=by_sample_index)
     assert not (tmp_path / "iter" / "round-1").exists()
+
+
+def test_the_sample_stage_runs_in_the_dtype_auto_resolves_to_and_training_keeps_float32(
+        monkeypatch, tmp_path, tiny_model_dir):
+    from dpo3d.models import precision
+
+    monkeypatch.setattr(precision, "has_bf16_units", lambda device: True)
+    config = make_config(tmp_path, tiny_model_dir, rounds=1)
+    assert config.sample_dtype == "auto"
+    run_iterate(config, reward_factory=by_sample_index)
+    layout = Layout(config.out)
+    settings = json.loads(layout.samples(1).with_name("samples.jsonl.run.json").read_text())
+    assert "bfloat16" in json.dumps(settings) and "auto" not in json.dumps(settings)
+    from safetensors.torch import load_file
+
+    trained = load_file(layout.run(1) / "model.safetensors")
+    assert {str(tensor.dtype) for tensor in trained.values()} == {"torch.float32"}
 
 
 def _round(folder: Path, chosen: list[float], rejected: list[float]) -> None:

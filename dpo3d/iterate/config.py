@@ -9,6 +9,7 @@ from dpo3d.config.fields import option
 from dpo3d.data import inputs
 from dpo3d.judges.rewards import REWARD_HELP
 from dpo3d.models.loading import LoadOptions
+from dpo3d.models.precision import AUTO, INFERENCE_DTYPE_HELP, check_inference_dtype
 from dpo3d.training.dpo import DPORunConfig
 
 #: the reference each round trains against
@@ -42,6 +43,8 @@ class IterateConfig:
     temperature: float = option(0.7, "Sampling temperature of the round's policy.", min=0.01)
     max_new_tokens: int = option(256, "Length cap of a sampled candidate.", min=1)
     sample_batch_size: int = option(32, "Sequences generated together.", min=1)
+    sample_dtype: str = option(AUTO, "Weights dtype of the sample stage (training keeps --dtype): "
+                                     + INFERENCE_DTYPE_HELP)
     backend: str = option("hf", "Sampling backend: hf (transformers generate) or vllm (GPUs; pip install "
                                 "dpo3d[vllm]).")
     reward: str = option("math", f"How candidates are scored (the judge; ppo's rewards): {REWARD_HELP}.",
@@ -60,6 +63,10 @@ class IterateConfig:
             raise ValueError("-n must be at least 2: a round pairs the best and the worst of a prompt's samples")
         if self.reference not in REFERENCES:
             raise ValueError(f"--reference takes {' or '.join(REFERENCES)}, got '{self.reference}'")
+        try:
+            check_inference_dtype(self.sample_dtype)
+        except ValueError as error:
+            raise ValueError(f"--sample-dtype: {error}") from None
         if self.train.ref is not None:
             raise ValueError("a round's reference is chosen by --reference (initial or previous), not --ref")
         from dpo3d.generation.sampler import check_backend

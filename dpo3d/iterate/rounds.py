@@ -27,7 +27,8 @@ from dpo3d.data import records as rec
 from dpo3d.generation.sampler import SamplingConfig, load_sampler
 from dpo3d.generation.sampling_run import prepare_prompts, sample_to_file
 from dpo3d.judges.rewards import make_reward, needed_fields
-from dpo3d.models.loading import LoadOptions, pick_device
+from dpo3d.models.loading import DTYPES, LoadOptions, pick_device
+from dpo3d.models.precision import inference_dtype
 from dpo3d.pairs.building import PairConfig, build_pairs, read_candidates
 from dpo3d.training.config import is_main_process
 from dpo3d.training.dpo import train_dpo
@@ -118,7 +119,8 @@ def sample_round(config: IterateConfig, layout: Layout, number: int, policy: str
     stage = Stage(events, name, f"{config.n} candidates for each of {len(prompts)} prompts from {policy}")
     sampling = SamplingConfig(n=config.n, temperature=config.temperature, max_new_tokens=config.max_new_tokens,
                               batch_size=config.sample_batch_size, seed=config.train.loop.seed + number)
-    load = replace(config.load, padding_side="left")
+    dtype = inference_dtype(config.sample_dtype, pick_device(config.device))  # auto: the device's fastest
+    load = replace(config.load, padding_side="left", dtype=DTYPES[dtype])
     sampler = load_sampler(config.backend, policy, sampling, load, config.device)
     done = {"prompts": 0}
 
@@ -127,7 +129,7 @@ def sample_round(config: IterateConfig, layout: Layout, number: int, policy: str
         events.on_progress(name, done["prompts"], len(prompts))
 
     summary = sample_to_file(sampler, prompts, SOURCE, layout.samples(number), resume=True,
-                             settings={"model": policy, "backend": config.backend, "dtype": str(config.load.dtype)},
+                             settings={"model": policy, "backend": config.backend, "dtype": dtype},
                              on_start=lambda total, skipped: done.update(prompts=skipped), on_chunk=chunk)
     del sampler
     gc.collect()

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import torch
 
+from dpo3d.models.loading import DTYPES
+
 AUTO = "auto"
 #: the /proc/cpuinfo flags of bf16 units: AVX-512 BF16 dot products, AMX tiles with bf16
 CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
@@ -46,9 +48,24 @@ def has_bf16_units(device: torch.device) -> bool:
     return cpuinfo.is_file() and cpuinfo_has_bf16(cpuinfo.read_text(errors="replace"))
 
 
+#: how a command that infers tells the user what ``auto`` means (sample's --dtype, iterate's --sample-dtype)
+INFERENCE_DTYPE_HELP = (
+    f"{AUTO} (bfloat16 where the device has bf16 units: a CUDA GPU that supports it, a CPU with avx512_bf16 or AMX; "
+    f"float32 elsewhere), {', '.join(DTYPES)}. On a 2-core EPYC with avx512_bf16 bfloat16 sampled 1.5-1.7x faster; "
+    "the two dtypes sample different text from one seed, and the run records which it used."
+)
+
+
+def check_inference_dtype(name: str) -> None:
+    """Refuse a name that is neither ``auto`` nor a dtype, naming the choices."""
+    if name != AUTO and name not in DTYPES:
+        raise ValueError(f"a dtype must be {AUTO} or one of {', '.join(DTYPES)}, got '{name}'")
+
+
 def inference_dtype(name: str, device: torch.device) -> str:
     """``name`` as it is, or for ``auto`` the dtype inference is fastest in on ``device``: bfloat16 where it
-    has bf16 units, else float32."""
+    has bf16 units, else float32. A name that is neither ``auto`` nor a dtype is refused."""
+    check_inference_dtype(name)
     if name != AUTO:
         return name
     return "bfloat16" if has_bf16_units(device) else "float32"
