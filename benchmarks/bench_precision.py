@@ -6,8 +6,8 @@ evaluators), samples PROMPTS GSM8K test prompts x N candidates (<= NEW_TOKENS to
 (the second run checks that a seeded run repeats itself exactly), then scores the first 16 pairs of
 data/examples/pairs.jsonl (chosen and rejected). Reported: tokens/s of each stage, the share of candidates that
 the two precisions sample identically (they round differently, so seeded samples diverge), the mean absolute
-per-token log-prob difference between them, and whether the CPU has AMX tiles (torch's own check) — bf16
-matmuls are fast only with them.
+per-token log-prob difference between them, and the CPU's bf16 units (avx512_bf16, AMX: what `--dtype auto`
+reads) — without one bf16 is emulated and slower than float32.
 
 Run: python benchmarks/bench_precision.py [PROMPTS] [N] [NEW_TOKENS]
 """
@@ -25,6 +25,7 @@ from dpo3d.data import inputs
 from dpo3d.data.datasets import load_prompts
 from dpo3d.generation.sampler import SamplingConfig
 from dpo3d.models.loading import BUNDLED, LoadOptions, load_model_and_tokenizer, load_tokenizer
+from dpo3d.models.precision import cpu_bf16_units
 from dpo3d.scoring.logprobs import score_records
 
 PAIRS = "data/examples/pairs.jsonl"
@@ -39,9 +40,9 @@ def score(model, tokenizer, pairs) -> tuple[list[dict], int, float]:
 
 
 def main(prompts_count: int = 8, n: int = 4, new_tokens: int = 96) -> None:
-    amx = bool(getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
+    units = ", ".join(cpu_bf16_units()) or "none"
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU capability "
-          f"{torch.backends.cpu.get_cpu_capability()}, AMX tiles: {amx}, load average {os.getloadavg()[0]:.1f}",
+          f"{torch.backends.cpu.get_cpu_capability()}, bf16 units: {units}, load average {os.getloadavg()[0]:.1f}",
           file=sys.stderr)
     prompts = load_prompts("gsm8k:test", limit=prompts_count)
     pairs = list(inputs.stream(inputs.open_source(PAIRS)))[:PAIR_COUNT]

@@ -19,10 +19,10 @@ SKYLAKE = "flags\t\t: fpu sse avx2 avx512f avx512bw avx512_vnni\n"
 
 
 def test_cpuinfo_names_the_bf16_units():
-    assert precision.cpuinfo_has_bf16(ZEN4) and precision.cpuinfo_has_bf16(SAPPHIRE)
-    assert not precision.cpuinfo_has_bf16(SKYLAKE)
+    assert precision.cpuinfo_bf16_flags(ZEN4) == ["avx512_bf16"] and precision.cpuinfo_bf16_flags(SAPPHIRE) == ["amx_bf16"]
+    assert precision.cpuinfo_bf16_flags(SKYLAKE) == []
     # a flag outside a flags line (a model name, say) is not a unit
-    assert not precision.cpuinfo_has_bf16("model name\t: avx512_bf16 edition\nflags\t: fpu\n")
+    assert precision.cpuinfo_bf16_flags("model name\t: avx512_bf16 edition\nflags\t: fpu\n") == []
 
 
 @pytest.mark.parametrize(("avx512_bf16", "amx", "expected"), [
@@ -31,6 +31,7 @@ def test_auto_is_bfloat16_only_with_bf16_units(monkeypatch, avx512_bf16, amx, ex
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16, raising=False)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
     assert precision.inference_dtype("auto", CPU) == expected
+    assert precision.cpu_bf16_units() == [name for name, has in (("avx512_bf16", avx512_bf16), ("amx_bf16", amx)) if has]
     # a dtype the user names is kept, whatever the CPU has
     assert precision.inference_dtype("float32", CPU) == "float32"
     assert precision.inference_dtype("bfloat16", CPU) == "bfloat16"

@@ -25,13 +25,24 @@ AUTO = "auto"
 CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
-def cpuinfo_has_bf16(text: str) -> bool:
-    """Whether /proc/cpuinfo's ``flags`` lines name a bf16 unit."""
+def cpuinfo_bf16_flags(text: str) -> list[str]:
+    """The bf16 units /proc/cpuinfo's ``flags`` lines name (``CPU_BF16_FLAGS`` order)."""
+    found: set[str] = set()
     for line in text.splitlines():
         key, _, value = line.partition(":")
-        if key.strip() == "flags" and set(value.split()) & set(CPU_BF16_FLAGS):
-            return True
-    return False
+        if key.strip() == "flags":
+            found |= set(value.split()) & set(CPU_BF16_FLAGS)
+    return [flag for flag in CPU_BF16_FLAGS if flag in found]
+
+
+def cpu_bf16_units() -> list[str]:
+    """This CPU's bf16 units by name (avx512_bf16, amx_bf16): torch's own checks, else /proc/cpuinfo."""
+    checks = {"avx512_bf16": getattr(torch.cpu, "_is_avx512_bf16_supported", None),
+              "amx_bf16": getattr(torch.cpu, "_is_amx_tile_supported", None)}
+    if all(check is not None for check in checks.values()):
+        return [name for name, check in checks.items() if check()]
+    cpuinfo = Path("/proc/cpuinfo")
+    return cpuinfo_bf16_flags(cpuinfo.read_text(errors="replace")) if cpuinfo.is_file() else []
 
 
 def has_bf16_units(device: torch.device) -> bool:
@@ -39,13 +50,7 @@ def has_bf16_units(device: torch.device) -> bool:
     avx512_bf16 or AMX."""
     if device.type == "cuda":
         return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
-    if device.type != "cpu":
-        return False
-    checks = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
-    if all(check is not None for check in checks):
-        return any(check() for check in checks)
-    cpuinfo = Path("/proc/cpuinfo")
-    return cpuinfo.is_file() and cpuinfo_has_bf16(cpuinfo.read_text(errors="replace"))
+    return device.type == "cpu" and bool(cpu_bf16_units())
 
 
 #: how a command that infers tells the user what ``auto`` means (sample's --dtype, iterate's --sample-dtype)
