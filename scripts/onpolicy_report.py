@@ -70,18 +70,25 @@ def pairs_trained(seed_dir: Path, arm: str) -> int:
     return sum(len(read_log(path)) for path in arm_files(seed_dir, arm, "pairs.jsonl"))
 
 
-def second_block(seed_dir: Path) -> dict[str, tuple[int, int]]:
-    """Right samples on round 2's prompts: the starting policy's (the offline arm sampled them), and each
-    iterate arm's round-1 model's (its round-2 samples): the same prompts, so only the model differs."""
-    found = {}
-    judged = seed_dir / "iterate" / "round-2" / "judged.jsonl"
-    if not judged.is_file() or not (seed_dir / "offline" / "judged.jsonl").is_file():
-        return found
-    found["start"] = right([seed_dir / "offline" / "judged.jsonl"], {r["id"] for r in read_log(judged)})
-    for arm in ("iterate", "tr-dpo"):
-        if (seed_dir / arm / "round-2" / "judged.jsonl").is_file():
-            found[arm] = right([seed_dir / arm / "round-2" / "judged.jsonl"])
-    return found
+def later_blocks(seed_dir: Path) -> dict[int, dict[str, tuple[int, int]]]:
+    """Right samples on each later round's prompts (round 2 on): the starting policy's (the offline arm sampled
+    every prompt once) and each iterate arm's previous-round model's (its round-r samples). The same prompts,
+    so only the model differs. Empty without the offline arm's samples."""
+    offline = seed_dir / "offline" / "judged.jsonl"
+    if not offline.is_file():
+        return {}
+    blocks: dict[int, dict[str, tuple[int, int]]] = {}
+    for judged in sorted((seed_dir / "iterate").glob("round-*/judged.jsonl")):
+        number = int(judged.parent.name.split("-")[1])
+        if number < 2:
+            continue
+        block = {"start": right([offline], {r["id"] for r in read_log(judged)})}
+        for arm in ("iterate", "tr-dpo"):
+            mine = seed_dir / arm / f"round-{number}" / "judged.jsonl"
+            if mine.is_file():
+                block[arm] = right([mine])
+        blocks[number] = block
+    return dict(sorted(blocks.items()))
 
 
 def test_result(path: Path) -> tuple[int, int] | None:
@@ -132,7 +139,7 @@ def main(out: Path) -> None:
             arm_report["seeds"][seed_dir.name] = entry
         report["arms"][arm] = arm_report
     report["start"] = {name: test_result(out / f"start.test-{name}.summary.json") for name in SETS}
-    report["second_block"] = {seed.name: second_block(seed) for seed in seeds}
+    report["later_blocks"] = {seed.name: later_blocks(seed) for seed in seeds}
     (out / "compare.json").write_text(json.dumps(report, indent=1))
     figure = plot(report, out / "compare.png")
     (out / "compare.md").write_text(markdown(report, figure.name))
@@ -167,14 +174,16 @@ def markdown(report: dict, figure: str) -> str:
                              for r in runs.values())
         lines.append(f"| {LABELS[arm]} | {pooled([r['test_asdiv'] for r in runs.values() if r['test_asdiv']])} | "
                      f"{pooled([r['test_svamp'] for r in runs.values() if r['test_svamp']])} | {per_seed} |")
-    lines += ["", "Sample accuracy on round 2's prompts (the same 16 prompts × 8 samples per seed, T 0.7): the starting "
-              "policy (the offline arm's samples) against each iterate arm's round-1 model, pooled over seeds "
-              "(95% Wilson), and per seed:", "", "| sampled by | right | per seed |", "|---|---|---|"]
-    blocks = report["second_block"].values()
-    for key, label in (("start", "the starting policy"), ("iterate", "iterate's round-1 model"),
-                       ("tr-dpo", "iterate + TR-DPO's round-1 model")):
-        got = [block[key] for block in blocks if key in block]
-        lines.append(f"| {label} | {pooled(got)} | {', '.join(f'{r}/{n}' for r, n in got)} |")
+    lines += ["", "Sample accuracy on each later round's prompts (T 0.7): the starting policy (the offline arm's samples "
+              "of the same prompts) against each iterate arm's previous-round model, pooled over seeds (95% Wilson), and "
+              "per seed:", "", "| round | sampled by | right | per seed |", "|---|---|---|---|"]
+    numbers = sorted({number for blocks in report["later_blocks"].values() for number in blocks})
+    for number in numbers:
+        blocks = [seed_blocks[number] for seed_blocks in report["later_blocks"].values() if number in seed_blocks]
+        for key, label in (("start", "the starting policy"), ("iterate", f"iterate's round-{number - 1} model"),
+                           ("tr-dpo", f"iterate + TR-DPO's round-{number - 1} model")):
+            got = [block[key] for block in blocks if key in block]
+            lines.append(f"| {number} | {label} | {pooled(got)} | {', '.join(f'{r}/{n}' for r, n in got)} |")
     lines += ["", "Detector events (property @ step) per seed:", ""]
     for arm, arm_report in report["arms"].items():
         for seed, run in arm_report["seeds"].items():
@@ -202,7 +211,8 @@ def plot(report: dict, target: Path) -> Path:
         ax.axhline(0, color="black", linewidth=0.5)
         ax.set_xlabel("optimizer step (iterate: all rounds joined)")
         ax.set_title(f"probe log-prob change since the start, {title}")
-    axes[0].legend(fontsize=7)
+    if axes[0].get_legend_handles_labels()[0]:
+        axes[0].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(target, dpi=110)
     plt.close(fig)
