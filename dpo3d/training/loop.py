@@ -32,6 +32,7 @@ from dpo3d.models import host_memory
 from dpo3d.models.loading import is_adapted
 
 from . import batches, checkpoint, precision, sharding
+from .compiled import compile_layers
 from .config import LoopConfig
 from .control import keep_best_as_final, save_best, saved_best_step, share_control
 from .optimizer import adamw
@@ -95,6 +96,8 @@ def _setup(model, task: Task, config: LoopConfig, run: TrainingRun) -> _Setup:
         warnings.warn(low, stacklevel=3)
     if config.gradient_checkpointing:
         precision.enable_gradient_checkpointing(model)
+    if config.compile:
+        compile_layers(model)
     # only what trains: a LoRA run's frozen base gets no optimizer slot
     trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
     optimizer = adamw(trainable, lr=config.lr, weight_decay=config.weight_decay)
