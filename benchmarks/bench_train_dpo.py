@@ -9,7 +9,9 @@ setting lent to it (what TRL would gain from it), TRL precompute + padding_free=
 refuses or ignores it, what it said is recorded instead) and TRL precompute + use_liger_kernel=True
 (where liger-kernel is installed: its Triton kernels need a GPU), and dpo3d and TRL precompute in bf16
 autocast with float32 master weights (dpo3d-bf16, trl-precompute-bf16: the rows beside fp32 in a CPU run,
-each with its MFU against the bf16 matmul peak read in its own process). The dpo3d variants need
+each with its MFU against the bf16 matmul peak read in its own process), and dpo3d with --compile in both
+precisions (dpo3d-compile, dpo3d-bf16-compile: each decoder layer through torch.compile; the untimed warm-up
+steps pay the compilation). The dpo3d variants need
 ``dpo3d.scoring.forward.LogprobOptions``; on a library without it only "dpo3d" (its one path) runs.
 
 Same model (the bundled SmolLM2-135M-Instruct), same pairs (the first --batch of data/examples), one
@@ -72,6 +74,9 @@ CONFIGS: dict[str, dict] = {
     # the same two in bf16 autocast (float32 master weights), whatever the run's --precision: the rows beside fp32
     "dpo3d-bf16": {"kind": "dpo3d", "logprobs": {}, "precision": "bf16"},
     "trl-precompute-bf16": {"kind": "trl", "precompute": True, "precision": "bf16"},
+    # --compile: each decoder layer through torch.compile (the first, untimed step compiles)
+    "dpo3d-compile": {"kind": "dpo3d", "logprobs": {}, "compile": True},
+    "dpo3d-bf16-compile": {"kind": "dpo3d", "logprobs": {}, "precision": "bf16", "compile": True},
     "logprobs": {"kind": "logprobs"},
 }
 BASELINE = "trl-precompute"
@@ -148,7 +153,7 @@ def work_dpo3d(args, spec: dict) -> dict:
     loop = LoopConfig(out=work / "run", lr=args.lr, batch_size=args.batch, grad_accum=1, max_steps=args.steps,
                       warmup_ratio=0.0, schedule="constant", log_every=args.steps, cpu=not _cuda(args),
                       mixed_precision="bf16" if args.precision == "bf16" else "no", gradient_checkpointing=False,
-                      **({"keep_host_memory": spec["keep_host_memory"]} if "keep_host_memory" in spec else {}))
+                      **{key: spec[key] for key in ("keep_host_memory", "compile") if key in spec})
     config = DPORunConfig(model=BUNDLED, pairs=work / "pairs.jsonl", loop=loop, max_length=args.max_length,
                           probe_size=1, unseen_limit=0, **extra)
     try:
@@ -447,8 +452,10 @@ def report(results: dict[str, dict], args, peaks: dict[str, dict], shape: ModelS
 
 
 def precision_ratios(results: dict[str, dict], mem: str) -> list[str]:
-    """Each -bf16 row against its fp32 twin, and dpo3d against TRL within bf16: pairs/s and peak steps memory."""
-    pairs = [("dpo3d-bf16", "dpo3d"), ("trl-precompute-bf16", "trl-precompute"), ("dpo3d-bf16", "trl-precompute-bf16")]
+    """Each -bf16 row against its fp32 twin, dpo3d against TRL within bf16, each -compile row against its eager
+    twin: pairs/s and peak steps memory."""
+    pairs = [("dpo3d-bf16", "dpo3d"), ("trl-precompute-bf16", "trl-precompute"), ("dpo3d-bf16", "trl-precompute-bf16"),
+             ("dpo3d-compile", "dpo3d"), ("dpo3d-bf16-compile", "dpo3d-bf16")]
     lines = []
     for a, b in pairs:
         ra, rb = results.get(a, {}), results.get(b, {})
