@@ -66,3 +66,12 @@ def test_train_dpo_with_compile_logs_the_eager_runs_first_step(tmp_path, tiny_mo
     for key in ("loss", "grad_norm", "chosen_logp", "rejected_logp"):
         assert compiled[1][key] == pytest.approx(plain[1][key], rel=RTOL), key
     assert '"compile": true' in (compiled_out / "run_config.json").read_text()
+
+
+def test_a_lora_model_compiles_its_base_models_layers(tiny_model):
+    from peft import LoraConfig, get_peft_model
+
+    wrapped = get_peft_model(copy.deepcopy(tiny_model), LoraConfig(r=2, target_modules=["q_proj", "v_proj"]))
+    layers = decoder_layers(wrapped)
+    assert len(layers) == 2
+    assert type(layers[0].self_attn.q_proj).__module__.startswith("peft")  # the adapted layers, not a copy

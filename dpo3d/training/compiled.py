@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import torch
 
+from dpo3d.models.wrappers import unwrap
+
 
 def decoder_layers(model) -> torch.nn.ModuleList:
-    """The decoder layers of a transformers causal LM, through a PEFT wrapper if there is one."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    """The decoder layers of a transformers causal LM, through a DDP, compile or PEFT wrapper if there is one."""
+    base = unwrap(model)
     decoder = base.get_decoder() if hasattr(base, "get_decoder") else None
     layers = getattr(decoder, "layers", None)
     if not isinstance(layers, torch.nn.ModuleList) or len(layers) == 0:
