@@ -112,10 +112,13 @@ iterate out="runs/iterate" *args: setup
         --max-new-tokens 200 --max-steps 8 --batch-size 4 --lr 2e-5 --log-every 2 \
         --save-every 4 --probe-size 6 --unseen 12 --max-length 384 {{args}}
 
-# likelihood displacement, degradation and (token-level) dispersion on the bundled SmolLM2: minimal-edit GSM8K pairs
-# (the dataset's solution vs the same text with only the final answer changed), dpo/dpo-sft/flex x 3 seeds x 60
-# steps of one pair, then the detector over every run: a table and a figure (~1 h on two cores; rerun to continue;
-# losses="dpo dpo-sft flex ipo" adds IPO, ~20 min more)
+# offline DPO on scenario-2 pairs vs iterate vs iterate + TR-DPO sync (docs/iterate.md): 3 seeds side by side,
+# one thread each, 3 rounds of 11 fresh ASDiv prompts x 8 samples, 6 steps a round, bf16 autocast; then the report
+onpolicy out="runs/onpolicy3" seeds="0 1 2": setup
+    for seed in {{seeds}}; do OMP_NUM_THREADS=1 MIXED=bf16 SYNC_EVERY=3 DPO3D="{{bin}}/dpo3d" PY="{{bin}}/python" \
+        scripts/onpolicy_compare.sh "{{out}}" "$seed" 3 11 8 6 20 & done; wait
+    "{{bin}}/python" scripts/onpolicy_report.py "{{out}}"
+
 # TRL's DPOTrainer with dpo3d's 3D callback on the bundled SmolLM2 and minimal-edit pairs, then diagnose on its checkpoints
 trl-example out="runs/trl-3d" steps="60": setup
     #!/usr/bin/env bash
@@ -129,6 +132,10 @@ trl-example out="runs/trl-3d" steps="60": setup
         --max-length 320 --figure "$out/checkpoints.png" > "$out/checkpoint-events.jsonl"
     "$dpo3d" diagnose "$out/3d" --figure "$out/live.png" > "$out/live-events.jsonl"
 
+# likelihood displacement, degradation and (token-level) dispersion on the bundled SmolLM2: minimal-edit GSM8K pairs
+# (the dataset's solution vs the same text with only the final answer changed), dpo/dpo-sft/flex x 3 seeds x 60
+# steps of one pair, then the detector over every run: a table and a figure (~1 h on two cores; rerun to continue;
+# losses="dpo dpo-sft flex ipo" adds IPO, ~20 min more)
 displacement out="runs/displacement" steps="60" seeds="0 1 2" losses="dpo dpo-sft flex": setup
     #!/usr/bin/env bash
     set -euo pipefail
