@@ -115,8 +115,13 @@ iterate out="runs/iterate" *args: setup
 # offline DPO on scenario-2 pairs vs iterate vs iterate + TR-DPO sync (docs/iterate.md): 3 seeds side by side,
 # one thread each, 3 rounds of 11 fresh ASDiv prompts x 8 samples, 6 steps a round, bf16 autocast; then the report
 onpolicy out="runs/onpolicy3" seeds="0 1 2": setup
+    #!/usr/bin/env bash
+    set -euo pipefail
+    mkdir -p "{{out}}"; pids=()
     for seed in {{seeds}}; do OMP_NUM_THREADS=1 MIXED=bf16 SYNC_EVERY=3 DPO3D="{{bin}}/dpo3d" PY="{{bin}}/python" \
-        scripts/onpolicy_compare.sh "{{out}}" "$seed" 3 11 8 6 20 & done; wait
+        scripts/onpolicy_compare.sh "{{out}}" "$seed" 3 11 8 6 20 > "{{out}}/seed-$seed.log" 2>&1 & pids+=($!); done
+    failed=0; for pid in "${pids[@]}"; do wait "$pid" || failed=1; done
+    [ "$failed" = 0 ] || { echo "a seed failed: see {{out}}/seed-*.log; rerun to continue" >&2; exit 1; }
     "{{bin}}/python" scripts/onpolicy_report.py "{{out}}"
 
 # TRL's DPOTrainer with dpo3d's 3D callback on the bundled SmolLM2 and minimal-edit pairs, then diagnose on its checkpoints

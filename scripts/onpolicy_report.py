@@ -79,9 +79,10 @@ def later_blocks(seed_dir: Path) -> dict[int, dict[str, tuple[int, int]]]:
         return {}
     blocks: dict[int, dict[str, tuple[int, int]]] = {}
     for judged in sorted((seed_dir / "iterate").glob("round-*/judged.jsonl")):
-        number = int(judged.parent.name.split("-")[1])
-        if number < 2:
+        number = judged.parent.name.removeprefix("round-")
+        if not number.isdigit() or int(number) < 2:  # round 1 (no earlier model), or a copy such as round-2.bak
             continue
+        number = int(number)
         block = {"start": right([offline], {r["id"] for r in read_log(judged)})}
         for arm in ("iterate", "tr-dpo"):
             mine = seed_dir / arm / f"round-{number}" / "judged.jsonl"

@@ -8,6 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import torch
 
 from dpo3d.data.run_log import read_log
 from dpo3d.iterate import IterateConfig, IterateEvents, run_iterate
@@ -125,7 +126,7 @@ def test_a_rerun_skips_what_is_done_and_redoes_only_what_is_missing(finished, tm
 
 def test_a_rerun_with_other_settings_is_refused_naming_them(finished):
     config, _, _ = finished
-    with pytest.raises(ValueError, match="n, rounds"):
+    with pytest.raises(ValueError, match="n 2 -> 3, rounds 2 -> 3"):
         run_iterate(replace(config, n=3, rounds=3), reward_factory=by_sample_index)
 
 
@@ -149,15 +150,20 @@ def test_bad_settings_stop_before_any_work(tmp_path, tiny_model_dir):
 
 def test_the_sample_stage_runs_in_the_dtype_auto_resolves_to_and_training_keeps_float32(
         monkeypatch, tmp_path, tiny_model_dir):
+    from dpo3d.iterate import rounds
     from dpo3d.models import precision
 
     monkeypatch.setattr(precision, "has_bf16_units", lambda device: True)
+    loaded = []
+    real_load_sampler = rounds.load_sampler
+    monkeypatch.setattr(rounds, "load_sampler", lambda backend, model, sampling, load, device: (
+        loaded.append(load.dtype), real_load_sampler(backend, model, sampling, load, device))[1])
     config = make_config(tmp_path, tiny_model_dir, rounds=1)
     assert config.sample_dtype == "auto"
     run_iterate(config, reward_factory=by_sample_index)
     layout = Layout(config.out)
     settings = json.loads(layout.samples(1).with_name("samples.jsonl.run.json").read_text())
-    assert "bfloat16" in json.dumps(settings) and "auto" not in json.dumps(settings)
+    assert settings["dtype"] == "bfloat16" and loaded == [torch.bfloat16]
     from safetensors.torch import load_file
 
     trained = load_file(layout.run(1) / "model.safetensors")
@@ -209,3 +215,27 @@ def test_the_command_runs_a_round_and_reports_each_stage(tmp_path, tiny_model_di
     assert (tmp_path / "it" / "iterate.md").is_file()
     refused = CliRunner().invoke(app, [*args[:-4], "--reference", "moving"])
     assert refused.exit_code == 2 and "--reference takes initial or previous" in refused.output
+
+
+def test_a_folder_from_before_sample_dtype_and_compile_continues_with_the_dtype_it_sampled_in(tmp_path, tiny_model_dir):
+    from dpo3d.generation.sampling_run import RunMismatch, check_settings
+
+    config = make_config(tmp_path, tiny_model_dir, rounds=1, sample_dtype="float32")
+    run_iterate(config, reward_factory=by_sample_index)
+    saved_path = config.out / "iterate_config.json"
+    saved = json.loads(saved_path.read_text())
+    del saved["sample_dtype"], saved["train"]["loop"]["compile"]  # as the run of an older dpo3d wrote it
+    saved_path.write_text(json.dumps(saved))
+    samples_settings = Layout(config.out).samples(1).with_name("samples.jsonl.run.json")
+    old = json.loads(samples_settings.read_text())
+    samples_settings.write_text(json.dumps({**old, "dtype": "torch.float32"}))
+
+    heard = Heard()
+    run_iterate(replace(config, train=replace(config.train, loop=replace(config.train.loop, compile=True))), heard,
+                reward_factory=by_sample_index)  # --compile changes speed, not the run: it may differ on a rerun
+    assert heard.started == [] and "round 1: train-dpo" in heard.skipped
+    with pytest.raises(ValueError, match="sample_dtype 'float32' -> 'bfloat16'"):
+        run_iterate(replace(config, sample_dtype="bfloat16"), reward_factory=by_sample_index)
+    check_settings(Layout(config.out).samples(1), {"dtype": "float32"})  # "torch.float32" then, "float32" now
+    with pytest.raises(RunMismatch, match="dtype 'torch.float32' -> 'bfloat16'"):
+        check_settings(Layout(config.out).samples(1), {"dtype": "bfloat16"})

@@ -220,3 +220,25 @@ def test_resume_without_settings_file_still_checks_the_records(uninterrupted, ti
         sample_to_file(HFSampler(tiny_model, tokenizer, CONFIG), changed, "tiny", uninterrupted, resume=True)
     with pytest.raises(RunMismatch, match="source 'tiny', this run 'policy'"):
         sample_to_file(HFSampler(tiny_model, tokenizer, CONFIG), PROMPTS, "policy", uninterrupted, resume=True)
+
+
+def test_the_vllm_engine_gets_the_dtype_the_run_records(monkeypatch, tiny_model_dir):
+    """vLLM picks a dtype of its own unless told: the engine must sample in the one the run resolved and records."""
+    import importlib.machinery
+    import sys
+    import types
+
+    import torch
+
+    from dpo3d.generation import sampler as sampler_module
+    from dpo3d.models.loading import LoadOptions
+
+    engines: list[dict] = []
+    fake = types.ModuleType("vllm")
+    fake.__spec__ = importlib.machinery.ModuleSpec("vllm", None)
+    fake.LLM = lambda **kwargs: engines.append(kwargs)
+    monkeypatch.setitem(sys.modules, "vllm", fake)
+    config = sampler_module.SamplingConfig(n=1, max_new_tokens=2)
+    sampler_module.load_sampler("vllm", str(tiny_model_dir), config, LoadOptions(dtype=torch.bfloat16), "cpu")
+    sampler_module.load_sampler("vllm", str(tiny_model_dir), config, LoadOptions(dtype=torch.float32), "cpu")
+    assert [engine["dtype"] for engine in engines] == ["bfloat16", "float32"]

@@ -175,13 +175,15 @@ def _generated_length(tokens: torch.Tensor, eos_id: int | None, pad_id: int) -> 
 class VLLMSampler:
     """vLLM's engine, for clusters where it is installed (``--backend vllm``)."""
 
-    def __init__(self, model_path: str, tokenizer, config: SamplingConfig, trust_remote_code: bool = False):
+    def __init__(self, model_path: str, tokenizer, config: SamplingConfig, trust_remote_code: bool = False,
+                 dtype: str = "float32"):
         check_backend("vllm")
         from vllm import LLM  # noqa: PLC0415 - optional dependency
 
         config.validate()
         self.config, self.tokenizer = config, tokenizer
-        self.engine = LLM(model=model_path, seed=config.seed, trust_remote_code=trust_remote_code)
+        # the dtype the run resolved and records (vLLM's own default follows the model's config instead)
+        self.engine = LLM(model=model_path, seed=config.seed, trust_remote_code=trust_remote_code, dtype=dtype)
 
     def sample_chunk(self, chunk_index: int, prompts: list[dict], source: str) -> ChunkResult:
         from vllm import SamplingParams, TokensPrompt  # noqa: PLC0415
@@ -223,7 +225,7 @@ def load_sampler(backend: str, model: str, config: SamplingConfig, load: LoadOpt
     check_backend(backend)
     if backend == "vllm":
         return VLLMSampler(full_model_folder(model, load), load_tokenizer(model, load), config,
-                           trust_remote_code=load.trust_remote_code)
+                           trust_remote_code=load.trust_remote_code, dtype=str(load.dtype).removeprefix("torch."))
     lm, tokenizer = load_model_and_tokenizer(model, load)
     lm.to(pick_device(device))
     return HFSampler(lm, tokenizer, config)

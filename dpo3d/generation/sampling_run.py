@@ -90,6 +90,11 @@ def check_output(path: str | Path, resume: bool) -> None:
         raise ValueError(f"{path} exists: pass --resume to continue the run that wrote it, or remove it")
 
 
+def _plain(value):
+    """A dtype as older runs recorded it ("torch.float32") and as runs record it now ("float32") compare equal."""
+    return value.removeprefix("torch.") if isinstance(value, str) else value
+
+
 def check_settings(path: str | Path, settings: dict) -> None:
     """Refuse to resume a file written with other settings (when its settings file is there)."""
     saved_path = settings_path(path)
@@ -99,7 +104,8 @@ def check_settings(path: str | Path, settings: dict) -> None:
         saved = json.loads(saved_path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise RunMismatch(f"{saved_path}: unreadable run settings ({err}); remove it to resume without the check") from None
-    changed = [f"{key} {saved[key]!r} -> {value!r}" for key, value in settings.items() if key in saved and saved[key] != value]
+    changed = [f"{key} {saved[key]!r} -> {value!r}" for key, value in settings.items()
+               if key in saved and _plain(saved[key]) != _plain(value)]
     if changed:
         raise RunMismatch(
             f"{path} was sampled with other settings ({'; '.join(changed)}): "

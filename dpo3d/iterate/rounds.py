@@ -83,15 +83,28 @@ def round_prompts(config: IterateConfig, prompts: list[dict], number: int) -> li
     return prompts[(number - 1) * size : number * size]
 
 
+def comparable(settings: dict) -> dict:
+    """An iterate_config.json's settings as a rerun must repeat them: without where the run is, the device it
+    samples on and --compile (they change the time, not the run), and with the settings added since an older
+    dpo3d wrote it at the values that run had (before --sample-dtype the sample stage ran in --dtype)."""
+    kept = {key: value for key, value in settings.items() if key not in ("out", "device")}
+    if "sample_dtype" not in kept:
+        kept["sample_dtype"] = str(kept.get("load", {}).get("dtype", "float32")).removeprefix("torch.")
+    if isinstance(kept.get("train"), dict) and isinstance(kept["train"].get("loop"), dict):
+        loop = {key: value for key, value in kept["train"]["loop"].items() if key != "compile"}
+        kept["train"] = {**kept["train"], "loop": loop}
+    return kept
+
+
 def check_folder(config: IterateConfig) -> None:
     """Refuse an iterate folder written with other settings; record these ones in a new one."""
     path = Path(config.out) / "iterate_config.json"
     settings = json.loads(json.dumps(config.to_json(), default=str))
-    kept = {key: value for key, value in settings.items() if key not in ("out", "device")}
+    kept = comparable(settings)
     if path.is_file():
-        saved = json.loads(path.read_text(encoding="utf-8"))
-        before = {key: value for key, value in saved.items() if key not in ("out", "device")}
-        changed = sorted(key for key in set(kept) | set(before) if kept.get(key) != before.get(key))
+        before = comparable(json.loads(path.read_text(encoding="utf-8")))
+        changed = sorted(key if isinstance(kept.get(key), dict) else f"{key} {before.get(key)!r} -> {kept.get(key)!r}"
+                         for key in set(kept) | set(before) if kept.get(key) != before.get(key))
         if changed:
             raise ValueError(f"{config.out} holds an iterate run with other settings ({', '.join(changed)}): rerun "
                              "with the same ones to continue it, or choose another --out")

@@ -4,12 +4,13 @@ Where matmuls are fast (a GPU, a CPU with bf16 units) the rest of a step — nor
 activations, residual adds and, under autocast, the casts around every matmul — is a large share of it:
 on a 2-core EPYC with avx512_bf16, bf16 autocast halved the matmuls' time and left element-wise ops and
 casts as the bulk (docs/benchmarks.md). Compiling a layer (inductor) fuses those into a few kernels.
-The layers of one model share their code, so one layer's graph serves them all: the first training step
-pays for the compilation once.
+The layers of one model share their code, so one graph serves them all (dynamo's recompile limit of 8
+would otherwise leave the rest eager): the first training step compiles it, and the first step of another
+sequence length once more, into a dynamic-shape graph that serves every later length.
 
 Only passes with gradients run compiled. Generation (its KV cache changes at each step and from layer to
-layer, which would recompile the graph), the probes and the reference's log-probs (no gradients, a few
-passes each) run the eager layer.
+layer, which would recompile the graph), the reference's log-probs and the probes' (no gradients; but
+--grad-split-every's gradient probes do run compiled) use the eager layer.
 """
 
 from __future__ import annotations

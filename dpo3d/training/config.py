@@ -41,9 +41,10 @@ class LoopConfig:
         False, "Recompute activations in the backward pass instead of storing them: less memory, about a third "
         "more compute.", flags=("--gradient-checkpointing/--no-gradient-checkpointing",))
     compile: bool = option(
-        False, "torch.compile each decoder layer for the training passes (inductor fuses the norms, activations, "
-        "residual adds and autocast's casts around the matmuls; generation, probes and reference stay eager). The "
-        "first step pays the compilation (~25-40 s on 2 CPU cores); untried under FSDP.",
+        False, "torch.compile each decoder layer for the passes with gradients (inductor fuses the norms, "
+        "activations, residual adds and autocast's casts around the matmuls; generation, the reference and the "
+        "log-prob probes stay eager). The first step compiles, and the first of another length once more (~25-40 s "
+        "each on 2 CPU cores); refused under FSDP and DeepSpeed.",
         flags=("--compile/--no-compile",))
     keep_host_memory: bool = option(
         False, "On the CPU, keep the memory a step frees in the process for the next step instead of returning it "

@@ -96,15 +96,15 @@ def _setup(model, task: Task, config: LoopConfig, run: TrainingRun) -> _Setup:
         warnings.warn(low, stacklevel=3)
     if config.gradient_checkpointing:
         precision.enable_gradient_checkpointing(model)
-    if config.compile:
-        compile_layers(model)
     # only what trains: a LoRA run's frozen base gets no optimizer slot
     trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
     optimizer = adamw(trainable, lr=config.lr, weight_decay=config.weight_decay)
     scheduler = _scheduler(config, optimizer, total)
     extra_models = task.extra_models()
     sharding.check_supported(accelerator, config.save_every, config.resume, task.probe_gradients, is_adapted(model),
-                             whole_weights=bool(extra_models))
+                             whole_weights=bool(extra_models), compiled=config.compile)
+    if config.compile:
+        compile_layers(model)
     state = run.resume_state(config.resume, model, extra_models, log_every=config.log_every)
     start = state.step if state is not None else 0
 

@@ -128,14 +128,17 @@ def check_launch(accelerator) -> None:
 
 
 def check_supported(accelerator, save_every: int, resume: bool, probe_gradients: bool = False,
-                    adapter: bool = False, whole_weights: bool = False) -> None:
+                    adapter: bool = False, whole_weights: bool = False, compiled: bool = False) -> None:
     """Refuse what the loop cannot do under this distributed type, before any training.
 
     ``probe_gradients``: the task's probes differentiate with respect to the parameters (DPO's
     --grad-split-every), which sharded parameters do not allow: FSDP2 computes through gathered copies,
     so ``torch.autograd.grad`` on the sharded parameters finds none of them in the graph. ``whole_weights``:
     the task reads the policy's whole weights after each update and checkpoints a model of its own (DPO's
-    synced reference)."""
+    synced reference). ``compiled``: --compile, whose layers would be wrapped by FSDP/DeepSpeed after compiling."""
+    if compiled and (is_fsdp(accelerator) or is_deepspeed(accelerator)):
+        raise ValueError("--compile is untried under FSDP and DeepSpeed (they wrap and shard the layers it compiled): "
+                         "leave it off there, or use DDP (configs/accelerate/ddp.yaml)")
     if adapter and is_fsdp(accelerator):
         raise ValueError("LoRA (--lora-r) with FSDP is not supported: --merge folds the adapter into the model after "
                          "training, on one process, which FSDP leaves sharded across all of them. A LoRA model is "
