@@ -148,12 +148,13 @@ def main(out: Path) -> None:
 
 
 def markdown(report: dict, figure: str) -> str:
+    arms = {arm: arm_report for arm, arm_report in report["arms"].items() if arm_report["seeds"]}  # arms that ran
     lines = ["# Offline DPO vs on-policy iteration vs iteration with TR-DPO sync", "",
              f"Seeds: {', '.join(report['seeds'])}. Probe changes at the end of training, since the start, on the same "
              "probe pairs (iterate's round-1 pairs): mean ± sd over seeds, summed (nats) and per token.", "",
              "| arm | seeds | pairs per seed | chosen Δ summed | chosen Δ per token | chosen peak summed | "
              "rejected Δ summed | rejected Δ per token | samples right |", "|---|---|---|---|---|---|---|---|---|"]
-    for arm, arm_report in report["arms"].items():
+    for arm, arm_report in arms.items():
         runs = list(arm_report["seeds"].values())
 
         def col(key: str, runs: list[dict] = runs) -> list[float]:
@@ -169,7 +170,7 @@ def markdown(report: dict, figure: str) -> str:
     start = report["start"]
     lines.append(f"| {LABELS['start']} | {pooled([start['asdiv']] if start['asdiv'] else [])} | "
                  f"{pooled([start['svamp']] if start['svamp'] else [])} | (greedy: one value) |")
-    for arm, arm_report in report["arms"].items():
+    for arm, arm_report in arms.items():
         runs = arm_report["seeds"]
         per_seed = ", ".join(f"{'/'.join(str(r[f'test_{s}'][0]) if r[f'test_{s}'] else '—' for s in SETS)}"
                              for r in runs.values())
@@ -186,7 +187,7 @@ def markdown(report: dict, figure: str) -> str:
             got = [block[key] for block in blocks if key in block]
             lines.append(f"| {number} | {label} | {pooled(got)} | {', '.join(f'{r}/{n}' for r, n in got)} |")
     lines += ["", "Detector events (property @ step) per seed:", ""]
-    for arm, arm_report in report["arms"].items():
+    for arm, arm_report in arms.items():
         for seed, run in arm_report["seeds"].items():
             shown = "; ".join(f"{e['property']} @ {e['step']}" for e in run["events"]) or "none"
             lines.append(f"- {LABELS[arm]}, {seed}: {shown}")

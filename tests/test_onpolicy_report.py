@@ -53,6 +53,7 @@ def test_the_markdown_has_a_row_per_later_round_and_sampler(tmp_path, capsys):
     judged(seed / "iterate" / "round-2" / "judged.jsonl", {"q1": [1, 1]})
     judged(seed / "iterate" / "round-3" / "judged.jsonl", {"q2": [1, 0]})
     report.main(tmp_path)
+    assert "cosine" not in (tmp_path / "compare.md").read_text()  # an arm no seed ran gets no row
     rows = {tuple(cell.strip() for cell in line.split("|")[1:3]): line.split("|")[4].strip()
             for line in (tmp_path / "compare.md").read_text().splitlines() if line.startswith("| 2 |") or line.startswith("| 3 |")}
     # round 2 (q1): the start 1 of 2 right, iterate's round-1 model 2 of 2; round 3 (q2): 0 of 2 and 1 of 2
