@@ -438,7 +438,7 @@ def report(results: dict[str, dict], args, peaks: dict[str, dict], shape: ModelS
             print(f"  {name:>28}: pairs/s {r['pairs_per_s'] / base['pairs_per_s']:.2f}x{memory}")
     compared = precision_ratios(results, mem)
     if compared:
-        print("\nbf16 autocast against fp32 (pairs/s ratio; peak steps memory ratio):")
+        print("\nbf16 autocast against fp32, --compile against eager (pairs/s ratio; peak steps memory ratio):")
         for line in compared:
             print(f"  {line}")
     print("\ngoals:")
