@@ -27,6 +27,13 @@ def main(out: str, pairs: str, model: str, batch: int) -> None:
     trainer.train()
     rank = trainer.args.process_index
     Path(out, f"records-rank{rank}.json").write_text(json.dumps(callback.records))
+    # leave the process group before the interpreter exits: a gloo group torn down at exit can abort a rank
+    # ("terminate called without an active exception") after its work is done, failing the launch
+    trainer.accelerator.wait_for_everyone()
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":
