@@ -20,6 +20,7 @@ import torch
 from dpo3d.data.sequences import encode_prompt
 from dpo3d.models.loading import (
     LoadOptions,
+    dtype_name,
     full_model_folder,
     load_model_and_tokenizer,
     load_tokenizer,
@@ -225,7 +226,7 @@ def load_sampler(backend: str, model: str, config: SamplingConfig, load: LoadOpt
     check_backend(backend)
     if backend == "vllm":
         return VLLMSampler(full_model_folder(model, load), load_tokenizer(model, load), config,
-                           trust_remote_code=load.trust_remote_code, dtype=str(load.dtype).removeprefix("torch."))
+                           trust_remote_code=load.trust_remote_code, dtype=dtype_name(load.dtype))
     lm, tokenizer = load_model_and_tokenizer(model, load)
     lm.to(pick_device(device))
     return HFSampler(lm, tokenizer, config)

@@ -29,6 +29,7 @@ from dpo3d.data import records as rec
 from dpo3d.data.run_log import AppendLog, read_log
 from dpo3d.data.schema import is_text
 from dpo3d.generation.sampler import ChunkResult, SamplingConfig, chunks, sample_all
+from dpo3d.models.loading import dtype_name
 
 
 class RunMismatch(ValueError):
@@ -90,9 +91,9 @@ def check_output(path: str | Path, resume: bool) -> None:
         raise ValueError(f"{path} exists: pass --resume to continue the run that wrote it, or remove it")
 
 
-def _plain(value):
-    """A dtype as older runs recorded it ("torch.float32") and as runs record it now ("float32") compare equal."""
-    return value.removeprefix("torch.") if isinstance(value, str) else value
+def _same(key: str, saved, value) -> bool:
+    """Whether a setting is unchanged; a dtype as older runs recorded it ("torch.float32") equals its name now."""
+    return dtype_name(saved) == dtype_name(value) if key == "dtype" else saved == value
 
 
 def check_settings(path: str | Path, settings: dict) -> None:
@@ -105,7 +106,7 @@ def check_settings(path: str | Path, settings: dict) -> None:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise RunMismatch(f"{saved_path}: unreadable run settings ({err}); remove it to resume without the check") from None
     changed = [f"{key} {saved[key]!r} -> {value!r}" for key, value in settings.items()
-               if key in saved and _plain(saved[key]) != _plain(value)]
+               if key in saved and not _same(key, saved[key], value)]
     if changed:
         raise RunMismatch(
             f"{path} was sampled with other settings ({'; '.join(changed)}): "

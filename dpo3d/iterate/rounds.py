@@ -27,7 +27,7 @@ from dpo3d.data import records as rec
 from dpo3d.generation.sampler import SamplingConfig, load_sampler
 from dpo3d.generation.sampling_run import prepare_prompts, sample_to_file
 from dpo3d.judges.rewards import make_reward, needed_fields
-from dpo3d.models.loading import DTYPES, LoadOptions, pick_device
+from dpo3d.models.loading import DTYPES, LoadOptions, dtype_name, pick_device
 from dpo3d.models.precision import inference_dtype
 from dpo3d.pairs.building import PairConfig, build_pairs, read_candidates
 from dpo3d.training.config import is_main_process
@@ -89,7 +89,7 @@ def comparable(settings: dict) -> dict:
     dpo3d wrote it at the values that run had (before --sample-dtype the sample stage ran in --dtype)."""
     kept = {key: value for key, value in settings.items() if key not in ("out", "device")}
     if "sample_dtype" not in kept:
-        kept["sample_dtype"] = str(kept.get("load", {}).get("dtype", "float32")).removeprefix("torch.")
+        kept["sample_dtype"] = dtype_name(kept.get("load", {}).get("dtype", "float32"))
     if isinstance(kept.get("train"), dict) and isinstance(kept["train"].get("loop"), dict):
         loop = {key: value for key, value in kept["train"]["loop"].items() if key != "compile"}
         kept["train"] = {**kept["train"], "loop": loop}

@@ -202,6 +202,11 @@ class LoadOptions:
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
+def dtype_name(dtype: torch.dtype | str) -> str:
+    """A dtype by its DTYPES name: torch.bfloat16 or "torch.bfloat16" (as older run files recorded it) -> "bfloat16"."""
+    return str(dtype).removeprefix("torch.")
+
+
 def pick_device(name: str = "auto") -> torch.device:
     """``auto``: the first CUDA GPU if there is one, else the CPU."""
     if name == "auto":

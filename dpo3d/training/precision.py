@@ -16,6 +16,8 @@ import os
 
 import torch
 
+from dpo3d.models.loading import dtype_name
+
 MIXED_PRECISION = ("no", "bf16", "fp16")
 _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -46,7 +48,7 @@ def autocast(mixed_precision: str, device: torch.device):
 def low_precision_warning(model) -> str | None:
     """A sentence naming the effect when ``model`` is about to be trained with bf16/fp16 weights, else None."""
     dtypes = {p.dtype for p in model.parameters() if p.requires_grad and p.is_floating_point()}
-    low = sorted(str(d).removeprefix("torch.") for d in dtypes if d in (torch.bfloat16, torch.float16))
+    low = sorted(dtype_name(d) for d in dtypes if d in (torch.bfloat16, torch.float16))
     if not low:
         return None
     return (
